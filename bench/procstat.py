@@ -1,0 +1,138 @@
+"""
+Reading a process's CPU time and memory from /proc.
+
+CPU time is the sum of utime and stime over the process and its descendants (a
+proxy may run helpers), in seconds. Memory is VmRSS, also summed over the
+process tree; L{RssSampler} records its peak during a transfer.
+"""
+
+import os
+import threading
+import time
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _statFields(pid: int) -> list[str]:
+    """
+    @return: the fields of /proc/PID/stat after the command name, so that
+        index 0 is field 3 (state) of proc(5).
+    """
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        data = f.read()
+    # The command name is in parentheses and may itself contain spaces or
+    # parentheses; everything after the last ')' is space separated.
+    return data[data.rindex(b")") + 2 :].decode("ascii").split()
+
+
+def processTree(pid: int) -> list[int]:
+    """
+    @return: C{pid} followed by all its living descendants.
+    """
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ppid = int(_statFields(int(entry))[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    tree = [pid]
+    for parent in tree:
+        if len(tree) > 10000:
+            break
+        tree.extend(children.get(parent, []))
+    return tree
+
+
+def cpuSeconds(pid: int) -> float:
+    """
+    @return: user plus system CPU seconds used so far by C{pid} and its
+        living descendants (all threads included).
+    """
+    ticks = 0
+    for member in processTree(pid):
+        try:
+            fields = _statFields(member)
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / CLOCK_TICKS
+
+
+def _statusKiB(pid: int, key: bytes) -> int:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def rssKiB(pid: int, tree: list[int] | None = None) -> int:
+    """
+    @param tree: the pids to sum over; by default C{processTree(pid)}.
+    @return: resident set size in KiB summed over the process tree.
+    """
+    return sum(_statusKiB(p, b"VmRSS:") for p in tree or processTree(pid))
+
+
+def hwmKiB(pid: int) -> int:
+    """
+    @return: the peak resident set size (VmHWM) of C{pid} itself, in KiB.
+    """
+    return _statusKiB(pid, b"VmHWM:")
+
+
+class RssSampler:
+    """
+    Samples the resident set size of a process tree in a background thread
+    until L{stop} is called (or C{maxSeconds} pass).
+
+    @ivar baselineKiB: RSS when sampling started.
+    @ivar peakKiB: the highest RSS seen, including the process's VmHWM if that
+        rose while sampling (it catches peaks between two samples).
+    """
+
+    def __init__(
+        self, pid: int, interval: float = 0.01, maxSeconds: float = 900.0
+    ) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.maxSeconds = maxSeconds
+        self.tree = processTree(pid)
+        self.baselineKiB = rssKiB(pid, self.tree)
+        self.peakKiB = self.baselineKiB
+        self.samples = 0
+        self._hwmBefore = hwmKiB(pid)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.maxSeconds
+        while not self._stopping.is_set() and time.monotonic() < deadline:
+            self.peakKiB = max(self.peakKiB, rssKiB(self.pid, self.tree))
+            self.samples += 1
+            self._stopping.wait(self.interval)
+
+    def start(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def stop(self) -> int:
+        """
+        Stop sampling.
+
+        @return: the peak growth over the baseline, in KiB.
+        """
+        self._stopping.set()
+        self._thread.join(5)
+        hwmAfter = hwmKiB(self.pid)
+        if hwmAfter > self._hwmBefore:
+            # The main process's high-water mark rose during the transfer, so
+            # it is a peak of this transfer that may fall between two samples.
+            self.peakKiB = max(self.peakKiB, hwmAfter)
+        return max(self.peakKiB - self.baselineKiB, 0)

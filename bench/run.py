@@ -1,0 +1,651 @@
+"""
+Benchmark webproxy against a direct connection and, optionally, Squid and
+tinyproxy, on this machine, over 127.0.0.1 only.
+
+The proxies run pinned to one CPU; nginx (the origin), wrk and curl (the
+clients) and this script share another. Every scenario is measured for every
+target in the same run, in rounds, and the table shows medians over rounds.
+See bench/README.md.
+
+Usage: python bench/run.py [--quick] [--compare squid,tinyproxy] [--output FILE]
+"""
+
+import argparse
+import datetime
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import loadgen  # noqa: E402
+import procstat  # noqa: E402
+import servers  # noqa: E402
+import tables  # noqa: E402
+import tools  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPOSITORY = os.path.dirname(HERE)
+MiB = 1024 * 1024
+SCENARIOS = (
+    "small_c1",
+    "small_c50",
+    "medium_c10",
+    "large",
+    "large_limited",
+    "connect",
+    "idle",
+    "access_log",
+)
+COMPARABLE = ("squid", "tinyproxy")
+
+
+def parseArguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 2 s wrk runs, 1 round, 20 MiB downloads, "
+        "1,000 idle connections (explicit options still win)",
+    )
+    parser.add_argument(
+        "--compare",
+        default="",
+        help="comma-separated other proxies to measure side by side: "
+        + ",".join(COMPARABLE),
+    )
+    parser.add_argument("--rounds", type=int, help="rounds (medians are taken); default 3")
+    parser.add_argument("--duration", type=int, help="seconds per wrk run; default 10")
+    parser.add_argument("--big-mib", type=int, help="size of the single download; default 100")
+    parser.add_argument("--idle", type=int, help="idle connections to open; default 10000")
+    parser.add_argument("--limit-rate", default="10M", help="curl --limit-rate for the slow client")
+    parser.add_argument("--output", help="also write the Markdown report to this file")
+    parser.add_argument(
+        "--json",
+        help="file for the raw numbers (default bench/results/<time>.json)",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help="comma-separated subset of: " + ",".join(SCENARIOS),
+    )
+    parser.add_argument("--proxy-cpu", type=int, default=0, help="CPU for the proxies")
+    parser.add_argument(
+        "--load-cpu", type=int, default=1, help="CPU for nginx, wrk, curl and this script"
+    )
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="Python that has webproxy (proxyapp) installed",
+    )
+    parser.add_argument(
+        "--webproxy-command",
+        default=servers.WEBPROXY_COMMAND,
+        help="how to start webproxy; {python}, {port}, {tls_port} and {log_args} "
+        "are substituted",
+    )
+    parser.add_argument("--no-webproxy", action="store_true", help="leave webproxy out")
+    parser.add_argument(
+        "--no-install", action="store_true", help="never run apt-get for missing programs"
+    )
+    parser.add_argument("--keep-temp", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    for name, full, short in (
+        ("rounds", 3, 1),
+        ("duration", 10, 2),
+        ("big_mib", 100, 20),
+        ("idle", 10000, 1000),
+    ):
+        if getattr(args, name) is None:
+            setattr(args, name, short if quick else full)
+    args.compare = [c for c in args.compare.split(",") if c]
+    for name in args.compare:
+        if name not in COMPARABLE:
+            parser.error(f"--compare: unknown proxy {name!r}")
+    args.scenarios = [s for s in args.scenarios.split(",") if s]
+    for name in args.scenarios:
+        if name not in SCENARIOS:
+            parser.error(f"--scenarios: unknown scenario {name!r}")
+    if args.rounds < 1 or args.duration < 1 or args.big_mib < 1 or args.idle < 1:
+        parser.error("--rounds, --duration, --big-mib and --idle must be positive")
+    return args
+
+
+@dataclass
+class Target:
+    """
+    A way to reach the origin: directly or through one proxy.
+
+    @ivar port: the proxy's port, L{None} for direct.
+    @ivar logged: a second instance of the proxy with an access log.
+    @ivar failure: why the target can no longer be measured.
+    """
+
+    name: str
+    port: int | None = None
+    server: servers.ServerProcess | None = None
+    loggedPort: int | None = None
+    logged: servers.ServerProcess | None = None
+    accessLog: str | None = None
+    loggedFailure: str | None = None
+    failure: str | None = None
+    scenarios: dict[str, list[dict]] = field(default_factory=dict)
+    errors: dict[str, list[str]] = field(default_factory=dict)
+
+
+def log(message: str) -> None:
+    print(f"# {message}", file=sys.stderr, flush=True)
+
+
+def raiseFileLimit(wanted: int) -> int:
+    """
+    Raise this process's RLIMIT_NOFILE (and so its children's) to C{wanted},
+    raising the hard limit too if we may.
+
+    @return: the soft limit now in force.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return soft
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted
+        except (ValueError, OSError):
+            wanted = hard
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return wanted
+
+
+class Benchmark:
+    """
+    Owns the temporary directory, the origin, the proxies and the results.
+    """
+
+    def __init__(self, args: argparse.Namespace, programs: dict[str, str]) -> None:
+        self.args = args
+        self.programs = programs
+        self.bigSize = args.big_mib * MiB
+        self.bigPath = f"/{args.big_mib}m"
+        usable = os.sched_getaffinity(0)
+        if {args.proxy_cpu, args.load_cpu} <= usable and args.proxy_cpu != args.load_cpu:
+            self.proxyCpu: int | None = args.proxy_cpu
+            self.loadCpu: int | None = args.load_cpu
+        else:
+            log(f"CPUs {args.proxy_cpu} and {args.load_cpu} not both usable; not pinning")
+            self.proxyCpu = self.loadCpu = None
+        self.directory = tempfile.mkdtemp(prefix="webproxy-bench-")
+        # Servers that drop privileges (Squid, tinyproxy) must reach their
+        # own subdirectories.
+        os.chmod(self.directory, 0o755)
+        self.started: list[servers.ServerProcess] = []
+        self.targets: list[Target] = []
+        self.nginx: servers.ServerProcess | None = None
+
+    # Setting up
+
+    def makeOrigin(self) -> None:
+        """
+        Write the documents and a self-signed certificate, start nginx.
+        """
+        docroot = os.path.join(self.directory, "www")
+        os.makedirs(docroot)
+        block = os.urandom(MiB)
+        with open(os.path.join(docroot, "1k"), "wb") as f:
+            f.write(block[:1024])
+        with open(os.path.join(docroot, "1m"), "wb") as f:
+            f.write(block)
+        with open(os.path.join(docroot, self.bigPath[1:]), "wb") as f:
+            for _ in range(self.args.big_mib):
+                f.write(block)
+        certificate = os.path.join(self.directory, "cert.pem")
+        key = os.path.join(self.directory, "key.pem")
+        subprocess.run(
+            [
+                self.programs["openssl"], "req", "-x509", "-newkey", "ec",
+                "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-keyout", key, "-out", certificate, "-days", "2",
+                "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            ],
+            check=True, capture_output=True, timeout=60,
+        )
+        self.httpPort = servers.freePort()
+        self.tlsPort = servers.freePort()
+        self.nginx = servers.startNginx(
+            self.programs["nginx"], os.path.join(self.directory, "nginx"), docroot,
+            self.httpPort, self.tlsPort, certificate, key, self.args.idle, self.loadCpu,
+        )
+        self.started.append(self.nginx)
+        try:
+            servers.waitForPort(self.nginx, self.httpPort)
+            servers.waitForPort(self.nginx, self.tlsPort)
+            loadgen.runCurl(self.programs["curl"], self.loadCpu, self.url("/1k"),
+                            expectSize=1024, timeout=30)
+        except Exception as e:
+            raise SystemExit(f"nginx did not start: {e}\n{self.nginx.explain()}")
+
+    def url(self, path: str, tls: bool = False) -> str:
+        if tls:
+            return f"https://127.0.0.1:{self.tlsPort}{path}"
+        return f"http://127.0.0.1:{self.httpPort}{path}"
+
+    def startProxy(self, name: str, accessLog: str | None) -> tuple[int, servers.ServerProcess]:
+        """
+        Start one instance of proxy C{name} and wait until it proxies a
+        1 KiB GET.
+
+        @raise RuntimeError: with the process's explanation if it does not.
+        """
+        port = servers.freePort()
+        directory = os.path.join(self.directory, name + ("-log" if accessLog else ""))
+        if name == "webproxy":
+            server = servers.startWebproxy(
+                self.args.webproxy_command, self.args.python, directory, port,
+                self.tlsPort, accessLog, self.proxyCpu,
+            )
+        elif name == "squid":
+            server = servers.startSquid(
+                self.programs["squid"], directory, port, self.tlsPort,
+                self.args.idle, accessLog, self.proxyCpu,
+            )
+        else:
+            server = servers.startTinyproxy(
+                self.programs["tinyproxy"], directory, port, self.tlsPort,
+                self.args.idle, accessLog, self.proxyCpu,
+            )
+        self.started.append(server)
+        try:
+            servers.waitForPort(server, port, timeout=30)
+            loadgen.runCurl(self.programs["curl"], self.loadCpu, self.url("/1k"),
+                            proxyPort=port, expectSize=1024, timeout=30)
+        except Exception as e:
+            # Give it a moment to write why it failed before reading its logs.
+            time.sleep(0.5)
+            server.stop()
+            raise RuntimeError(f"{e}\n{server.explain()}") from None
+        return port, server
+
+    def makeTargets(self) -> None:
+        self.targets.append(Target("direct"))
+        names = ([] if self.args.no_webproxy else ["webproxy"]) + self.args.compare
+        for name in names:
+            target = Target(name)
+            self.targets.append(target)
+            try:
+                target.port, target.server = self.startProxy(name, None)
+                log(f"{name} listening on {target.port}, pid {target.server.pid}")
+            except Exception as e:
+                target.failure = f"did not start: {e}"
+                log(f"{name} FAILED to start:\n{e}")
+                continue
+            if "access_log" in self.args.scenarios:
+                logDir = os.path.join(self.directory, name + "-log")
+                target.accessLog = os.path.join(logDir, "access.log")
+                try:
+                    target.loggedPort, target.logged = self.startProxy(name, target.accessLog)
+                except Exception as e:
+                    target.loggedFailure = f"with an access log, did not start: {e}"
+                    log(f"{name} with access log FAILED to start:\n{e}")
+
+    # Measuring
+
+    def measureSmall(self, target: Target, connections: int) -> dict:
+        pid = target.server.pid if target.server else None
+        before = procstat.cpuSeconds(pid) if pid else 0.0
+        result = loadgen.runWrk(
+            self.programs["wrk"], self.loadCpu, self.httpPort, "/1k", connections,
+            self.args.duration, target.port,
+        )
+        cpu = procstat.cpuSeconds(pid) - before if pid else None
+        return self.wrkMetrics(result) | {
+            "cpu_s_per_10k": cpu / result.requests * 1e4 if cpu is not None else None,
+        }
+
+    def wrkMetrics(self, result: loadgen.WrkResult) -> dict:
+        if result.requests == 0:
+            raise RuntimeError(f"no requests completed; wrk errors {result.errors}")
+        metrics = {
+            "rps": result.requestsPerSecond,
+            "mbps": result.megabytesPerSecond,
+            "p50_ms": result.p50Ms,
+            "p99_ms": result.p99Ms,
+            "mean_ms": result.meanMs,
+            "max_ms": result.maxMs,
+            "requests": result.requests,
+            "seconds": result.seconds,
+            "wrk_errors": result.errors,
+        }
+        if result.errorCount:
+            metrics["error"] = f"wrk errors {result.errors}"
+        return metrics
+
+    def measureMedium(self, target: Target) -> dict:
+        result = loadgen.runWrk(
+            self.programs["wrk"], self.loadCpu, self.httpPort, "/1m", 10,
+            self.args.duration, target.port,
+        )
+        return self.wrkMetrics(result)
+
+    def measureLarge(self, target: Target, limitRate: str | None) -> dict:
+        pid = target.server.pid if target.server else None
+        sampler = procstat.RssSampler(pid).start() if pid else None
+        timeout = 300.0
+        if limitRate:
+            timeout += self.bigSize / parseRate(limitRate) * 2
+        try:
+            result = loadgen.runCurl(
+                self.programs["curl"], self.loadCpu, self.url(self.bigPath),
+                target.port, limitRate=limitRate, timeout=timeout,
+                expectSize=self.bigSize,
+            )
+        finally:
+            growth = sampler.stop() if sampler else None
+        return {
+            "mbps": result.megabytesPerSecond,
+            "seconds": result.seconds,
+            "rss_growth_mib": growth / 1024 if growth is not None else None,
+            "rss_baseline_mib": sampler.baselineKiB / 1024 if sampler else None,
+            "rss_samples": sampler.samples if sampler else None,
+        }
+
+    def measureConnect(self, target: Target) -> dict:
+        pid = target.server.pid if target.server else None
+        before = procstat.cpuSeconds(pid) if pid else 0.0
+        result = loadgen.runCurl(
+            self.programs["curl"], self.loadCpu, self.url(self.bigPath, tls=True),
+            target.port, tunnel=target.port is not None, timeout=300,
+            expectSize=self.bigSize,
+        )
+        cpu = procstat.cpuSeconds(pid) - before if pid else None
+        return {
+            "mbps": result.megabytesPerSecond,
+            "seconds": result.seconds,
+            "cpu_s_per_gb": cpu / (self.bigSize / 1e9) if cpu is not None else None,
+        }
+
+    def measureIdle(self, target: Target) -> dict:
+        """
+        Open the idle connections to the proxy (to nginx for direct), then
+        measure the server's RSS growth per connection and the latency of a
+        few single requests made while they are open.
+        """
+        assert self.nginx is not None
+        server = target.server or self.nginx
+        port = target.port or self.httpPort
+        count = self.args.idle
+        tree = procstat.processTree(server.pid)
+        before = procstat.rssKiB(server.pid, tree)
+        sockets, failures = loadgen.openIdleConnections(port, count, timeout=120)
+        try:
+            for s in sockets:
+                # Close with a reset: no TIME_WAIT left behind for later rounds.
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            # Let the server accept them all and settle: RSS stable to 0.5 %.
+            time.sleep(0.5 if self.args.quick else 1.0)
+            after = procstat.rssKiB(server.pid, procstat.processTree(server.pid))
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                time.sleep(0.25)
+                now = procstat.rssKiB(server.pid, procstat.processTree(server.pid))
+                stable = abs(now - after) <= after * 0.005
+                after = now
+                if stable:
+                    break
+            latencies = [
+                loadgen.runCurl(
+                    self.programs["curl"], self.loadCpu, self.url("/1k"), target.port,
+                    expectSize=1024, timeout=30,
+                ).seconds * 1000
+                for _ in range(5)
+            ]
+            still = loadgen.countOpen(sockets)
+        finally:
+            opened = len(sockets)
+            for s in sockets:
+                s.close()
+        metrics = {
+            "opened": opened,
+            "connect_failures": failures,
+            "open": still,
+            "rss_kib_per_conn": (after - before) / opened if opened else None,
+            "rss_before_mib": before / 1024,
+            "rss_after_mib": after / 1024,
+            "latency_ms": statistics.median(latencies),
+            "latencies_ms": latencies,
+        }
+        if opened < count or still < opened:
+            metrics["error"] = f"{opened} of {count} connections opened, {still} still open"
+        return metrics
+
+    def measureAccessLog(self, target: Target) -> dict:
+        if target.port is None:
+            return {}
+        if target.loggedFailure or target.logged is None:
+            raise RuntimeError(target.loggedFailure or "no instance with an access log")
+        if not target.logged.running():
+            raise RuntimeError("the instance with an access log exited:\n" + target.logged.explain())
+        off = loadgen.runWrk(
+            self.programs["wrk"], self.loadCpu, self.httpPort, "/1k", 50,
+            self.args.duration, target.port,
+        )
+        size = logSize(target.accessLog)
+        on = loadgen.runWrk(
+            self.programs["wrk"], self.loadCpu, self.httpPort, "/1k", 50,
+            self.args.duration, target.loggedPort,
+        )
+        written = logSize(target.accessLog) - size
+        metrics = {
+            "rps_off": off.requestsPerSecond,
+            "rps_on": on.requestsPerSecond,
+            "ratio": on.requestsPerSecond / off.requestsPerSecond if off.requests else None,
+            "log_bytes_per_request": written / on.requests if on.requests else None,
+            "wrk_errors_off": off.errors,
+            "wrk_errors_on": on.errors,
+        }
+        problems = []
+        if off.errorCount or on.errorCount:
+            problems.append(f"wrk errors off {off.errors} on {on.errors}")
+        if written <= 0:
+            problems.append("the access log did not grow")
+        if problems:
+            metrics["error"] = "; ".join(problems)
+        return metrics
+
+    def measure(self, scenario: str, target: Target) -> dict:
+        if scenario == "small_c1":
+            return self.measureSmall(target, 1)
+        if scenario == "small_c50":
+            return self.measureSmall(target, 50)
+        if scenario == "medium_c10":
+            return self.measureMedium(target)
+        if scenario == "large":
+            return self.measureLarge(target, None)
+        if scenario == "large_limited":
+            return self.measureLarge(target, self.args.limit_rate)
+        if scenario == "connect":
+            return self.measureConnect(target)
+        if scenario == "idle":
+            return self.measureIdle(target)
+        return self.measureAccessLog(target)
+
+    def alive(self, target: Target) -> bool:
+        """
+        @return: whether C{target} can still be measured; records why not.
+        """
+        if target.failure:
+            return False
+        if target.server is not None and not target.server.running():
+            target.failure = "exited during the benchmark:\n" + target.server.explain()
+            log(f"{target.name} {target.failure}")
+            return False
+        return True
+
+    def run(self) -> None:
+        for target in self.targets:
+            if self.alive(target):
+                # Warm up: connections, caches, allocator.
+                try:
+                    loadgen.runWrk(self.programs["wrk"], self.loadCpu, self.httpPort,
+                                   "/1k", 50, 1, target.port)
+                except Exception as e:
+                    log(f"{target.name} warm-up failed: {e}")
+        for round in range(1, self.args.rounds + 1):
+            for scenario in self.args.scenarios:
+                for target in self.targets:
+                    if scenario == "access_log" and target.port is None:
+                        continue
+                    if not self.alive(target):
+                        continue
+                    try:
+                        metrics = self.measure(scenario, target)
+                    except Exception as e:
+                        metrics = {"error": f"{type(e).__name__}: {e}".splitlines()[0][:300]}
+                    target.scenarios.setdefault(scenario, []).append(metrics)
+                    if "error" in metrics:
+                        target.errors.setdefault(scenario, []).append(metrics["error"])
+                    log(f"round {round}/{self.args.rounds} {scenario:13} "
+                        f"{target.name:9} {summarize(metrics)}")
+                    self.alive(target)
+
+    def stop(self) -> None:
+        for server in reversed(self.started):
+            server.stop()
+        if self.args.keep_temp:
+            log(f"kept {self.directory}")
+        else:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def results(self) -> dict:
+        return {
+            t.name: {
+                "failure": t.failure,
+                "access_log_failure": t.loggedFailure,
+                "scenarios": t.scenarios,
+                "errors": t.errors,
+            }
+            for t in self.targets
+        }
+
+
+def parseRate(rate: str) -> float:
+    """
+    @return: bytes per second for a curl rate such as C{10M} or C{500k}.
+    """
+    units = {"k": 1024, "m": MiB, "g": 1024 * MiB}
+    suffix = rate[-1:].lower()
+    return float(rate[:-1]) * units[suffix] if suffix in units else float(rate)
+
+
+def logSize(path: str | None) -> int:
+    try:
+        return os.path.getsize(path) if path else 0
+    except OSError:
+        return 0
+
+
+def summarize(metrics: dict) -> str:
+    shown = []
+    for key in ("rps", "rps_off", "rps_on", "mbps", "p50_ms", "p99_ms", "cpu_s_per_10k",
+                "cpu_s_per_gb", "rss_growth_mib", "rss_kib_per_conn", "latency_ms", "error"):
+        value = metrics.get(key)
+        if value is None or (key == "mbps" and "rps" in metrics):
+            continue
+        shown.append(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}")
+    return " ".join(shown)
+
+
+def report(bench: Benchmark, machine: dict, versions: dict, started: str) -> tuple[str, dict]:
+    """
+    @return: the Markdown report and the JSON document.
+    """
+    args = bench.args
+    targets = [t.name for t in bench.targets]
+    table = tables.rows(args.big_mib, args.idle, args.limit_rate)
+    results = bench.results()
+    setup = (
+        f"{args.rounds} round(s), medians; wrk {args.duration} s runs, 1 thread; "
+        f"proxies on CPU {bench.proxyCpu}, nginx/wrk/curl on CPU {bench.loadCpu}; "
+        f"MB = 10^6 bytes; ratios are plain value ratios "
+        f"(for latency, CPU and memory lower is better)"
+    )
+    lines = [
+        f"## webproxy benchmark ({started}, webproxy {tools.gitRevision(REPOSITORY)})",
+        "",
+        f"Machine: {machine['cpu']}, nproc {machine['nproc']}, {machine['memory']}, "
+        f"{machine['kernel']}, {machine['python']}",
+        "",
+        "Programs: " + "; ".join(f"{k}: {v}" for k, v in versions.items()),
+        "",
+        setup,
+        "",
+        tables.markdown(results, table, targets),
+    ]
+    document = {
+        "started": started,
+        "machine": machine,
+        "versions": versions,
+        "config": {
+            key: getattr(args, key)
+            for key in ("quick", "rounds", "duration", "big_mib", "idle", "limit_rate",
+                        "compare", "scenarios", "python", "webproxy_command")
+        }
+        | {"proxy_cpu": bench.proxyCpu, "load_cpu": bench.loadCpu},
+        "results": results,
+        "medians": tables.medians(results, table),
+    }
+    return "\n".join(lines), document
+
+
+def main(argv: list[str]) -> int:
+    args = parseArguments(argv)
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks end every process.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    programs = ["nginx", "wrk", "curl", "openssl", "taskset", *args.compare]
+    found = tools.findTools(programs, install=not args.no_install)
+    limit = raiseFileLimit(args.idle + 4096)
+    if limit < args.idle + 100:
+        log(f"RLIMIT_NOFILE is {limit}; opening at most {limit - 200} idle connections")
+        args.idle = max(limit - 200, 1)
+    machine = tools.machineInfo()
+    versions = tools.toolVersions(found, args.python)
+    bench = Benchmark(args, found)
+    try:
+        if bench.loadCpu is not None:
+            os.sched_setaffinity(0, {bench.loadCpu})
+        bench.makeOrigin()
+        bench.makeTargets()
+        bench.run()
+    finally:
+        bench.stop()
+    text, document = report(bench, machine, versions, started)
+    print(text)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text)
+    jsonPath = args.json or os.path.join(
+        HERE, "results", time.strftime("%Y%m%d-%H%M%S") + ".json"
+    )
+    os.makedirs(os.path.dirname(os.path.abspath(jsonPath)), exist_ok=True)
+    with open(jsonPath, "w") as f:
+        json.dump(document, f, indent=1, default=str)
+    log(f"raw numbers in {jsonPath}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

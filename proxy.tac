@@ -1,0 +1,24 @@
+# -*- python -*-
+"""
+Run webproxy with C{twistd -ny proxy.tac}.
+
+The service is built by the same C{proxyapp.tap.makeService} that
+C{twistd webproxy} uses.  Options come from the environment:
+C{WEBPROXY_PORT} (default 8080) and C{WEBPROXY_ARGS}, any further
+C{twistd webproxy} options as one shell-quoted string.
+"""
+
+import os
+import shlex
+
+from twisted.application import service
+
+from proxyapp import tap
+
+options = tap.Options()
+options.parseOptions(
+    ["--port", os.environ.get("WEBPROXY_PORT", "8080")]
+    + shlex.split(os.environ.get("WEBPROXY_ARGS", ""))
+)
+application = service.Application("webproxy")
+tap.makeService(options).setServiceParent(application)

@@ -1,0 +1,720 @@
+# -*- test-case-name: tests.test_http11 -*-
+"""
+Sans-I/O HTTP/1.1 parsing (RFC 9112), strict enough to stop request
+smuggling, with no Twisted imports.
+
+Theory of operation
+===================
+
+A parser is fed bytes with C{receiveData} (and C{receiveEOF}) and asked for
+events with C{nextEvent}, one at a time, like h11.  Events are:
+
+  - a L{RequestHead} or L{ResponseHead} (a 1xx response head is an event of
+    its own and the parser then waits for the next head);
+  - C{bytes}: a piece of body, already de-chunked;
+  - L{EndOfMessage}, carrying trailer fields if there were any;
+  - L{NEED_DATA}: nothing more can be parsed until more bytes arrive;
+  - L{PAUSED}: the message is complete (or the connection switched
+    protocols) and the parser will not look at further bytes until the
+    caller says so with C{startNextCycle} (pipelining is answered in order
+    because the caller only restarts after the response) or takes the
+    remaining bytes with C{takeBuffer} (CONNECT and 101 tunnels).
+
+Malformed input raises L{ClientProtocolError} (request side: carries the
+status code to answer with) or L{UpstreamProtocolError} (response side: the
+proxy answers 502 and drops that connection).  The caller must not use a
+parser again after it raised.
+
+Body bytes are never copied more than once: the parser keeps its buffer as
+C{bytes} plus an offset and hands out slices.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional, Union
+from urllib.parse import unquote_to_bytes
+
+from proxyapp.message import Headers, RequestHead, ResponseHead
+
+
+class ProtocolError(Exception):
+    """
+    The peer sent something that is not HTTP/1.1 as RFC 9112 allows.
+
+    @ivar status: the status code to answer with.
+    @ivar reason: a short description naming the defect.
+    """
+
+    def __init__(self, status: int, reason: str) -> None:
+        Exception.__init__(self, status, reason)
+        self.status = status
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class ClientProtocolError(ProtocolError):
+    """
+    The client's request is malformed or over a limit (answer C{status}).
+    """
+
+
+class UpstreamProtocolError(ProtocolError):
+    """
+    The upstream's response is malformed (answer 502, do not reuse).
+    """
+
+    def __init__(self, reason: str) -> None:
+        ProtocolError.__init__(self, 502, reason)
+
+
+class _Sentinel:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+NEED_DATA = _Sentinel("NEED_DATA")
+PAUSED = _Sentinel("PAUSED")
+
+
+class EndOfMessage:
+    """
+    The end of a message's body.
+
+    @ivar trailers: trailer fields of a chunked body, or C{None}.
+    """
+
+    __slots__ = ("trailers",)
+
+    def __init__(self, trailers: Optional[Headers] = None) -> None:
+        self.trailers = trailers
+
+    def __repr__(self) -> str:
+        return f"EndOfMessage({self.trailers!r})"
+
+
+END = EndOfMessage()
+
+Event = Union[RequestHead, ResponseHead, bytes, EndOfMessage, _Sentinel]
+
+# Body framings.
+NO_BODY = 0
+LENGTH = 1
+CHUNKED = 2
+UNTIL_CLOSE = 3
+
+# Parser states.
+_HEAD = 0
+_BODY_LENGTH = 1
+_CHUNK_SIZE = 2
+_CHUNK_DATA = 3
+_CHUNK_CRLF = 4
+_TRAILERS = 5
+_UNTIL_CLOSE = 6
+_DONE = 7
+_SWITCHED = 8
+
+_TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+# Anything that may not appear in a head once CRLF line ends are accounted
+# for: control characters other than HTAB, DEL, and any CR or LF that is not
+# part of a CRLF pair (bare CR, bare LF).
+_BAD_HEAD_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n")
+_CHUNK_SIZE_LINE = re.compile(
+    rb"([0-9A-Fa-f]{1,16})"
+    rb"(?:[ \t]*;[ \t]*[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+    rb'(?:[ \t]*=[ \t]*(?:[-!#$%&\'*+.^_`|~0-9A-Za-z]+|"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[\t\x20-\x7e\x80-\xff])*"))?)*'
+)
+_STATUS_LINE = re.compile(rb"HTTP/1\.([0-9]) ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?")
+_DIGITS = re.compile(rb"[0-9]{1,18}")
+_REG_NAME = re.compile(rb"[-A-Za-z0-9._~!$&'()*+,;=%]*")
+_PORT = re.compile(rb"[0-9]{0,5}")
+_MAX_CHUNK_LINE = 4096
+
+
+def _isToken(value: bytes) -> bool:
+    return bool(value) and not value.translate(None, _TOKEN_CHARS)
+
+
+def parseAuthority(authority: bytes, defaultPort: Optional[int]) -> tuple[str, int]:
+    """
+    Parse C{host[:port]} (RFC 3986 authority without userinfo).
+
+    Hosts are returned lowercased, percent-decoded, IDNA-encoded when they
+    were given as Unicode, and without brackets for IPv6 literals.
+
+    @param defaultPort: the port when none is given, or C{None} if a port is
+        required (CONNECT).
+    @raise ValueError: naming the defect.
+    """
+    if b"@" in authority:
+        raise ValueError("userinfo is not allowed in the authority")
+    if authority.startswith(b"["):
+        close = authority.find(b"]")
+        if close == -1:
+            raise ValueError("unterminated IPv6 literal")
+        host = authority[1:close]
+        rest = authority[close + 1 :]
+        if rest and not rest.startswith(b":"):
+            raise ValueError("garbage after IPv6 literal")
+        portText = rest[1:] if rest else b""
+        if not host or not all(c in b"0123456789abcdefABCDEF:." for c in host):
+            # Zone identifiers and IPvFuture are not forwardable targets.
+            raise ValueError("invalid IPv6 literal")
+        hostText = host.decode("ascii").lower()
+    else:
+        host, colon, portText = authority.rpartition(b":")
+        if not colon:
+            host, portText = authority, b""
+        elif not portText and defaultPort is None:
+            raise ValueError("missing port")
+        if not host or not _REG_NAME.fullmatch(host):
+            raise ValueError("invalid host")
+        raw = unquote_to_bytes(host) if b"%" in host else host
+        try:
+            hostText = raw.decode("ascii").lower()
+        except UnicodeDecodeError:
+            try:
+                hostText = raw.decode("utf-8").encode("idna").decode("ascii")
+            except UnicodeError:
+                raise ValueError("invalid internationalized host name")
+        if not hostText or any(c in hostText for c in "/\\ @:?#"):
+            raise ValueError("invalid host")
+    if portText:
+        if not _PORT.fullmatch(portText):
+            raise ValueError("invalid port")
+        port = int(portText)
+        if not 0 < port < 65536:
+            raise ValueError("port out of range")
+    elif defaultPort is None:
+        raise ValueError("missing port")
+    else:
+        port = defaultPort
+    return hostText, port
+
+
+def _splitTarget(head: RequestHead) -> None:
+    """
+    Fill in C{scheme}, C{host}, C{port}, C{authority} and C{path} of C{head}
+    from its request-target (RFC 9112 section 3.2).
+
+    @raise ClientProtocolError: for a target no form allows.
+    """
+    target = head.target
+    if head.method == b"CONNECT":
+        try:
+            head.host, head.port = parseAuthority(target, None)
+        except ValueError as e:
+            raise ClientProtocolError(400, f"invalid CONNECT target: {e}")
+        head.authority = target
+        head.path = b""
+        return
+    first = target[:1]
+    if first == b"/":
+        if b"#" in target:
+            raise ClientProtocolError(400, "fragment in request target")
+        return
+    if target == b"*":
+        if head.method != b"OPTIONS":
+            raise ClientProtocolError(400, "asterisk-form target with a method other than OPTIONS")
+        return
+    schemeEnd = target.find(b"://")
+    scheme = target[:schemeEnd].lower()
+    if schemeEnd <= 0 or scheme not in (b"http", b"https"):
+        raise ClientProtocolError(400, "request target is not an http or https URL")
+    rest = target[schemeEnd + 3 :]
+    end = len(rest)
+    for delimiter in b"/?#":
+        found = rest.find(bytes((delimiter,)))
+        if found != -1 and found < end:
+            end = found
+    authority = rest[:end]
+    path = rest[end:]
+    if b"#" in path:
+        raise ClientProtocolError(400, "fragment in request target")
+    if not path.startswith(b"/"):
+        path = b"/" + path
+    try:
+        head.host, head.port = parseAuthority(authority, 80 if scheme == b"http" else 443)
+    except ValueError as e:
+        raise ClientProtocolError(400, f"invalid host in request target: {e}")
+    head.scheme = scheme.decode("ascii")
+    head.authority = authority
+    head.path = path
+
+
+def _parseFields(lines: list[bytes], errorType: type) -> list[list[bytes]]:
+    """
+    Parse header (or trailer) field lines into C{[lower, name, value]} lists.
+    """
+    fields = []
+    for line in lines:
+        colon = line.find(b":")
+        if colon <= 0:
+            if line[:1] in (b" ", b"\t"):
+                raise _fieldError(errorType, "obsolete line folding in a header field")
+            raise _fieldError(errorType, "header line without a colon")
+        name = line[:colon]
+        if name.translate(None, _TOKEN_CHARS):
+            if line[:1] in (b" ", b"\t"):
+                raise _fieldError(errorType, "obsolete line folding in a header field")
+            if name[-1:] in (b" ", b"\t"):
+                raise _fieldError(errorType, "whitespace before the colon in a header field")
+            raise _fieldError(errorType, "invalid header field name")
+        fields.append([name.lower(), name, line[colon + 1 :].strip(b" \t")])
+    return fields
+
+
+def _fieldError(errorType: type, reason: str) -> ProtocolError:
+    if errorType is ClientProtocolError:
+        return ClientProtocolError(400, reason)
+    return UpstreamProtocolError(reason)
+
+
+def _framing(
+    headers: Headers, errorType: type, isRequest: bool
+) -> tuple[int, int]:
+    """
+    Decide a message's body framing from Content-Length and
+    Transfer-Encoding (RFC 9112 section 6.3), refusing every ambiguity.
+
+    @return: C{(framing, length)}.
+    """
+    te = None
+    lengths = []
+    for lower, _, value in headers._fields:
+        if lower == b"content-length":
+            lengths.append(value)
+        elif lower == b"transfer-encoding":
+            te = value if te is None else te + b"," + value
+    if te is not None:
+        if lengths:
+            raise _fieldError(errorType, "both Content-Length and Transfer-Encoding")
+        codings = [c.strip(b" \t").lower() for c in te.split(b",")]
+        if codings == [b"chunked"]:
+            return CHUNKED, 0
+        if codings[-1] == b"chunked" and all(_isToken(c) for c in codings):
+            if isRequest:
+                raise ClientProtocolError(501, "transfer coding other than chunked")
+            raise UpstreamProtocolError("transfer coding other than chunked")
+        if isRequest:
+            raise ClientProtocolError(400, "Transfer-Encoding does not end in chunked")
+        raise UpstreamProtocolError("Transfer-Encoding does not end in chunked")
+    if not lengths:
+        return NO_BODY, 0
+    values = set()
+    for value in lengths:
+        for item in value.split(b","):
+            item = item.strip(b" \t")
+            if not _DIGITS.fullmatch(item):
+                raise _fieldError(errorType, "malformed Content-Length")
+            values.add(int(item))
+    if len(values) != 1:
+        raise _fieldError(errorType, "conflicting Content-Length values")
+    length = values.pop()
+    if len(lengths) > 1 or b"," in lengths[0]:
+        # Identical duplicates are allowed (RFC 9110 section 8.6) but are
+        # forwarded as one field, so no later hop can read them otherwise.
+        headers.set(b"Content-Length", b"%d" % (length,))
+    return LENGTH, length
+
+
+class _Parser:
+    """
+    What request and response parsing share: buffering, bodies, chunks.
+
+    @ivar framing: the current message's body framing.
+    @ivar remaining: bytes of the current body (or chunk) still expected.
+    """
+
+    _errorType: type = ProtocolError
+
+    def __init__(self, maxHeaderBytes: int) -> None:
+        self._buffer = b""
+        self._offset = 0
+        self._searchFrom = 0
+        self._state = _HEAD
+        self._eof = False
+        self._trailerLines: list[bytes] = []
+        self._trailerBytes = 0
+        self.maxHeaderBytes = maxHeaderBytes
+        self.framing = NO_BODY
+        self.remaining = 0
+
+    def receiveData(self, data: bytes) -> None:
+        """
+        Add bytes received from the peer.
+        """
+        if self._offset >= len(self._buffer):
+            self._buffer = data
+            self._offset = 0
+        else:
+            self._buffer = self._buffer[self._offset :] + data
+            self._searchFrom = max(0, self._searchFrom - self._offset)
+            self._offset = 0
+
+    def receiveEOF(self) -> None:
+        """
+        The peer closed its side; the next C{nextEvent} ends a body delimited
+        by close or raises if a message was cut short.
+        """
+        self._eof = True
+
+    def buffered(self) -> int:
+        """
+        @return: how many received bytes the parser has not consumed.
+        """
+        return len(self._buffer) - self._offset
+
+    def takeBuffer(self) -> bytes:
+        """
+        Take the bytes received after a message that switched protocols
+        (CONNECT, 101).  The parser is of no further use.
+        """
+        data = self._buffer[self._offset :]
+        self._buffer = b""
+        self._offset = 0
+        return data
+
+    def startNextCycle(self) -> None:
+        """
+        Let the parser go on to the next message once the current exchange is
+        over (pipelined requests, or the next response on a reused
+        connection).
+        """
+        if self._state == _DONE:
+            self._state = _HEAD
+            self._searchFrom = 0
+
+    def _findHead(self) -> int:
+        """
+        @return: the offset of the CRLFCRLF ending the head, or -1.
+        """
+        end = self._buffer.find(b"\r\n\r\n", self._offset + self._searchFrom)
+        if end == -1:
+            self._searchFrom = max(0, len(self._buffer) - self._offset - 3)
+        return end
+
+    def _startBody(self, framing: int, length: int) -> None:
+        self.framing = framing
+        if framing == LENGTH:
+            self.remaining = length
+            self._state = _BODY_LENGTH
+        elif framing == CHUNKED:
+            self._state = _CHUNK_SIZE
+        elif framing == UNTIL_CLOSE:
+            self._state = _UNTIL_CLOSE
+        else:
+            # An empty body still ends with an EndOfMessage event.
+            self.remaining = 0
+            self._state = _BODY_LENGTH
+
+    def _bodyEvent(self) -> Event:
+        """
+        Parse the next body event; called in every state but C{_HEAD}.
+        """
+        state = self._state
+        if state == _DONE or state == _SWITCHED:
+            return PAUSED
+        buffer = self._buffer
+        offset = self._offset
+        available = len(buffer) - offset
+        if state == _BODY_LENGTH:
+            if self.remaining == 0:
+                self._state = _DONE
+                return END
+            if not available:
+                return self._needData("body cut short by the connection closing")
+            take = min(available, self.remaining)
+            self.remaining -= take
+            self._offset = offset + take
+            if offset == 0 and take == len(buffer):
+                return buffer
+            return buffer[offset : offset + take]
+        if state == _CHUNK_DATA:
+            if not available:
+                return self._needData("chunk cut short by the connection closing")
+            take = min(available, self.remaining)
+            self.remaining -= take
+            self._offset = offset + take
+            if self.remaining == 0:
+                self._state = _CHUNK_CRLF
+            if offset == 0 and take == len(buffer):
+                return buffer
+            return buffer[offset : offset + take]
+        if state == _CHUNK_SIZE:
+            end = buffer.find(b"\r\n", offset)
+            if end == -1:
+                if available > _MAX_CHUNK_LINE:
+                    raise self._error("chunk size line too long")
+                return self._needData("chunked body cut short by the connection closing")
+            line = buffer[offset:end]
+            match = _CHUNK_SIZE_LINE.fullmatch(line)
+            if match is None:
+                raise self._error("invalid chunk size line")
+            size = int(match.group(1), 16)
+            if size >= 1 << 62:
+                raise self._error("chunk size too large")
+            self._offset = end + 2
+            if size == 0:
+                self._state = _TRAILERS
+                self._trailerLines = []
+                self._trailerBytes = 0
+            else:
+                self.remaining = size
+                self._state = _CHUNK_DATA
+            return self._bodyEvent()
+        if state == _CHUNK_CRLF:
+            if available < 2:
+                if available == 1 and buffer[offset] != 13:
+                    raise self._error("chunk data not followed by CRLF")
+                return self._needData("chunked body cut short by the connection closing")
+            if buffer[offset : offset + 2] != b"\r\n":
+                raise self._error("chunk data not followed by CRLF")
+            self._offset = offset + 2
+            self._state = _CHUNK_SIZE
+            return self._bodyEvent()
+        if state == _TRAILERS:
+            end = buffer.find(b"\r\n", offset)
+            if end == -1:
+                if available + self._trailerBytes > self.maxHeaderBytes:
+                    raise self._error("trailer section too large")
+                return self._needData("trailers cut short by the connection closing")
+            line = buffer[offset:end]
+            self._offset = end + 2
+            if line:
+                self._trailerBytes += len(line) + 2
+                if self._trailerBytes > self.maxHeaderBytes:
+                    raise self._error("trailer section too large")
+                if _BAD_HEAD_BYTES.search(line):
+                    raise self._error("invalid character in a trailer field")
+                self._trailerLines.append(line)
+                return self._bodyEvent()
+            self._state = _DONE
+            if not self._trailerLines:
+                return END
+            fields = _parseFields(self._trailerLines, self._errorType)
+            self._trailerLines = []
+            return EndOfMessage(Headers._fromParsed(fields))
+        if state == _UNTIL_CLOSE:
+            if available:
+                self._offset = len(buffer)
+                return buffer if offset == 0 else buffer[offset:]
+            if self._eof:
+                self._state = _DONE
+                return END
+            return NEED_DATA
+        raise AssertionError(f"unknown parser state {state}")
+
+    def _needData(self, reason: str) -> Event:
+        if self._eof:
+            raise self._error(reason)
+        return NEED_DATA
+
+    def _error(self, reason: str) -> ProtocolError:
+        return _fieldError(self._errorType, reason)
+
+
+class RequestParser(_Parser):
+    """
+    Parses requests from a client.
+
+    @ivar maxRequestLine: longest request line accepted (else 414).
+    @ivar maxHeaderBytes: largest header section accepted (else 431).
+    @ivar maxHeaders: most header fields accepted (else 431).
+    """
+
+    _errorType = ClientProtocolError
+
+    def __init__(
+        self,
+        maxRequestLine: int = 8192,
+        maxHeaderBytes: int = 65536,
+        maxHeaders: int = 100,
+    ) -> None:
+        _Parser.__init__(self, maxHeaderBytes)
+        self.maxRequestLine = maxRequestLine
+        self.maxHeaders = maxHeaders
+
+    def headStarted(self) -> bool:
+        """
+        @return: whether part of a request head has been received (so a
+            header timeout, not an idle timeout, applies).
+        """
+        return self._state == _HEAD and self._offset < len(self._buffer)
+
+    def nextEvent(self) -> Event:
+        """
+        @return: the next event (see the module docstring).
+        @raise ClientProtocolError: if the request is malformed.
+        """
+        if self._state != _HEAD:
+            return self._bodyEvent()
+        buffer = self._buffer
+        offset = self._offset
+        # RFC 9112 section 2.2: ignore empty lines before a request line.
+        while buffer.startswith(b"\r\n", offset):
+            offset += 2
+        self._offset = offset
+        end = self._findHead()
+        if end == -1:
+            return self._headIncomplete()
+        head = buffer[offset:end]
+        self._offset = end + 4
+        self._searchFrom = 0
+        lineEnd = head.find(b"\r\n")
+        requestLine = head if lineEnd == -1 else head[:lineEnd]
+        if len(requestLine) > self.maxRequestLine:
+            raise ClientProtocolError(414, "request line too long")
+        if len(head) - len(requestLine) > self.maxHeaderBytes:
+            raise ClientProtocolError(431, "header section too large")
+        if _BAD_HEAD_BYTES.search(head):
+            raise ClientProtocolError(400, "invalid character (control, NUL or bare CR/LF) in the request head")
+        parts = requestLine.split(b" ")
+        if len(parts) != 3:
+            raise ClientProtocolError(400, "malformed request line")
+        method, target, version = parts
+        if not _isToken(method):
+            raise ClientProtocolError(400, "invalid method")
+        if not target or b"\t" in target:
+            raise ClientProtocolError(400, "invalid request target")
+        if version != b"HTTP/1.1" and version != b"HTTP/1.0":
+            if len(version) == 8 and version.startswith(b"HTTP/1.") and version[7:].isdigit():
+                version = b"HTTP/1.1"
+            else:
+                raise ClientProtocolError(400, "unsupported HTTP version")
+        lines = head.split(b"\r\n")
+        del lines[0]
+        if len(lines) > self.maxHeaders:
+            raise ClientProtocolError(431, "too many header fields")
+        fields = _parseFields(lines, ClientProtocolError)
+        headers = Headers._fromParsed(fields)
+        request = RequestHead(method, target, version, headers)
+        hosts = 0
+        for field in fields:
+            if field[0] == b"host":
+                hosts += 1
+        if hosts > 1:
+            raise ClientProtocolError(400, "duplicate Host header")
+        if hosts == 0 and version == b"HTTP/1.1":
+            raise ClientProtocolError(400, "missing Host header")
+        _splitTarget(request)
+        if request.host is None and hosts:
+            host = headers.get(b"host")
+            if host:
+                try:
+                    parseAuthority(host, 80)
+                except ValueError as e:
+                    raise ClientProtocolError(400, f"invalid Host header: {e}")
+        framing, length = _framing(headers, ClientProtocolError, True)
+        if method == b"CONNECT":
+            if framing != NO_BODY:
+                raise ClientProtocolError(400, "CONNECT request with a body")
+            self._state = _SWITCHED
+            return request
+        self._startBody(framing, length)
+        return request
+
+    def _headIncomplete(self) -> Event:
+        available = len(self._buffer) - self._offset
+        if available > self.maxRequestLine:
+            lineEnd = self._buffer.find(b"\r\n", self._offset, self._offset + self.maxRequestLine + 1)
+            if lineEnd == -1:
+                raise ClientProtocolError(414, "request line too long")
+            if available - (lineEnd - self._offset) > self.maxHeaderBytes + 4:
+                raise ClientProtocolError(431, "header section too large")
+        if self._eof and available:
+            raise ClientProtocolError(400, "request head cut short by the connection closing")
+        return NEED_DATA
+
+
+class ResponseParser(_Parser):
+    """
+    Parses responses from an upstream server.
+
+    Before each response, call L{expectResponse} with the request's method,
+    which decides whether the response can have a body (HEAD, CONNECT).
+    """
+
+    _errorType = UpstreamProtocolError
+
+    def __init__(self, maxHeaderBytes: int = 65536, maxHeaders: int = 100) -> None:
+        _Parser.__init__(self, maxHeaderBytes)
+        self.maxHeaders = maxHeaders
+        self._method = b"GET"
+        self._state = _DONE
+
+    def expectResponse(self, method: bytes) -> None:
+        """
+        Get ready to parse the response to a request with this method.
+        """
+        self._method = method
+        self._state = _HEAD
+        self._searchFrom = 0
+
+    def nextEvent(self) -> Event:
+        """
+        @return: the next event (see the module docstring).
+        @raise UpstreamProtocolError: if the response is malformed.
+        """
+        if self._state != _HEAD:
+            return self._bodyEvent()
+        end = self._findHead()
+        if end == -1:
+            available = len(self._buffer) - self._offset
+            if available > self.maxHeaderBytes:
+                raise UpstreamProtocolError("response header section too large")
+            if self._eof:
+                if available:
+                    raise UpstreamProtocolError("response head cut short by the connection closing")
+                raise UpstreamProtocolError("connection closed before a response")
+            return NEED_DATA
+        head = self._buffer[self._offset : end]
+        self._offset = end + 4
+        self._searchFrom = 0
+        if _BAD_HEAD_BYTES.search(head):
+            raise UpstreamProtocolError("invalid character (control, NUL or bare CR/LF) in the response head")
+        lines = head.split(b"\r\n")
+        match = _STATUS_LINE.fullmatch(lines[0])
+        if match is None:
+            raise UpstreamProtocolError("malformed status line")
+        del lines[0]
+        if len(lines) > self.maxHeaders:
+            raise UpstreamProtocolError("too many response header fields")
+        headers = Headers._fromParsed(_parseFields(lines, UpstreamProtocolError))
+        status = int(match.group(2))
+        if status < 100:
+            raise UpstreamProtocolError("invalid status code")
+        version = b"HTTP/1.0" if match.group(1) == b"0" else b"HTTP/1.1"
+        response = ResponseHead(status, match.group(3) or b"", headers, version)
+        if status < 200:
+            if status == 101:
+                self._state = _SWITCHED
+            # Other interim responses leave the parser waiting for the next
+            # head of the same exchange.
+            return response
+        framing, length = _framing(headers, UpstreamProtocolError, False)
+        method = self._method
+        if method == b"HEAD" or status == 204 or status == 304:
+            self._startBody(NO_BODY, 0)
+        elif method == b"CONNECT" and status < 300:
+            self._state = _SWITCHED
+        elif framing == NO_BODY:
+            self._startBody(UNTIL_CLOSE, 0)
+        else:
+            self._startBody(framing, length)
+        return response
+
+    def isIdle(self) -> bool:
+        """
+        @return: whether the parser is between responses with nothing
+            buffered (so the connection may be reused).
+        """
+        return self._state == _DONE and self._offset >= len(self._buffer)

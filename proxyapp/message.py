@@ -1,0 +1,382 @@
+# -*- test-case-name: tests.test_message -*-
+"""
+HTTP message heads as plain values: no parsing, no I/O, no Twisted.
+
+Field names and values are C{bytes} in wire order; lookups are
+case-insensitive.  L{RequestHead} and L{ResponseHead} are what the parser
+produces, what filters see and what the protocol serializes again.
+L{Response} is a complete short response (an error page, a filter's
+refusal) that the proxy writes to the client itself.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Iterator, Optional
+
+from proxyapp import __version__
+
+PRODUCT = b"webproxy/" + __version__.encode("ascii")
+
+# RFC 9110 section 7.6.1 names these, plus every field that Connection lists;
+# Proxy-Connection is a widely sent non-standard relative of Connection.
+HOP_BY_HOP = frozenset(
+    [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+        b"te",
+        b"upgrade",
+    ]
+)
+"""
+Fields the proxy never copies from one hop to the next.  Framing fields
+(Content-Length, Transfer-Encoding) are not here: the parser only accepts
+framings the proxy forwards unchanged, and the protocol adjusts them itself
+where a hop needs another framing (an HTTP/1.0 client, a close-delimited
+body).
+"""
+
+
+class Headers:
+    """
+    An ordered multi-map of header fields.
+
+    @ivar _fields: C{[lowercase name, name as received, value]} lists in
+        wire order.  The lowercase name is computed once, when the field is
+        added, so lookups never lowercase again.
+    """
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields: Optional[list[tuple[bytes, bytes]]] = None) -> None:
+        self._fields: list[list[bytes]] = []
+        if fields:
+            for name, value in fields:
+                self._fields.append([name.lower(), name, value])
+
+    @classmethod
+    def _fromParsed(cls, fields: list[list[bytes]]) -> "Headers":
+        """
+        Adopt a list of C{[lowercase, name, value]} the parser built.
+        """
+        headers = cls.__new__(cls)
+        headers._fields = fields
+        return headers
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        for _, name, value in self._fields:
+            yield name, value
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __contains__(self, name: bytes) -> bool:
+        lower = name.lower()
+        for field in self._fields:
+            if field[0] == lower:
+                return True
+        return False
+
+    def __repr__(self) -> str:
+        return f"Headers({list(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return list(self) == list(other)
+
+    def get(self, name: bytes, default: Optional[bytes] = None) -> Optional[bytes]:
+        """
+        @return: the value of the first field called C{name}, or C{default}.
+        """
+        lower = name.lower()
+        for field in self._fields:
+            if field[0] == lower:
+                return field[2]
+        return default
+
+    def getAll(self, name: bytes) -> list[bytes]:
+        """
+        @return: the values of every field called C{name}, in wire order.
+        """
+        lower = name.lower()
+        return [field[2] for field in self._fields if field[0] == lower]
+
+    def getTokens(self, name: bytes) -> list[bytes]:
+        """
+        @return: the comma-separated list elements of every field called
+            C{name}, stripped and lowercased (for Connection, TE and the like).
+        """
+        tokens = []
+        for value in self.getAll(name):
+            for token in value.split(b","):
+                token = token.strip(b" \t").lower()
+                if token:
+                    tokens.append(token)
+        return tokens
+
+    def add(self, name: bytes, value: bytes) -> None:
+        """
+        Append a field, after any existing fields of that name.
+        """
+        self._fields.append([name.lower(), name, value])
+
+    def set(self, name: bytes, value: bytes) -> None:
+        """
+        Replace every field called C{name} with one field, at the position of
+        the first one (or at the end if there was none).
+        """
+        lower = name.lower()
+        fields = self._fields
+        for index, field in enumerate(fields):
+            if field[0] == lower:
+                field[2] = value
+                fields[index + 1 :] = [f for f in fields[index + 1 :] if f[0] != lower]
+                return
+        fields.append([lower, name, value])
+
+    def remove(self, name: bytes) -> bool:
+        """
+        Remove every field called C{name}.
+
+        @return: whether any field was removed.
+        """
+        lower = name.lower()
+        before = len(self._fields)
+        self._fields = [f for f in self._fields if f[0] != lower]
+        return len(self._fields) != before
+
+    def removeHopByHop(self, keep: frozenset[bytes] = frozenset()) -> None:
+        """
+        Remove the hop-by-hop fields (RFC 9110 section 7.6.1): Connection,
+        every field Connection names, and L{HOP_BY_HOP}.
+
+        @param keep: lowercase names to keep even so (C{b"upgrade"} while a
+            protocol upgrade is being negotiated).
+        """
+        drop = set(HOP_BY_HOP)
+        for token in self.getTokens(b"connection"):
+            drop.add(token)
+        drop.difference_update(keep)
+        self._fields = [f for f in self._fields if f[0] not in drop]
+
+    def copy(self) -> "Headers":
+        """
+        @return: an independent copy.
+        """
+        return Headers._fromParsed([list(f) for f in self._fields])
+
+    def serialize(self) -> bytes:
+        """
+        @return: the fields as C{name: value\\r\\n} lines.
+        """
+        return b"".join([f[1] + b": " + f[2] + b"\r\n" for f in self._fields])
+
+
+class RequestHead:
+    """
+    A request's head, as received and as filters see it.
+
+    @ivar method: the method token, e.g. C{b"GET"}.
+    @ivar target: the request-target exactly as received.
+    @ivar version: C{b"HTTP/1.1"} or C{b"HTTP/1.0"}.
+    @ivar headers: the header fields.
+    @ivar scheme: C{"http"}, C{"https"}, or C{None} for origin-form and
+        authority-form (CONNECT) targets.
+    @ivar host: the target host as text (IPv6 without brackets), or C{None}
+        for origin-form targets.
+    @ivar port: the target port.
+    @ivar authority: the target's authority bytes, used as Host upstream.
+    @ivar path: the origin-form target (path and query) to send upstream.
+    @ivar clientAddress: C{(host, port)} of the client, or C{None}.
+    @ivar user: the authenticated proxy user, if any.
+    """
+
+    __slots__ = (
+        "method",
+        "target",
+        "version",
+        "headers",
+        "scheme",
+        "host",
+        "port",
+        "authority",
+        "path",
+        "clientAddress",
+        "user",
+    )
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        version: bytes = b"HTTP/1.1",
+        headers: Optional[Headers] = None,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers if headers is not None else Headers()
+        self.scheme: Optional[str] = None
+        self.host: Optional[str] = None
+        self.port = 0
+        self.authority = b""
+        self.path = target
+        self.clientAddress: Optional[tuple[str, int]] = None
+        self.user: Optional[str] = None
+
+    def __repr__(self) -> str:
+        return f"<RequestHead {self.method!r} {self.target!r} {self.version!r}>"
+
+    def url(self) -> str:
+        """
+        @return: the target as text, for logs and error pages.
+        """
+        return self.target.decode("latin-1")
+
+    def serialize(self) -> bytes:
+        """
+        @return: the head as sent upstream: origin-form target, HTTP/1.1.
+        """
+        return (
+            self.method
+            + b" "
+            + self.path
+            + b" HTTP/1.1\r\n"
+            + self.headers.serialize()
+            + b"\r\n"
+        )
+
+
+class ResponseHead:
+    """
+    A response's head.
+
+    @ivar status: the status code.
+    @ivar reason: the reason phrase bytes (may be empty).
+    @ivar version: the version the sender used.
+    @ivar headers: the header fields.
+    """
+
+    __slots__ = ("status", "reason", "version", "headers")
+
+    def __init__(
+        self,
+        status: int,
+        reason: bytes = b"",
+        headers: Optional[Headers] = None,
+        version: bytes = b"HTTP/1.1",
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.version = version
+        self.headers = headers if headers is not None else Headers()
+
+    def __repr__(self) -> str:
+        return f"<ResponseHead {self.status} {self.reason!r}>"
+
+    def serialize(self) -> bytes:
+        """
+        @return: the head as the proxy sends it (always as HTTP/1.1).
+        """
+        return (
+            b"HTTP/1.1 %d %s\r\n" % (self.status, self.reason)
+            + self.headers.serialize()
+            + b"\r\n"
+        )
+
+
+REASONS = {
+    100: b"Continue",
+    101: b"Switching Protocols",
+    200: b"OK",
+    204: b"No Content",
+    304: b"Not Modified",
+    400: b"Bad Request",
+    403: b"Forbidden",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    407: b"Proxy Authentication Required",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    417: b"Expectation Failed",
+    429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    501: b"Not Implemented",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+    505: b"HTTP Version Not Supported",
+    508: b"Loop Detected",
+}
+
+
+class Response:
+    """
+    A complete response the proxy writes itself: an error page, a filter's
+    answer, the status page.
+
+    @ivar head: the response head.
+    @ivar body: the whole body (short by construction).
+    @ivar reason: why the proxy answered, for the access log.
+    """
+
+    __slots__ = ("head", "body", "reason")
+
+    def __init__(self, head: ResponseHead, body: bytes = b"", reason: str = "") -> None:
+        self.head = head
+        self.body = body
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"<Response {self.head.status} {self.reason!r}>"
+
+
+def simpleResponse(
+    status: int,
+    body: bytes,
+    contentType: bytes = b"text/plain; charset=utf-8",
+    reason: str = "",
+) -> Response:
+    """
+    Build a L{Response} with a body and its Content-Type.
+    """
+    head = ResponseHead(status, REASONS.get(status, b"Unknown"))
+    head.headers.add(b"Content-Type", contentType)
+    return Response(head, body, reason)
+
+
+def errorResponse(status: int, reason: str, target: str = "") -> Response:
+    """
+    Build the proxy's short text/html error page.
+
+    @param status: the status code.
+    @param reason: the cause, in words a user can act on.
+    @param target: the request target the error concerns, if known.
+    """
+    title = "%d %s" % (status, REASONS.get(status, b"Error").decode("ascii"))
+    parts = [
+        "<!DOCTYPE html>\n<html><head><title>",
+        title,
+        "</title></head><body><h1>",
+        title,
+        "</h1><p>",
+        escape(reason),
+        "</p>",
+    ]
+    if target:
+        parts += ["<p>Target: <code>", escape(target), "</code></p>"]
+    parts += ["<hr><address>", PRODUCT.decode("ascii"), "</address></body></html>\n"]
+    response = simpleResponse(
+        status,
+        "".join(parts).encode("utf-8", "replace"),
+        b"text/html; charset=utf-8",
+        reason,
+    )
+    response.head.headers.add(b"Cache-Control", b"no-store")
+    return response

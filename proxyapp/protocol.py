@@ -1,0 +1,1248 @@
+# -*- test-case-name: tests.test_protocol -*-
+"""
+The proxy's connection state machines: the only module that reads or writes
+HTTP on transports.
+
+Theory of operation
+===================
+
+A L{ProxyFactory} builds one L{ProxyProtocol} per client connection.  The
+client side runs one exchange at a time: its L{RequestParser} is paused
+after each request and restarted once the response is complete, so
+pipelined requests are answered in order and a client can never make the
+proxy buffer more than one read of requests ahead.
+
+For each request the protocol checks it (loops, ports, Max-Forwards), runs
+the filter chain, then takes an idle L{UpstreamProtocol} for the origin
+from the L{ConnectionPool} or connects a new one.  Request bytes destined
+upstream are collected in C{_pendingUp} while one C{dataReceived} call is
+processed and written with one C{writeSequence} at its end; because of
+that, a request whose body turns out malformed in the same read never
+reaches the origin at all.
+
+Bodies stream: each side's transport is registered as the other's
+streaming producer through a L{_ReadGate}, so a slow reader pauses the
+fast writer's socket reads.  A gate counts independent reasons to stay
+paused (backpressure, waiting for an upstream, a pipelined request held
+back) so that one reason going away does not undo another.
+
+Timeouts use one lazily re-armed C{DelayedCall} per client connection: the
+per-request path only moves a deadline attribute, and the timer, when it
+fires early, re-arms itself for the current deadline.
+
+CONNECT and C{101 Switching Protocols} turn both connections into a byte
+splice (L{proxyapp.tunnel}).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Optional
+
+from twisted.internet import error as ierror
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol, ServerFactory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from proxyapp import status as statuspage
+from proxyapp.config import Settings
+from proxyapp.http11 import (
+    CHUNKED,
+    END,
+    LENGTH,
+    NEED_DATA,
+    NO_BODY,
+    PAUSED,
+    UNTIL_CLOSE,
+    ClientProtocolError,
+    EndOfMessage,
+    RequestParser,
+    ResponseParser,
+    UpstreamProtocolError,
+)
+from proxyapp.message import PRODUCT, RequestHead, Response, ResponseHead, errorResponse
+
+log = Logger()
+
+# Reasons for a read gate to hold its transport paused (bit flags).
+BACKPRESSURE = 1
+WAITING = 2
+PIPELINE = 4
+
+# Methods RFC 9110 section 9.2.2 calls idempotent: safe to send again on a
+# fresh connection when a reused one turns out to be dead.
+IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"])
+
+# Deadline kinds of a client connection.
+_NO_DEADLINE = 0
+_IDLE = 1
+_HEAD = 2
+_UPSTREAM = 3
+
+EndpointFactory = Callable[[str, int], IStreamClientEndpoint]
+
+
+@implementer(IPushProducer)
+class _ReadGate:
+    """
+    Pauses and resumes reading from one transport for several independent
+    reasons; registered as the streaming producer of the other side's
+    transport (its C{pauseProducing}/C{resumeProducing} are backpressure).
+    """
+
+    __slots__ = ("transport", "reasons")
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.reasons = 0
+
+    def pause(self, reason: int) -> None:
+        if not self.reasons:
+            self.transport.pauseProducing()
+        self.reasons |= reason
+
+    def resume(self, reason: int) -> None:
+        if self.reasons & reason:
+            self.reasons &= ~reason
+            if not self.reasons:
+                self.transport.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self.pause(BACKPRESSURE)
+
+    def resumeProducing(self) -> None:
+        self.resume(BACKPRESSURE)
+
+    def stopProducing(self) -> None:
+        # The transport we are registered with has gone; the protocols'
+        # connectionLost methods tear the other side down.
+        pass
+
+
+class Stats:
+    """
+    Counters for the status page.  Plain attribute increments on the hot
+    path; nothing is computed until someone asks.
+    """
+
+    def __init__(self, now: float) -> None:
+        self.started = now
+        self.clientConnections = 0
+        self.upstreamConnections = 0
+        self.requests = 0
+        self.tunnels = 0
+        self.bytesFromClients = 0
+        self.bytesToClients = 0
+
+
+@implementer(IHalfCloseableProtocol)
+class UpstreamProtocol(Protocol):
+    """
+    A connection to an origin server, reused across client exchanges.
+
+    @ivar client: the L{ProxyProtocol} whose exchange uses this connection,
+        or C{None} while it sits idle in the pool.
+    @ivar key: the pool key C{(scheme, host, port)}.
+    @ivar reused: whether this connection served an exchange before the
+        current one (a dead reused connection allows a retry).
+    @ivar received: whether any byte arrived during the current exchange.
+    """
+
+    client: Optional["ProxyProtocol"] = None
+    tunnel = False
+    reused = False
+    received = False
+    idleSince = 0.0
+    closing = False
+
+    def __init__(self, pool: "ConnectionPool", key: tuple[str, str, int], maxHeaderBytes: int, maxHeaders: int) -> None:
+        self.pool = pool
+        self.key = key
+        self.parser = ResponseParser(maxHeaderBytes, maxHeaders)
+        self.gate: Optional[_ReadGate] = None
+
+    def connectionMade(self) -> None:
+        self.gate = _ReadGate(self.transport)
+        self.pool.stats.upstreamConnections += 1
+
+    def dataReceived(self, data: bytes) -> None:
+        client = self.client
+        if self.tunnel:
+            client.transport.write(data)  # type: ignore[union-attr]
+            client.bytesOut += len(data)  # type: ignore[union-attr]
+            return
+        if client is None:
+            # Bytes on an idle connection: the origin is confused; never
+            # hand this connection to anyone.
+            self.closing = True
+            self.transport.loseConnection()
+            return
+        self.received = True
+        self.parser.receiveData(data)
+        self._parse(client)
+
+    def _parse(self, client: "ProxyProtocol") -> None:
+        parser = self.parser
+        try:
+            while True:
+                event = parser.nextEvent()
+                if type(event) is bytes:
+                    client.responseData(event)
+                elif event is NEED_DATA or event is PAUSED:
+                    break
+                elif type(event) is ResponseHead:
+                    client.responseHead(event)
+                    if self.tunnel or self.client is not client:
+                        break
+                else:
+                    client.responseEnd(event)  # type: ignore[arg-type]
+                    break
+        except UpstreamProtocolError as e:
+            self.closing = True
+            client.upstreamFailed(self, e.reason)
+            return
+        client.flushToClient()
+
+    def readConnectionLost(self) -> None:
+        if self.tunnel and self.client is not None:
+            self.client.upstreamHalfClosed()
+        else:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.closing = True
+        self.pool.stats.upstreamConnections -= 1
+        client = self.client
+        if client is None:
+            self.pool.remove(self)
+            return
+        if self.tunnel:
+            client.upstreamClosed()
+            return
+        if not self.received and self.reused:
+            client.reusedConnectionDied(self)
+            return
+        self.parser.receiveEOF()
+        self._parse(client)
+        if self.client is client:
+            client.upstreamFailed(self, "the upstream closed the connection before the response was complete")
+
+
+class ConnectionPool:
+    """
+    Idle upstream connections, kept per origin for reuse.
+
+    @ivar maxIdle: most idle connections kept per origin; more are closed.
+    @ivar idleTimeout: seconds an idle connection is kept.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        endpointForTarget: EndpointFactory,
+        settings: Settings,
+        stats: Stats,
+    ) -> None:
+        self.reactor = reactor
+        self.endpointForTarget = endpointForTarget
+        self.settings = settings
+        self.stats = stats
+        self.maxIdle = settings.poolSize
+        self.idleTimeout = settings.poolIdleTimeout
+        self._idle: dict[tuple[str, str, int], list[UpstreamProtocol]] = {}
+        self._sweeper: Any = None
+
+    def take(self, key: tuple[str, str, int]) -> Optional[UpstreamProtocol]:
+        """
+        @return: an idle connection to C{key}, most recently used first, or
+            C{None}.
+        """
+        idle = self._idle.get(key)
+        if not idle:
+            return None
+        oldest = self.reactor.seconds() - self.idleTimeout
+        while idle:
+            upstream = idle.pop()
+            if upstream.idleSince > oldest and not upstream.closing:
+                upstream.reused = True
+                return upstream
+            upstream.closing = True
+            upstream.transport.loseConnection()
+        return None
+
+    def connect(self, key: tuple[str, str, int]) -> Deferred:
+        """
+        Open a new connection to C{key}.
+
+        @return: a L{Deferred} firing with a connected L{UpstreamProtocol}.
+        """
+        scheme, host, port = key
+        endpoint = self.endpointForTarget(host, port)
+        if scheme == "https":
+            from twisted.internet.ssl import optionsForClientTLS
+
+            endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+        settings = self.settings
+        return endpoint.connect(
+            _OneUpstream(UpstreamProtocol(self, key, settings.maxHeaderBytes, settings.maxHeaders))
+        )
+
+    def release(self, upstream: UpstreamProtocol) -> None:
+        """
+        Keep a connection whose exchange completed cleanly, or close it if
+        the origin already has enough idle ones here.
+        """
+        upstream.client = None
+        upstream.received = False
+        idle = self._idle.setdefault(upstream.key, [])
+        if len(idle) >= self.maxIdle or upstream.closing:
+            upstream.closing = True
+            upstream.transport.loseConnection()
+            return
+        upstream.idleSince = self.reactor.seconds()
+        idle.append(upstream)
+        if self._sweeper is None:
+            self._sweeper = self.reactor.callLater(self.idleTimeout, self._sweep)
+
+    def remove(self, upstream: UpstreamProtocol) -> None:
+        """
+        Forget a connection that closed while idle.
+        """
+        idle = self._idle.get(upstream.key)
+        if idle and upstream in idle:
+            idle.remove(upstream)
+            if not idle:
+                del self._idle[upstream.key]
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        oldest = self.reactor.seconds() - self.idleTimeout
+        for key, idle in list(self._idle.items()):
+            for upstream in [u for u in idle if u.idleSince <= oldest]:
+                idle.remove(upstream)
+                upstream.closing = True
+                upstream.transport.loseConnection()
+            if not idle:
+                del self._idle[key]
+        if self._idle:
+            self._sweeper = self.reactor.callLater(self.idleTimeout / 2, self._sweep)
+
+    def idleCount(self) -> int:
+        """
+        @return: how many idle connections the pool holds.
+        """
+        return sum(len(idle) for idle in self._idle.values())
+
+    def closeAll(self) -> None:
+        """
+        Close every idle connection (at shutdown).
+        """
+        if self._sweeper is not None and self._sweeper.active():
+            self._sweeper.cancel()
+        self._sweeper = None
+        for idle in self._idle.values():
+            for upstream in idle:
+                upstream.closing = True
+                upstream.transport.loseConnection()
+        self._idle.clear()
+
+
+class _OneUpstream(Factory):
+    """
+    Hands one prepared L{UpstreamProtocol} to an endpoint, quietly (the
+    default factories log every upstream connection).
+    """
+
+    noisy = False
+
+    def __init__(self, protocol: UpstreamProtocol) -> None:
+        self.protocol = protocol  # type: ignore[assignment]
+
+    def buildProtocol(self, addr: Any) -> UpstreamProtocol:  # type: ignore[override]
+        return self.protocol  # type: ignore[return-value]
+
+
+def defaultEndpointFactory(reactor: Any, connectTimeout: float) -> EndpointFactory:
+    """
+    Connect to origins with L{HostnameEndpoint}.
+
+    We use C{HostnameEndpoint} rather than C{ClientCreator.connectTCP}:
+    it resolves with getaddrinfo (IPv6 as well as IPv4, and IPv6 literals),
+    tries every address with RFC 8305 "happy eyeballs" fallback, and
+    applies the connect timeout across all attempts.
+    """
+
+    def endpointForTarget(host: str, port: int) -> IStreamClientEndpoint:
+        return HostnameEndpoint(reactor, host, port, timeout=connectTimeout)
+
+    return endpointForTarget
+
+
+class ProxyFactory(ServerFactory):
+    """
+    Builds a L{ProxyProtocol} per client connection and holds what they
+    share: settings, the upstream pool, the filter chain, counters.
+
+    @ivar connections: the open client connections (for graceful drain).
+    """
+
+    noisy = False
+
+    def __init__(
+        self,
+        reactor: Any,
+        settings: Settings,
+        endpointForTarget: Optional[EndpointFactory] = None,
+        chain: Any = None,
+        accessLog: Any = None,
+    ) -> None:
+        self.reactor = reactor
+        self.settings = settings
+        self.stats = Stats(reactor.seconds())
+        if endpointForTarget is None:
+            endpointForTarget = defaultEndpointFactory(reactor, settings.connectTimeout)
+        self.pool = ConnectionPool(reactor, endpointForTarget, settings, self.stats)
+        self.chain = chain
+        self.accessLog = accessLog
+        self.viaValue = b"1.1 " + settings.viaPseudonym.encode("ascii")
+        self.viaToken = settings.viaPseudonym.encode("ascii").lower()
+        self.connections: set[ProxyProtocol] = set()
+        self.draining = False
+
+    def buildProtocol(self, addr: Any) -> "ProxyProtocol":
+        protocol = ProxyProtocol(self)
+        return protocol
+
+    def busyConnections(self) -> int:
+        """
+        @return: how many client connections have an exchange or tunnel in
+            flight.
+        """
+        return sum(1 for c in self.connections if c.busy())
+
+
+@implementer(IHalfCloseableProtocol)
+class ProxyProtocol(Protocol):
+    """
+    One client connection: parses its requests, forwards them, relays the
+    responses, and tunnels CONNECT.
+    """
+
+    request: Optional[RequestHead] = None
+    upstream: Optional[UpstreamProtocol] = None
+    tunnel = False
+    requestDone = False
+    responseStarted = False
+    chunkUp = False
+    chunkDown = False
+    closeAfter = False
+    keepAlive = True
+    readClosed = False
+    record: Any = None
+    bytesIn = 0
+    bytesOut = 0
+    bodyBytes = 0
+    started = 0.0
+    _attempt = 0
+    _retryHead: Optional[bytes] = None
+    _upgrading = False
+    _dispatching = False
+    _closed = False
+    status = 0
+    reason = ""
+    upstreamPeer: Optional[tuple[str, int]] = None
+    decidedBy: Optional[tuple[str, str]] = None
+
+    def __init__(self, factory: ProxyFactory) -> None:
+        self.factory = factory
+        self.reactor = factory.reactor
+        settings = factory.settings
+        self.settings = settings
+        self.parser = RequestParser(settings.maxRequestLine, settings.maxHeaderBytes, settings.maxHeaders)
+        self._pendingUp: list[bytes] = []
+        self._out: list[bytes] = []
+        self._deadline = 0.0
+        self._deadlineKind = _NO_DEADLINE
+        self._timer: Any = None
+        self.gate: Optional[_ReadGate] = None
+        self.clientHost = "-"
+        self.clientPort = 0
+
+    # -- connection events ---------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.gate = _ReadGate(self.transport)
+        peer = self.transport.getPeer()
+        self.clientHost = getattr(peer, "host", "unix") or "unix"
+        self.clientPort = getattr(peer, "port", 0) or 0
+        factory = self.factory
+        factory.connections.add(self)
+        factory.stats.clientConnections += 1
+        self._setDeadline(_HEAD, self.settings.headerTimeout)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.bytesIn += len(data)
+        if self.tunnel:
+            self.upstream.transport.write(data)  # type: ignore[union-attr]
+            return
+        if self._deadlineKind == _IDLE:
+            self._setDeadline(_HEAD, self.settings.headerTimeout)
+        self.parser.receiveData(data)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """
+        Process parser events until it needs data or pauses, then write what
+        the events produced for the upstream in one call.
+        """
+        parser = self.parser
+        self._dispatching = True
+        try:
+            while True:
+                event = parser.nextEvent()
+                if type(event) is bytes:
+                    self._requestData(event)
+                elif event is NEED_DATA:
+                    break
+                elif event is PAUSED:
+                    if parser.buffered() and self.request is not None:
+                        self.gate.pause(PIPELINE)  # type: ignore[union-attr]
+                    break
+                elif type(event) is RequestHead:
+                    self._requestHead(event)
+                    if self.request is None or self.tunnel:
+                        # Answered locally and waiting for the next cycle,
+                        # or switched protocols.
+                        if self.tunnel:
+                            break
+                        continue
+                else:
+                    self._requestEnd(event)  # type: ignore[arg-type]
+                if self._closed:
+                    break
+        except ClientProtocolError as e:
+            self._dispatching = False
+            self._pendingUp = []
+            self._clientError(e.status, e.reason)
+            return
+        self._dispatching = False
+        self._flushUp()
+
+    def readConnectionLost(self) -> None:
+        self.readClosed = True
+        if self.tunnel:
+            upstream = self.upstream
+            if upstream is not None:
+                upstream.transport.loseWriteConnection()
+            return
+        if self.request is None:
+            self.transport.loseConnection()
+            return
+        # The client finished sending; answer what it asked, then close.
+        self.closeAfter = True
+        if not self.requestDone:
+            self.parser.receiveEOF()
+            self._dispatch()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self._closed = True
+        factory = self.factory
+        factory.connections.discard(self)
+        factory.stats.clientConnections -= 1
+        self._cancelTimer()
+        upstream = self.upstream
+        if upstream is not None:
+            self.upstream = None
+            upstream.client = None
+            self._unregisterProducers(upstream)
+            if self.tunnel or not (self.requestDone and self.responseDone()):
+                upstream.closing = True
+                upstream.transport.loseConnection()
+        if self.request is not None or self.tunnel:
+            self._logExchange(incomplete=True)
+        self.request = None
+
+    # -- requests ------------------------------------------------------------
+
+    def _requestHead(self, request: RequestHead) -> None:
+        factory = self.factory
+        factory.stats.requests += 1
+        self.request = request
+        self.requestDone = False
+        self.responseStarted = False
+        self.bodyBytes = 0
+        self._attempt = 0
+        self.started = time.time()
+        self._setDeadline(_NO_DEADLINE, 0)
+        request.clientAddress = (self.clientHost, self.clientPort)
+        if request.version == b"HTTP/1.1":
+            self.keepAlive = b"close" not in request.headers.getTokens(b"connection")
+        else:
+            self.keepAlive = b"keep-alive" in request.headers.getTokens(b"connection")
+        if self.readClosed or factory.draining:
+            self.keepAlive = False
+        self.closeAfter = not self.keepAlive
+        headers = request.headers
+
+        via = headers.get(b"via")
+        if via is not None and self._hasOwnVia(headers):
+            return self._respond(errorResponse(508, "This request has already passed through this proxy (forwarding loop).", request.url()))
+        if request.host is None:
+            return self._respond(statuspage.localResponse(request, factory))
+        if request.method == b"CONNECT":
+            return self._connectRequest(request)
+        if self._isSelf(request):
+            return self._respond(errorResponse(508, "The request names this proxy's own address as its target (forwarding loop).", request.url()))
+        maxBody = self.settings.maxBodyBytes
+        if maxBody and self.parser.framing == LENGTH and self.parser.remaining > maxBody:
+            return self._respond(errorResponse(413, f"The request body is larger than the limit of {maxBody} bytes.", request.url()), close=True)
+        if request.method in (b"TRACE", b"OPTIONS"):
+            maxForwards = headers.get(b"max-forwards")
+            if maxForwards is not None:
+                if not maxForwards.isdigit():
+                    return self._respond(errorResponse(400, "Max-Forwards is not a number.", request.url()))
+                if int(maxForwards) == 0:
+                    return self._respond(statuspage.maxForwardsResponse(request))
+                headers.set(b"Max-Forwards", b"%d" % (int(maxForwards) - 1,))
+
+        self._upgrading = False
+        keep: frozenset[bytes] = frozenset()
+        if b"upgrade" in headers and b"upgrade" in headers.getTokens(b"connection"):
+            self._upgrading = True
+            keep = frozenset([b"upgrade"])
+        headers.removeHopByHop(keep)
+        if self._upgrading:
+            headers.add(b"Connection", b"Upgrade")
+        headers.set(b"Host", request.authority)
+        headers.add(b"Via", factory.viaValue)
+        self.chunkUp = self.parser.framing == CHUNKED
+
+        chain = factory.chain
+        if chain is not None and chain.active:
+            result = chain.filterRequest(request)
+            if isinstance(result, Deferred):
+                self.gate.pause(WAITING)  # type: ignore[union-attr]
+                result.addCallback(self._requestFiltered)
+                return
+            return self._requestFiltered(result)
+        self._forward(request)
+
+    def _requestFiltered(self, result: RequestHead | Response) -> None:
+        if self.request is None:
+            return
+        self.gate.resume(WAITING)  # type: ignore[union-attr]
+        if isinstance(result, Response):
+            self._respond(result)
+            if not self._dispatching:
+                self._dispatch()
+            return
+        self.request = result
+        self._forward(result)
+        if not self._dispatching:
+            self._dispatch()
+
+    def _forward(self, request: RequestHead) -> None:
+        """
+        Queue the head for the upstream and find a connection for it.
+        """
+        head = request.serialize()
+        self._pendingUp.append(head)
+        self.bytesHeadUp = len(head)
+        if self.parser.framing == NO_BODY:
+            self._retryHead = head
+        else:
+            self._retryHead = None
+        key = (request.scheme or "http", request.host, request.port)  # type: ignore[assignment]
+        upstream = self.factory.pool.take(key)  # type: ignore[arg-type]
+        if upstream is not None:
+            self._attach(upstream)
+        else:
+            self._connect(key)  # type: ignore[arg-type]
+
+    def _connect(self, key: tuple[str, str, int]) -> None:
+        self.gate.pause(WAITING)  # type: ignore[union-attr]
+        request = self.request
+        d = self.factory.pool.connect(key)
+        d.addCallbacks(self._connected, self._connectFailed, errbackArgs=(request,), callbackArgs=(request,))
+
+    def _connected(self, upstream: UpstreamProtocol, request: RequestHead) -> None:
+        if self.request is not request or self.transport.disconnected:
+            upstream.closing = True
+            upstream.transport.loseConnection()
+            return
+        self.gate.resume(WAITING)  # type: ignore[union-attr]
+        if request.method == b"CONNECT":
+            return self._startTunnel(upstream)
+        self._attach(upstream)
+        if not self._dispatching:
+            self._flushUp()
+
+    def _connectFailed(self, reason: Failure, request: RequestHead) -> None:
+        if self.request is not request:
+            return
+        self.gate.resume(WAITING)  # type: ignore[union-attr]
+        self._pendingUp = []
+        target = request.url()
+        if reason.check(ierror.TimeoutError):
+            status, why = 504, f"Connecting to {request.host} port {request.port} timed out."
+        elif reason.check(ierror.DNSLookupError):
+            status, why = 502, f"The host name {request.host} could not be resolved."
+        elif reason.check(ierror.ConnectionRefusedError):
+            status, why = 502, f"{request.host} port {request.port} refused the connection."
+        else:
+            status, why = 502, f"Could not connect to {request.host} port {request.port}: {reason.getErrorMessage()}"
+        self._respond(errorResponse(status, why, target), close=not self.requestDone)
+
+    def _attach(self, upstream: UpstreamProtocol) -> None:
+        """
+        Bind an upstream connection to the current exchange.
+        """
+        self.upstream = upstream
+        upstream.client = self
+        upstream.parser.expectResponse(self.request.method)  # type: ignore[union-attr]
+        if self.factory.accessLog is not None:
+            self.upstreamPeer = _peerOf(upstream)
+        self.transport.registerProducer(upstream.gate, True)
+        upstream.transport.registerProducer(self.gate, True)
+        if self.requestDone:
+            self._setDeadline(_UPSTREAM, self.settings.upstreamTimeout)
+
+    def _flushUp(self) -> None:
+        pending = self._pendingUp
+        if pending and self.upstream is not None:
+            self.upstream.transport.writeSequence(pending)
+            self._pendingUp = []
+
+    def _requestData(self, data: bytes) -> None:
+        self.bodyBytes += len(data)
+        maxBody = self.settings.maxBodyBytes
+        if maxBody and self.bodyBytes > maxBody:
+            raise ClientProtocolError(413, f"request body larger than the limit of {maxBody} bytes")
+        if self.request is None:
+            # The request was answered locally; its body goes nowhere.
+            return
+        if self.chunkUp:
+            self._pendingUp += [b"%x\r\n" % len(data), data, b"\r\n"]
+        else:
+            self._pendingUp.append(data)
+
+    def _requestEnd(self, end: EndOfMessage) -> None:
+        self.requestDone = True
+        if self.request is None:
+            self.parser.startNextCycle()
+            return
+        if self.chunkUp:
+            if end.trailers is not None:
+                self._pendingUp.append(b"0\r\n" + end.trailers.serialize() + b"\r\n")
+            else:
+                self._pendingUp.append(b"0\r\n\r\n")
+        if self.upstream is not None and not self.responseStarted:
+            self._setDeadline(_UPSTREAM, self.settings.upstreamTimeout)
+
+    # -- responses -----------------------------------------------------------
+
+    def responseDone(self) -> bool:
+        """
+        @return: whether the current response has been sent completely.
+        """
+        return self.responseStarted and self._responseComplete
+
+    _responseComplete = False
+
+    def responseHead(self, head: ResponseHead) -> None:
+        """
+        The upstream sent a response head (interim or final).
+        """
+        request = self.request
+        status = head.status
+        if status < 200:
+            if status == 101:
+                if not self._upgrading:
+                    raise UpstreamProtocolError("101 Switching Protocols without an upgrade request")
+                return self._switchProtocols(head)
+            # Interim responses go on to HTTP/1.1 clients only.
+            if request.version == b"HTTP/1.1":  # type: ignore[union-attr]
+                head.headers.removeHopByHop()
+                self._out.append(head.serialize())
+            if self._deadlineKind == _UPSTREAM:
+                self._setDeadline(_UPSTREAM, self.settings.upstreamTimeout)
+            return
+        self._setDeadline(_NO_DEADLINE, 0)
+        chain = self.factory.chain
+        if chain is not None and chain.active:
+            head = chain.filterResponse(request, head)
+        self.responseStarted = True
+        self._responseComplete = False
+        self.status = status
+        headers = head.headers
+        headers.removeHopByHop()
+        headers.add(b"Via", self.factory.viaValue)
+        framing = self.upstream.parser.framing  # type: ignore[union-attr]
+        self.chunkDown = False
+        if framing == UNTIL_CLOSE:
+            if self.keepAlive and request.version == b"HTTP/1.1":  # type: ignore[union-attr]
+                headers.set(b"Transfer-Encoding", b"chunked")
+                self.chunkDown = True
+            else:
+                self.closeAfter = True
+        elif framing == CHUNKED:
+            if request.version != b"HTTP/1.1":  # type: ignore[union-attr]
+                headers.remove(b"Transfer-Encoding")
+                self.closeAfter = True
+            else:
+                self.chunkDown = True
+        if not self.requestDone:
+            # We answer before reading the whole request body (an early
+            # error, a 417): we cannot find the next request's start.
+            self.closeAfter = True
+        if self.closeAfter:
+            headers.add(b"Connection", b"close")
+        elif request.version != b"HTTP/1.1":  # type: ignore[union-attr]
+            headers.add(b"Connection", b"keep-alive")
+        self._out.append(head.serialize())
+
+    def responseData(self, data: bytes) -> None:
+        """
+        The upstream sent a piece of the response body.
+        """
+        if self.chunkDown:
+            self._out += [b"%x\r\n" % len(data), data, b"\r\n"]
+        else:
+            self._out.append(data)
+
+    def responseEnd(self, end: EndOfMessage) -> None:
+        """
+        The upstream's response is complete.
+        """
+        if self.chunkDown:
+            if end.trailers is not None:
+                self._out.append(b"0\r\n" + end.trailers.serialize() + b"\r\n")
+            else:
+                self._out.append(b"0\r\n\r\n")
+        self._responseComplete = True
+        upstream = self.upstream
+        self.flushToClient()
+        self._unregisterProducers(upstream)  # type: ignore[arg-type]
+        self.upstream = None
+        reusable = (
+            self.requestDone
+            and not upstream.closing  # type: ignore[union-attr]
+            and upstream.parser.isIdle()  # type: ignore[union-attr]
+            and upstream.parser.framing != UNTIL_CLOSE  # type: ignore[union-attr]
+        )
+        if reusable:
+            self.factory.pool.release(upstream)  # type: ignore[arg-type]
+        else:
+            upstream.client = None  # type: ignore[union-attr]
+            upstream.closing = True  # type: ignore[union-attr]
+            upstream.transport.loseConnection()  # type: ignore[union-attr]
+        self._finishExchange()
+
+    def flushToClient(self) -> None:
+        """
+        Write what the upstream's events produced for the client in one call.
+        """
+        out = self._out
+        if out:
+            for chunk in out:
+                self.bytesOut += len(chunk)
+            self.transport.writeSequence(out)
+            self._out = []
+
+    def upstreamFailed(self, upstream: UpstreamProtocol, reason: str) -> None:
+        """
+        The upstream connection broke or sent a malformed response.
+        """
+        if self.upstream is not upstream:
+            return
+        log.info(
+            "{client}:{port} upstream error for {target}: {reason}",
+            client=self.clientHost,
+            port=self.clientPort,
+            target=self.request.url() if self.request else "-",
+            reason=reason,
+        )
+        self._detachUpstream()
+        if self.responseStarted:
+            # Part of the response is out: the only honest signal left is
+            # to cut the client connection short.
+            self._out = []
+            self._logExchange(incomplete=True, reason=reason)
+            self.request = None
+            self.transport.loseConnection()
+            return
+        self._out = []
+        self._respond(errorResponse(502, f"The upstream server sent an invalid response: {reason}.", self.request.url()), close=not self.requestDone)  # type: ignore[union-attr]
+
+    def reusedConnectionDied(self, upstream: UpstreamProtocol) -> None:
+        """
+        A pooled connection was found closed when we used it: retry an
+        idempotent, bodiless request once on a fresh connection.
+        """
+        if self.upstream is not upstream:
+            return
+        request = self.request
+        self._detachUpstream()
+        if self._retryHead is not None and request.method in IDEMPOTENT and self._attempt == 0:  # type: ignore[union-attr]
+            self._attempt = 1
+            self._pendingUp = [self._retryHead]
+            self._connect((request.scheme or "http", request.host, request.port))  # type: ignore[union-attr, arg-type]
+            return
+        self._respond(errorResponse(502, "The upstream connection closed before a response; the request was not retried because it is not idempotent.", request.url()), close=not self.requestDone)  # type: ignore[union-attr]
+
+    def _detachUpstream(self) -> None:
+        upstream = self.upstream
+        if upstream is None:
+            return
+        self.upstream = None
+        upstream.client = None
+        upstream.closing = True
+        self._unregisterProducers(upstream)
+        upstream.transport.loseConnection()
+
+    def _unregisterProducers(self, upstream: UpstreamProtocol) -> None:
+        if self.transport.producer is not None:
+            self.transport.unregisterProducer()
+        if upstream.transport.producer is not None:
+            upstream.transport.unregisterProducer()
+        self.gate.resume(BACKPRESSURE)  # type: ignore[union-attr]
+        upstream.gate.resume(BACKPRESSURE)  # type: ignore[union-attr]
+
+    # -- local answers ---------------------------------------------------------
+
+    def _respond(self, response: Response, close: bool = False) -> None:
+        """
+        Answer the current request with a complete response of our own.
+        """
+        request = self.request
+        self.status = response.head.status
+        self.responseStarted = True
+        self._responseComplete = True
+        self.reason = response.reason
+        if response.head.status >= 400 and response.reason:
+            log.info(
+                "{client}:{port} {status} for {target}: {reason}",
+                client=self.clientHost,
+                port=self.clientPort,
+                status=response.head.status,
+                target=request.url() if request is not None else "-",
+                reason=response.reason,
+            )
+        if close or not self.requestDone and request is not None and self.parser.framing != NO_BODY:
+            self.closeAfter = True
+        headers = response.head.headers
+        isHead = request is not None and request.method == b"HEAD"
+        headers.set(b"Content-Length", b"%d" % (len(response.body),))
+        if self.closeAfter:
+            headers.set(b"Connection", b"close")
+        elif request is not None and request.version != b"HTTP/1.1":
+            headers.set(b"Connection", b"keep-alive")
+        self._out.append(response.head.serialize())
+        if not isHead and response.body:
+            self._out.append(response.body)
+        self.flushToClient()
+        if request is not None and request.method == b"CONNECT":
+            self.requestDone = True
+        if self.parser.framing == NO_BODY:
+            self.requestDone = True
+        self._finishExchange()
+
+    def _clientError(self, status: int, reason: str) -> None:
+        """
+        The client sent something malformed: answer, then close, because we
+        can no longer tell where its next request would start.
+        """
+        self._detachUpstream()
+        if self.responseStarted and not self._responseComplete:
+            log.info("{client}:{port} protocol error mid-response: {reason}", client=self.clientHost, port=self.clientPort, reason=reason)
+            self.transport.loseConnection()
+            return
+        self.closeAfter = True
+        self.requestDone = True
+        self.responseStarted = False
+        if self.request is None:
+            # The head itself was malformed: log it under a placeholder.
+            self.started = time.time()
+            self.request = RequestHead(b"-", b"-", b"-")
+            target = ""
+        else:
+            target = self.request.url()
+        self._respond(errorResponse(status, f"Malformed request: {reason}.", target), close=True)
+
+    # -- end of an exchange ----------------------------------------------------
+
+    def _finishExchange(self) -> None:
+        """
+        Log the exchange, then close or get ready for the next request.
+        """
+        if not self.requestDone:
+            # The response went out first (an early answer); the rest of
+            # the request body is still arriving and is discarded as it
+            # comes, then the connection closes.
+            self.closeAfter = True
+        self._logExchange()
+        self.request = None
+        self.responseStarted = False
+        self._responseComplete = False
+        self.chunkDown = self.chunkUp = False
+        if self.closeAfter:
+            self._setDeadline(_NO_DEADLINE, 0)
+            self._close()
+            return
+        self._setDeadline(_IDLE, self.settings.idleTimeout)
+        parser = self.parser
+        parser.startNextCycle()
+        self.gate.resume(PIPELINE)  # type: ignore[union-attr]
+        if parser.buffered() and not self._dispatching:
+            # A pipelined request is waiting; handle it on the next turn so
+            # that we never re-enter the upstream's dataReceived.
+            self.reactor.callLater(0, self._resumeDispatch)
+
+    def _resumeDispatch(self) -> None:
+        if self.request is None and not self.tunnel and not self.transport.disconnecting:
+            self._setDeadline(_HEAD, self.settings.headerTimeout)
+            self._dispatch()
+
+    def _close(self) -> None:
+        self._closed = True
+        if self.transport.producer is not None:
+            self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    def _logExchange(self, incomplete: bool = False, reason: Optional[str] = None) -> None:
+        stats = self.factory.stats
+        stats.bytesFromClients += self.bytesIn
+        stats.bytesToClients += self.bytesOut
+        accessLog = self.factory.accessLog
+        request = self.request
+        if accessLog is None or (request is None and not self.tunnel):
+            self.bytesIn = self.bytesOut = 0
+            return
+        record = accessLog.newRecord()
+        record.start = self.started
+        record.duration = time.time() - self.started
+        record.clientHost = self.clientHost
+        record.clientPort = self.clientPort
+        if request is not None:
+            record.user = request.user
+            record.method = request.method.decode("latin-1")
+            record.target = request.url()
+            record.version = request.version.decode("latin-1")
+            headers = request.headers
+            referer = headers.get(b"referer")
+            userAgent = headers.get(b"user-agent")
+            record.referer = referer.decode("latin-1") if referer else None
+            record.userAgent = userAgent.decode("latin-1") if userAgent else None
+        record.status = self.status if self.responseStarted or incomplete else 0
+        record.bytesIn = self.bytesIn
+        record.bytesOut = self.bytesOut
+        record.tunnel = self.tunnel
+        peer = self.upstreamPeer
+        if peer is not None:
+            record.upstreamHost, record.upstreamPort = peer
+        decided = self.decidedBy
+        if decided is not None:
+            record.filterName, record.filterReason = decided
+        accessLog.log(record)
+        self.bytesIn = self.bytesOut = 0
+        self.upstreamPeer = None
+        self.decidedBy = None
+
+    # -- CONNECT and upgrades ----------------------------------------------------
+
+    def _connectRequest(self, request: RequestHead) -> None:
+        self.requestDone = True
+        if request.port not in self.settings.connectPorts:
+            return self._respond(
+                errorResponse(403, f"CONNECT to port {request.port} is not allowed (allowed: {self.settings.connectPorts.describe()}).", request.url()),
+                close=True,
+            )
+        if self._isSelf(request):
+            return self._respond(errorResponse(508, "The CONNECT target is this proxy itself (forwarding loop).", request.url()), close=True)
+        chain = self.factory.chain
+        if chain is not None and chain.active:
+            result = chain.filterTunnel(request)
+            if isinstance(result, Deferred):
+                self.gate.pause(WAITING)  # type: ignore[union-attr]
+                result.addCallback(self._tunnelFiltered, request)
+                return
+            return self._tunnelFiltered(result, request)
+        self._connect(("tcp", request.host, request.port))  # type: ignore[arg-type]
+
+    def _tunnelFiltered(self, result: Optional[Response], request: RequestHead) -> None:
+        if self.request is not request:
+            return
+        self.gate.resume(WAITING)  # type: ignore[union-attr]
+        if isinstance(result, Response):
+            return self._respond(result, close=True)
+        self._connect(("tcp", request.host, request.port))  # type: ignore[arg-type]
+
+    def _startTunnel(self, upstream: UpstreamProtocol) -> None:
+        self.factory.stats.tunnels += 1
+        self.status = 200
+        self.responseStarted = True
+        self._setDeadline(_NO_DEADLINE, 0)
+        self.upstreamPeer = _peerOf(upstream)
+        self._out.append(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        self.flushToClient()
+        self._splice(upstream, self.parser.takeBuffer(), b"")
+
+    def _switchProtocols(self, head: ResponseHead) -> None:
+        upstream = self.upstream
+        self.status = 101
+        self.responseStarted = True
+        self._setDeadline(_NO_DEADLINE, 0)
+        headers = head.headers
+        headers.removeHopByHop(frozenset([b"upgrade"]))
+        headers.add(b"Connection", b"Upgrade")
+        headers.add(b"Via", self.factory.viaValue)
+        self._out.append(head.serialize())
+        self.flushToClient()
+        self._splice(upstream, self.parser.takeBuffer(), upstream.parser.takeBuffer())  # type: ignore[arg-type, union-attr]
+
+    def _splice(self, upstream: UpstreamProtocol, toUpstream: bytes, toClient: bytes) -> None:
+        """
+        From now on both connections carry opaque bytes (RFC 9110 section
+        9.3.6): what either sends goes to the other, with backpressure both
+        ways and half-closes passed on.
+        """
+        self.tunnel = True
+        upstream.tunnel = True
+        if self.upstream is not upstream:
+            self.upstream = upstream
+            upstream.client = self
+            self.transport.registerProducer(upstream.gate, True)
+            upstream.transport.registerProducer(self.gate, True)
+        if toUpstream:
+            upstream.transport.write(toUpstream)
+        if toClient:
+            self.transport.write(toClient)
+            self.bytesOut += len(toClient)
+        if self.readClosed:
+            upstream.transport.loseWriteConnection()
+
+    def upstreamHalfClosed(self) -> None:
+        """
+        The tunnel's upstream finished sending: pass the half-close on.
+        """
+        self.transport.loseWriteConnection()
+
+    def upstreamClosed(self) -> None:
+        """
+        The tunnel's upstream closed: close the client after flushing.
+        """
+        upstream = self.upstream
+        if upstream is not None:
+            self._unregisterProducers(upstream)
+            self.upstream = None
+        self.transport.loseConnection()
+
+    # -- loops -------------------------------------------------------------------
+
+    def _hasOwnVia(self, headers: Any) -> bool:
+        token = self.factory.viaToken
+        for value in headers.getAll(b"via"):
+            if token not in value.lower():
+                continue
+            for entry in value.split(b","):
+                parts = entry.split()
+                if len(parts) >= 2 and parts[1].lower() == token:
+                    return True
+        return False
+
+    def _isSelf(self, request: RequestHead) -> bool:
+        """
+        @return: whether the target is this proxy's own listening address.
+        """
+        local = self.transport.getHost()
+        port = getattr(local, "port", None)
+        if port is None or request.port != port:
+            return False
+        host = request.host
+        localHost = getattr(local, "host", "")
+        if host == localHost:
+            return True
+        if host == "localhost" and (localHost.startswith("127.") or localHost == "::1"):
+            return True
+        return False
+
+    # -- timeouts ------------------------------------------------------------------
+
+    def _setDeadline(self, kind: int, seconds: float) -> None:
+        self._deadlineKind = kind
+        if kind == _NO_DEADLINE:
+            return
+        deadline = self.reactor.seconds() + seconds
+        self._deadline = deadline
+        timer = self._timer
+        if timer is None:
+            self._timer = self.reactor.callLater(seconds, self._timedOut)
+        elif timer.getTime() > deadline:
+            timer.reset(seconds)
+
+    def _cancelTimer(self) -> None:
+        timer = self._timer
+        self._timer = None
+        self._deadlineKind = _NO_DEADLINE
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _timedOut(self) -> None:
+        self._timer = None
+        kind = self._deadlineKind
+        if kind == _NO_DEADLINE or self.transport.disconnected:
+            return
+        remaining = self._deadline - self.reactor.seconds()
+        if remaining > 0:
+            self._timer = self.reactor.callLater(remaining, self._timedOut)
+            return
+        self._deadlineKind = _NO_DEADLINE
+        if kind == _UPSTREAM:
+            request = self.request
+            log.info("{client}:{port} upstream timeout for {target}", client=self.clientHost, port=self.clientPort, target=request.url() if request else "-")
+            self._detachUpstream()
+            self._respond(errorResponse(504, f"The upstream server did not answer within {self.settings.upstreamTimeout:g} seconds.", request.url() if request else ""), close=True)
+            return
+        if kind == _HEAD:
+            log.info("{client}:{port} closed: request head not received within {timeout:g} s", client=self.clientHost, port=self.clientPort, timeout=self.settings.headerTimeout)
+        self._close()
+
+    # -- drain -----------------------------------------------------------------------
+
+    def busy(self) -> bool:
+        """
+        @return: whether an exchange or tunnel is in flight.
+        """
+        return self.tunnel or self.request is not None
+
+    def closeIfIdle(self) -> None:
+        """
+        Close the connection now if it has no exchange in flight; otherwise
+        make it close after the current one (graceful drain).
+        """
+        if self.busy():
+            self.closeAfter = True
+            self.keepAlive = False
+        else:
+            self._close()
+
+
+def _peerOf(upstream: UpstreamProtocol) -> Optional[tuple[str, int]]:
+    peer = upstream.transport.getPeer()
+    host = getattr(peer, "host", None)
+    if host is None:
+        return None
+    return host, getattr(peer, "port", 0)
+
+
+__all__ = ["ProxyFactory", "ProxyProtocol", "UpstreamProtocol", "ConnectionPool", "PRODUCT"]

@@ -1,0 +1,145 @@
+"""
+Integration tests: bodies are streamed with flow control, so the proxy's
+memory stays flat while one side is much slower than the other.
+
+Each test runs its own proxy so that its resident set size (VmRSS from
+/proc) is not influenced by other tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import threading
+import time
+
+from .origin import pattern, patternDigest
+from .support import Conn
+
+MiB = 1 << 20
+# How much the proxy's RSS may grow while relaying.
+ALLOWED_GROWTH = 30 * MiB
+
+
+def warmUp(proxy, origin) -> None:
+    """
+    Relay a few MiB once, so that buffers every transfer needs are already
+    allocated when the baseline is taken.
+    """
+    with proxy.connect(timeout=10) as c:
+        c.send(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % origin.url("/bytes?n=%d" % (4 * MiB)).encode())
+        assert len(c.readResponse(timeout=10).body) == 4 * MiB
+        data = pattern(0, 4 * MiB)
+        c.send(
+            b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (origin.url("/upload").encode(), len(data))
+            + data
+        )
+        assert c.readResponse(timeout=10).status == 200
+
+
+def test_slowDownloadMemoryFlat(makeProxy, origin) -> None:
+    """
+    A 200 MiB download read by a client that first stalls for two seconds
+    and then reads 64 KiB every few milliseconds arrives intact, while the
+    proxy's RSS grows by less than 30 MiB: the proxy stops reading from the
+    origin while the client lags behind.
+    """
+    size = 200 * MiB
+    expected = patternDigest(size)
+    proxy = makeProxy()
+    warmUp(proxy, origin)
+    baseline = proxy.rss()
+    peak = baseline
+    s = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 128 * 1024)
+    try:
+        s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % origin.url("/bytes?n=%d" % size).encode())
+        # Stall: an origin on loopback could deliver everything by now.
+        stallEnd = time.monotonic() + 2.0
+        while time.monotonic() < stallEnd:
+            peak = max(peak, proxy.rss())
+            time.sleep(0.1)
+        h = hashlib.sha256()
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = s.recv(65536)
+            assert chunk, "closed before the head"
+            head += chunk
+        head, _, rest = head.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert b"content-length: %d" % size in head.lower(), head
+        h.update(rest)
+        got = len(rest)
+        deadline = time.monotonic() + 25
+        nextSample = 0.0
+        reads = 0
+        while got < size:
+            assert time.monotonic() < deadline, "only %d of %d bytes in time" % (got, size)
+            chunk = s.recv(min(65536, size - got))
+            assert chunk, "closed after %d of %d bytes" % (got, size)
+            h.update(chunk)
+            got += len(chunk)
+            reads += 1
+            # Throttle: ~64 KiB per 2 ms (about 30 MiB/s) for the first
+            # 100 MiB, then as fast as we can.
+            if got < 100 * MiB and reads % 4 == 0:
+                time.sleep(0.008)
+            if time.monotonic() >= nextSample:
+                peak = max(peak, proxy.rss())
+                nextSample = time.monotonic() + 0.1
+    finally:
+        s.close()
+    assert h.hexdigest() == expected
+    assert peak - baseline < ALLOWED_GROWTH, "RSS grew by %.1f MiB" % ((peak - baseline) / MiB)
+
+
+def test_slowUploadMemoryFlat(makeProxy, origin) -> None:
+    """
+    A 96 MiB upload sent as fast as the client can to an origin that reads
+    at 16 MiB/s arrives intact, while the proxy's RSS grows by less than
+    30 MiB: the proxy stops reading from the client while the origin lags
+    behind.
+    """
+    size = 96 * MiB
+    rate = 16 * MiB
+    proxy = makeProxy()
+    warmUp(proxy, origin)
+    baseline = proxy.rss()
+    peak = baseline
+    expected = hashlib.sha256()
+    s = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+    s.settimeout(20)
+    error = []
+
+    def send() -> None:
+        try:
+            s.sendall(
+                b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                % (origin.url("/upload?rate=%d" % rate).encode(), size)
+            )
+            step = 4 * MiB
+            for offset in range(0, size, step):
+                s.sendall(pattern(offset, step))
+        except OSError as e:
+            error.append(e)
+
+    for offset in range(0, size, 4 * MiB):
+        expected.update(pattern(offset, 4 * MiB))
+    sender = threading.Thread(target=send, daemon=True)
+    try:
+        sender.start()
+        deadline = time.monotonic() + 25
+        while sender.is_alive() and time.monotonic() < deadline:
+            peak = max(peak, proxy.rss())
+            sender.join(0.1)
+        assert not sender.is_alive(), "upload did not finish in time"
+        assert not error, error
+        resp = Conn(s).readResponse(timeout=max(0.5, deadline - time.monotonic()))
+        peak = max(peak, proxy.rss())
+    finally:
+        s.close()
+        sender.join(5)
+    assert resp.status == 200, resp
+    assert json.loads(resp.body) == {"count": size, "sha256": expected.hexdigest()}
+    assert peak - baseline < ALLOWED_GROWTH, "RSS grew by %.1f MiB" % ((peak - baseline) / MiB)
