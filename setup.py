@@ -15,13 +15,13 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=["proxyapp", "twisted.plugins"],
+    packages=["proxyapp", "proxyapp.filters", "proxyapp.plugins", "twisted.plugins"],
     package_data={"proxyapp": ["py.typed"]},
     install_requires=[
-        # twisted[tls] brings pyOpenSSL, service_identity and idna.  The
-        # upper bound is deliberate: proxyapp/fastio.py relies on transport
-        # internals that were checked against these releases.
+        # twisted[tls] brings pyOpenSSL, service_identity and idna.
         "twisted[tls]>=24.7.0,<27",
+        # htpasswd bcrypt entries ([auth] htpasswd).
+        "bcrypt>=4.0",
         "zope.interface>=6.0",
     ],
     extras_require={

@@ -51,9 +51,10 @@ trailing fields::
   - C{duration_ms} is an integer number of milliseconds (truncated, like
     Squid's); C{ADDR} is C{ip:port}, C{[ipv6]:port}, or C{-} when no
     upstream was contacted; C{FILTER} is C{-}, C{name}, or
-    C{name:"reason"} (reason escaped as above).  Parsers for the combined
-    format that do not anchor at the end of the line (GoAccess, the usual
-    Logstash/Fluentd patterns) ignore the extra fields.
+    C{name:"reason"} (reason escaped as above).  Parsers that do not
+    anchor their pattern at the end of the line (GoAccess's C{COMBINED},
+    Logstash's C{COMBINEDAPACHELOG}) ignore the extra fields; a pattern
+    anchored with C{$} needs them added.
 
 B{squid} (L{formatSquid}): Squid's native format, as written by Squid's
 C{Log::Format::SquidNative} (C{logformat squid %ts.%03tu %6tr %>a
@@ -89,6 +90,9 @@ C{method}, C{target}, C{version}, C{status}, C{bytes_in}, C{bytes_out},
 C{duration_ms} (a number with three decimals), C{upstream_ip},
 C{upstream_port}, C{referer}, C{user_agent}, C{content_type}, C{filter},
 C{filter_reason}, C{tunnel} (a boolean).  Missing values are C{null}.
+
+In every format, a negative duration (the clock was stepped back during
+the request) is written as 0.
 
 This module does not import C{twisted.internet}: the writer is given its
 reactor.
@@ -190,6 +194,12 @@ _APACHE_ESCAPES = {
     '"': '\\"',
 }
 
+# The same escapes as a str.translate() table covering all of ASCII.
+_APACHE_TABLE: dict[int, str] = {
+    code: "\\x%02x" % code for code in (*range(0x20), 0x7F)
+}
+_APACHE_TABLE.update((ord(char), escape) for char, escape in _APACHE_ESCAPES.items())
+
 
 def _wireBytes(char: str) -> bytes:
     """
@@ -217,6 +227,8 @@ def _escapeApacheSlow(value: str) -> str:
 
     @return: the escaped text, printable ASCII only.
     """
+    if value.isascii():
+        return value.translate(_APACHE_TABLE)
     out = []
     for char in value:
         if char in _APACHE_ESCAPES:
@@ -454,6 +466,11 @@ def formatCombined(record: AccessRecord) -> str:
     else:
         request = "-"
 
+    # Whole microseconds, so 0.15 s is 150 ms and not 149.99999 ms; a
+    # negative duration (the clock was stepped back) is logged as 0.
+    elapsed = int(record.duration * 1e6 + 0.5)
+    if elapsed < 0:
+        elapsed = 0
     status = record.status
     bytesOut = record.bytesOut
     referer = record.referer
@@ -474,7 +491,7 @@ def formatCombined(record: AccessRecord) -> str:
         f'{bytesOut if bytesOut else "-"} '
         f'"{"-" if referer is None else _escapeApache(referer)}" '
         f'"{"-" if userAgent is None else _escapeApache(userAgent)}" '
-        f"{int(record.duration * 1e6 + 0.5) // 1000} "
+        f"{elapsed // 1000} "
         f"upstream={_hostPort(record.upstreamHost, record.upstreamPort)} "
         f"filter={filterText}\n"
     )
@@ -513,6 +530,9 @@ def formatSquid(record: AccessRecord) -> str:
     global _squidSecond, _squidStamp
     duration = record.duration
     micros = int((record.start + duration) * 1e6 + 0.5)
+    elapsed = int(duration * 1e6 + 0.5)
+    if elapsed < 0:
+        elapsed = 0
     second = micros // 1000000
     if second != _squidSecond:
         _squidStamp = "%9d." % (second,)
@@ -528,7 +548,7 @@ def formatSquid(record: AccessRecord) -> str:
     upstream = record.upstreamHost
     return (
         f"{_squidStamp}{_THREE_DIGITS[micros // 1000 % 1000]} "
-        f"{str(int(duration * 1e6 + 0.5) // 1000).rjust(6)} {record.clientHost} "
+        f"{str(elapsed // 1000).rjust(6)} {record.clientHost} "
         f"{_squidResult(record)}/"
         f"{_THREE_DIGITS[status] if 0 <= status < 1000 else status} "
         f"{record.bytesOut} {method} {url} {_squidUser(record.user)} "
@@ -552,6 +572,8 @@ def formatJSON(record: AccessRecord) -> str:
         _jsonStamp = _isoTime(second)
         _jsonSecond = second
     duration = int(record.duration * 1e6 + 0.5)
+    if duration < 0:
+        duration = 0
     # Optional strings are inlined rather than passed to a helper: a Python
     # call per field would cost more than the encoding itself.
     quote = encode_basestring_ascii
@@ -717,6 +739,14 @@ class AccessLogWriter:
         if self._colorizeSetting is None:
             return colourWanted(stream, "auto")
         return self._colorizeSetting
+
+    def newRecord(self) -> AccessRecord:
+        """
+        Make an empty record for a request that is starting.
+
+        @return: a new L{AccessRecord} with every attribute at its default.
+        """
+        return AccessRecord()
 
     def log(self, record: AccessRecord) -> None:
         """

@@ -79,7 +79,7 @@ _LEVEL_COLOURS: dict[Any, str] = {
 }
 
 
-def realStream(stream: IO[Any]) -> IO[Any]:
+def realStream(stream: IO[Any] | LoggingFile) -> IO[Any]:
     """
     Return the stream that really reaches the process's standard output or
     error when C{stream} is a L{twisted.logger.LoggingFile}.
@@ -90,17 +90,22 @@ def realStream(stream: IO[Any]) -> IO[Any]:
     forever, and an access log writing to one would pay for one log event
     per line, which is exactly what the access log exists to avoid.
 
-    @param stream: a writable text stream.
+    @param stream: a writable text stream or a L{LoggingFile}.
 
     @return: C{sys.__stderr__} for a L{LoggingFile} at error level,
         C{sys.__stdout__} for any other L{LoggingFile}, otherwise C{stream}
         itself.
+
+    @raise ValueError: for a L{LoggingFile} when the process has no such
+        original stream (C{pythonw} on Windows).
     """
-    if isinstance(stream, LoggingFile):
-        original = sys.__stderr__ if stream.level is LogLevel.error else sys.__stdout__
-        if original is not None:
-            return original
-    return stream
+    if not isinstance(stream, LoggingFile):
+        return stream
+    error = stream.level is LogLevel.error
+    original = sys.__stderr__ if error else sys.__stdout__
+    if original is None:
+        raise ValueError("the process has no standard stream to write to")
+    return original
 
 
 def checkColourMode(colored: str) -> str:
@@ -192,7 +197,9 @@ def _colouredText(event: LogEvent) -> str | None:
     return colour + text[:-1] + _RESET + "\n"
 
 
-def makeConsoleObserver(stream: IO[Any], colored: str = "auto") -> ILogObserver:
+def makeConsoleObserver(
+    stream: IO[Any] | LoggingFile, colored: str = "auto"
+) -> ILogObserver:
     """
     Make a log observer for the operator console.
 
@@ -208,10 +215,10 @@ def makeConsoleObserver(stream: IO[Any], colored: str = "auto") -> ILogObserver:
 
     @raise ValueError: if C{colored} is not one of L{COLOUR_CHOICES}.
     """
-    stream = realStream(stream)
-    if colourWanted(stream, colored):
-        return FileLogObserver(stream, _colouredText)
-    return FileLogObserver(stream, _classicText)
+    output = realStream(stream)
+    if colourWanted(output, colored):
+        return FileLogObserver(output, _colouredText)
+    return FileLogObserver(output, _classicText)
 
 
 def consoleLogObserver() -> ILogObserver:

@@ -192,7 +192,11 @@ class RequestHead:
     @ivar authority: the target's authority bytes, used as Host upstream.
     @ivar path: the origin-form target (path and query) to send upstream.
     @ivar clientAddress: C{(host, port)} of the client, or C{None}.
-    @ivar user: the authenticated proxy user, if any.
+    @ivar user: the authenticated proxy user, if any (set by the C{auth}
+        filter).
+    @ivar credentials: the value of the C{Proxy-Authorization} field the
+        client sent, kept here because the field itself is hop-by-hop and
+        is removed before filters run; C{None} if there was none.
     """
 
     __slots__ = (
@@ -207,6 +211,7 @@ class RequestHead:
         "path",
         "clientAddress",
         "user",
+        "credentials",
     )
 
     def __init__(
@@ -227,6 +232,7 @@ class RequestHead:
         self.path = target
         self.clientAddress: Optional[tuple[str, int]] = None
         self.user: Optional[str] = None
+        self.credentials: Optional[bytes] = None
 
     def __repr__(self) -> str:
         return f"<RequestHead {self.method!r} {self.target!r} {self.version!r}>"
@@ -324,14 +330,16 @@ class Response:
     @ivar head: the response head.
     @ivar body: the whole body (short by construction).
     @ivar reason: why the proxy answered, for the access log.
+    @ivar decider: the name of the filter that answered, if one did.
     """
 
-    __slots__ = ("head", "body", "reason")
+    __slots__ = ("head", "body", "reason", "decider")
 
     def __init__(self, head: ResponseHead, body: bytes = b"", reason: str = "") -> None:
         self.head = head
         self.body = body
         self.reason = reason
+        self.decider: Optional[str] = None
 
     def __repr__(self) -> str:
         return f"<Response {self.head.status} {self.reason!r}>"

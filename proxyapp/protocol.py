@@ -49,6 +49,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from proxyapp import status as statuspage
+from proxyapp.accesslog import AccessRecord
 from proxyapp.config import Settings
 from proxyapp.http11 import (
     CHUNKED,
@@ -416,6 +417,15 @@ class ProxyFactory(ServerFactory):
         self.connections: set[ProxyProtocol] = set()
         self.draining = False
 
+    def reconfigure(self, settings: Settings, chain: Any) -> None:
+        """
+        Swap settings and filter chain (SIGHUP): new connections get the new
+        settings and every new request the new chain; exchanges and tunnels
+        in flight are untouched.
+        """
+        self.settings = settings
+        self.chain = chain
+
     def buildProtocol(self, addr: Any) -> "ProxyProtocol":
         protocol = ProxyProtocol(self)
         return protocol
@@ -459,6 +469,7 @@ class ProxyProtocol(Protocol):
     reason = ""
     upstreamPeer: Optional[tuple[str, int]] = None
     decidedBy: Optional[tuple[str, str]] = None
+    contentType: Optional[str] = None
 
     def __init__(self, factory: ProxyFactory) -> None:
         self.factory = factory
@@ -593,6 +604,9 @@ class ProxyProtocol(Protocol):
             self.keepAlive = False
         self.closeAfter = not self.keepAlive
         headers = request.headers
+        credentials = headers.get(b"proxy-authorization")
+        if credentials is not None:
+            request.credentials = credentials
 
         via = headers.get(b"via")
         if via is not None and self._hasOwnVia(headers):
@@ -642,6 +656,8 @@ class ProxyProtocol(Protocol):
             return
         self.gate.resume(WAITING)  # type: ignore[union-attr]
         if isinstance(result, Response):
+            if result.decider is not None:
+                self.decidedBy = (result.decider, result.reason)
             self._respond(result)
             if not self._dispatching:
                 self._dispatch()
@@ -778,17 +794,74 @@ class ProxyProtocol(Protocol):
                 self._setDeadline(_UPSTREAM, self.settings.upstreamTimeout)
             return
         self._setDeadline(_NO_DEADLINE, 0)
-        chain = self.factory.chain
-        if chain is not None and chain.active:
-            head = chain.filterResponse(request, head)
         self.responseStarted = True
         self._responseComplete = False
         self.status = status
+        head.headers.removeHopByHop()
+        chain = self.factory.chain
+        if chain is not None and chain.hasResponseFilters:
+            result = chain.filterResponse(request, head)  # type: ignore[arg-type]
+            if isinstance(result, Deferred):
+                # Hold body events until the filters decide; the upstream
+                # stays paused meanwhile, so at most one read is held.
+                self._held = []
+                upstream = self.upstream
+                upstream.gate.pause(WAITING)  # type: ignore[union-attr]
+                result.addCallback(self._responseFiltered, upstream)
+                return
+            if isinstance(result, Response):
+                return self._replaceResponse(result)
+            head = result
+        self._sendResponseHead(head)
+
+    _held: Optional[list[Any]] = None
+    _transforms: Optional[list[Any]] = None
+
+    def _responseFiltered(self, result: ResponseHead | Response, upstream: UpstreamProtocol) -> None:
+        if self.upstream is not upstream:
+            return
+        held, self._held = self._held, None
+        upstream.gate.resume(WAITING)  # type: ignore[union-attr]
+        if isinstance(result, Response):
+            return self._replaceResponse(result)
+        self._sendResponseHead(result)
+        for event in held or ():
+            if type(event) is bytes:
+                self.responseData(event)
+            else:
+                self.responseEnd(event)
+                return
+        self.flushToClient()
+
+    def _replaceResponse(self, response: Response) -> None:
+        """
+        A response filter answered instead of the upstream: send its
+        response and drop the upstream's body with its connection.
+        """
+        if response.decider is not None:
+            self.decidedBy = (response.decider, response.reason)
+        self._detachUpstream()
+        self.responseStarted = False
+        self._respond(response, close=not self.requestDone)
+
+    def _sendResponseHead(self, head: ResponseHead) -> None:
+        request = self.request
         headers = head.headers
-        headers.removeHopByHop()
+        if self.factory.accessLog is not None:
+            contentType = headers.get(b"content-type")
+            self.contentType = contentType.decode("latin-1") if contentType else None
         headers.add(b"Via", self.factory.viaValue)
         framing = self.upstream.parser.framing  # type: ignore[union-attr]
         self.chunkDown = False
+        chain = self.factory.chain
+        if chain is not None and chain.hasBodyFilters and framing != NO_BODY:
+            transforms = chain.bodyTransforms(request, head)  # type: ignore[arg-type]
+            if transforms:
+                # A transformed body has a length nobody knows yet.
+                self._transforms = transforms
+                headers.remove(b"Content-Length")
+                headers.remove(b"Transfer-Encoding")
+                framing = UNTIL_CLOSE
         if framing == UNTIL_CLOSE:
             if self.keepAlive and request.version == b"HTTP/1.1":  # type: ignore[union-attr]
                 headers.set(b"Transfer-Encoding", b"chunked")
@@ -815,6 +888,14 @@ class ProxyProtocol(Protocol):
         """
         The upstream sent a piece of the response body.
         """
+        if self._held is not None:
+            self._held.append(data)
+            return
+        if self._transforms is not None:
+            for transform in self._transforms:
+                data = transform(data)
+                if not data:
+                    return
         if self.chunkDown:
             self._out += [b"%x\r\n" % len(data), data, b"\r\n"]
         else:
@@ -824,6 +905,19 @@ class ProxyProtocol(Protocol):
         """
         The upstream's response is complete.
         """
+        if self._held is not None:
+            self._held.append(end)
+            return
+        transforms = self._transforms
+        if transforms is not None:
+            self._transforms = None
+            for index, transform in enumerate(transforms):
+                tail = transform.finish()
+                for later in transforms[index + 1 :]:
+                    if tail:
+                        tail = later(tail)
+                if tail:
+                    self.responseData(tail)
         if self.chunkDown:
             if end.trailers is not None:
                 self._out.append(b"0\r\n" + end.trailers.serialize() + b"\r\n")
@@ -1028,7 +1122,7 @@ class ProxyProtocol(Protocol):
         if accessLog is None or (request is None and not self.tunnel):
             self.bytesIn = self.bytesOut = 0
             return
-        record = accessLog.newRecord()
+        record = AccessRecord()
         record.start = self.started
         record.duration = time.time() - self.started
         record.clientHost = self.clientHost
@@ -1044,6 +1138,7 @@ class ProxyProtocol(Protocol):
             record.referer = referer.decode("latin-1") if referer else None
             record.userAgent = userAgent.decode("latin-1") if userAgent else None
         record.status = self.status if self.responseStarted or incomplete else 0
+        record.contentType = self.contentType
         record.bytesIn = self.bytesIn
         record.bytesOut = self.bytesOut
         record.tunnel = self.tunnel
@@ -1057,6 +1152,7 @@ class ProxyProtocol(Protocol):
         self.bytesIn = self.bytesOut = 0
         self.upstreamPeer = None
         self.decidedBy = None
+        self.contentType = None
 
     # -- CONNECT and upgrades ----------------------------------------------------
 
@@ -1084,6 +1180,8 @@ class ProxyProtocol(Protocol):
             return
         self.gate.resume(WAITING)  # type: ignore[union-attr]
         if isinstance(result, Response):
+            if result.decider is not None:
+                self.decidedBy = (result.decider, result.reason)
             return self._respond(result, close=True)
         self._connect(("tcp", request.host, request.port))  # type: ignore[arg-type]
 

@@ -1,0 +1,280 @@
+# -*- test-case-name: tests.test_chain -*-
+"""
+The filter chain: runs enabled filters in their configured order.
+
+Each call is synchronous when every filter answers synchronously (the
+common case costs a loop over a short list and nothing when no filter of
+that kind is enabled) and becomes a L{Deferred} at the first filter that
+returns one.  A filter that raises, fails its Deferred or misses the
+deadline is logged with its name; the exchange then gets 500 (request and
+tunnel side) or 502 (response side), or, with C{on_error = "pass"}, goes on
+as if that filter were not there.  Filters can never take the proxy down.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Union
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from proxyapp.interfaces import (
+    IBodyFilter,
+    IBodyTransform,
+    IRequestFilter,
+    IResponseFilter,
+    ITunnelFilter,
+)
+from proxyapp.message import RequestHead, Response, ResponseHead, errorResponse
+
+log = Logger()
+
+FAIL = "fail"
+PASS = "pass"
+
+
+class EnabledFilter:
+    """
+    One enabled filter with the proxy-level settings of its table.
+
+    @ivar name: the name it was enabled by.
+    @ivar filter: the object the factory built.
+    @ivar onError: L{FAIL} or L{PASS}.
+    """
+
+    __slots__ = ("name", "filter", "onError")
+
+    def __init__(self, name: str, filter: object, onError: str = FAIL) -> None:
+        self.name = name
+        self.filter = filter
+        self.onError = onError
+
+    def __repr__(self) -> str:
+        return f"EnabledFilter({self.name!r}, {self.filter!r}, onError={self.onError!r})"
+
+
+def decided(response: Response, name: str) -> Response:
+    """
+    Mark C{response} as the decision of filter C{name} (for the access log).
+    """
+    response.decider = name
+    return response
+
+
+class FilterChain:
+    """
+    The enabled filters, split by interface, in run order.
+
+    @ivar active: whether any filter is enabled at all (the protocol skips
+        the chain entirely otherwise).
+    @ivar deadline: seconds a filter's Deferred may take.
+    """
+
+    def __init__(self, filters: list[EnabledFilter], reactor: Any = None, deadline: float = 5.0) -> None:
+        self.filters = list(filters)
+        self.reactor = reactor
+        self.deadline = deadline
+        self._request = [(f.name, f.filter.filterRequest, f.onError) for f in filters if IRequestFilter.providedBy(f.filter)]  # type: ignore[attr-defined]
+        self._response = [(f.name, f.filter.filterResponse, f.onError) for f in filters if IResponseFilter.providedBy(f.filter)]  # type: ignore[attr-defined]
+        self._tunnel = [(f.name, f.filter.filterTunnel, f.onError) for f in filters if ITunnelFilter.providedBy(f.filter)]  # type: ignore[attr-defined]
+        self._body = [(f.name, f.filter.bodyTransform, f.onError) for f in filters if IBodyFilter.providedBy(f.filter)]  # type: ignore[attr-defined]
+        self.active = bool(self._request or self._response or self._tunnel or self._body)
+        self.hasResponseFilters = bool(self._response)
+        self.hasBodyFilters = bool(self._body)
+
+    def names(self) -> list[str]:
+        """
+        @return: the enabled filters' names in run order.
+        """
+        return [f.name for f in self.filters]
+
+    # -- requests and tunnels --------------------------------------------------
+
+    def filterRequest(self, request: RequestHead) -> Union[RequestHead, Response, Deferred]:
+        """
+        Run the request filters.
+
+        @return: the head to forward, a L{Response} to answer with, or a
+            L{Deferred} firing with either.
+        """
+        return self._run(self._request, 0, request, lambda fn, value: fn(value), 500, request)
+
+    def filterTunnel(self, request: RequestHead) -> Union[None, Response, Deferred]:
+        """
+        Run the tunnel filters on a CONNECT request.
+
+        @return: C{None} to allow, a L{Response} to refuse, or a L{Deferred}
+            firing with either.
+        """
+
+        def call(fn: Callable[..., Any], value: RequestHead) -> Any:
+            result = fn(request)
+            return value if result is None else result
+
+        result = self._run(self._tunnel, 0, request, call, 500, request)
+        if isinstance(result, Deferred):
+            return result.addCallback(lambda r: None if r is request else r)
+        return None if result is request else result
+
+    def filterResponse(self, request: RequestHead, response: ResponseHead) -> Union[ResponseHead, Response, Deferred]:
+        """
+        Run the response filters on a final response head.
+
+        @return: the head to send, a L{Response} replacing the upstream's,
+            or a L{Deferred} firing with either.
+        """
+        return self._run(self._response, 0, response, lambda fn, value: fn(request, value), 502, request)
+
+    def bodyTransforms(self, request: RequestHead, response: ResponseHead) -> list[Any]:
+        """
+        Ask the body filters for transforms of this response's body.
+
+        @return: the transforms, in run order (often empty).
+        """
+        transforms = []
+        for name, fn, onError in self._body:
+            try:
+                transform = fn(request, response)
+            except Exception:
+                log.failure("body filter {name} raised; its transform is skipped", name=name)
+                continue
+            if transform is not None:
+                transforms.append(_GuardedTransform(name, transform, onError))
+        return transforms
+
+    # -- the runner ------------------------------------------------------------
+
+    def _run(
+        self,
+        steps: list[tuple[str, Callable[..., Any], str]],
+        index: int,
+        value: Any,
+        call: Callable[[Callable[..., Any], Any], Any],
+        status: int,
+        request: RequestHead,
+    ) -> Any:
+        while index < len(steps):
+            name, fn, onError = steps[index]
+            try:
+                result = call(fn, value)
+            except Exception:
+                result = self._failed(Failure(), name, onError, status, request)
+                if result is None:
+                    index += 1
+                    continue
+                return result
+            if isinstance(result, Deferred):
+                return self._await(result, steps, index, value, call, status, request)
+            if isinstance(result, Response):
+                return decided(result, name)
+            if result is not None:
+                value = result
+            index += 1
+        return value
+
+    def _await(
+        self,
+        d: Deferred,
+        steps: list[tuple[str, Callable[..., Any], str]],
+        index: int,
+        value: Any,
+        call: Callable[[Callable[..., Any], Any], Any],
+        status: int,
+        request: RequestHead,
+    ) -> Deferred:
+        name, _, onError = steps[index]
+        if self.reactor is not None:
+            d.addTimeout(self.deadline, self.reactor)
+
+        def succeeded(result: Any) -> Any:
+            if isinstance(result, Response):
+                return decided(result, name)
+            return self._run(steps, index + 1, value if result is None else result, call, status, request)
+
+        def failed(failure: Failure) -> Any:
+            answer = self._failed(failure, name, onError, status, request)
+            if answer is None:
+                return self._run(steps, index + 1, value, call, status, request)
+            return answer
+
+        return d.addCallbacks(succeeded, failed)
+
+    def _failed(self, failure: Failure, name: str, onError: str, status: int, request: RequestHead) -> Optional[Response]:
+        """
+        Log a failing filter and decide what it means.
+
+        @return: C{None} to carry on without it (C{on_error = "pass"}), or
+            the error response.
+        """
+        from twisted.internet.defer import TimeoutError as DeferredTimeout
+
+        if failure.check(DeferredTimeout):
+            why = f"missed its {self.deadline:g} s deadline"
+            log.warn(
+                "filter {name} {why} for {client} {target}",
+                name=name,
+                why=why,
+                client=_client(request),
+                target=request.url(),
+            )
+        else:
+            why = f"failed: {failure.getErrorMessage()}"
+            log.failure(
+                "filter {name} failed for {client} {target}",
+                failure,
+                name=name,
+                client=_client(request),
+                target=request.url(),
+            )
+        if onError == PASS:
+            return None
+        response = errorResponse(status, f"The filter {name!r} {why}.", request.url())
+        response.reason = f"filter error: {why}"
+        return decided(response, name)
+
+
+def _client(request: RequestHead) -> str:
+    address = request.clientAddress
+    return f"{address[0]}:{address[1]}" if address else "-"
+
+
+class _GuardedTransform:
+    """
+    Runs an L{IBodyTransform}; if it raises, logs it once with the filter's
+    name and passes the rest of the body through untouched (the head is
+    already out, so there is nothing better to do).
+    """
+
+    __slots__ = ("name", "transform", "onError", "broken")
+
+    def __init__(self, name: str, transform: Any, onError: str) -> None:
+        self.name = name
+        self.transform = transform
+        self.onError = onError
+        self.broken = False
+
+    def __call__(self, chunk: bytes) -> bytes:
+        if self.broken:
+            return chunk
+        try:
+            return self.transform.transform(chunk)
+        except Exception:
+            self._break()
+            return chunk
+
+    def finish(self) -> bytes:
+        if self.broken:
+            return b""
+        try:
+            return self.transform.finish()
+        except Exception:
+            self._break()
+            return b""
+
+    def _break(self) -> None:
+        self.broken = True
+        log.failure("body transform of filter {name} raised; the rest of the body passes untouched", name=self.name)
+
+
+__all__ = ["FilterChain", "EnabledFilter", "decided", "FAIL", "PASS", "IBodyTransform"]

@@ -1,0 +1,71 @@
+# -*- test-case-name: tests.test_filters_access -*-
+"""
+Built-in filter implementations, one small module each, and the assembly
+of the filter list a proxy runs.
+
+The built-ins are reached through the same discovery as third-party
+filters (C{proxyapp.plugins.proxyapp_builtins}).  C{access} always runs
+first (it carries the never-an-open-proxy default) and C{auth} second when
+C{[auth] htpasswd} is set; then the filters named in C{[filters] enabled}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from proxyapp.chain import EnabledFilter
+from proxyapp.config import ConfigError, Settings
+
+
+def accessTable(settings: Settings) -> dict[str, Any]:
+    """
+    @return: the C{access} filter's configuration from C{[access]}.
+    """
+    table: dict[str, Any] = {
+        "blocked_domains": settings.blockedDomains,
+        "blocked_domains_files": settings.blockedDomainsFiles,
+    }
+    if settings.allowedClients is not None:
+        table["allowed_clients"] = settings.allowedClients
+    return table
+
+
+def buildChainFilters(settings: Settings) -> list[EnabledFilter]:
+    """
+    Build every filter the settings call for, in run order.
+
+    @raise ConfigError: naming the filter (and the file) that cannot be
+        built.
+    """
+    from proxyapp.discovery import FilterError, buildFilter, buildFilters, findFilterFactories
+
+    where = f"{settings.configFile}: " if settings.configFile else ""
+    discovered = findFilterFactories()
+    try:
+        filters = [buildFilter(_builtin(discovered, "access"), "access", accessTable(settings))]
+        if settings.htpasswd is not None:
+            authTable = {
+                "htpasswd": settings.htpasswd,
+                "realm": settings.authRealm,
+                "failure_delay": settings.authFailureDelay,
+            }
+            filters.append(buildFilter(_builtin(discovered, "auth"), "auth", authTable))
+        implicit = {f.name for f in filters}
+        enabled = [name for name in settings.filters if name not in implicit]
+        filters += buildFilters(enabled, settings.filterTables, discovered)
+    except FilterError as e:
+        raise ConfigError(f"{where}{e}")
+    unknownTables = set(settings.filterTables) - set(settings.filters)
+    for name in sorted(unknownTables):
+        if name not in discovered.factories:
+            raise ConfigError(f"{where}[filter.{name}]: no installed filter is called {name!r}")
+    return filters
+
+
+def _builtin(discovered: Any, name: str) -> Any:
+    factory = discovered.factories.get(name)
+    if factory is None:
+        from proxyapp.discovery import FilterError
+
+        raise FilterError(f"the built-in filter {name!r} was not discovered; is proxyapp installed completely?")
+    return factory

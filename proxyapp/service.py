@@ -1,0 +1,224 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+The running proxy as a Twisted service: listening, reloading on SIGHUP,
+reopening the access log on SIGUSR1, and draining on stop.
+"""
+
+from __future__ import annotations
+
+import resource
+import signal
+from typing import Any, Optional
+
+from twisted.application import service
+from twisted.internet import defer, endpoints, task
+from twisted.logger import Logger
+
+from proxyapp import __version__
+from proxyapp.chain import FilterChain
+from proxyapp.config import ConfigError, Settings
+
+log = Logger()
+
+
+def raiseFileLimit() -> tuple[int, int]:
+    """
+    Raise the open-file soft limit as far as the hard limit allows, so many
+    idle client connections fit.
+
+    @return: the soft limit before and after.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            return soft, soft
+        return soft, target
+    return soft, soft
+
+
+class ProxyService(service.Service):
+    """
+    Listens on every configured endpoint with one L{ProxyFactory}.
+
+    On stop it drains: stop accepting at once, let exchanges and tunnels in
+    flight finish for up to C{drainTimeout} seconds, then close what is
+    left.  On SIGHUP it re-reads the configuration and swaps settings and
+    filter chain for new requests; connections in flight keep theirs.
+
+    @ivar factory: the L{ProxyFactory}, once started.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        descriptions: list[str],
+        reactor: Any = None,
+        options: Any = None,
+        filters: Optional[list[Any]] = None,
+        installSignals: bool = True,
+        accessLog: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.descriptions = descriptions
+        self._reactor = reactor
+        self.options = options
+        self.filters = filters or []
+        self.installSignals = installSignals
+        self.factory: Any = None
+        self.accessLog: Any = accessLog
+        self.ports: list[Any] = []
+        self._oldHandlers: dict[int, Any] = {}
+
+    @property
+    def reactor(self) -> Any:
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        return self._reactor
+
+    def startService(self) -> None:
+        from proxyapp.protocol import ProxyFactory
+
+        service.Service.startService(self)
+        before, after = raiseFileLimit()
+        log.info("open-file limit raised from {before} to {after}", before=before, after=after)
+        settings = self.settings
+        chain = FilterChain(self.filters, self.reactor, settings.filterDeadline)
+        self.factory = ProxyFactory(self.reactor, settings, chain=chain, accessLog=self.accessLog)
+        if chain.active:
+            log.info("filters: {names}", names=", ".join(chain.names()))
+        for description in self.descriptions:
+            endpoint = endpoints.serverFromString(self.reactor, description)
+            d = endpoint.listen(self.factory)
+            d.addCallbacks(
+                self._listening,
+                self._listenFailed,
+                callbackArgs=(description,),
+                errbackArgs=(description,),
+            )
+        if self.installSignals:
+            self._installSignals()
+
+    def _installSignals(self) -> None:
+        for number, handler in ((signal.SIGHUP, self._onHangup), (signal.SIGUSR1, self._onUser1)):
+            try:
+                self._oldHandlers[number] = signal.signal(number, handler)
+            except ValueError:
+                # Not the main thread (some test runners): no signals.
+                return
+
+    def _onHangup(self, number: int, frame: Any) -> None:
+        self.reactor.callFromThread(self.reload)
+
+    def _onUser1(self, number: int, frame: Any) -> None:
+        self.reactor.callFromThread(self.reopenLogs)
+        # twistd rotates its own log on SIGUSR1 when daemonized: keep that.
+        previous = self._oldHandlers.get(signal.SIGUSR1)
+        if callable(previous):
+            previous(number, frame)
+
+    def _listening(self, port: Any, description: str) -> None:
+        self.ports.append(port)
+        log.info(
+            "webproxy {version} listening on {address} ({description})",
+            version=__version__,
+            address=port.getHost(),
+            description=description,
+        )
+
+    def _listenFailed(self, reason: Any, description: str) -> None:
+        log.critical("cannot listen on {description}: {error}", description=description, error=reason.getErrorMessage())
+        self.reactor.callWhenRunning(self._stopReactor)
+
+    def _stopReactor(self) -> None:
+        if self.reactor.running:
+            self.reactor.stop()
+
+    def reload(self) -> bool:
+        """
+        Re-read the configuration file and swap settings and filters for new
+        requests.  An invalid file is logged and the running configuration
+        stays.
+
+        @return: whether the new configuration is now in force.
+        """
+        from proxyapp.tap import reloadSettings
+
+        if self.options is None:
+            log.warn("SIGHUP: no configuration to reload")
+            return False
+        try:
+            settings, filters = reloadSettings(self.options)
+        except (ConfigError, SystemExit) as e:
+            log.error("reload failed, keeping the running configuration: {error}", error=str(e))
+            return False
+        old = self.settings
+        settings.viaPseudonym = old.viaPseudonym
+        if settings.listen != old.listen or settings.port != old.port or settings.interface != old.interface:
+            log.warn("reload: listening addresses changed; restart to apply that part")
+        if (settings.accessLog, settings.logFormat, settings.colored) != (old.accessLog, old.logFormat, old.colored):
+            from proxyapp.accesslog import openAccessLog
+
+            try:
+                accessLog = openAccessLog(settings.accessLog, self.reactor, settings.logFormat, settings.colored)
+            except ValueError as e:
+                log.error("reload failed, keeping the running configuration: {error}", error=str(e))
+                return False
+            if self.accessLog is not None:
+                self.accessLog.close()
+            self.accessLog = accessLog
+            self.factory.accessLog = accessLog
+        chain = FilterChain(filters, self.reactor, settings.filterDeadline)
+        self.settings = settings
+        self.factory.reconfigure(settings, chain)
+        log.info("configuration reloaded; filters: {names}", names=", ".join(chain.names()) or "none")
+        return True
+
+    def reopenLogs(self) -> None:
+        """
+        Reopen the access log file (after logrotate moved it).
+        """
+        if self.accessLog is not None:
+            self.accessLog.reopen()
+            log.info("access log reopened")
+
+    def stopService(self) -> defer.Deferred:
+        service.Service.stopService(self)
+        for number, handler in self._oldHandlers.items():
+            signal.signal(number, handler)
+        self._oldHandlers.clear()
+        return defer.ensureDeferred(self._drain())
+
+    async def _drain(self) -> None:
+        factory = self.factory
+        ports, self.ports = self.ports, []
+        await defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in ports])
+        if factory is None:
+            return
+        factory.draining = True
+        log.info(
+            "stopped accepting; draining {busy} connection(s) in flight for up to {timeout:g} s",
+            busy=factory.busyConnections(),
+            timeout=self.settings.drainTimeout,
+        )
+        deadline = self.reactor.seconds() + self.settings.drainTimeout
+        while True:
+            for connection in list(factory.connections):
+                connection.closeIfIdle()
+            if not factory.connections or self.reactor.seconds() >= deadline:
+                break
+            await task.deferLater(self.reactor, 0.05, lambda: None)
+        left = len(factory.connections)
+        if left:
+            log.warn("drain timeout: closing {left} connection(s) still in flight", left=left)
+            for connection in list(factory.connections):
+                connection.transport.abortConnection()
+        else:
+            log.info("drained: every request in flight completed")
+        factory.pool.closeAll()
+        if self.accessLog is not None:
+            self.accessLog.close()
