@@ -25,7 +25,7 @@ setup(
         "zope.interface>=6.0",
     ],
     extras_require={
-        "test": ["pytest>=7", "requests>=2.28"],
+        "test": ["pytest>=7", "pytest-timeout>=2", "requests>=2.28", "hypothesis>=6"],
     },
     classifiers=[
         "Framework :: Twisted",

@@ -51,6 +51,7 @@ from zope.interface import implementer
 from proxyapp import status as statuspage
 from proxyapp.accesslog import AccessRecord
 from proxyapp.config import Settings
+from proxyapp.fastio import accelerate
 from proxyapp.http11 import (
     CHUNKED,
     END,
@@ -167,6 +168,7 @@ class UpstreamProtocol(Protocol):
         self.gate: Optional[_ReadGate] = None
 
     def connectionMade(self) -> None:
+        accelerate(self.transport)
         self.gate = _ReadGate(self.transport)
         self.pool.stats.upstreamConnections += 1
 
@@ -412,7 +414,10 @@ class ProxyFactory(ServerFactory):
         self.pool = ConnectionPool(reactor, endpointForTarget, settings, self.stats)
         self.chain = chain
         self.accessLog = accessLog
-        self.viaValue = b"1.1 " + settings.viaPseudonym.encode("ascii")
+        pseudonym = settings.viaPseudonym.encode("ascii")
+        # RFC 9110 section 7.6.3: a Via entry names the protocol version
+        # the proxy received the message with.
+        self.viaValues = {b"HTTP/1.0": b"1.0 " + pseudonym, b"HTTP/1.1": b"1.1 " + pseudonym}
         self.viaToken = settings.viaPseudonym.encode("ascii").lower()
         self.connections: set[ProxyProtocol] = set()
         self.draining = False
@@ -489,6 +494,7 @@ class ProxyProtocol(Protocol):
     # -- connection events ---------------------------------------------------
 
     def connectionMade(self) -> None:
+        accelerate(self.transport)
         self.gate = _ReadGate(self.transport)
         peer = self.transport.getPeer()
         self.clientHost = getattr(peer, "host", "unix") or "unix"
@@ -500,6 +506,9 @@ class ProxyProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.bytesIn += len(data)
+        if self._closed:
+            # Answered an error and closing: the rest is not for us.
+            return
         if self.tunnel:
             self.upstream.transport.write(data)  # type: ignore[union-attr]
             return
@@ -638,7 +647,7 @@ class ProxyProtocol(Protocol):
         if self._upgrading:
             headers.add(b"Connection", b"Upgrade")
         headers.set(b"Host", request.authority)
-        headers.add(b"Via", factory.viaValue)
+        headers.add(b"Via", factory.viaValues[request.version])
         self.chunkUp = self.parser.framing == CHUNKED
 
         chain = factory.chain
@@ -797,6 +806,11 @@ class ProxyProtocol(Protocol):
         self.responseStarted = True
         self._responseComplete = False
         self.status = status
+        connectionTokens = head.headers.getTokens(b"connection")
+        if b"close" in connectionTokens or (head.version == b"HTTP/1.0" and b"keep-alive" not in connectionTokens):
+            # RFC 9112 sections 9.3 and 9.6: this connection ends with
+            # this response.
+            self.upstream.closing = True  # type: ignore[union-attr]
         head.headers.removeHopByHop()
         chain = self.factory.chain
         if chain is not None and chain.hasResponseFilters:
@@ -850,7 +864,7 @@ class ProxyProtocol(Protocol):
         if self.factory.accessLog is not None:
             contentType = headers.get(b"content-type")
             self.contentType = contentType.decode("latin-1") if contentType else None
-        headers.add(b"Via", self.factory.viaValue)
+        headers.add(b"Via", self.factory.viaValues[head.version])
         framing = self.upstream.parser.framing  # type: ignore[union-attr]
         self.chunkDown = False
         chain = self.factory.chain
@@ -1203,7 +1217,7 @@ class ProxyProtocol(Protocol):
         headers = head.headers
         headers.removeHopByHop(frozenset([b"upgrade"]))
         headers.add(b"Connection", b"Upgrade")
-        headers.add(b"Via", self.factory.viaValue)
+        headers.add(b"Via", self.factory.viaValues[head.version])
         self._out.append(head.serialize())
         self.flushToClient()
         self._splice(upstream, self.parser.takeBuffer(), upstream.parser.takeBuffer())  # type: ignore[arg-type, union-attr]
@@ -1216,6 +1230,8 @@ class ProxyProtocol(Protocol):
         """
         self.tunnel = True
         upstream.tunnel = True
+        # Whatever was held back as a pipelined request is tunnel data now.
+        self.gate.resume(PIPELINE)  # type: ignore[union-attr]
         if self.upstream is not upstream:
             self.upstream = upstream
             upstream.client = self

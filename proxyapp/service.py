@@ -84,6 +84,10 @@ class ProxyService(service.Service):
         from proxyapp.protocol import ProxyFactory
 
         service.Service.startService(self)
+        from proxyapp.fastio import acceleratePolling
+
+        if acceleratePolling(self.reactor):
+            log.info("epoll reactor: per-event logging context disabled (proxyapp.fastio)")
         before, after = raiseFileLimit()
         log.info("open-file limit raised from {before} to {after}", before=before, after=after)
         settings = self.settings

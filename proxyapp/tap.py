@@ -23,12 +23,12 @@ from proxyapp import __version__
 from proxyapp.config import KEYS, KEYS_BY_OPTION, ConfigError, PortSet, Settings, checkValue, readConfigFile
 
 
-def _coerce(kind: Any) -> Any:
+def _coerce(kind: Any, option: str) -> Any:
     def coerce(value: str) -> Any:
         try:
             return kind(value)
         except ValueError:
-            raise ValueError(f"{value!r} is not {'an integer' if kind is int else 'a number'}")
+            raise ValueError(f"--{option}: {value!r} is not {'an integer' if kind is int else 'a number'}")
 
     coerce.coerceDoc = ""  # type: ignore[attr-defined]
     return coerce
@@ -57,7 +57,7 @@ class Options(usage.Options):
             "p" if key.option == "port" else "i" if key.option == "interface" else None,
             None,
             f"{key.help} [default: {getattr(Settings(), key.attr) or '(see above)'}]",
-            _coerce(key.parse) if key.parse is not str else None,
+            _coerce(key.parse, key.option) if key.parse is not str else None,
         ]
         for key in KEYS
         if key.option
@@ -139,7 +139,10 @@ def loadSettings(options: Options) -> Settings:
     for option, key in KEYS_BY_OPTION.items():
         value = options[option]
         if value is not None:
-            setattr(settings, key.attr, checkValue(key, value, f"--{option}"))
+            try:
+                setattr(settings, key.attr, checkValue(key, value, f"--{option}"))
+            except ConfigError as e:
+                raise usage.UsageError(str(e))
     if options["listen"]:
         settings.listen = list(options["listen"])
     if options["connect-ports"]:

@@ -1,0 +1,179 @@
+# -*- test-case-name: tests.test_fastio -*-
+"""
+Faster socket I/O for the proxy's TCP connections and for the epoll
+reactor: the one module that relies on Twisted internals.
+
+Why (numbers in shared/PERFORMANCE.md): Twisted's C{write()} only buffers
+and sends on the next reactor turn, which costs two extra C{epoll_ctl}
+calls and a dispatch per write (Twisted ticket #5303 asks for sending at
+once upstream); the reactor wraps every I/O event in a logging context
+(C{log.callWithLogger}); and reads are 64 KiB at a time, which bulk
+transfers outgrow.  Here:
+
+  - L{accelerate} switches a connected C{tcp.Server} or C{tcp.Client} to a
+    subclass that sends at once when nothing is buffered (falling back to
+    Twisted's buffering for the rest), reads up to L{READ_SIZE} bytes at a
+    time, and sets C{TCP_NODELAY} (required together with sending at once,
+    or small writes wait for delayed ACKs);
+  - L{acceleratePolling} replaces an C{EPollReactor}'s C{doIteration} with
+    the same loop minus the per-event logging context
+    (C{_doReadOrWrite} still logs and disconnects on exceptions).
+
+Both check that the attributes they rely on exist and do nothing
+otherwise, so a Twisted upgrade that changes them costs speed, not
+correctness; C{tests/test_fastio.py} fails loudly in that case.  Checked
+with Twisted 24.7 to 26.10.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any, Iterable
+
+from twisted.internet import tcp
+
+READ_SIZE = 256 * 1024
+"""
+Bytes asked of C{recv} per read.  Twisted's C{bufferSize} (64 KiB) stays
+the write high-water mark for backpressure: only the read size grows.
+"""
+
+_RETRY = frozenset([errno.EWOULDBLOCK, errno.EAGAIN, errno.ENOBUFS, errno.EINTR])
+
+# Attributes of a connected TCP transport that the subclasses rely on.
+_TRANSPORT_ATTRIBUTES = ("dataBuffer", "offset", "_tempDataBuffer", "_tempDataLen", "_writeDisconnected", "socket")
+
+
+class _FastConnectionMixin:
+    """
+    Send-at-once writes and large reads for a TCP transport.
+    """
+
+    dataBuffer: bytes
+    offset: int
+    _tempDataLen: int
+    _writeDisconnected: bool
+    connected: int
+    socket: Any
+
+    def write(self, data: bytes) -> None:
+        if (
+            self._tempDataLen == 0
+            and self.offset == len(self.dataBuffer)
+            and self.connected
+            and not self._writeDisconnected
+            and type(data) is bytes
+            and data
+        ):
+            try:
+                sent = self.socket.send(data)
+            except OSError as e:
+                if e.args[0] not in _RETRY:
+                    # Let Twisted's write path find and report the error.
+                    return super().write(data)  # type: ignore[misc]
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        super().write(data)  # type: ignore[misc]
+
+    def writeSequence(self, iovec: Iterable[bytes]) -> None:
+        if self._tempDataLen == 0 and self.offset == len(self.dataBuffer):
+            self.write(b"".join(iovec))
+        else:
+            super().writeSequence(iovec)  # type: ignore[misc]
+
+    def doRead(self) -> Any:
+        try:
+            data = self.socket.recv(READ_SIZE)
+        except OSError as e:
+            if e.args[0] == errno.EWOULDBLOCK:
+                return None
+            from twisted.internet import main
+
+            return main.CONNECTION_LOST
+        return self._dataReceived(data)  # type: ignore[attr-defined]
+
+
+class FastServer(_FastConnectionMixin, tcp.Server):
+    """
+    A server-side TCP connection with send-at-once writes.
+    """
+
+
+class FastClient(_FastConnectionMixin, tcp.Client):
+    """
+    A client-side TCP connection with send-at-once writes.
+    """
+
+
+_FAST = {tcp.Server: FastServer, tcp.Client: FastClient}
+
+
+def supported() -> bool:
+    """
+    @return: whether this Twisted's TCP transport classes have the methods
+        the fast subclasses override or call.
+    """
+    return all(
+        hasattr(tcp.Connection, name) for name in ("_dataReceived", "doRead", "write", "writeSequence", "setTcpNoDelay")
+    ) and all(hasattr(tcp.Connection, name) for name in ("dataBuffer", "offset", "_writeDisconnected"))
+
+
+def accelerate(transport: Any) -> bool:
+    """
+    Switch a connected plain TCP transport to its fast subclass and set
+    C{TCP_NODELAY}.  Other transports (TLS, UNIX, test doubles) are left
+    alone.
+
+    @return: whether the transport was switched.
+    """
+    fast = _FAST.get(type(transport))
+    if fast is None:
+        return False
+    for name in _TRANSPORT_ATTRIBUTES:
+        if not hasattr(transport, name):
+            return False
+    transport.__class__ = fast
+    try:
+        transport.setTcpNoDelay(True)
+    except OSError:
+        pass
+    return True
+
+
+def acceleratePolling(reactor: Any) -> bool:
+    """
+    Drop the per-event logging context from an epoll reactor's loop.
+
+    @return: whether the reactor was changed (only C{EPollReactor}s are).
+    """
+    try:
+        from twisted.internet.epollreactor import EPollReactor
+    except ImportError:
+        return False
+    if type(reactor) is not EPollReactor:
+        return False
+    if not all(hasattr(reactor, name) for name in ("_poller", "_selectables", "_doReadOrWrite")):
+        return False
+    poller = reactor._poller
+    selectables = reactor._selectables
+    doReadOrWrite = reactor._doReadOrWrite
+
+    def doPoll(timeout: Any) -> None:
+        if timeout is None:
+            timeout = -1
+        try:
+            events = poller.poll(timeout, len(selectables))
+        except OSError as err:
+            if err.errno == errno.EINTR:
+                return
+            raise
+        for fd, event in events:
+            selectable = selectables.get(fd)
+            if selectable is not None:
+                doReadOrWrite(selectable, fd, event)
+
+    reactor.doIteration = doPoll
+    reactor.doPoll = doPoll
+    return True

@@ -1,0 +1,1201 @@
+# -*- test-case-name: tests.test_accesslog -*-
+"""
+Tests for L{proxyapp.accesslog}.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+from typing import Any, Callable
+
+from twisted.internet.task import Clock
+from twisted.logger import Logger, LoggingFile, LogLevel, capturedLogs
+from twisted.trial.unittest import SynchronousTestCase
+
+from proxyapp.accesslog import (
+    FORMATTERS,
+    AccessLogWriter,
+    AccessRecord,
+    formatCombined,
+    formatJSON,
+    formatSquid,
+    openAccessLog,
+)
+
+# 1700000000 is 2023-11-14T22:13:20Z.
+START = 1700000000.123
+
+
+def temporaryDirectory(case: SynchronousTestCase) -> str:
+    """
+    Make a directory removed after the test.
+
+    Unlike C{TestCase.mktemp}, this never writes under the current
+    directory, which is the checkout when pytest runs the tests.
+
+    @param case: the running test.
+
+    @return: the directory's absolute path.
+    """
+    directory = tempfile.mkdtemp(prefix="webproxy-test-")
+    case.addCleanup(shutil.rmtree, directory, True)
+    return directory
+
+
+def makeRecord(**fields: Any) -> AccessRecord:
+    """
+    Make a record for a plain proxied GET, with some fields replaced.
+
+    @param fields: attributes to set instead of the defaults used here.
+
+    @return: the record.
+    """
+    values: dict[str, Any] = dict(
+        start=START,
+        duration=0.15,
+        clientHost="127.0.0.1",
+        clientPort=54321,
+        method="GET",
+        target="http://example.com/",
+        version="HTTP/1.1",
+        status=200,
+        bytesIn=78,
+        bytesOut=1234,
+        upstreamHost="93.184.216.34",
+        upstreamPort=80,
+        userAgent="curl/8.4.0",
+        contentType="text/html",
+    )
+    values.update(fields)
+    return AccessRecord(**values)
+
+
+def connectRecord(**fields: Any) -> AccessRecord:
+    """
+    Make a record for a CONNECT tunnel, with some fields replaced.
+
+    @param fields: attributes to set instead of the defaults used here.
+
+    @return: the record.
+    """
+    values: dict[str, Any] = dict(
+        method="CONNECT",
+        target="example.com:443",
+        bytesOut=5000,
+        upstreamPort=443,
+        userAgent=None,
+        contentType=None,
+        tunnel=True,
+    )
+    values.update(fields)
+    return makeRecord(**values)
+
+
+class FakeTerminal(io.StringIO):
+    """
+    An in-memory text stream that claims to be a terminal.
+    """
+
+    def isatty(self) -> bool:
+        """
+        @return: C{True}.
+        """
+        return True
+
+
+class RecordingFile(io.StringIO):
+    """
+    An in-memory text stream that counts C{write} calls and can be told to
+    fail them.
+
+    @ivar writes: the number of C{write} calls.
+    @ivar error: the exception C{write} raises, or L{None}.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.error: Exception | None = None
+        self.closedForTest = False
+
+    def write(self, text: str) -> int:
+        """
+        Count the call, then fail with L{error} or write C{text}.
+
+        @param text: the text to write.
+
+        @return: the number of characters written.
+        """
+        self.writes += 1
+        if self.error is not None:
+            raise self.error
+        return super().write(text)
+
+    def close(self) -> None:
+        """
+        Mark the file closed without discarding its contents, so tests can
+        still read them.
+        """
+        self.closedForTest = True
+
+
+class AccessRecordTests(SynchronousTestCase):
+    """
+    Tests for L{AccessRecord}.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        Every attribute has a default describing a request about which
+        nothing is known yet.
+        """
+        record = AccessRecord()
+        self.assertEqual(
+            (
+                record.start,
+                record.duration,
+                record.clientHost,
+                record.clientPort,
+                record.user,
+                record.method,
+                record.target,
+                record.version,
+                record.status,
+                record.bytesIn,
+                record.bytesOut,
+                record.upstreamHost,
+                record.upstreamPort,
+                record.referer,
+                record.userAgent,
+                record.contentType,
+                record.filterName,
+                record.filterReason,
+                record.tunnel,
+            ),
+            (
+                0.0,
+                0.0,
+                "-",
+                0,
+                None,
+                "",
+                "",
+                "",
+                0,
+                0,
+                0,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                False,
+            ),
+        )
+
+    def test_slots(self) -> None:
+        """
+        Records have no instance dictionary, so a misspelt attribute is an
+        error instead of a silently ignored value.
+        """
+        record = AccessRecord()
+        self.assertFalse(hasattr(record, "__dict__"))
+        with self.assertRaises(AttributeError):
+            record.statusCode = 200  # type: ignore[attr-defined]
+
+    def test_newRecord(self) -> None:
+        """
+        L{AccessLogWriter.newRecord} makes a new record with the defaults
+        each time.
+        """
+        writer = AccessLogWriter(Clock(), io.StringIO, formatCombined)
+        first = writer.newRecord()
+        self.assertEqual(first, AccessRecord())
+        self.assertIsNot(writer.newRecord(), first)
+
+    def test_mutable(self) -> None:
+        """
+        Attributes can be assigned as the request proceeds.
+        """
+        record = AccessRecord(start=1.0)
+        record.status = 404
+        record.bytesOut += 10
+        self.assertEqual((record.status, record.bytesOut), (404, 10))
+
+
+class FormatCombinedTests(SynchronousTestCase):
+    """
+    Tests for L{formatCombined}.
+    """
+
+    def test_proxied(self) -> None:
+        """
+        A proxied request is written in the combined format followed by the
+        duration, the upstream address and the filter.
+        """
+        self.assertEqual(
+            formatCombined(makeRecord()),
+            '127.0.0.1 - - [14/Nov/2023:22:13:20 +0000] "GET http://example.com/'
+            ' HTTP/1.1" 200 1234 "-" "curl/8.4.0" 150 upstream=93.184.216.34:80'
+            " filter=-\n",
+        )
+
+    def test_missingValues(self) -> None:
+        """
+        A request that was never parsed nor answered is written with Apache's
+        placeholders: C{"-"} for the request line, C{-} for status and bytes.
+        """
+        record = AccessRecord(start=START, clientHost="10.0.0.1", clientPort=1)
+        self.assertEqual(
+            formatCombined(record),
+            '10.0.0.1 - - [14/Nov/2023:22:13:20 +0000] "-" - - "-" "-" 0'
+            " upstream=- filter=-\n",
+        )
+
+    def test_noVersion(self) -> None:
+        """
+        A request line without a version is written without one.
+        """
+        self.assertIn(
+            '"GET http://example.com/" 200',
+            formatCombined(makeRecord(version="")),
+        )
+
+    def test_user(self) -> None:
+        """
+        The user is written as is, C{""} when empty, and escaped.
+        """
+        self.assertIn(" - alice [", formatCombined(makeRecord(user="alice")))
+        self.assertIn(' - "" [', formatCombined(makeRecord(user="")))
+        self.assertIn(' - a\\"b [', formatCombined(makeRecord(user='a"b')))
+
+    def test_escaping(self) -> None:
+        """
+        Quotes, backslashes, control characters and non-ASCII characters are
+        escaped as Apache escapes them; ISO-8859-1 characters as their byte,
+        others as their UTF-8 bytes.
+        """
+        record = makeRecord(
+            target='http://example.com/"q"',
+            referer="http://r/\\x",
+            userAgent='a"b\\c\nd\re\tf\bg\vh\x01i\x7fj\xe9k\u20acl',
+        )
+        self.assertEqual(
+            formatCombined(record),
+            '127.0.0.1 - - [14/Nov/2023:22:13:20 +0000] "GET'
+            ' http://example.com/\\"q\\" HTTP/1.1" 200 1234 "http://r/\\\\x"'
+            ' "a\\"b\\\\c\\nd\\re\\tf\\bg\\vh\\x01i\\x7fj\\xe9k\\xe2\\x82\\xacl"'
+            " 150 upstream=93.184.216.34:80 filter=-\n",
+        )
+
+    def test_escapingASCII(self) -> None:
+        """
+        ASCII-only text with control characters is escaped the same way.
+        """
+        self.assertIn(
+            '"a\\x01\\x7f\\t\\"b"',
+            formatCombined(makeRecord(userAgent='a\x01\x7f\t"b')),
+        )
+
+    def test_surrogateEscape(self) -> None:
+        """
+        A character produced by C{surrogateescape} decoding is written as the
+        byte it stands for.
+        """
+        userAgent = b"x\xffy".decode("utf-8", "surrogateescape")
+        self.assertIn('"x\\xffy"', formatCombined(makeRecord(userAgent=userAgent)))
+
+    def test_ipv6(self) -> None:
+        """
+        An IPv6 client is written as is, an IPv6 upstream in brackets.
+        """
+        record = makeRecord(
+            clientHost="2001:db8::2", upstreamHost="2001:db8::1", upstreamPort=443
+        )
+        line = formatCombined(record)
+        self.assertTrue(line.startswith("2001:db8::2 - - ["), line)
+        self.assertIn(" upstream=[2001:db8::1]:443 ", line)
+
+    def test_upstreamWithoutPort(self) -> None:
+        """
+        An upstream address without a port is written alone.
+        """
+        self.assertIn(
+            " upstream=192.0.2.1 ",
+            formatCombined(makeRecord(upstreamHost="192.0.2.1", upstreamPort=None)),
+        )
+
+    def test_connect(self) -> None:
+        """
+        A CONNECT tunnel is written with its authority-form target.
+        """
+        self.assertEqual(
+            formatCombined(connectRecord()),
+            '127.0.0.1 - - [14/Nov/2023:22:13:20 +0000] "CONNECT example.com:443'
+            ' HTTP/1.1" 200 5000 "-" "-" 150 upstream=93.184.216.34:443'
+            " filter=-\n",
+        )
+
+    def test_filter(self) -> None:
+        """
+        The deciding filter is written with its escaped reason, or alone.
+        """
+        denied = makeRecord(
+            status=403,
+            upstreamHost=None,
+            upstreamPort=None,
+            filterName="blocklist",
+            filterReason='host "example.com" is listed',
+        )
+        self.assertTrue(
+            formatCombined(denied).endswith(
+                ' upstream=- filter=blocklist:"host \\"example.com\\" is listed"\n'
+            )
+        )
+        self.assertTrue(
+            formatCombined(makeRecord(filterName="auth")).endswith(" filter=auth\n")
+        )
+
+    def test_duration(self) -> None:
+        """
+        The duration is written in whole milliseconds, truncated.
+        """
+        self.assertIn('" 0 upstream', formatCombined(makeRecord(duration=0.0009)))
+        self.assertIn('" 1 upstream', formatCombined(makeRecord(duration=0.001)))
+        self.assertIn('" 12345 upstream', formatCombined(makeRecord(duration=12.3456)))
+
+    def test_timestamps(self) -> None:
+        """
+        Time stamps are right when consecutive records alternate between
+        seconds, months and years (the per-second cache is invalidated).
+        """
+        for start, expected in [
+            (946684799.9, "[31/Dec/1999:23:59:59 +0000]"),
+            (946684800.0, "[01/Jan/2000:00:00:00 +0000]"),
+            (946684799.1, "[31/Dec/1999:23:59:59 +0000]"),
+            (START, "[14/Nov/2023:22:13:20 +0000]"),
+            (START + 0.5, "[14/Nov/2023:22:13:20 +0000]"),
+            (START + 1, "[14/Nov/2023:22:13:21 +0000]"),
+        ]:
+            self.assertIn(expected, formatCombined(makeRecord(start=start)))
+
+
+class FormatSquidTests(SynchronousTestCase):
+    """
+    Tests for L{formatSquid}.
+    """
+
+    def test_proxied(self) -> None:
+        """
+        A proxied request is a C{TCP_MISS} with the upstream's address,
+        stamped with the time the exchange ended.
+        """
+        self.assertEqual(
+            formatSquid(makeRecord()),
+            "1700000000.273    150 127.0.0.1 TCP_MISS/200 1234 GET"
+            " http://example.com/ - HIER_DIRECT/93.184.216.34 text/html\n",
+        )
+
+    def test_tunnel(self) -> None:
+        """
+        A CONNECT tunnel is a C{TCP_TUNNEL} with an authority-form URL and no
+        media type.
+        """
+        self.assertEqual(
+            formatSquid(connectRecord()),
+            "1700000000.273    150 127.0.0.1 TCP_TUNNEL/200 5000 CONNECT"
+            " example.com:443 - HIER_DIRECT/93.184.216.34 -\n",
+        )
+
+    def test_denied(self) -> None:
+        """
+        A request refused by a filter with a 4xx is C{TCP_DENIED} without a
+        hierarchy peer.
+        """
+        record = makeRecord(
+            status=403,
+            bytesOut=320,
+            upstreamHost=None,
+            upstreamPort=None,
+            filterName="blocklist",
+            duration=0.001,
+        )
+        self.assertEqual(
+            formatSquid(record),
+            "1700000000.124      1 127.0.0.1 TCP_DENIED/403 320 GET"
+            " http://example.com/ - HIER_NONE/- text/html\n",
+        )
+
+    def test_authRequired(self) -> None:
+        """
+        A 407 from the authentication filter is C{TCP_DENIED}, for tunnels
+        too.
+        """
+        record = connectRecord(
+            status=407, upstreamHost=None, upstreamPort=None, filterName="auth"
+        )
+        self.assertIn(" TCP_DENIED/407 ", formatSquid(record))
+
+    def test_redirect(self) -> None:
+        """
+        A 3xx answered by a filter is C{TCP_REDIRECT}.
+        """
+        record = makeRecord(status=302, upstreamHost=None, filterName="rewrite")
+        self.assertIn(" TCP_REDIRECT/302 ", formatSquid(record))
+
+    def test_filterLetThrough(self) -> None:
+        """
+        A filter named on a request that was forwarded and answered 2xx
+        does not make it a denial.
+        """
+        self.assertIn(" TCP_MISS/200 ", formatSquid(makeRecord(filterName="via")))
+
+    def test_errorWithoutUpstream(self) -> None:
+        """
+        A malformed request is C{NONE_NONE}, logged the way Squid logs one.
+        """
+        record = AccessRecord(
+            start=START,
+            clientHost="127.0.0.1",
+            status=400,
+            bytesOut=120,
+            contentType="text/plain",
+        )
+        self.assertEqual(
+            formatSquid(record),
+            "1700000000.123      0 127.0.0.1 NONE_NONE/400 120 NONE"
+            " error:invalid-request - HIER_NONE/- text/plain\n",
+        )
+
+    def test_upstreamError(self) -> None:
+        """
+        An error after an upstream was contacted (a 502) is still a
+        C{TCP_MISS} with the upstream's address.
+        """
+        record = makeRecord(status=502)
+        self.assertIn(
+            " TCP_MISS/502 1234 GET http://example.com/ - HIER_DIRECT/93.184.216.34 ",
+            formatSquid(record),
+        )
+
+    def test_noResponse(self) -> None:
+        """
+        A request that got no response has status C{000}.
+        """
+        record = makeRecord(status=0, bytesOut=0, upstreamHost=None)
+        self.assertIn(" NONE_NONE/000 0 GET ", formatSquid(record))
+
+    def test_fieldWidths(self) -> None:
+        """
+        Milliseconds are zero-padded to three digits and the elapsed time is
+        right-aligned in six columns, growing when it does not fit.
+        """
+        self.assertTrue(
+            formatSquid(makeRecord(start=1700000000.005, duration=0)).startswith(
+                "1700000000.005      0 "
+            )
+        )
+        self.assertTrue(
+            formatSquid(makeRecord(start=1700000000.0, duration=123.4567)).startswith(
+                "1700000123.456 123456 "
+            )
+        )
+        self.assertTrue(
+            formatSquid(makeRecord(start=1700000000.0, duration=1234.5)).startswith(
+                "1700001234.500 1234500 "
+            )
+        )
+        self.assertTrue(
+            formatSquid(makeRecord(start=99.0, duration=0)).startswith(
+                "       99.000      0 "
+            )
+        )
+
+    def test_user(self) -> None:
+        """
+        The user is encoded as Squid encodes user names, with spaces encoded
+        too so the fields stay aligned.
+        """
+        record = makeRecord(user="alice smith%[x]\\y\r\n\x01\xe9")
+        self.assertIn(
+            " alice%20smith%25%5bx%5d\\\\y\\r\\n%01%e9 HIER_DIRECT/",
+            formatSquid(record),
+        )
+        self.assertIn(" - HIER_DIRECT/", formatSquid(makeRecord(user="")))
+        self.assertIn(" bob HIER_DIRECT/", formatSquid(makeRecord(user="bob")))
+
+    def test_urlEncoding(self) -> None:
+        """
+        Spaces, control characters and non-ASCII in the method or URL are
+        percent-encoded so the line keeps its fields.
+        """
+        record = makeRecord(method="G T", target="http://example.com/a b\n\xe9")
+        self.assertIn(" G%20T http://example.com/a%20b%0A%E9 - ", formatSquid(record))
+
+    def test_mediaType(self) -> None:
+        """
+        Only the media type is logged: parameters are cut off, and an empty
+        type is C{-}.
+        """
+        self.assertTrue(
+            formatSquid(makeRecord(contentType="text/html; charset=utf-8")).endswith(
+                " text/html\n"
+            )
+        )
+        self.assertTrue(
+            formatSquid(makeRecord(contentType="text/plain\tx")).endswith(
+                " text/plain\n"
+            )
+        )
+        self.assertTrue(
+            formatSquid(makeRecord(contentType="; charset=x")).endswith(" -\n")
+        )
+        self.assertTrue(formatSquid(makeRecord(contentType="")).endswith(" -\n"))
+
+    def test_ipv6(self) -> None:
+        """
+        IPv6 client and upstream addresses are written as Squid writes
+        them, without brackets.
+        """
+        record = makeRecord(clientHost="2001:db8::2", upstreamHost="2001:db8::1")
+        line = formatSquid(record)
+        self.assertIn("    150 2001:db8::2 TCP_MISS/200 ", line)
+        self.assertIn(" HIER_DIRECT/2001:db8::1 text/html\n", line)
+
+
+class FormatJSONTests(SynchronousTestCase):
+    """
+    Tests for L{formatJSON}.
+    """
+
+    def test_exact(self) -> None:
+        """
+        A record is one compact JSON object with the documented keys in the
+        documented order.
+        """
+        self.assertEqual(
+            formatJSON(makeRecord(referer="http://example.com/a")),
+            '{"time":"2023-11-14T22:13:20.123Z","client_ip":"127.0.0.1",'
+            '"client_port":54321,"user":null,"method":"GET",'
+            '"target":"http://example.com/","version":"HTTP/1.1","status":200,'
+            '"bytes_in":78,"bytes_out":1234,"duration_ms":150.000,'
+            '"upstream_ip":"93.184.216.34","upstream_port":80,'
+            '"referer":"http://example.com/a","user_agent":"curl/8.4.0",'
+            '"content_type":"text/html","filter":null,"filter_reason":null,'
+            '"tunnel":false}\n',
+        )
+
+    def test_allFields(self) -> None:
+        """
+        Every field round-trips through a JSON parser, including quotes,
+        control characters and non-ASCII text, and the line is ASCII.
+        """
+        record = connectRecord(
+            user='al"ice',
+            status=403,
+            bytesIn=200,
+            upstreamHost="2001:db8::1",
+            referer="r\\\n",
+            userAgent="\xe9\u20ac",
+            contentType="text/html; charset=utf-8",
+            filterName="blocklist",
+            filterReason="listed\x00",
+            duration=1.2345678,
+        )
+        line = formatJSON(record)
+        self.assertTrue(line.isascii())
+        self.assertEqual(line.count("\n"), 1)
+        self.assertEqual(
+            json.loads(line),
+            {
+                "time": "2023-11-14T22:13:20.123Z",
+                "client_ip": "127.0.0.1",
+                "client_port": 54321,
+                "user": 'al"ice',
+                "method": "CONNECT",
+                "target": "example.com:443",
+                "version": "HTTP/1.1",
+                "status": 403,
+                "bytes_in": 200,
+                "bytes_out": 5000,
+                "duration_ms": 1234.568,
+                "upstream_ip": "2001:db8::1",
+                "upstream_port": 443,
+                "referer": "r\\\n",
+                "user_agent": "\xe9\u20ac",
+                "content_type": "text/html; charset=utf-8",
+                "filter": "blocklist",
+                "filter_reason": "listed\x00",
+                "tunnel": True,
+            },
+        )
+
+    def test_missingValues(self) -> None:
+        """
+        Missing values are C{null}; missing strings that have a default are
+        empty.
+        """
+        parsed = json.loads(formatJSON(AccessRecord(start=START)))
+        self.assertEqual(
+            [key for key, value in parsed.items() if value is None],
+            [
+                "user",
+                "upstream_ip",
+                "upstream_port",
+                "referer",
+                "user_agent",
+                "content_type",
+                "filter",
+                "filter_reason",
+            ],
+        )
+        self.assertEqual((parsed["method"], parsed["status"]), ("", 0))
+
+    def test_milliseconds(self) -> None:
+        """
+        The time has exactly three decimals, rounded to the microsecond and
+        then truncated, across second boundaries.
+        """
+        for start, expected in [
+            (1700000000.0, "2023-11-14T22:13:20.000Z"),
+            (1700000000.999, "2023-11-14T22:13:20.999Z"),
+            (1700000000.9999996, "2023-11-14T22:13:21.000Z"),
+            (1700000001.0005, "2023-11-14T22:13:21.000Z"),
+        ]:
+            self.assertEqual(
+                json.loads(formatJSON(makeRecord(start=start)))["time"], expected
+            )
+
+
+class FormatterContractTests(SynchronousTestCase):
+    """
+    Tests that hold for every formatter.
+    """
+
+    def test_registry(self) -> None:
+        """
+        L{FORMATTERS} maps the user-visible names to the formatters.
+        """
+        self.assertEqual(
+            FORMATTERS,
+            {"combined": formatCombined, "squid": formatSquid, "json": formatJSON},
+        )
+
+    def test_oneLine(self) -> None:
+        """
+        Line breaks in any text field never split a record's line.
+        """
+        nasty = "a\r\nb\nc\x85d\u2028e"
+        record = makeRecord(
+            user=nasty,
+            method=nasty,
+            target=nasty,
+            version=nasty,
+            referer=nasty,
+            userAgent=nasty,
+            contentType=nasty,
+            filterName=nasty,
+            filterReason=nasty,
+        )
+        for name, formatter in FORMATTERS.items():
+            line = formatter(record)
+            self.assertEqual(line.splitlines(), [line[:-1]], name)
+            self.assertTrue(line.endswith("\n"), name)
+
+
+class NegativeDurationTests(SynchronousTestCase):
+    """
+    Tests for durations made negative by a clock stepped back.
+    """
+
+    def test_negativeDuration(self) -> None:
+        """
+        Every format writes a negative duration as 0.
+        """
+        record = makeRecord(duration=-0.5)
+        self.assertIn('" 0 upstream=', formatCombined(record))
+        self.assertIn(".623      0 127.0.0.1 ", formatSquid(record))
+        self.assertEqual(json.loads(formatJSON(record))["duration_ms"], 0)
+
+
+class WriterTests(SynchronousTestCase):
+    """
+    Tests for L{AccessLogWriter}'s batching, reopening and error handling.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.file = RecordingFile()
+        self.line = formatCombined(makeRecord())
+
+    def makeWriter(self, **kwargs: Any) -> AccessLogWriter:
+        """
+        Make a writer on L{file} and L{clock} with the combined format.
+
+        @param kwargs: more arguments for L{AccessLogWriter}.
+
+        @return: the writer.
+        """
+        return AccessLogWriter(self.clock, lambda: self.file, formatCombined, **kwargs)
+
+    def test_idleHasNoTimer(self) -> None:
+        """
+        A writer that has nothing buffered has no timer.
+        """
+        writer = self.makeWriter()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        writer.log(makeRecord())
+        self.clock.advance(1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_writtenWhenTimerFires(self) -> None:
+        """
+        Nothing is written before the flush interval has passed; then all
+        buffered lines are written in one C{write}.
+        """
+        writer = self.makeWriter(flushInterval=2.0)
+        writer.log(makeRecord())
+        writer.log(makeRecord())
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(1.999)
+        self.assertEqual((self.file.getvalue(), self.file.writes), ("", 0))
+        self.clock.advance(0.001)
+        self.assertEqual(self.file.getvalue(), self.line * 2)
+        self.assertEqual(self.file.writes, 1)
+
+    def test_timerStartsAfterFlush(self) -> None:
+        """
+        The timer is started by the first record after a flush, not by the
+        flush.
+        """
+        writer = self.makeWriter(flushInterval=1.0)
+        writer.log(makeRecord())
+        self.clock.advance(1.0)
+        self.clock.advance(0.5)
+        writer.log(makeRecord())
+        [call] = self.clock.getDelayedCalls()
+        self.assertEqual(call.getTime(), 2.5)
+
+    def test_writtenAtBufferLimit(self) -> None:
+        """
+        Lines are written as soon as the buffer reaches the limit, and the
+        pending timer is cancelled.
+        """
+        writer = self.makeWriter(bufferLimit=len(self.line) * 2)
+        writer.log(makeRecord())
+        self.assertEqual(self.file.getvalue(), "")
+        writer.log(makeRecord())
+        self.assertEqual(self.file.getvalue(), self.line * 2)
+        self.assertEqual(self.file.writes, 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_bufferLimitZero(self) -> None:
+        """
+        A buffer limit of 0 writes every line at once, without a timer.
+        """
+        writer = self.makeWriter(bufferLimit=0)
+        writer.log(makeRecord())
+        self.assertEqual(self.file.getvalue(), self.line)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_flush(self) -> None:
+        """
+        L{AccessLogWriter.flush} writes buffered lines at once and stops the
+        timer; with nothing buffered it writes nothing.
+        """
+        writer = self.makeWriter()
+        writer.flush()
+        self.assertEqual(self.file.writes, 0)
+        writer.log(makeRecord())
+        writer.flush()
+        self.assertEqual(self.file.getvalue(), self.line)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_close(self) -> None:
+        """
+        L{AccessLogWriter.close} flushes, stops the timer and closes the file;
+        closing again does nothing.
+        """
+        writer = self.makeWriter()
+        writer.log(makeRecord())
+        writer.close()
+        writer.close()
+        self.assertEqual(self.file.getvalue(), self.line)
+        self.assertTrue(self.file.closedForTest)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_logAfterClose(self) -> None:
+        """
+        Records logged after L{AccessLogWriter.close} are dropped without
+        raising, and that is reported once.
+        """
+        writer = self.makeWriter()
+        writer.close()
+        with capturedLogs() as events:
+            writer.log(makeRecord())
+            writer.log(makeRecord())
+        self.assertEqual(len(events), 1)
+        self.assertEqual(events[0]["log_level"], LogLevel.error)
+        self.assertEqual(self.file.getvalue(), "")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_writeErrorDoesNotRaise(self) -> None:
+        """
+        A failing C{write} (disk full) does not raise into the caller, is
+        reported once while it persists, and again after a recovery.
+        """
+        writer = self.makeWriter(bufferLimit=0)
+        self.file.error = OSError(errno.ENOSPC, "No space left on device")
+        with capturedLogs() as events:
+            writer.log(makeRecord())
+            writer.log(makeRecord())
+            self.file.error = None
+            writer.log(makeRecord())
+            self.file.error = OSError(errno.ENOSPC, "No space left on device")
+            writer.log(makeRecord())
+        self.assertEqual(len(events), 2)
+        self.assertIn(
+            "No space left on device", events[0]["log_format"].format(**events[0])
+        )
+        self.assertEqual(self.file.getvalue(), self.line)
+
+    def test_timedWriteErrorDoesNotRaise(self) -> None:
+        """
+        A write failing when the timer fires does not raise from the
+        reactor's call.
+        """
+        writer = self.makeWriter()
+        self.file.error = OSError(errno.EIO, "I/O error")
+        with capturedLogs() as events:
+            writer.log(makeRecord())
+            self.clock.advance(1)
+        self.assertEqual(len(events), 1)
+
+    def test_closedFileDoesNotRaise(self) -> None:
+        """
+        Writing to a file that was closed behind the writer's back does not
+        raise.
+        """
+        stream = io.StringIO()
+        writer = AccessLogWriter(self.clock, lambda: stream, formatCombined)
+        stream.close()
+        with capturedLogs() as events:
+            writer.log(makeRecord())
+            writer.flush()
+        self.assertEqual(len(events), 1)
+
+    def test_formatErrorDoesNotRaise(self) -> None:
+        """
+        A formatter that fails drops the record and reports the failure,
+        without raising into the caller.
+        """
+
+        def broken(record: AccessRecord) -> str:
+            raise RuntimeError("broken formatter")
+
+        writer = AccessLogWriter(self.clock, lambda: self.file, broken)
+        with capturedLogs() as events:
+            writer.log(makeRecord())
+        self.assertEqual(len(events), 1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        writer.flush()
+        self.assertEqual(self.file.writes, 0)
+
+    def test_reopenAfterRename(self) -> None:
+        """
+        After the log file is renamed (as C{logrotate} does), lines logged
+        before L{AccessLogWriter.reopen} go to the renamed file and lines
+        logged after it to a new file at the original path.
+        """
+        path = os.path.join(temporaryDirectory(self), "access.log")
+        writer = openAccessLog(path, self.clock, "combined", "never")
+        assert writer is not None
+        writer.log(makeRecord(status=200))
+        writer.flush()
+        os.rename(path, path + ".1")
+        writer.log(makeRecord(status=201))
+        oldFile = writer.file
+        writer.reopen()
+        self.assertTrue(oldFile.closed)
+        writer.log(makeRecord(status=202))
+        writer.close()
+        with open(path + ".1") as rotated, open(path) as current:
+            self.assertEqual(
+                rotated.read(),
+                formatCombined(makeRecord(status=200))
+                + formatCombined(makeRecord(status=201)),
+            )
+            self.assertEqual(current.read(), formatCombined(makeRecord(status=202)))
+
+    def test_reopenFailureKeepsOldFile(self) -> None:
+        """
+        If the file cannot be opened again, the error is reported and the
+        writer keeps writing to the old file.
+        """
+        files: list[Callable[[], RecordingFile]] = [lambda: self.file]
+
+        def opener() -> RecordingFile:
+            if not files:
+                raise PermissionError(errno.EACCES, "Permission denied")
+            return files.pop()()
+
+        writer = AccessLogWriter(self.clock, opener, formatCombined)
+        with capturedLogs() as events:
+            writer.reopen()
+        self.assertEqual(len(events), 1)
+        self.assertIs(writer.file, self.file)
+        self.assertFalse(self.file.closedForTest)
+        writer.log(makeRecord())
+        writer.flush()
+        self.assertEqual(self.file.getvalue(), self.line)
+
+    def test_reopenLeavesStandardOutputOpen(self) -> None:
+        """
+        Reopening or closing a log on standard output never closes it.
+        """
+        stdout = RecordingFile()
+        self.patch(sys, "stdout", stdout)
+        writer = AccessLogWriter(self.clock, lambda: sys.stdout, formatCombined)
+        writer.log(makeRecord())
+        writer.reopen()
+        writer.close()
+        self.assertFalse(stdout.closedForTest)
+        self.assertEqual(stdout.getvalue(), self.line)
+
+
+class ColourTests(SynchronousTestCase):
+    """
+    Tests for colouring access log lines.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.patch(os, "environ", {"TERM": "xterm"})
+
+    def logStatuses(self, writer: AccessLogWriter, stream: io.StringIO) -> list[str]:
+        """
+        Log one record per status class and return the lines written.
+
+        @param writer: the writer to log with.
+        @param stream: the stream the writer writes to.
+
+        @return: the lines, with their newlines.
+        """
+        for status in (200, 301, 404, 503, 101, 0):
+            writer.log(makeRecord(status=status))
+        writer.flush()
+        return stream.getvalue().splitlines(True)
+
+    def test_colourByStatusClass(self) -> None:
+        """
+        With colour on, 2xx lines are green, 3xx cyan, 4xx yellow, 5xx red,
+        and 1xx or no status plain; the colour is reset before the newline.
+        """
+        stream = io.StringIO()
+        writer = AccessLogWriter(
+            self.clock, lambda: stream, formatCombined, colorize=True
+        )
+        lines = self.logStatuses(writer, stream)
+        for line, status, colour in zip(
+            lines,
+            (200, 301, 404, 503, 101, 0),
+            ("\x1b[32m", "\x1b[36m", "\x1b[33m", "\x1b[31m", None, None),
+        ):
+            plain = formatCombined(makeRecord(status=status))
+            if colour is None:
+                self.assertEqual(line, plain)
+            else:
+                self.assertEqual(line, colour + plain[:-1] + "\x1b[0m\n")
+
+    def test_colourOff(self) -> None:
+        """
+        With C{colorize=False} nothing is coloured, even on a terminal.
+        """
+        stream = FakeTerminal()
+        writer = AccessLogWriter(
+            self.clock, lambda: stream, formatCombined, colorize=False
+        )
+        self.assertNotIn("\x1b", "".join(self.logStatuses(writer, stream)))
+
+    def test_colourAutomatic(self) -> None:
+        """
+        With C{colorize=None} lines are coloured only on a terminal.
+        """
+        terminal = FakeTerminal()
+        writer = AccessLogWriter(self.clock, lambda: terminal, formatCombined)
+        self.assertIn("\x1b[32m", "".join(self.logStatuses(writer, terminal)))
+        stream = io.StringIO()
+        writer = AccessLogWriter(self.clock, lambda: stream, formatCombined)
+        self.assertNotIn("\x1b", "".join(self.logStatuses(writer, stream)))
+
+    def test_neverColourPaths(self) -> None:
+        """
+        A log written to a path has no colour, even with C{"always"}.
+        """
+        path = os.path.join(temporaryDirectory(self), "access.log")
+        writer = openAccessLog(path, self.clock, "combined", "always")
+        assert writer is not None
+        for status in (200, 404, 503):
+            writer.log(makeRecord(status=status))
+        writer.close()
+        with open(path) as written:
+            self.assertNotIn("\x1b", written.read())
+
+    def test_standardOutputAlways(self) -> None:
+        """
+        C{"always"} colours standard output even when it is not a terminal.
+        """
+        stdout = io.StringIO()
+        self.patch(sys, "stdout", stdout)
+        writer = openAccessLog("-", self.clock, "squid", "always")
+        assert writer is not None
+        self.assertIn("\x1b[32m", "".join(self.logStatuses(writer, stdout)))
+
+    def test_standardOutputAuto(self) -> None:
+        """
+        C{"auto"} colours standard output only when it is a terminal and
+        C{NO_COLOR} is not set; C{"never"} never does.
+        """
+        for stdout, mode, environ, coloured in [
+            (FakeTerminal(), "auto", {"TERM": "xterm"}, True),
+            (io.StringIO(), "auto", {"TERM": "xterm"}, False),
+            (FakeTerminal(), "auto", {"NO_COLOR": "1"}, False),
+            (FakeTerminal(), "never", {"TERM": "xterm"}, False),
+        ]:
+            self.patch(sys, "stdout", stdout)
+            self.patch(os, "environ", environ)
+            writer = openAccessLog("-", self.clock, "combined", mode)
+            assert writer is not None
+            output = "".join(self.logStatuses(writer, stdout))
+            self.assertEqual("\x1b[" in output, coloured, (stdout, mode, environ))
+
+
+class OpenAccessLogTests(SynchronousTestCase):
+    """
+    Tests for L{openAccessLog}.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+
+    def test_off(self) -> None:
+        """
+        C{"off"} means no access log.
+        """
+        self.assertIsNone(openAccessLog("off", self.clock, "combined", "auto"))
+
+    def test_formats(self) -> None:
+        """
+        Each format name selects its formatter.
+        """
+        stdout = io.StringIO()
+        self.patch(sys, "stdout", stdout)
+        for name, formatter in FORMATTERS.items():
+            writer = openAccessLog("-", self.clock, name, "never")
+            assert writer is not None
+            writer.log(makeRecord())
+            writer.flush()
+            self.assertTrue(stdout.getvalue().endswith(formatter(makeRecord())))
+
+    def test_unknownFormat(self) -> None:
+        """
+        An unknown format is a L{ValueError} naming the allowed ones, even
+        when the log is off.
+        """
+        for spec in ("off", "-"):
+            error = self.assertRaises(
+                ValueError, openAccessLog, spec, self.clock, "apache", "auto"
+            )
+            self.assertIn("'apache'", str(error))
+            self.assertIn("combined, squid, json", str(error))
+
+    def test_unknownColourMode(self) -> None:
+        """
+        An unknown colour mode is a L{ValueError} naming the allowed ones.
+        """
+        error = self.assertRaises(
+            ValueError, openAccessLog, "off", self.clock, "combined", "yes"
+        )
+        self.assertIn("auto, always, never", str(error))
+
+    def test_unopenablePath(self) -> None:
+        """
+        A path that cannot be opened is a L{ValueError} naming the path and
+        the reason.
+        """
+        path = os.path.join(temporaryDirectory(self), "missing", "access.log")
+        error = self.assertRaises(
+            ValueError, openAccessLog, path, self.clock, "combined", "auto"
+        )
+        self.assertIn(repr(path), str(error))
+        self.assertIn("No such file or directory", str(error))
+
+    def test_emptyPath(self) -> None:
+        """
+        An empty path is a L{ValueError}.
+        """
+        self.assertRaises(ValueError, openAccessLog, "", self.clock, "json", "auto")
+
+    def test_appends(self) -> None:
+        """
+        An existing log file is appended to.
+        """
+        path = os.path.join(temporaryDirectory(self), "access.log")
+        with open(path, "w") as existing:
+            existing.write("old\n")
+        writer = openAccessLog(path, self.clock, "json", "never")
+        assert writer is not None
+        writer.log(makeRecord())
+        writer.close()
+        with open(path) as written:
+            self.assertEqual(written.read(), "old\n" + formatJSON(makeRecord()))
+
+    def test_relativePathMadeAbsolute(self) -> None:
+        """
+        A relative path is resolved when the log is opened, so a reopen
+        after a change of directory finds the same file.
+        """
+        directory = temporaryDirectory(self)
+        os.makedirs(os.path.join(directory, "elsewhere"))
+        cwd = os.getcwd()
+        os.chdir(directory)
+        self.addCleanup(os.chdir, cwd)
+        writer = openAccessLog("access.log", self.clock, "squid", "never")
+        assert writer is not None
+        os.chdir("elsewhere")
+        writer.reopen()
+        writer.log(makeRecord())
+        writer.close()
+        self.assertEqual(writer.file.name, os.path.join(directory, "access.log"))
+        self.assertFalse(os.path.exists("access.log"))
+
+    def test_standardOutputCapturedAtOpen(self) -> None:
+        """
+        The log on C{"-"} writes to the standard output of the time it was
+        opened, not to the L{LoggingFile} C{twistd} installs later, and
+        writes to the real standard output if it is already installed.
+        """
+        stdout = io.StringIO()
+        self.patch(sys, "stdout", stdout)
+        writer = openAccessLog("-", self.clock, "combined", "never")
+        assert writer is not None
+        self.patch(sys, "stdout", LoggingFile(Logger()))
+        writer.log(makeRecord())
+        writer.flush()
+        self.assertEqual(stdout.getvalue(), formatCombined(makeRecord()))
+
+        realStdout = io.StringIO()
+        self.patch(sys, "__stdout__", realStdout)
+        writer = openAccessLog("-", self.clock, "combined", "never")
+        assert writer is not None
+        writer.log(makeRecord())
+        writer.flush()
+        self.assertEqual(realStdout.getvalue(), formatCombined(makeRecord()))

@@ -1,0 +1,1471 @@
+# -*- test-case-name: tests.test_protocol -*-
+"""
+Tests for L{proxyapp.protocol}: the client and upstream connection state
+machines, driven through L{StringTransport}s and a L{MemoryReactorClock}.
+
+Every outgoing connection the proxy makes shows up in the reactor's
+C{tcpClients}; a test plays the origin by building that connection's
+protocol on a transport of its own.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+from twisted.internet import error
+from twisted.internet.address import IPv4Address
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from proxyapp import __version__
+from proxyapp.config import Settings
+from proxyapp.protocol import ProxyFactory, ProxyProtocol, UpstreamProtocol
+
+PROXY_ADDRESS = IPv4Address("TCP", "127.0.0.1", 8080)
+CLIENT_ADDRESS = IPv4Address("TCP", "127.0.0.1", 40000)
+ORIGIN_ADDRESS = IPv4Address("TCP", "192.0.2.10", 80)
+VIA = b"Via: 1.1 testproxy\r\n"
+
+
+class Transport(StringTransport):
+    """
+    A L{StringTransport} that records half-closes.
+
+    It is lenient about pausing or resuming after C{loseConnection}, as
+    real TCP transports are.
+
+    @ivar writeClosed: whether C{loseWriteConnection} was called.
+    """
+
+    writeClosed = False
+
+    def __init__(self, hostAddress: Any = None, peerAddress: Any = None) -> None:
+        StringTransport.__init__(self, hostAddress, peerAddress, lenient=True)
+
+    def loseWriteConnection(self) -> None:
+        self.writeClosed = True
+
+
+def splitResponse(data: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """
+    @return: the status code, the header fields in order and the bytes after
+        the head of the first response in C{data}.
+    """
+    head, separator, rest = data.partition(b"\r\n\r\n")
+    assert separator, f"no complete response head in {data!r}"
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ")[1])
+    fields = []
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        fields.append((name, value.strip()))
+    return status, fields, rest
+
+
+def requestFields(data: bytes) -> list[tuple[bytes, bytes]]:
+    """
+    @return: the header fields of the request head at the start of C{data}.
+    """
+    return splitResponse(b"HTTP/1.1 000 -\r\n" + data.partition(b"\r\n")[2])[1]
+
+
+def values(fields: list[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
+    """
+    @return: the values of every field called C{name} (case-insensitive).
+    """
+    return [value for n, value in fields if n.lower() == name.lower()]
+
+
+def dechunk(data: bytes) -> tuple[bytes, bytes]:
+    """
+    Decode a chunked body without trailers.
+
+    @return: the body and whatever followed the last chunk.
+    """
+    body = b""
+    while True:
+        line, separator, data = data.partition(b"\r\n")
+        assert separator, "chunked body cut short"
+        size = int(line.split(b";")[0], 16)
+        if size == 0:
+            assert data.startswith(b"\r\n"), f"trailers or junk after last chunk: {data!r}"
+            return body, data[2:]
+        body += data[:size]
+        assert data[size : size + 2] == b"\r\n", "chunk data not followed by CRLF"
+        data = data[size + 2 :]
+
+
+class ProxyTestCase(SynchronousTestCase):
+    """
+    A proxy on a memory reactor with one connected client.
+
+    @ivar bytewise: whether C{send} and C{reply} feed one byte per
+        C{dataReceived} call instead of everything at once.
+    """
+
+    bytewise = False
+
+    def setUp(self) -> None:
+        self.start()
+
+    def start(self, **overrides: Any) -> None:
+        """
+        (Re)build the proxy with these L{Settings} and connect a client.
+        """
+        overrides.setdefault("viaPseudonym", "testproxy")
+        self.reactor = MemoryReactorClock()
+        self.settings = Settings(**overrides)
+        reactor = self.reactor
+        self.factory = ProxyFactory(
+            reactor, self.settings, lambda host, port: TCP4ClientEndpoint(reactor, host, port)
+        )
+        self.proxy, self.client = self.connectClient()
+
+    def connectClient(self) -> tuple[ProxyProtocol, Transport]:
+        """
+        @return: a new client connection to the proxy and its transport.
+        """
+        proxy = self.factory.buildProtocol(PROXY_ADDRESS)
+        transport = Transport(hostAddress=PROXY_ADDRESS, peerAddress=CLIENT_ADDRESS)
+        proxy.makeConnection(transport)
+        return proxy, transport
+
+    def feed(self, protocol: Any, data: bytes) -> None:
+        """
+        Deliver C{data} to C{protocol}, stopping once its transport is
+        closing: a real TCP transport stops reading on C{loseConnection}.
+        """
+        if self.bytewise:
+            for i in range(len(data)):
+                if protocol.transport.disconnecting:
+                    return
+                protocol.dataReceived(data[i : i + 1])
+        else:
+            protocol.dataReceived(data)
+
+    def send(self, data: bytes, proxy: Optional[ProxyProtocol] = None) -> None:
+        """
+        Bytes from the client.
+        """
+        self.feed(proxy or self.proxy, data)
+
+    def reply(self, upstream: Any, data: bytes) -> None:
+        """
+        Bytes from the origin.
+        """
+        self.feed(upstream, data)
+
+    def accept(self, index: int = -1) -> tuple[Any, Transport]:
+        """
+        Complete an outgoing connection the proxy started.
+
+        @return: the connection's protocol and transport.
+        """
+        factory = self.reactor.tcpClients[index][2]
+        protocol = factory.buildProtocol(None)
+        transport = Transport(peerAddress=ORIGIN_ADDRESS)
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def failConnect(self, exception: Exception, index: int = -1) -> None:
+        """
+        Make an outgoing connection attempt fail.
+        """
+        self.reactor.tcpClients[index][2].clientConnectionFailed(None, Failure(exception))
+
+    def target(self, index: int = -1) -> tuple[str, int]:
+        host, port = self.reactor.tcpClients[index][:2]
+        return host, port
+
+    def forward(self, request: bytes) -> tuple[Any, Transport]:
+        """
+        Send a request and accept the upstream connection it opens.
+        """
+        self.send(request)
+        return self.accept()
+
+    def closeUpstream(self, upstream: Any) -> None:
+        upstream.connectionLost(Failure(error.ConnectionDone()))
+
+
+GET = b"GET http://example.com/a HTTP/1.1\r\nHost: example.com\r\n\r\n"
+GET_UP = b"GET /a HTTP/1.1\r\nHost: example.com\r\n" + VIA + b"\r\n"
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+OK_DOWN = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n" + VIA + b"\r\nhello"
+
+
+class ForwardingTests(ProxyTestCase):
+    """
+    Requests and responses go through with the right targets, framing and
+    header fields.
+    """
+
+    def test_interfaces(self) -> None:
+        """
+        Both protocols provide L{IHalfCloseableProtocol} and the read gates
+        provide L{IPushProducer}.
+        """
+        upstream, _ = self.forward(GET)
+        self.assertTrue(verifyObject(IHalfCloseableProtocol, self.proxy))
+        self.assertTrue(verifyObject(IPushProducer, self.proxy.gate))
+        inner = upstream._wrappedProtocol
+        self.assertIsInstance(inner, UpstreamProtocol)
+        self.assertTrue(verifyObject(IHalfCloseableProtocol, inner))
+        self.assertTrue(verifyObject(IPushProducer, inner.gate))
+
+    def test_forwardsOriginForm(self) -> None:
+        """
+        An absolute-form request is sent upstream in origin form with Via
+        added.
+        """
+        _, transport = self.forward(GET)
+        self.assertEqual(transport.value(), GET_UP)
+
+    def test_defaultPort(self) -> None:
+        """
+        An http URL without a port connects to port 80 of its host.
+        """
+        self.send(b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        self.assertEqual(self.target(), ("example.com", 80))
+
+    def test_explicitPortAndHostFromTarget(self) -> None:
+        """
+        The connection goes to the target's host and port and Host is
+        replaced by the target's authority, whatever Host the client sent.
+        """
+        _, transport = self.forward(
+            b"GET http://example.com:8000/x HTTP/1.1\r\nHost: other.example\r\n\r\n"
+        )
+        self.assertEqual(self.target(), ("example.com", 8000))
+        self.assertEqual(transport.value(), b"GET /x HTTP/1.1\r\nHost: example.com:8000\r\n" + VIA + b"\r\n")
+
+    def test_ipv6Literal(self) -> None:
+        """
+        An IPv6 literal target connects to the address without brackets and
+        keeps the brackets in Host.
+        """
+        _, transport = self.forward(b"GET http://[::1]:8081/v6 HTTP/1.1\r\nHost: [::1]:8081\r\n\r\n")
+        self.assertEqual(self.target(), ("::1", 8081))
+        self.assertEqual(transport.value(), b"GET /v6 HTTP/1.1\r\nHost: [::1]:8081\r\n" + VIA + b"\r\n")
+
+    def test_pathAndQueryByteExact(self) -> None:
+        """
+        The path and query go upstream exactly as received, percent-escapes
+        and all.
+        """
+        _, transport = self.forward(
+            b"GET http://example.com/a%2Fb/c;p=1?q=%20x&r=a+b&&s HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        )
+        self.assertTrue(transport.value().startswith(b"GET /a%2Fb/c;p=1?q=%20x&r=a+b&&s HTTP/1.1\r\n"))
+
+    def test_queryWithoutPath(self) -> None:
+        """
+        A target with a query but no path is sent with the path C{/}.
+        """
+        _, transport = self.forward(b"GET http://example.com?x=1 HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"GET /?x=1 HTTP/1.1\r\n"))
+
+    def test_extensionMethod(self) -> None:
+        """
+        A method the proxy does not know is forwarded unchanged.
+        """
+        _, transport = self.forward(b"PROPFIND http://example.com/dav/ HTTP/1.1\r\nHost: example.com\r\nDepth: 1\r\n\r\n")
+        self.assertEqual(
+            transport.value(), b"PROPFIND /dav/ HTTP/1.1\r\nHost: example.com\r\nDepth: 1\r\n" + VIA + b"\r\n"
+        )
+
+    def test_http10RequestForwardedAsHttp11WithHost(self) -> None:
+        """
+        An HTTP/1.0 request without Host goes upstream as HTTP/1.1 with Host
+        taken from the target.
+        """
+        _, transport = self.forward(b"GET http://example.com/old HTTP/1.0\r\n\r\n")
+        fields = requestFields(transport.value())
+        self.assertTrue(transport.value().startswith(b"GET /old HTTP/1.1\r\n"))
+        self.assertEqual(values(fields, b"Host"), [b"example.com"])
+
+    def test_viaNamesReceivedVersionOfRequest(self) -> None:
+        """
+        The Via added to a request from an HTTP/1.0 client names the version
+        received, 1.0 (RFC 9110 section 7.6.3).
+        """
+        _, transport = self.forward(b"GET http://example.com/old HTTP/1.0\r\n\r\n")
+        fields = requestFields(transport.value())
+        self.assertEqual(values(fields, b"Via"), [b"1.0 testproxy"])
+
+    def test_viaNamesReceivedVersionOfResponse(self) -> None:
+        """
+        The Via added to a response from an HTTP/1.0 origin names the version
+        received, 1.0 (RFC 9110 section 7.6.3).
+        """
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        _, fields, _ = splitResponse(self.client.value())
+        self.assertEqual(values(fields, b"Via"), [b"1.0 testproxy"])
+
+    def test_viaAppendedToExisting(self) -> None:
+        """
+        Via fields from earlier hops are kept and the proxy's own entry comes
+        after them.
+        """
+        _, transport = self.forward(b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nVia: 1.0 other\r\n\r\n")
+        fields = requestFields(transport.value())
+        self.assertEqual(values(fields, b"Via"), [b"1.0 other", b"1.1 testproxy"])
+
+    def test_responseByContentLength(self) -> None:
+        """
+        A response framed by Content-Length reaches the client unchanged but
+        for Via.
+        """
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, OK)
+        self.assertEqual(self.client.value(), OK_DOWN)
+        self.assertFalse(self.client.disconnecting)
+
+    def test_contentLengthRequestBody(self) -> None:
+        """
+        A request body framed by Content-Length is streamed upstream after
+        the head.
+        """
+        _, transport = self.forward(
+            b"POST http://example.com/p HTTP/1.1\r\nHost: example.com\r\nContent-Length: 11\r\n\r\nhello world"
+        )
+        self.assertEqual(
+            transport.value(),
+            b"POST /p HTTP/1.1\r\nHost: example.com\r\nContent-Length: 11\r\n" + VIA + b"\r\nhello world",
+        )
+
+    def test_contentLengthBodyStreamsAfterConnect(self) -> None:
+        """
+        Body bytes arriving after the upstream connection is up are written
+        upstream as they come.
+        """
+        _, transport = self.forward(b"POST http://example.com/p HTTP/1.1\r\nHost: example.com\r\nContent-Length: 11\r\n\r\n")
+        transport.clear()
+        self.send(b"hello")
+        self.assertEqual(transport.value(), b"hello")
+        self.send(b" world")
+        self.assertEqual(transport.value(), b"hello world")
+
+    def test_chunkedRequestBody(self) -> None:
+        """
+        A chunked request body is sent upstream chunked, with the same
+        content.
+        """
+        _, transport = self.forward(
+            b"POST http://example.com/p HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n"
+        )
+        head, _, body = transport.value().partition(b"\r\n\r\n")
+        self.assertEqual(head, b"POST /p HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\n" + VIA[:-2])
+        self.assertEqual(dechunk(body), (b"hello world", b""))
+
+    def test_chunkedResponse(self) -> None:
+        """
+        A chunked response reaches an HTTP/1.1 client chunked, with the same
+        content, and the connection stays open.
+        """
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3\r\n!!!\r\n0\r\n\r\n")
+        status, fields, body = splitResponse(self.client.value())
+        self.assertEqual(status, 200)
+        self.assertEqual(values(fields, b"Transfer-Encoding"), [b"chunked"])
+        self.assertEqual(dechunk(body), (b"hello!!!", b""))
+        self.assertFalse(self.client.disconnecting)
+
+    def test_chunkedResponseToHttp10Client(self) -> None:
+        """
+        A chunked response reaches an HTTP/1.0 client unchunked, delimited by
+        closing the connection.
+        """
+        upstream, _ = self.forward(b"GET http://example.com/ HTTP/1.0\r\n\r\n")
+        self.reply(upstream, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        _, fields, body = splitResponse(self.client.value())
+        self.assertEqual(values(fields, b"Transfer-Encoding"), [])
+        self.assertEqual(body, b"hello")
+        self.assertTrue(self.client.disconnecting)
+
+    def test_untilCloseResponseChunkedToHttp11Client(self) -> None:
+        """
+        A response delimited by the origin closing is re-chunked for an
+        HTTP/1.1 client, which keeps its connection.
+        """
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nhello ")
+        self.reply(upstream, b"world")
+        self.closeUpstream(upstream)
+        status, fields, body = splitResponse(self.client.value())
+        self.assertEqual(status, 200)
+        self.assertEqual(values(fields, b"Transfer-Encoding"), [b"chunked"])
+        self.assertEqual(dechunk(body), (b"hello world", b""))
+        self.assertFalse(self.client.disconnecting)
+
+    def test_untilCloseResponseToHttp10Client(self) -> None:
+        """
+        A response delimited by the origin closing reaches an HTTP/1.0 client
+        as is, and the client connection is closed after it.
+        """
+        upstream, _ = self.forward(b"GET http://example.com/ HTTP/1.0\r\n\r\n")
+        self.reply(upstream, b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello")
+        self.assertFalse(self.client.disconnecting)
+        self.closeUpstream(upstream)
+        _, fields, body = splitResponse(self.client.value())
+        self.assertEqual(values(fields, b"Transfer-Encoding"), [])
+        self.assertEqual(values(fields, b"Connection"), [b"close"])
+        self.assertEqual(body, b"hello")
+        self.assertTrue(self.client.disconnecting)
+
+    def test_headResponseHasNoBody(self) -> None:
+        """
+        The response to HEAD ends with its head even though it announces a
+        length, and the upstream connection is kept for reuse.
+        """
+        upstream, _ = self.forward(b"HEAD http://example.com/a HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        self.reply(upstream, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+        self.assertEqual(self.client.value(), b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n" + VIA + b"\r\n")
+        self.assertFalse(self.client.disconnecting)
+        self.assertEqual(self.factory.pool.idleCount(), 1)
+
+    def test_204HasNoBody(self) -> None:
+        """
+        A 204 response ends with its head and the upstream connection is kept.
+        """
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, b"HTTP/1.1 204 No Content\r\n\r\n")
+        self.assertEqual(self.client.value(), b"HTTP/1.1 204 No Content\r\n" + VIA + b"\r\n")
+        self.assertFalse(self.client.disconnecting)
+        self.assertEqual(self.factory.pool.idleCount(), 1)
+
+    def test_304HasNoBody(self) -> None:
+        """
+        A 304 response ends with its head even with a Content-Length, and the
+        upstream connection is kept.
+        """
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, b'HTTP/1.1 304 Not Modified\r\nETag: "x"\r\nContent-Length: 10\r\n\r\n')
+        self.assertEqual(
+            self.client.value(), b'HTTP/1.1 304 Not Modified\r\nETag: "x"\r\nContent-Length: 10\r\n' + VIA + b"\r\n"
+        )
+        self.assertEqual(self.factory.pool.idleCount(), 1)
+
+    def test_100ContinueReachesHttp11Client(self) -> None:
+        """
+        A 100 Continue from the origin is passed to an HTTP/1.1 client, and
+        the body sent after it goes upstream.
+        """
+        upstream, transport = self.forward(
+            b"POST http://example.com/u HTTP/1.1\r\nHost: example.com\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+        )
+        self.assertIn(b"\r\nExpect: 100-continue\r\n", transport.value())
+        self.reply(upstream, b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.assertTrue(self.client.value().startswith(b"HTTP/1.1 100 Continue\r\n"))
+        self.assertTrue(self.client.value().endswith(b"\r\n\r\n"))
+        transport.clear()
+        self.send(b"hello")
+        self.assertEqual(transport.value(), b"hello")
+        self.client.clear()
+        self.reply(upstream, OK)
+        self.assertEqual(self.client.value(), OK_DOWN)
+        self.assertFalse(self.client.disconnecting)
+
+    def test_417ClosesClientConnection(self) -> None:
+        """
+        A final answer to an C{Expect: 100-continue} request sent before the
+        body reaches the client, and the client connection is closed after
+        it.
+        """
+        upstream, _ = self.forward(
+            b"POST http://example.com/u HTTP/1.1\r\nHost: example.com\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+        )
+        self.reply(upstream, b"HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\n\r\n")
+        status, fields, _ = splitResponse(self.client.value())
+        self.assertEqual(status, 417)
+        self.assertEqual(values(fields, b"Connection"), [b"close"])
+        self.assertTrue(self.client.disconnecting)
+
+    def test_interimNotSentToHttp10Client(self) -> None:
+        """
+        1xx responses are not forwarded to an HTTP/1.0 client; the final
+        response is.
+        """
+        upstream, _ = self.forward(b"GET http://example.com/ HTTP/1.0\r\n\r\n")
+        self.reply(upstream, b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n")
+        self.assertEqual(self.client.value(), b"")
+        self.reply(upstream, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        status, _, body = splitResponse(self.client.value())
+        self.assertEqual((status, body), (200, b"ok"))
+
+    def test_hopByHopRemovedFromRequest(self) -> None:
+        """
+        Connection, the fields it names, Keep-Alive, Proxy-Connection,
+        Proxy-Authorization, TE and Upgrade are not forwarded upstream.
+        """
+        _, transport = self.forward(
+            b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n"
+            b"Connection: X-Secret, keep-alive\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\n"
+            b"Proxy-Connection: keep-alive\r\nProxy-Authorization: Basic Zm9vOmJhcg==\r\n"
+            b"TE: trailers\r\nUpgrade: h2c\r\nX-Kept: yes\r\n\r\n"
+        )
+        self.assertEqual(
+            transport.value(), b"GET / HTTP/1.1\r\nHost: example.com\r\nX-Kept: yes\r\n" + VIA + b"\r\n"
+        )
+
+    def test_hopByHopRemovedFromResponse(self) -> None:
+        """
+        Connection, the fields it names, Keep-Alive, Proxy-Connection,
+        Proxy-Authenticate, TE and Upgrade are not forwarded to the client.
+        """
+        upstream, _ = self.forward(GET)
+        self.reply(
+            upstream,
+            b"HTTP/1.1 200 OK\r\nConnection: X-Internal\r\nX-Internal: 1\r\nKeep-Alive: timeout=5\r\n"
+            b"Proxy-Connection: keep-alive\r\nProxy-Authenticate: Basic realm=x\r\nTE: trailers\r\n"
+            b"Upgrade: h2c\r\nX-Kept: yes\r\nContent-Length: 0\r\n\r\n",
+        )
+        self.assertEqual(
+            self.client.value(), b"HTTP/1.1 200 OK\r\nX-Kept: yes\r\nContent-Length: 0\r\n" + VIA + b"\r\n"
+        )
+
+    def test_traceMaxForwardsZeroAnsweredLocally(self) -> None:
+        """
+        TRACE with Max-Forwards 0 is answered by the proxy with the request
+        echoed as message/http, without connecting anywhere.
+        """
+        request = b"TRACE http://example.com/t HTTP/1.1\r\nHost: example.com\r\nMax-Forwards: 0\r\nX-A: b\r\n\r\n"
+        self.send(request)
+        self.assertEqual(self.reactor.tcpClients, [])
+        status, fields, body = splitResponse(self.client.value())
+        self.assertEqual(status, 200)
+        self.assertEqual(values(fields, b"Content-Type"), [b"message/http"])
+        self.assertEqual(body, request)
+
+    def test_optionsMaxForwardsZeroAnsweredLocally(self) -> None:
+        """
+        OPTIONS with Max-Forwards 0 is answered by the proxy with an Allow
+        field, without connecting anywhere.
+        """
+        self.send(b"OPTIONS http://example.com/ HTTP/1.1\r\nHost: example.com\r\nMax-Forwards: 0\r\n\r\n")
+        self.assertEqual(self.reactor.tcpClients, [])
+        status, fields, _ = splitResponse(self.client.value())
+        self.assertEqual(status, 200)
+        self.assertIn(b"TRACE", values(fields, b"Allow")[0])
+
+    def test_maxForwardsDecremented(self) -> None:
+        """
+        TRACE with Max-Forwards 3 is forwarded with Max-Forwards 2.
+        """
+        _, transport = self.forward(b"TRACE http://example.com/t HTTP/1.1\r\nHost: example.com\r\nMax-Forwards: 3\r\n\r\n")
+        self.assertEqual(
+            transport.value(), b"TRACE /t HTTP/1.1\r\nHost: example.com\r\nMax-Forwards: 2\r\n" + VIA + b"\r\n"
+        )
+
+    def test_maxForwardsIgnoredForGet(self) -> None:
+        """
+        Max-Forwards on a method other than TRACE and OPTIONS is forwarded
+        untouched (RFC 9110 section 7.6.2).
+        """
+        _, transport = self.forward(b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nMax-Forwards: 0\r\n\r\n")
+        self.assertIn(b"\r\nMax-Forwards: 0\r\n", transport.value())
+
+
+class ForwardingBytewiseTests(ForwardingTests):
+    """
+    L{ForwardingTests} with every byte from client and origin arriving in a
+    C{dataReceived} of its own.
+    """
+
+    bytewise = True
+
+
+class PersistenceTests(ProxyTestCase):
+    """
+    Client connections stay open or close as HTTP/1.1 and HTTP/1.0 say, and
+    upstream connections are pooled and reused.
+    """
+
+    def test_http11KeepAliveByDefault(self) -> None:
+        """
+        An HTTP/1.1 client connection stays open after a response and
+        carries the next request.
+        """
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, OK)
+        self.assertFalse(self.client.disconnecting)
+        self.client.clear()
+        transport.clear()
+        self.send(GET)
+        self.assertEqual(transport.value(), GET_UP)
+        self.reply(upstream, OK)
+        self.assertEqual(self.client.value(), OK_DOWN)
+
+    def test_connectionCloseClosesAfterResponse(self) -> None:
+        """
+        C{Connection: close} from the client closes its connection after the
+        response, which says C{Connection: close}.
+        """
+        upstream, _ = self.forward(b"GET http://example.com/a HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
+        self.assertFalse(self.client.disconnecting)
+        self.reply(upstream, OK)
+        _, fields, body = splitResponse(self.client.value())
+        self.assertEqual(values(fields, b"Connection"), [b"close"])
+        self.assertEqual(body, b"hello")
+        self.assertTrue(self.client.disconnecting)
+
+    def test_http10ClosesByDefault(self) -> None:
+        """
+        An HTTP/1.0 client connection is closed after the response.
+        """
+        upstream, _ = self.forward(b"GET http://example.com/a HTTP/1.0\r\n\r\n")
+        self.reply(upstream, OK)
+        _, _, body = splitResponse(self.client.value())
+        self.assertEqual(body, b"hello")
+        self.assertTrue(self.client.disconnecting)
+
+    def test_http10KeepAlive(self) -> None:
+        """
+        An HTTP/1.0 client sending C{Connection: keep-alive} gets a response
+        with C{Connection: keep-alive} and keeps its connection.
+        """
+        upstream, _ = self.forward(b"GET http://example.com/a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        self.reply(upstream, OK)
+        _, fields, body = splitResponse(self.client.value())
+        self.assertEqual(values(fields, b"Connection"), [b"keep-alive"])
+        self.assertEqual(body, b"hello")
+        self.assertFalse(self.client.disconnecting)
+
+    def test_pipelinedRequestsAnsweredInOrder(self) -> None:
+        """
+        Two requests in one read are answered in order, and the second is not
+        sent upstream before the first response is complete.
+        """
+        second = b"GET http://example.com/b HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        upstream, transport = self.forward(GET + second)
+        self.assertEqual(transport.value(), GET_UP)
+        self.reply(upstream, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfir")
+        self.assertEqual(transport.value(), GET_UP)
+        self.reply(upstream, b"st")
+        self.reactor.advance(0)
+        self.assertEqual(transport.value(), GET_UP + b"GET /b HTTP/1.1\r\nHost: example.com\r\n" + VIA + b"\r\n")
+        self.reply(upstream, b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+        self.assertEqual(
+            self.client.value(),
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n" + VIA + b"\r\nfirst"
+            b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n" + VIA + b"\r\nsecond",
+        )
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+
+    def test_reusesPooledConnection(self) -> None:
+        """
+        A second request to the same origin, from another client, reuses the
+        idle upstream connection instead of connecting again.
+        """
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, OK)
+        self.assertEqual(self.factory.pool.idleCount(), 1)
+        proxy, client = self.connectClient()
+        transport.clear()
+        self.send(GET, proxy)
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        self.assertEqual(transport.value(), GET_UP)
+        self.reply(upstream, OK)
+        self.assertEqual(client.value(), OK_DOWN)
+
+    def test_differentOriginNotReused(self) -> None:
+        """
+        A request to another origin opens a connection of its own.
+        """
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, OK)
+        self.send(b"GET http://example.com:81/ HTTP/1.1\r\nHost: example.com:81\r\n\r\n")
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+        self.assertEqual(self.target(), ("example.com", 81))
+
+    def test_poolSizeCap(self) -> None:
+        """
+        No more than C{poolSize} idle connections are kept per origin; a
+        connection beyond that is closed when its exchange ends.
+        """
+        self.start(poolSize=1)
+        first, firstTransport = self.forward(GET)
+        proxy, client = self.connectClient()
+        self.send(GET, proxy)
+        second, secondTransport = self.accept()
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+        self.reply(first, OK)
+        self.reply(second, OK)
+        self.assertEqual(client.value(), OK_DOWN)
+        self.assertEqual(self.factory.pool.idleCount(), 1)
+        self.assertFalse(firstTransport.disconnecting)
+        self.assertTrue(secondTransport.disconnecting)
+
+    def test_poolIdleTimeout(self) -> None:
+        """
+        An upstream connection idle in the pool for C{poolIdleTimeout}
+        seconds is closed.
+        """
+        self.start(poolIdleTimeout=30, idleTimeout=1000)
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, OK)
+        self.reactor.advance(29)
+        self.assertFalse(transport.disconnecting)
+        self.reactor.advance(1)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.factory.pool.idleCount(), 0)
+
+    def test_idleUpstreamClosingIsDropped(self) -> None:
+        """
+        An idle upstream connection that the origin closes leaves the pool,
+        and the next request connects anew.
+        """
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, OK)
+        self.closeUpstream(upstream)
+        self.assertEqual(self.factory.pool.idleCount(), 0)
+        self.send(GET)
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+
+    def test_deadPooledConnectionRetriedForIdempotent(self) -> None:
+        """
+        When a reused connection closes before answering, a bodiless GET is
+        sent again once on a new connection.
+        """
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, OK)
+        self.client.clear()
+        self.send(GET)
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        self.closeUpstream(upstream)
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+        retry, transport = self.accept()
+        self.assertEqual(transport.value(), GET_UP)
+        self.reply(retry, OK)
+        self.assertEqual(self.client.value(), OK_DOWN)
+
+    def test_retriedOnlyOnce(self) -> None:
+        """
+        When the retried connection closes before answering too, the client
+        gets 502 and no third connection is made.
+        """
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, OK)
+        self.client.clear()
+        self.send(GET)
+        self.closeUpstream(upstream)
+        retry, _ = self.accept()
+        self.closeUpstream(retry)
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+        status, _, _ = splitResponse(self.client.value())
+        self.assertEqual(status, 502)
+
+    def test_deadPooledConnectionPostGets502(self) -> None:
+        """
+        When a reused connection closes before answering a POST, the POST is
+        not sent again and the client gets 502.
+        """
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, OK)
+        self.client.clear()
+        self.send(b"POST http://example.com/a HTTP/1.1\r\nHost: example.com\r\nContent-Length: 2\r\n\r\nhi")
+        self.closeUpstream(upstream)
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        status, _, _ = splitResponse(self.client.value())
+        self.assertEqual(status, 502)
+
+    def test_responseConnectionCloseNotPooled(self) -> None:
+        """
+        An upstream connection whose response said C{Connection: close} is
+        closed after the response, not pooled (RFC 9112 section 9.6).
+        """
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+        self.assertEqual(self.factory.pool.idleCount(), 0)
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(self.client.disconnecting)
+
+    def test_http10ResponseNotPooled(self) -> None:
+        """
+        An upstream connection that answered with HTTP/1.0 and no keep-alive
+        is not persistent, so it is not pooled (RFC 9112 section 9.3).
+        """
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.assertEqual(self.factory.pool.idleCount(), 0)
+        self.assertTrue(transport.disconnecting)
+
+
+class ClosingTests(ProxyTestCase):
+    """
+    Either side closing or half-closing outside a tunnel.
+    """
+
+    def test_clientHalfCloseAnsweredThenClosed(self) -> None:
+        """
+        A client that half-closes after its request gets the response, then
+        its connection is closed.
+        """
+        upstream, _ = self.forward(GET)
+        self.proxy.readConnectionLost()
+        self.assertFalse(self.client.disconnecting)
+        self.reply(upstream, OK)
+        _, fields, body = splitResponse(self.client.value())
+        self.assertEqual(body, b"hello")
+        self.assertEqual(values(fields, b"Connection"), [b"close"])
+        self.assertTrue(self.client.disconnecting)
+
+    def test_idleClientHalfCloseCloses(self) -> None:
+        """
+        A client half-closing between requests has its connection closed.
+        """
+        self.proxy.readConnectionLost()
+        self.assertTrue(self.client.disconnecting)
+
+    def test_clientCloseMidExchangeClosesUpstream(self) -> None:
+        """
+        A client closing before its response is complete closes the upstream
+        connection instead of pooling it.
+        """
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhel")
+        self.proxy.connectionLost(Failure(error.ConnectionDone()))
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.factory.pool.idleCount(), 0)
+
+    def test_clientCloseAfterExchangeKeepsPool(self) -> None:
+        """
+        A client closing after a complete exchange leaves the upstream
+        connection in the pool.
+        """
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, OK)
+        self.proxy.connectionLost(Failure(error.ConnectionDone()))
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(self.factory.pool.idleCount(), 1)
+
+    def test_unsolicitedBytesOnIdleUpstream(self) -> None:
+        """
+        An idle pooled upstream that sends bytes nobody asked for is closed
+        and never reused.
+        """
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, OK)
+        upstream.dataReceived(b"HTTP/1.1 200 OK\r\n")
+        self.assertTrue(transport.disconnecting)
+        self.send(GET)
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+
+    def test_upstreamHalfCloseOutsideTunnel(self) -> None:
+        """
+        An origin half-closing an HTTP connection gets the connection closed
+        fully.
+        """
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, OK)
+        upstream.readConnectionLost()
+        self.assertTrue(transport.disconnecting)
+
+
+class UpgradeTests(ProxyTestCase):
+    """
+    C{101 Switching Protocols} turns the exchange into a byte tunnel.
+    """
+
+    UPGRADE = (
+        b"GET http://example.com/ws HTTP/1.1\r\nHost: example.com\r\n"
+        b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+    )
+
+    def test_upgradeRequestKeepsUpgrade(self) -> None:
+        """
+        An upgrade request goes upstream with Upgrade and C{Connection:
+        Upgrade}.
+        """
+        _, transport = self.forward(self.UPGRADE)
+        fields = requestFields(transport.value())
+        self.assertEqual(values(fields, b"Upgrade"), [b"websocket"])
+        self.assertEqual(values(fields, b"Connection"), [b"Upgrade"])
+
+    def test_switchingProtocolsSplices(self) -> None:
+        """
+        After a 101 the bytes the origin sent behind its head reach the
+        client, and bytes both ways afterwards pass unparsed.
+        """
+        upstream, transport = self.forward(self.UPGRADE)
+        self.reply(upstream, b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x02hi")
+        status, fields, rest = splitResponse(self.client.value())
+        self.assertEqual(status, 101)
+        self.assertEqual(values(fields, b"Upgrade"), [b"websocket"])
+        self.assertEqual(rest, b"\x81\x02hi")
+        transport.clear()
+        self.send(b"GET / HTTP/1.1\r\n\r\n")
+        self.assertEqual(transport.value(), b"GET / HTTP/1.1\r\n\r\n")
+        self.client.clear()
+        self.reply(upstream, b"HTTP/1.1 999 nonsense\r\n")
+        self.assertEqual(self.client.value(), b"HTTP/1.1 999 nonsense\r\n")
+        self.assertEqual(self.client.producerState, "producing")
+
+    def test_switchingProtocolsWithoutUpgrade(self) -> None:
+        """
+        A 101 answering a request that asked for no upgrade is an upstream
+        error: 502, and the upstream connection is closed.
+        """
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        status, _, _ = splitResponse(self.client.value())
+        self.assertEqual(status, 502)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.factory.pool.idleCount(), 0)
+
+    def test_upgradeDeclined(self) -> None:
+        """
+        An upgrade request answered with 200 is an ordinary exchange.
+        """
+        upstream, _ = self.forward(self.UPGRADE)
+        self.reply(upstream, OK)
+        self.assertEqual(self.client.value(), OK_DOWN)
+
+
+class ConnectTests(ProxyTestCase):
+    """
+    CONNECT opens a byte tunnel to an allowed port.
+    """
+
+    CONNECT = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+
+    def tunnel(self, extra: bytes = b"") -> tuple[Any, Transport]:
+        self.send(self.CONNECT + extra)
+        upstream, transport = self.accept()
+        self.assertEqual(self.client.value(), b"HTTP/1.1 200 Connection established\r\n\r\n")
+        self.client.clear()
+        return upstream, transport
+
+    def test_portNotAllowed(self) -> None:
+        """
+        CONNECT to a port outside C{connectPorts} is refused with 403 without
+        connecting, and the connection is closed.
+        """
+        self.send(b"CONNECT example.com:25 HTTP/1.1\r\nHost: example.com:25\r\n\r\n")
+        status, _, _ = splitResponse(self.client.value())
+        self.assertEqual(status, 403)
+        self.assertEqual(self.reactor.tcpClients, [])
+        self.assertTrue(self.client.disconnecting)
+
+    def test_connectsToTarget(self) -> None:
+        """
+        An allowed CONNECT connects to the target host and port, then
+        answers C{200 Connection established}.
+        """
+        self.send(self.CONNECT)
+        self.assertEqual(self.target(), ("example.com", 443))
+        self.assertEqual(self.client.value(), b"")
+        _, transport = self.accept()
+        self.assertEqual(self.client.value(), b"HTTP/1.1 200 Connection established\r\n\r\n")
+        self.assertEqual(transport.value(), b"")
+
+    def test_trailingBytesForwarded(self) -> None:
+        """
+        Bytes that arrived behind the CONNECT head in the same read are
+        written upstream once connected.
+        """
+        _, transport = self.tunnel(b"\x16\x03\x01early")
+        self.assertEqual(transport.value(), b"\x16\x03\x01early")
+
+    def test_trailingBytesDoNotStallClient(self) -> None:
+        """
+        After a CONNECT that arrived with trailing bytes, the tunnel still
+        reads from the client.
+        """
+        self.tunnel(b"\x16\x03\x01early")
+        self.assertEqual(self.client.producerState, "producing")
+
+    def test_bytesBothWays(self) -> None:
+        """
+        Bytes from either side of a tunnel reach the other unchanged.
+        """
+        upstream, transport = self.tunnel()
+        self.assertEqual(self.client.producerState, "producing")
+        self.send(b"GET / HTTP/1.1\r\n\r\n\x00")
+        self.assertEqual(transport.value(), b"GET / HTTP/1.1\r\n\r\n\x00")
+        self.reply(upstream, b"\x17\x03\x03server")
+        self.assertEqual(self.client.value(), b"\x17\x03\x03server")
+
+    def test_clientHalfClosePassedOn(self) -> None:
+        """
+        The client half-closing the tunnel half-closes the upstream
+        connection.
+        """
+        _, transport = self.tunnel()
+        self.proxy.readConnectionLost()
+        self.assertTrue(transport.writeClosed)
+        self.assertFalse(transport.disconnecting)
+
+    def test_upstreamHalfClosePassedOn(self) -> None:
+        """
+        The origin half-closing the tunnel half-closes the client connection.
+        """
+        upstream, _ = self.tunnel()
+        upstream.readConnectionLost()
+        self.assertTrue(self.client.writeClosed)
+        self.assertFalse(self.client.disconnecting)
+
+    def test_clientCloseClosesUpstream(self) -> None:
+        """
+        The client's connection closing closes the upstream connection.
+        """
+        _, transport = self.tunnel()
+        self.proxy.connectionLost(Failure(error.ConnectionDone()))
+        self.assertTrue(transport.disconnecting)
+
+    def test_upstreamCloseClosesClient(self) -> None:
+        """
+        The upstream connection closing closes the client connection.
+        """
+        upstream, _ = self.tunnel()
+        self.closeUpstream(upstream)
+        self.assertTrue(self.client.disconnecting)
+
+    def test_connectRefused(self) -> None:
+        """
+        A CONNECT whose target refuses the connection is answered 502.
+        """
+        self.send(self.CONNECT)
+        self.failConnect(error.ConnectionRefusedError())
+        status, _, _ = splitResponse(self.client.value())
+        self.assertEqual(status, 502)
+
+
+class LoopTests(ProxyTestCase):
+    """
+    Requests addressed to the proxy itself are answered by it.
+    """
+
+    def test_statusPage(self) -> None:
+        """
+        Origin-form C{GET /} is answered with an HTML status page naming
+        webproxy and its version.
+        """
+        self.send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n")
+        status, fields, body = splitResponse(self.client.value())
+        self.assertEqual(status, 200)
+        self.assertTrue(values(fields, b"Content-Type")[0].startswith(b"text/html"))
+        self.assertIn(b"webproxy", body)
+        self.assertIn(__version__.encode("ascii"), body)
+        self.assertEqual(values(fields, b"Content-Length"), [b"%d" % len(body)])
+        self.assertEqual(self.reactor.tcpClients, [])
+
+    def test_statusJson(self) -> None:
+        """
+        Origin-form C{GET /status.json} is answered with the status figures
+        as JSON.
+        """
+        self.send(b"GET /status.json HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n")
+        status, fields, body = splitResponse(self.client.value())
+        self.assertEqual(status, 200)
+        self.assertEqual(values(fields, b"Content-Type"), [b"application/json"])
+        figures = json.loads(body)
+        self.assertEqual(figures["name"], "webproxy")
+        self.assertEqual(figures["version"], __version__)
+        self.assertEqual(figures["client_connections"], 1)
+
+    def test_ownAddressIsLoop(self) -> None:
+        """
+        An absolute-form request naming the proxy's own listening address is
+        answered 508 without connecting.
+        """
+        self.send(b"GET http://127.0.0.1:8080/ HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n")
+        status, _, _ = splitResponse(self.client.value())
+        self.assertEqual(status, 508)
+        self.assertEqual(self.reactor.tcpClients, [])
+
+    def test_ownViaIsLoop(self) -> None:
+        """
+        A request whose Via names this proxy's pseudonym is answered 508
+        without connecting.
+        """
+        self.send(b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nVia: 1.0 a, 1.1 testproxy\r\n\r\n")
+        status, _, _ = splitResponse(self.client.value())
+        self.assertEqual(status, 508)
+        self.assertEqual(self.reactor.tcpClients, [])
+
+    def test_otherViaIsNotLoop(self) -> None:
+        """
+        A Via naming another proxy whose name merely contains this one's is
+        forwarded.
+        """
+        self.send(b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nVia: 1.1 testproxy-2\r\n\r\n")
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+
+
+class ErrorTests(ProxyTestCase):
+    """
+    Malformed requests, limits and upstream failures get the right status.
+    """
+
+    def assertErrorPage(self, status: int, closed: bool = True) -> None:
+        code, fields, body = splitResponse(self.client.value())
+        self.assertEqual(code, status)
+        self.assertTrue(values(fields, b"Content-Type")[0].startswith(b"text/html"))
+        self.assertEqual(values(fields, b"Content-Length"), [b"%d" % len(body)])
+        if closed:
+            self.assertEqual(values(fields, b"Connection"), [b"close"])
+            self.assertTrue(self.client.disconnecting)
+
+    def test_malformedHeader(self) -> None:
+        """
+        A header line with whitespace before the colon is answered 400 with
+        an HTML page and the connection is closed, without connecting.
+        """
+        self.send(b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nBad : x\r\n\r\n")
+        self.assertErrorPage(400)
+        self.assertEqual(self.reactor.tcpClients, [])
+
+    def test_missingHost(self) -> None:
+        """
+        An HTTP/1.1 request without Host is answered 400.
+        """
+        self.send(b"GET http://example.com/ HTTP/1.1\r\n\r\n")
+        self.assertErrorPage(400)
+
+    def test_contentLengthAndTransferEncoding(self) -> None:
+        """
+        A request with both Content-Length and Transfer-Encoding is answered
+        400 without connecting (RFC 9112 section 6.3).
+        """
+        self.send(
+            b"POST http://example.com/ HTTP/1.1\r\nHost: example.com\r\nContent-Length: 5\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        )
+        self.assertErrorPage(400)
+        self.assertEqual(self.reactor.tcpClients, [])
+
+    def test_requestLineTooLong(self) -> None:
+        """
+        A request line longer than C{maxRequestLine} is answered 414.
+        """
+        self.start(maxRequestLine=100)
+        self.send(b"GET http://example.com/" + b"a" * 200 + b" HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        self.assertErrorPage(414)
+        self.assertEqual(self.reactor.tcpClients, [])
+
+    def test_tooManyHeaders(self) -> None:
+        """
+        More header fields than C{maxHeaders} are answered 431.
+        """
+        self.start(maxHeaders=5)
+        fields = b"".join(b"X-%d: %d\r\n" % (i, i) for i in range(6))
+        self.send(b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n" + fields + b"\r\n")
+        self.assertErrorPage(431)
+        self.assertEqual(self.reactor.tcpClients, [])
+
+    def test_headerSectionTooLarge(self) -> None:
+        """
+        A header section larger than C{maxHeaderBytes} is answered 431.
+        """
+        self.start(maxHeaderBytes=200)
+        self.send(b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nX-Big: " + b"b" * 300 + b"\r\n\r\n")
+        self.assertErrorPage(431)
+
+    def test_contentLengthOverLimit(self) -> None:
+        """
+        A Content-Length above C{maxBodyBytes} is answered 413 without
+        connecting, and the connection is closed.
+        """
+        self.start(maxBodyBytes=10)
+        self.send(b"POST http://example.com/ HTTP/1.1\r\nHost: example.com\r\nContent-Length: 11\r\n\r\n")
+        self.assertErrorPage(413)
+        self.assertEqual(self.reactor.tcpClients, [])
+
+    def test_chunkedBodyOverLimit(self) -> None:
+        """
+        A chunked body growing past C{maxBodyBytes} is answered 413 and the
+        connection is closed.
+        """
+        self.start(maxBodyBytes=10)
+        self.send(
+            b"POST http://example.com/ HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"b\r\nhello world\r\n0\r\n\r\n"
+        )
+        self.assertErrorPage(413)
+
+    def test_bodyAtLimitForwarded(self) -> None:
+        """
+        A body of exactly C{maxBodyBytes} is forwarded.
+        """
+        self.start(maxBodyBytes=5)
+        _, transport = self.forward(b"POST http://example.com/ HTTP/1.1\r\nHost: example.com\r\nContent-Length: 5\r\n\r\nhello")
+        self.assertTrue(transport.value().endswith(b"\r\n\r\nhello"))
+
+    def test_connectRefused(self) -> None:
+        """
+        An origin refusing the connection is answered 502.
+        """
+        self.send(GET)
+        self.failConnect(error.ConnectionRefusedError())
+        self.assertErrorPage(502, closed=False)
+
+    def test_dnsFailure(self) -> None:
+        """
+        A target host name that does not resolve is answered 502.
+        """
+        self.send(GET)
+        self.failConnect(error.DNSLookupError("example.com"))
+        self.assertErrorPage(502, closed=False)
+
+    def test_connectTimeout(self) -> None:
+        """
+        A connection attempt that times out is answered 504.
+        """
+        self.send(GET)
+        self.failConnect(error.TimeoutError())
+        self.assertErrorPage(504, closed=False)
+
+    def test_connectFailureKeepsClient(self) -> None:
+        """
+        After a failed connect the client connection carries the next
+        request.
+        """
+        self.send(GET)
+        self.failConnect(error.ConnectionRefusedError())
+        self.client.clear()
+        self.send(GET)
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+        upstream, _ = self.accept()
+        self.reply(upstream, OK)
+        self.assertEqual(self.client.value(), OK_DOWN)
+
+    def test_malformedResponse(self) -> None:
+        """
+        A malformed status line is answered 502 and the upstream connection
+        is closed, not pooled.
+        """
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, b"HTTP/1.1 abc\r\nContent-Length: 0\r\n\r\n")
+        self.assertErrorPage(502, closed=False)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.factory.pool.idleCount(), 0)
+
+    def test_ambiguousResponseFraming(self) -> None:
+        """
+        A response with both Content-Length and Transfer-Encoding is answered
+        502 and the upstream connection is closed.
+        """
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n")
+        self.assertErrorPage(502, closed=False)
+        self.assertTrue(transport.disconnecting)
+
+    def test_upstreamClosesBeforeResponse(self) -> None:
+        """
+        A new upstream connection closing before any response is answered
+        502.
+        """
+        upstream, _ = self.forward(GET)
+        self.closeUpstream(upstream)
+        self.assertErrorPage(502, closed=False)
+
+    def test_upstreamClosesMidBody(self) -> None:
+        """
+        An upstream closing after the response head went out cuts the client
+        connection short.
+        """
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+        self.assertFalse(self.client.disconnecting)
+        self.closeUpstream(upstream)
+        self.assertEqual(self.client.value(), b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n" + VIA + b"\r\nhello")
+        self.assertTrue(self.client.disconnecting)
+
+
+class ErrorBytewiseTests(ErrorTests):
+    """
+    L{ErrorTests} with every byte arriving in a C{dataReceived} of its own.
+    """
+
+    bytewise = True
+
+
+class SameReadTests(ProxyTestCase):
+    """
+    What happens when several things arrive in one C{dataReceived}.
+    """
+
+    def test_malformedChunkNeverReachesUpstream(self) -> None:
+        """
+        A chunked request whose invalid chunk size arrives in the same read as
+        its head is answered 400 and nothing is written upstream.
+        """
+        self.send(
+            b"POST http://example.com/ HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n"
+        )
+        status, fields, _ = splitResponse(self.client.value())
+        self.assertEqual(status, 400)
+        self.assertTrue(values(fields, b"Content-Type")[0].startswith(b"text/html"))
+        self.assertTrue(self.client.disconnecting)
+        if self.reactor.tcpClients:
+            _, transport = self.accept()
+            self.assertEqual(transport.value(), b"")
+            self.assertTrue(transport.disconnecting)
+
+    def test_malformedSecondRequestAfterFirst(self) -> None:
+        """
+        A malformed request pipelined behind a good one is answered 400 after
+        the first response.
+        """
+        upstream, _ = self.forward(GET + b"GET http://example.com/ HTTP/1.1\r\n\r\n")
+        self.reply(upstream, OK)
+        self.reactor.advance(0)
+        self.assertTrue(self.client.value().startswith(OK_DOWN + b"HTTP/1.1 400 "))
+        self.assertTrue(self.client.disconnecting)
+
+
+class TimeoutTests(ProxyTestCase):
+    """
+    Header, idle and upstream timeouts, driven by the memory clock.
+    """
+
+    def test_headerTimeout(self) -> None:
+        """
+        A connection that sent half a request head is closed after
+        C{headerTimeout} seconds.
+        """
+        self.start(headerTimeout=5)
+        self.send(b"GET http://example.com/ HTTP/1.1\r\nHo")
+        self.reactor.advance(4.9)
+        self.assertFalse(self.client.disconnecting)
+        self.reactor.advance(0.1)
+        self.assertTrue(self.client.disconnecting)
+
+    def test_idleTimeout(self) -> None:
+        """
+        A keep-alive connection idle after a response is closed after
+        C{idleTimeout} seconds.
+        """
+        self.start(idleTimeout=10, poolIdleTimeout=1000)
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, OK)
+        self.reactor.advance(9.9)
+        self.assertFalse(self.client.disconnecting)
+        self.reactor.advance(0.1)
+        self.assertTrue(self.client.disconnecting)
+
+    def test_idleTimeoutRestartsWithNextRequest(self) -> None:
+        """
+        A request arriving on an idle connection keeps it from being closed
+        by the idle timeout while the exchange is in flight.
+        """
+        self.start(idleTimeout=10, headerTimeout=100, upstreamTimeout=100, poolIdleTimeout=1000)
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, OK)
+        self.reactor.advance(5)
+        self.send(GET)
+        self.reactor.advance(20)
+        self.assertFalse(self.client.disconnecting)
+
+    def test_upstreamTimeout(self) -> None:
+        """
+        An upstream that sends no response head within C{upstreamTimeout}
+        seconds gets the client a 504, and its connection is closed.
+        """
+        self.start(upstreamTimeout=7)
+        _, transport = self.forward(GET)
+        self.reactor.advance(6.9)
+        self.assertEqual(self.client.value(), b"")
+        self.reactor.advance(0.1)
+        status, _, _ = splitResponse(self.client.value())
+        self.assertEqual(status, 504)
+        self.assertTrue(transport.disconnecting)
+
+    def test_upstreamTimeoutNotAfterHead(self) -> None:
+        """
+        Once the response head arrived the upstream timeout no longer
+        applies.
+        """
+        self.start(upstreamTimeout=7, idleTimeout=1000)
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+        self.reactor.advance(8)
+        self.assertFalse(self.client.disconnecting)
+        self.assertNotIn(b"504", self.client.value())
+
+
+class BackpressureTests(ProxyTestCase):
+    """
+    A slow reader pauses the fast writer, both ways.
+    """
+
+    def test_downloadBackpressure(self) -> None:
+        """
+        The client transport pausing its producer pauses reading from the
+        upstream, and resuming resumes it.
+        """
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nsome")
+        self.assertIsNotNone(self.client.producer)
+        self.client.producer.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+        self.client.producer.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_uploadBackpressure(self) -> None:
+        """
+        The upstream transport pausing its producer pauses reading from the
+        client, and resuming resumes it.
+        """
+        _, transport = self.forward(b"POST http://example.com/ HTTP/1.1\r\nHost: example.com\r\nContent-Length: 100\r\n\r\nsome")
+        self.assertEqual(self.client.producerState, "producing")
+        self.assertIsNotNone(transport.producer)
+        transport.producer.pauseProducing()
+        self.assertEqual(self.client.producerState, "paused")
+        transport.producer.resumeProducing()
+        self.assertEqual(self.client.producerState, "producing")
+
+    def test_clientPausedWhileConnecting(self) -> None:
+        """
+        Reading from the client pauses while the upstream connection is being
+        made and resumes once it is up.
+        """
+        self.send(b"POST http://example.com/ HTTP/1.1\r\nHost: example.com\r\nContent-Length: 100\r\n\r\n")
+        self.assertEqual(self.client.producerState, "paused")
+        self.accept()
+        self.assertEqual(self.client.producerState, "producing")
+
+    def test_backpressureReasonsIndependent(self) -> None:
+        """
+        Backpressure lifting while the upstream is still connecting does not
+        resume reading from the client.
+        """
+        proxy, client = self.proxy, self.client
+        self.send(b"POST http://example.com/ HTTP/1.1\r\nHost: example.com\r\nContent-Length: 100\r\n\r\n")
+        proxy.gate.pauseProducing()
+        proxy.gate.resumeProducing()
+        self.assertEqual(client.producerState, "paused")
+
+    def test_tunnelBackpressure(self) -> None:
+        """
+        In a CONNECT tunnel each side's transport pausing pauses reading from
+        the other.
+        """
+        self.send(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+        _, transport = self.accept()
+        self.client.producer.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+        self.client.producer.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+        transport.producer.pauseProducing()
+        self.assertEqual(self.client.producerState, "paused")
+        transport.producer.resumeProducing()
+        self.assertEqual(self.client.producerState, "producing")
+
+    def test_producersUnregisteredAfterExchange(self) -> None:
+        """
+        When an exchange completes, neither transport keeps the other's gate
+        as its producer.
+        """
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, OK)
+        self.assertIsNone(self.client.producer)
+        self.assertIsNone(transport.producer)
