@@ -123,10 +123,22 @@ _SWITCHED = 8
 
 _TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
-# Anything that may not appear in a head once CRLF line ends are accounted
-# for: control characters other than HTAB, DEL, and any CR or LF that is not
-# part of a CRLF pair (bare CR, bare LF).
-_BAD_HEAD_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n")
+# Control characters that may never appear in a head (everything below
+# 0x20 but HTAB, CR and LF, plus DEL).  CR and LF are only allowed as CRLF
+# pairs; L{_badHeadBytes} checks that by counting, which is much cheaper
+# than a regular expression with look-arounds on the per-request path.
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _badHeadBytes(head: bytes) -> bool:
+    """
+    @return: whether C{head} holds a forbidden control character, a bare CR
+        or a bare LF.
+    """
+    if _CONTROL.search(head) is not None:
+        return True
+    pairs = head.count(b"\r\n")
+    return head.count(b"\r") != pairs or head.count(b"\n") != pairs
 _CHUNK_SIZE_LINE = re.compile(
     rb"([0-9A-Fa-f]{1,16})"
     rb"(?:[ \t]*;[ \t]*[-!#$%&'*+.^_`|~0-9A-Za-z]+"
@@ -143,17 +155,34 @@ def _isToken(value: bytes) -> bool:
     return bool(value) and not value.translate(None, _TOKEN_CHARS)
 
 
+_authorityCache: dict[tuple[bytes, Optional[int]], tuple[str, int]] = {}
+_HOST_AFTER_DECODING = re.compile(r"[^\x00-\x20\x7f/\\@:?#\[\]]+")
+
+
 def parseAuthority(authority: bytes, defaultPort: Optional[int]) -> tuple[str, int]:
     """
     Parse C{host[:port]} (RFC 3986 authority without userinfo).
 
     Hosts are returned lowercased, percent-decoded, IDNA-encoded when they
-    were given as Unicode, and without brackets for IPv6 literals.
+    were given as Unicode, and without brackets for IPv6 literals.  Results
+    are cached: clients name the same few origins over and over.
 
     @param defaultPort: the port when none is given, or C{None} if a port is
         required (CONNECT).
     @raise ValueError: naming the defect.
     """
+    key = (authority, defaultPort)
+    cached = _authorityCache.get(key)
+    if cached is not None:
+        return cached
+    result = _parseAuthority(authority, defaultPort)
+    if len(_authorityCache) >= 4096:
+        _authorityCache.clear()
+    _authorityCache[key] = result
+    return result
+
+
+def _parseAuthority(authority: bytes, defaultPort: Optional[int]) -> tuple[str, int]:
     if b"@" in authority:
         raise ValueError("userinfo is not allowed in the authority")
     if authority.startswith(b"["):
@@ -185,7 +214,8 @@ def parseAuthority(authority: bytes, defaultPort: Optional[int]) -> tuple[str, i
                 hostText = raw.decode("utf-8").encode("idna").decode("ascii")
             except UnicodeError:
                 raise ValueError("invalid internationalized host name")
-        if not hostText or any(c in hostText for c in "/\\ @:?#"):
+        if not _HOST_AFTER_DECODING.fullmatch(hostText):
+            # Percent-encoding must not smuggle in controls or delimiters.
             raise ValueError("invalid host")
     if portText:
         if not _PORT.fullmatch(portText):
@@ -493,7 +523,7 @@ class _Parser:
                 self._trailerBytes += len(line) + 2
                 if self._trailerBytes > self.maxHeaderBytes:
                     raise self._error("trailer section too large")
-                if _BAD_HEAD_BYTES.search(line):
+                if _badHeadBytes(line):
                     raise self._error("invalid character in a trailer field")
                 self._trailerLines.append(line)
                 return self._bodyEvent()
@@ -575,7 +605,7 @@ class RequestParser(_Parser):
             raise ClientProtocolError(414, "request line too long")
         if len(head) - len(requestLine) > self.maxHeaderBytes:
             raise ClientProtocolError(431, "header section too large")
-        if _BAD_HEAD_BYTES.search(head):
+        if _badHeadBytes(head):
             raise ClientProtocolError(400, "invalid character (control, NUL or bare CR/LF) in the request head")
         parts = requestLine.split(b" ")
         if len(parts) != 3:
@@ -614,6 +644,10 @@ class RequestParser(_Parser):
                 except ValueError as e:
                     raise ClientProtocolError(400, f"invalid Host header: {e}")
         framing, length = _framing(headers, ClientProtocolError, True)
+        if framing == CHUNKED and version == b"HTTP/1.0":
+            # RFC 9112 section 6.1: chunked framing from an HTTP/1.0 client
+            # is faulty; a server cannot trust where it ends.
+            raise ClientProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request")
         if method == b"CONNECT":
             if framing != NO_BODY:
                 raise ClientProtocolError(400, "CONNECT request with a body")
@@ -624,12 +658,16 @@ class RequestParser(_Parser):
 
     def _headIncomplete(self) -> Event:
         available = len(self._buffer) - self._offset
-        if available > self.maxRequestLine:
-            lineEnd = self._buffer.find(b"\r\n", self._offset, self._offset + self.maxRequestLine + 1)
-            if lineEnd == -1:
+        offset = self._offset
+        lineEnd = self._buffer.find(b"\r\n", offset, offset + self.maxRequestLine + 2)
+        if lineEnd == -1:
+            limit = self.maxRequestLine
+            # One byte past the limit is allowed only if it is the CR of the
+            # CRLF ending a line of exactly the limit.
+            if available > limit + 1 or (available == limit + 1 and self._buffer[offset + limit] != 13):
                 raise ClientProtocolError(414, "request line too long")
-            if available - (lineEnd - self._offset) > self.maxHeaderBytes + 4:
-                raise ClientProtocolError(431, "header section too large")
+        elif available - (lineEnd - offset) - 2 > self.maxHeaderBytes + 2:
+            raise ClientProtocolError(431, "header section too large")
         if self._eof and available:
             raise ClientProtocolError(400, "request head cut short by the connection closing")
         return NEED_DATA
@@ -679,7 +717,7 @@ class ResponseParser(_Parser):
         head = self._buffer[self._offset : end]
         self._offset = end + 4
         self._searchFrom = 0
-        if _BAD_HEAD_BYTES.search(head):
+        if _badHeadBytes(head):
             raise UpstreamProtocolError("invalid character (control, NUL or bare CR/LF) in the response head")
         lines = head.split(b"\r\n")
         match = _STATUS_LINE.fullmatch(lines[0])
@@ -690,7 +728,7 @@ class ResponseParser(_Parser):
             raise UpstreamProtocolError("too many response header fields")
         headers = Headers._fromParsed(_parseFields(lines, UpstreamProtocolError))
         status = int(match.group(2))
-        if status < 100:
+        if not 100 <= status <= 599:
             raise UpstreamProtocolError("invalid status code")
         version = b"HTTP/1.0" if match.group(1) == b"0" else b"HTTP/1.1"
         response = ResponseHead(status, match.group(3) or b"", headers, version)
@@ -702,10 +740,12 @@ class ResponseParser(_Parser):
             return response
         framing, length = _framing(headers, UpstreamProtocolError, False)
         method = self._method
-        if method == b"HEAD" or status == 204 or status == 304:
-            self._startBody(NO_BODY, 0)
-        elif method == b"CONNECT" and status < 300:
+        if method == b"CONNECT" and status < 300:
+            # Any 2xx to CONNECT makes the connection a tunnel (RFC 9110
+            # section 9.3.6), 204 included.
             self._state = _SWITCHED
+        elif method == b"HEAD" or status == 204 or status == 304:
+            self._startBody(NO_BODY, 0)
         elif framing == NO_BODY:
             self._startBody(UNTIL_CLOSE, 0)
         else:

@@ -1,0 +1,557 @@
+# -*- test-case-name: tests.test_message -*-
+"""
+Tests for L{proxyapp.message}.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from proxyapp.http11 import RequestParser
+from proxyapp.message import (
+    HOP_BY_HOP,
+    PRODUCT,
+    REASONS,
+    Headers,
+    RequestHead,
+    Response,
+    ResponseHead,
+    errorResponse,
+    simpleResponse,
+)
+
+
+def sample() -> Headers:
+    """
+    @return: headers with repeated and differently-cased names.
+    """
+    return Headers(
+        [
+            (b"Host", b"example.com"),
+            (b"Accept", b"text/html"),
+            (b"X-Multi", b"one"),
+            (b"Cookie", b"a=1"),
+            (b"x-multi", b"two"),
+        ]
+    )
+
+
+class HeadersTests(SynchronousTestCase):
+    """
+    Tests for L{Headers}.
+    """
+
+    def test_emptyByDefault(self) -> None:
+        """
+        A new Headers without arguments has no fields.
+        """
+        headers = Headers()
+        self.assertEqual((list(headers), len(headers)), ([], 0))
+
+    def test_wireOrder(self) -> None:
+        """
+        Iteration yields C{(name, value)} pairs in wire order with names as given.
+        """
+        self.assertEqual(
+            list(sample()),
+            [
+                (b"Host", b"example.com"),
+                (b"Accept", b"text/html"),
+                (b"X-Multi", b"one"),
+                (b"Cookie", b"a=1"),
+                (b"x-multi", b"two"),
+            ],
+        )
+
+    def test_len(self) -> None:
+        """
+        The length is the number of fields, counting repeats.
+        """
+        self.assertEqual(len(sample()), 5)
+
+    def test_getCaseInsensitive(self) -> None:
+        """
+        get finds a field whatever the case of the name asked for.
+        """
+        headers = sample()
+        for name in [b"accept", b"ACCEPT", b"aCcEpT"]:
+            self.assertEqual(headers.get(name), b"text/html")
+
+    def test_getFirst(self) -> None:
+        """
+        get returns the first of repeated fields.
+        """
+        self.assertEqual(sample().get(b"X-MULTI"), b"one")
+
+    def test_getMissing(self) -> None:
+        """
+        get returns None, or the given default, for a missing field.
+        """
+        headers = sample()
+        self.assertIsNone(headers.get(b"x-missing"))
+        self.assertEqual(headers.get(b"x-missing", b"fallback"), b"fallback")
+
+    def test_getEmptyValue(self) -> None:
+        """
+        get returns an empty value rather than the default.
+        """
+        self.assertEqual(Headers([(b"X-E", b"")]).get(b"x-e", b"default"), b"")
+
+    def test_getAll(self) -> None:
+        """
+        getAll returns every value of a name, case-insensitively, in wire order.
+        """
+        self.assertEqual(sample().getAll(b"X-Multi"), [b"one", b"two"])
+
+    def test_getAllMissing(self) -> None:
+        """
+        getAll returns an empty list for a missing field.
+        """
+        self.assertEqual(sample().getAll(b"x-missing"), [])
+
+    def test_contains(self) -> None:
+        """
+        Membership is case-insensitive.
+        """
+        headers = sample()
+        self.assertIn(b"COOKIE", headers)
+        self.assertNotIn(b"Set-Cookie", headers)
+
+    def test_add(self) -> None:
+        """
+        add appends a field at the end, after existing fields of the same name.
+        """
+        headers = sample()
+        headers.add(b"X-MULTI", b"three")
+        self.assertEqual(headers.getAll(b"x-multi"), [b"one", b"two", b"three"])
+        self.assertEqual(list(headers)[-1], (b"X-MULTI", b"three"))
+
+    def test_setReplacesAll(self) -> None:
+        """
+        set replaces every field of a name with one field at the first one's position.
+        """
+        headers = sample()
+        headers.set(b"x-MULTI", b"only")
+        self.assertEqual(
+            list(headers),
+            [
+                (b"Host", b"example.com"),
+                (b"Accept", b"text/html"),
+                (b"X-Multi", b"only"),
+                (b"Cookie", b"a=1"),
+            ],
+        )
+
+    def test_setAppends(self) -> None:
+        """
+        set adds a missing field at the end.
+        """
+        headers = sample()
+        headers.set(b"Via", b"1.1 proxy")
+        self.assertEqual(list(headers)[-1], (b"Via", b"1.1 proxy"))
+        self.assertEqual(len(headers), 6)
+
+    def test_remove(self) -> None:
+        """
+        remove drops every field of a name, case-insensitively, and reports it did.
+        """
+        headers = sample()
+        self.assertTrue(headers.remove(b"X-MULTI"))
+        self.assertEqual(
+            list(headers), [(b"Host", b"example.com"), (b"Accept", b"text/html"), (b"Cookie", b"a=1")]
+        )
+
+    def test_removeMissing(self) -> None:
+        """
+        remove of a missing field changes nothing and returns False.
+        """
+        headers = sample()
+        self.assertFalse(headers.remove(b"x-missing"))
+        self.assertEqual(headers, sample())
+
+    def test_serialize(self) -> None:
+        """
+        serialize writes one C{name: value} line per field in wire order.
+        """
+        self.assertEqual(
+            sample().serialize(),
+            b"Host: example.com\r\nAccept: text/html\r\nX-Multi: one\r\nCookie: a=1\r\nx-multi: two\r\n",
+        )
+
+    def test_serializeEmpty(self) -> None:
+        """
+        serialize of no fields is empty.
+        """
+        self.assertEqual(Headers().serialize(), b"")
+
+    def test_copyIsEqual(self) -> None:
+        """
+        A copy has the same fields in the same order.
+        """
+        self.assertEqual(sample().copy(), sample())
+
+    def test_copyIsIndependent(self) -> None:
+        """
+        Changing a copy, including set on an existing field, leaves the original alone.
+        """
+        original = sample()
+        copy = original.copy()
+        copy.set(b"Host", b"other.example")
+        copy.add(b"X-New", b"1")
+        copy.remove(b"cookie")
+        self.assertEqual(original, sample())
+        original.set(b"Accept", b"*/*")
+        self.assertEqual(copy.get(b"accept"), b"text/html")
+
+    def test_equality(self) -> None:
+        """
+        Headers are equal when their fields, names as given, match in order.
+        """
+        self.assertEqual(Headers([(b"A", b"1")]), Headers([(b"A", b"1")]))
+        self.assertNotEqual(Headers([(b"A", b"1"), (b"B", b"2")]), Headers([(b"B", b"2"), (b"A", b"1")]))
+        self.assertNotEqual(Headers([(b"A", b"1")]), [(b"A", b"1")])
+
+    def test_getTokens(self) -> None:
+        """
+        getTokens splits every field of a name on commas, strips and lowercases the elements.
+        """
+        headers = Headers([(b"Connection", b" Keep-Alive ,X-Foo"), (b"connection", b"\tUPGRADE")])
+        self.assertEqual(headers.getTokens(b"CONNECTION"), [b"keep-alive", b"x-foo", b"upgrade"])
+
+    def test_getTokensIgnoresEmptyElements(self) -> None:
+        """
+        getTokens skips empty list elements.
+        """
+        headers = Headers([(b"TE", b", ,trailers,, ")])
+        self.assertEqual(headers.getTokens(b"te"), [b"trailers"])
+
+    def test_getTokensMissing(self) -> None:
+        """
+        getTokens of a missing field is an empty list.
+        """
+        self.assertEqual(Headers().getTokens(b"connection"), [])
+
+
+class RemoveHopByHopTests(SynchronousTestCase):
+    """
+    Tests for L{Headers.removeHopByHop}.
+    """
+
+    def removed(self, name: bytes, keep: frozenset[bytes] = frozenset()) -> Headers:
+        """
+        @return: headers holding C{name} among end-to-end fields, after
+            removeHopByHop.
+        """
+        headers = Headers([(b"Host", b"example.com"), (name, b"value"), (b"Accept", b"*/*")])
+        headers.removeHopByHop(keep)
+        return headers
+
+    def assertOnlyEndToEnd(self, headers: Headers) -> None:
+        """
+        Assert that only the end-to-end fields of L{removed} are left.
+        """
+        self.assertEqual(list(headers), [(b"Host", b"example.com"), (b"Accept", b"*/*")])
+
+    def test_connection(self) -> None:
+        """
+        Connection itself is removed.
+        """
+        self.assertOnlyEndToEnd(self.removed(b"Connection"))
+
+    def test_fieldsNamedByConnection(self) -> None:
+        """
+        Every field Connection names is removed, case-insensitively, across Connection fields.
+        """
+        headers = Headers(
+            [
+                (b"Connection", b"X-Private, x-other"),
+                (b"x-private", b"secret"),
+                (b"Host", b"example.com"),
+                (b"X-OTHER", b"1"),
+                (b"connection", b"X-Third"),
+                (b"X-Third", b"3"),
+                (b"X-Kept", b"k"),
+            ]
+        )
+        headers.removeHopByHop()
+        self.assertEqual(list(headers), [(b"Host", b"example.com"), (b"X-Kept", b"k")])
+
+    def test_keepAlive(self) -> None:
+        """
+        Keep-Alive is removed.
+        """
+        self.assertOnlyEndToEnd(self.removed(b"Keep-Alive"))
+
+    def test_proxyConnection(self) -> None:
+        """
+        Proxy-Connection is removed.
+        """
+        self.assertOnlyEndToEnd(self.removed(b"Proxy-Connection"))
+
+    def test_proxyAuthorization(self) -> None:
+        """
+        Proxy-Authorization is removed, so proxy credentials never go upstream.
+        """
+        self.assertOnlyEndToEnd(self.removed(b"Proxy-Authorization"))
+
+    def test_proxyAuthenticate(self) -> None:
+        """
+        Proxy-Authenticate is removed.
+        """
+        self.assertOnlyEndToEnd(self.removed(b"Proxy-Authenticate"))
+
+    def test_te(self) -> None:
+        """
+        TE is removed.
+        """
+        self.assertOnlyEndToEnd(self.removed(b"TE"))
+
+    def test_upgrade(self) -> None:
+        """
+        Upgrade is removed by default.
+        """
+        self.assertOnlyEndToEnd(self.removed(b"Upgrade"))
+
+    def test_caseInsensitive(self) -> None:
+        """
+        Hop-by-hop fields are recognised whatever their case.
+        """
+        self.assertOnlyEndToEnd(self.removed(b"pRoXy-CoNnEcTiOn"))
+
+    def test_keepUpgrade(self) -> None:
+        """
+        Upgrade is kept when asked, even when Connection names it.
+        """
+        headers = Headers(
+            [(b"Connection", b"Upgrade"), (b"Upgrade", b"websocket"), (b"Keep-Alive", b"timeout=5")]
+        )
+        headers.removeHopByHop(frozenset([b"upgrade"]))
+        self.assertEqual(list(headers), [(b"Upgrade", b"websocket")])
+
+    def test_framingFieldsKept(self) -> None:
+        """
+        Content-Length, Transfer-Encoding and other end-to-end fields stay, in order.
+        """
+        fields = [
+            (b"Content-Type", b"text/plain"),
+            (b"Content-Length", b"5"),
+            (b"Transfer-Encoding", b"chunked"),
+            (b"Trailer", b"X-Checksum"),
+            (b"Via", b"1.1 a"),
+        ]
+        headers = Headers(fields)
+        headers.removeHopByHop()
+        self.assertEqual(list(headers), fields)
+
+    def test_hopByHopSet(self) -> None:
+        """
+        HOP_BY_HOP lists the RFC 9110 hop-by-hop fields and Proxy-Connection in lowercase.
+        """
+        self.assertEqual(
+            HOP_BY_HOP,
+            frozenset(
+                [
+                    b"connection",
+                    b"keep-alive",
+                    b"proxy-connection",
+                    b"proxy-authorization",
+                    b"proxy-authenticate",
+                    b"te",
+                    b"upgrade",
+                ]
+            ),
+        )
+
+
+class RequestHeadTests(SynchronousTestCase):
+    """
+    Tests for L{RequestHead}.
+    """
+
+    def parse(self, data: bytes) -> RequestHead:
+        """
+        @return: the head parsed from C{data}.
+        """
+        parser = RequestParser()
+        parser.receiveData(data)
+        head = parser.nextEvent()
+        assert isinstance(head, RequestHead)
+        return head
+
+    def test_defaults(self) -> None:
+        """
+        A new RequestHead is HTTP/1.1 with no fields and its target as path.
+        """
+        head = RequestHead(b"GET", b"/a?b")
+        self.assertEqual(
+            (head.version, list(head.headers), head.path, head.scheme, head.host, head.clientAddress, head.user),
+            (b"HTTP/1.1", [], b"/a?b", None, None, None, None),
+        )
+
+    def test_serializeOriginForm(self) -> None:
+        """
+        serialize of an absolute-form request gives an origin-form HTTP/1.1 request head.
+        """
+        head = self.parse(b"GET http://example.com/a%2Fb?c=d HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n")
+        self.assertEqual(
+            head.serialize(), b"GET /a%2Fb?c=d HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n"
+        )
+
+    def test_serializeEmptyPath(self) -> None:
+        """
+        An absolute-form target without a path is serialized with path C{/}.
+        """
+        head = self.parse(b"GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        self.assertEqual(head.serialize(), b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+
+    def test_serializeHTTP10AsHTTP11(self) -> None:
+        """
+        An HTTP/1.0 request is serialized as HTTP/1.1.
+        """
+        head = self.parse(b"POST http://example.com/form HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(head.serialize(), b"POST /form HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+
+    def test_serializeModifiedHeaders(self) -> None:
+        """
+        serialize reflects changes made to the head's fields.
+        """
+        head = RequestHead(b"GET", b"/", headers=Headers([(b"Host", b"a")]))
+        head.headers.add(b"Via", b"1.1 webproxy")
+        self.assertEqual(head.serialize(), b"GET / HTTP/1.1\r\nHost: a\r\nVia: 1.1 webproxy\r\n\r\n")
+
+    def test_url(self) -> None:
+        """
+        url gives the target as text, decoding bytes above 0x7F as Latin-1.
+        """
+        self.assertEqual(RequestHead(b"GET", b"http://h/\xe9").url(), "http://h/\xe9")
+
+
+class ResponseHeadTests(SynchronousTestCase):
+    """
+    Tests for L{ResponseHead}.
+    """
+
+    def test_serialize(self) -> None:
+        """
+        serialize writes the status line and fields.
+        """
+        head = ResponseHead(404, b"Not Found", Headers([(b"Content-Length", b"0"), (b"X-A", b"b")]))
+        self.assertEqual(head.serialize(), b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nX-A: b\r\n\r\n")
+
+    def test_serializeHTTP10AsHTTP11(self) -> None:
+        """
+        A response received as HTTP/1.0 is serialized as HTTP/1.1.
+        """
+        head = ResponseHead(200, b"OK", version=b"HTTP/1.0")
+        self.assertEqual(head.version, b"HTTP/1.0")
+        self.assertEqual(head.serialize(), b"HTTP/1.1 200 OK\r\n\r\n")
+
+    def test_serializeEmptyReason(self) -> None:
+        """
+        An empty reason phrase still leaves the space after the status code.
+        """
+        self.assertEqual(ResponseHead(204).serialize(), b"HTTP/1.1 204 \r\n\r\n")
+
+    def test_defaults(self) -> None:
+        """
+        A new ResponseHead is HTTP/1.1 with no fields and an empty reason.
+        """
+        head = ResponseHead(200)
+        self.assertEqual((head.reason, head.version, list(head.headers)), (b"", b"HTTP/1.1", []))
+
+
+class ErrorResponseTests(SynchronousTestCase):
+    """
+    Tests for L{errorResponse} and L{simpleResponse}.
+    """
+
+    def test_type(self) -> None:
+        """
+        errorResponse returns a Response with the given status and reason.
+        """
+        response = errorResponse(502, "upstream refused the connection")
+        self.assertIsInstance(response, Response)
+        self.assertEqual((response.head.status, response.reason), (502, "upstream refused the connection"))
+
+    def test_htmlContentType(self) -> None:
+        """
+        The error page is text/html in UTF-8.
+        """
+        response = errorResponse(400, "bad")
+        self.assertEqual(response.head.headers.get(b"content-type"), b"text/html; charset=utf-8")
+
+    def test_notCached(self) -> None:
+        """
+        The error page is marked not to be stored.
+        """
+        self.assertEqual(errorResponse(400, "bad").head.headers.get(b"cache-control"), b"no-store")
+
+    def test_namesStatus(self) -> None:
+        """
+        The status line and the page name the status code and its phrase.
+        """
+        response = errorResponse(504, "the upstream did not answer in time")
+        self.assertEqual(response.head.reason, b"Gateway Timeout")
+        self.assertIn(b"504 Gateway Timeout", response.body)
+        self.assertIn(b"<title>504 Gateway Timeout</title>", response.body)
+        self.assertIn(b"the upstream did not answer in time", response.body)
+
+    def test_unknownStatus(self) -> None:
+        """
+        A status without a known phrase still gets a page naming the code.
+        """
+        response = errorResponse(599, "odd")
+        self.assertIn(b"599", response.body)
+        self.assertEqual(response.head.status, 599)
+
+    def test_escapesTarget(self) -> None:
+        """
+        The target is HTML-escaped in the page.
+        """
+        response = errorResponse(403, "blocked", "http://evil.example/<script>alert('x')</script>&\"")
+        self.assertNotIn(b"<script>", response.body)
+        self.assertIn(b"&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;&amp;&quot;", response.body)
+
+    def test_escapesReason(self) -> None:
+        """
+        The reason is HTML-escaped in the page.
+        """
+        response = errorResponse(400, "bad <b>header</b>")
+        self.assertNotIn(b"<b>", response.body)
+        self.assertIn(b"bad &lt;b&gt;header&lt;/b&gt;", response.body)
+
+    def test_noTarget(self) -> None:
+        """
+        Without a target the page has no target paragraph.
+        """
+        self.assertNotIn(b"Target:", errorResponse(400, "bad").body)
+
+    def test_nonASCIITarget(self) -> None:
+        """
+        A non-ASCII target is encoded as UTF-8 in the body.
+        """
+        response = errorResponse(404, "not found", "http://h/caf\xe9")
+        self.assertIn("caf\xe9".encode("utf-8"), response.body)
+
+    def test_namesProduct(self) -> None:
+        """
+        The page names the proxy product.
+        """
+        self.assertIn(PRODUCT, errorResponse(500, "filter failed").body)
+
+    def test_reasonsTable(self) -> None:
+        """
+        Every phrase in REASONS is used for its status.
+        """
+        for status, phrase in REASONS.items():
+            self.assertEqual(errorResponse(status, "x").head.reason, phrase)
+
+    def test_simpleResponse(self) -> None:
+        """
+        simpleResponse builds a text/plain response with the phrase for its status.
+        """
+        response = simpleResponse(200, b"ok")
+        self.assertEqual(
+            (response.head.status, response.head.reason, response.body, list(response.head.headers)),
+            (200, b"OK", b"ok", [(b"Content-Type", b"text/plain; charset=utf-8")]),
+        )
