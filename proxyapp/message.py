@@ -110,8 +110,12 @@ class Headers:
         @return: the comma-separated list elements of every field called
             C{name}, stripped and lowercased (for Connection, TE and the like).
         """
-        tokens = []
-        for value in self.getAll(name):
+        tokens: list[bytes] = []
+        lower = name.lower()
+        for field in self._fields:
+            if field[0] != lower:
+                continue
+            value = field[2]
             for token in value.split(b","):
                 token = token.strip(b" \t").lower()
                 if token:
@@ -157,11 +161,18 @@ class Headers:
         @param keep: lowercase names to keep even so (C{b"upgrade"} while a
             protocol upgrade is being negotiated).
         """
+        fields = self._fields
+        for field in fields:
+            if field[0] in HOP_BY_HOP:
+                break
+        else:
+            # The common case on the per-request path: nothing to remove.
+            return
         drop = set(HOP_BY_HOP)
         for token in self.getTokens(b"connection"):
             drop.add(token)
         drop.difference_update(keep)
-        self._fields = [f for f in self._fields if f[0] not in drop]
+        self._fields = [f for f in fields if f[0] not in drop]
 
     def copy(self) -> "Headers":
         """

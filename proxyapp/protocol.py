@@ -490,6 +490,8 @@ class ProxyProtocol(Protocol):
         self.gate: Optional[_ReadGate] = None
         self.clientHost = "-"
         self.clientPort = 0
+        self.localHost = ""
+        self.localPort: Optional[int] = None
 
     # -- connection events ---------------------------------------------------
 
@@ -499,6 +501,9 @@ class ProxyProtocol(Protocol):
         peer = self.transport.getPeer()
         self.clientHost = getattr(peer, "host", "unix") or "unix"
         self.clientPort = getattr(peer, "port", 0) or 0
+        local = self.transport.getHost()
+        self.localHost = getattr(local, "host", "")
+        self.localPort = getattr(local, "port", None)
         factory = self.factory
         factory.connections.add(self)
         factory.stats.clientConnections += 1
@@ -1278,17 +1283,13 @@ class ProxyProtocol(Protocol):
         """
         @return: whether the target is this proxy's own listening address.
         """
-        local = self.transport.getHost()
-        port = getattr(local, "port", None)
-        if port is None or request.port != port:
+        if request.port != self.localPort:
             return False
         host = request.host
-        localHost = getattr(local, "host", "")
+        localHost = self.localHost
         if host == localHost:
             return True
-        if host == "localhost" and (localHost.startswith("127.") or localHost == "::1"):
-            return True
-        return False
+        return host == "localhost" and (localHost.startswith("127.") or localHost == "::1")
 
     # -- timeouts ------------------------------------------------------------------
 
