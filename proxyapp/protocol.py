@@ -40,6 +40,7 @@ import time
 from typing import Any, Callable, Optional
 
 from twisted.internet import error as ierror
+from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, IStreamClientEndpoint
@@ -293,9 +294,10 @@ class ConnectionPool:
 
             endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
         settings = self.settings
-        return endpoint.connect(
-            _OneUpstream(UpstreamProtocol(self, key, settings.maxHeaderBytes, settings.maxHeaders))
-        )
+        d = endpoint.connect(_OneUpstream(UpstreamProtocol(self, key, settings.maxHeaderBytes, settings.maxHeaders)))
+        # The endpoint's own timeout covers each TCP attempt; this one also
+        # covers name resolution, which has no timeout of its own.
+        return d.addTimeout(settings.connectTimeout, self.reactor)
 
     def release(self, upstream: UpstreamProtocol) -> None:
         """
@@ -723,7 +725,7 @@ class ProxyProtocol(Protocol):
         self.gate.resume(WAITING)  # type: ignore[union-attr]
         self._pendingUp = []
         target = request.url()
-        if reason.check(ierror.TimeoutError):
+        if reason.check(ierror.TimeoutError, defer.TimeoutError):
             status, why = 504, f"Connecting to {request.host} port {request.port} timed out."
         elif reason.check(ierror.DNSLookupError):
             status, why = 502, f"The host name {request.host} could not be resolved."

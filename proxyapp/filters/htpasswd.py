@@ -86,9 +86,9 @@ def shaCrypt(password: bytes, setting: bytes) -> bytes:
     @raise ValueError: for a setting that is not SHA-crypt.
     """
     if setting.startswith(b"$5$"):
-        algorithm, size, order, tail = hashlib.sha256, 32, _SHA256_ORDER, [(0, 31, 30, 3)]
+        algorithm, order = hashlib.sha256, _SHA256_ORDER
     elif setting.startswith(b"$6$"):
-        algorithm, size, order, tail = hashlib.sha512, 64, _SHA512_ORDER, [(0, 0, 63, 2)]
+        algorithm, order = hashlib.sha512, _SHA512_ORDER
     else:
         raise ValueError("not a SHA-crypt setting")
     magic = setting[:3]
@@ -143,7 +143,10 @@ def shaCrypt(password: bytes, setting: bytes) -> bytes:
             C = algorithm(C + middle + Pseq).digest()
 
     encoded = b"".join(_encode24(C[a], C[b], C[c], 4) for a, b, c in order)
-    encoded += b"".join(_encode24(C[a] if a else 0, C[b] if b else 0, C[c], n) for a, b, c, n in tail)
+    if len(C) == 32:
+        encoded += _encode24(0, C[31], C[30], 3)
+    else:
+        encoded += _encode24(0, 0, C[63], 2)
     prefix = magic + (b"rounds=%d$" % rounds if roundsGiven else b"")
     return prefix + salt + b"$" + encoded
 
