@@ -659,6 +659,9 @@ class RequestParser(_Parser):
     def _headIncomplete(self) -> Event:
         available = len(self._buffer) - self._offset
         offset = self._offset
+        if self._buffer.find(b"\n\n", offset) != -1:
+            # Bare LF line ends: the CRLFCRLF we wait for would never come.
+            raise ClientProtocolError(400, "bare LF line ends in the request head")
         lineEnd = self._buffer.find(b"\r\n", offset, offset + self.maxRequestLine + 2)
         if lineEnd == -1:
             limit = self.maxRequestLine
@@ -709,6 +712,8 @@ class ResponseParser(_Parser):
             available = len(self._buffer) - self._offset
             if available > self.maxHeaderBytes:
                 raise UpstreamProtocolError("response header section too large")
+            if self._buffer.find(b"\n\n", self._offset) != -1:
+                raise UpstreamProtocolError("bare LF line ends in the response head")
             if self._eof:
                 if available:
                     raise UpstreamProtocolError("response head cut short by the connection closing")

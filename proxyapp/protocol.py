@@ -211,7 +211,10 @@ class UpstreamProtocol(Protocol):
             return
         client.flushToClient()
 
+    readClosed = False
+
     def readConnectionLost(self) -> None:
+        self.readClosed = True
         if self.tunnel and self.client is not None:
             self.client.upstreamHalfClosed()
         else:
@@ -568,6 +571,8 @@ class ProxyProtocol(Protocol):
             upstream = self.upstream
             if upstream is not None:
                 upstream.transport.loseWriteConnection()
+                if upstream.readClosed:
+                    self._closeTunnel()
             return
         if self.request is None:
             self.transport.loseConnection()
@@ -725,7 +730,9 @@ class ProxyProtocol(Protocol):
         self.gate.resume(WAITING)  # type: ignore[union-attr]
         self._pendingUp = []
         target = request.url()
-        if reason.check(ierror.TimeoutError, defer.TimeoutError):
+        if reason.check(ierror.TimeoutError, defer.TimeoutError, ierror.ConnectingCancelledError):
+            # ConnectingCancelledError: our overall connect deadline
+            # cancelled the endpoint's attempt.
             status, why = 504, f"Connecting to {request.host} port {request.port} timed out."
         elif reason.check(ierror.DNSLookupError):
             status, why = 502, f"The host name {request.host} could not be resolved."
@@ -1257,6 +1264,19 @@ class ProxyProtocol(Protocol):
         The tunnel's upstream finished sending: pass the half-close on.
         """
         self.transport.loseWriteConnection()
+        if self.readClosed:
+            self._closeTunnel()
+
+    def _closeTunnel(self) -> None:
+        """
+        Both directions of the tunnel are finished: close both connections
+        (each flushes what it still buffers first).
+        """
+        upstream = self.upstream
+        if upstream is not None:
+            self._unregisterProducers(upstream)
+            upstream.transport.loseConnection()
+        self._close()
 
     def upstreamClosed(self) -> None:
         """

@@ -12,11 +12,34 @@ bound to a public address is never an open proxy by accident.
 Blocked domains match themselves and every subdomain.  Lookups walk the
 host's label suffixes through a set, so they cost one probe per label
 whatever the list's size.
+
+Entries and request hosts are normalised the same way before they are
+compared: case, trailing dots, a port, percent-encoding, brackets around
+IPv6 literals, IDNA (a Unicode name is stored as its punycode form, under
+both the IDNA 2003 mapping the request parser uses and the UTS 46 / IDNA
+2008 one browsers use, so C{faß.de} blocks both C{fass.de} and
+C{xn--fa-hia.de}), and IPv4 addresses in the numeric forms C{inet_aton}
+accepts (C{2130706433}, C{0x7f.1}) are reduced to dotted quads.
+
+Configuration (C{[access]})::
+
+    allowed_clients = ["127.0.0.1", "192.168.*", "10.0.0.0/8", "fd00::/8"]
+                                # fnmatch patterns, CIDR blocks, addresses;
+                                # "*" allows everyone (logged at start);
+                                # default: loopback and private ranges
+    blocked_domains = ["example.com"]   # with all subdomains
+    blocked_domains_files = ["/etc/webproxy/blocklist.txt"]
+                                # one domain per line, or hosts format
+                                # ("0.0.0.0 ads.example"); "#" comments
+
+(C{connect_ports} in C{[access]} is enforced by the proxy core, before
+any filter.)
 """
 
 from __future__ import annotations
 
 import ipaddress
+import socket
 from fnmatch import fnmatchcase
 from typing import Any, Optional, Union
 from urllib.parse import unquote
@@ -45,8 +68,17 @@ _Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 def normaliseHost(host: str) -> str:
     """
     Reduce a host to the form blocked names are stored in: no port, no
-    brackets, lowercase, no trailing dot, percent-decoded, IDNA (punycode)
-    for Unicode names.
+    brackets, lowercase, no trailing dot, percent-decoded, IDNA (punycode,
+    the IDNA 2003 mapping the request parser applies) for Unicode names,
+    canonical text for IP addresses.
+    """
+    return _hostForms(host)[0]
+
+
+def _hostForms(host: str) -> list[str]:
+    """
+    @return: the normalised host (see L{normaliseHost}), then any other
+        form the same Unicode name takes (UTS 46, IDNA 2008).
     """
     host = host.strip()
     if host.startswith("["):
@@ -56,10 +88,43 @@ def normaliseHost(host: str) -> str:
     if "%" in host:
         host = unquote(host)
     host = host.rstrip(".").lower()
+    forms = [host]
     if not host.isascii():
+        forms = []
         try:
-            host = host.encode("idna").decode("ascii")
+            forms.append(host.encode("idna").decode("ascii").lower())
         except UnicodeError:
+            pass
+        try:
+            import idna
+
+            modern = idna.encode(host, uts46=True).decode("ascii")
+            if modern not in forms:
+                forms.append(modern)
+        except (ImportError, UnicodeError, ValueError):
+            # idna.IDNAError is a UnicodeError.
+            pass
+        if not forms:
+            forms = [host]
+    elif host[:1].isdigit() or ":" in host:
+        forms[0] = _canonicalAddress(host)
+    return forms
+
+
+def _canonicalAddress(host: str) -> str:
+    """
+    @return: the canonical text of an IP address in any form the resolver
+        accepts (C{inet_aton}'s numeric forms for IPv4), or C{host}
+        unchanged if it is no address.
+    """
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if ":" not in host:
+        try:
+            return socket.inet_ntoa(socket.inet_aton(host))
+        except OSError:
             pass
     return host
 
@@ -131,11 +196,10 @@ class DomainSet:
         return len(self._domains)
 
     def add(self, domain: str) -> None:
-        domain = normaliseHost(domain)
-        if domain.startswith("*."):
-            domain = domain[2:]
-        if domain:
-            self._domains.add(domain)
+        for form in _hostForms(domain):
+            form = form.lstrip("*.")
+            if form:
+                self._domains.add(form)
 
     def loadFile(self, path: str) -> int:
         """
@@ -152,7 +216,8 @@ class DomainSet:
         except OSError as e:
             raise ValueError(f"blocked_domains_files: cannot read {path}: {e.strerror}")
         count = 0
-        add = self._domains.add
+        domains = self._domains
+        add = domains.add
         for line in text.splitlines():
             hashAt = line.find("#")
             if hashAt != -1:
@@ -160,15 +225,20 @@ class DomainSet:
             fields = line.split()
             if not fields:
                 continue
-            if len(fields) > 1 and _isAddress(fields[0]):
+            if len(fields) > 1 and (fields[0] in _SINK_ADDRESSES or _isAddress(fields[0])):
                 fields = fields[1:]
             for name in fields:
                 name = name.rstrip(".").lower()
-                if not name.isascii() or "%" in name or ":" in name:
-                    name = normaliseHost(name)
-                if name and name not in ("localhost", "localhost.localdomain", "broadcasthost"):
+                if name in _HOSTS_FILE_NAMES:
+                    continue
+                if name.isascii() and name[:1].isalpha() and "%" not in name and ":" not in name:
+                    # The common case, kept cheap for lists of 100,000.
                     add(name)
                     count += 1
+                else:
+                    before = len(domains)
+                    self.add(name)
+                    count += len(domains) > before
         return count
 
     def match(self, host: str) -> Optional[str]:
@@ -178,7 +248,15 @@ class DomainSet:
         domains = self._domains
         if not domains:
             return None
-        host = host.rstrip(".").lower()
+        if host.isascii() and "%" not in host and ":" not in host and not host[:1].isdigit():
+            host = host.rstrip(".").lower()
+        else:
+            host = normaliseHost(host)
+            if host in domains:
+                return host
+            if ":" in host or _isAddress(host):
+                # An address has no parent domains.
+                return None
         while True:
             if host in domains:
                 return host
@@ -186,6 +264,11 @@ class DomainSet:
             if dot == -1:
                 return None
             host = host[dot + 1 :]
+
+
+# The addresses hosts-format block lists use, recognised without parsing.
+_SINK_ADDRESSES = frozenset(["0.0.0.0", "127.0.0.1", "::", "::1", "0"])
+_HOSTS_FILE_NAMES = frozenset(["localhost", "localhost.localdomain", "local", "broadcasthost", "ip6-localhost", "ip6-loopback", "0.0.0.0"])
 
 
 def _isAddress(text: str) -> bool:
@@ -242,9 +325,14 @@ def makeFilter(config: dict[str, Any]) -> AccessFilter:
 
     @raise ValueError: naming the bad setting.
     """
-    unknown = set(config) - {"allowed_clients", "blocked_domains", "blocked_domains_files"}
+    keys = ("allowed_clients", "blocked_domains", "blocked_domains_files")
+    unknown = set(config) - set(keys)
     if unknown:
-        raise ValueError(f"unknown access setting(s): {', '.join(sorted(unknown))}")
+        raise ValueError(f"unknown access setting(s): {', '.join(sorted(unknown))}; expected {', '.join(keys)}")
+    for key in keys:
+        value = config.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ValueError(f"access: {key}: expected a list of non-empty strings, got {value!r}")
     patterns = config.get("allowed_clients", DEFAULT_ALLOWED)
     clients = ClientPolicy(patterns)
     if clients.openToAll:

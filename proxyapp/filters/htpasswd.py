@@ -363,7 +363,7 @@ def _defaultRunSlow(f: Callable[..., Any], *args: Any) -> "Deferred[Any]":
     from twisted.internet import reactor
     from twisted.internet.threads import deferToThreadPool
 
-    return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)  # type: ignore[attr-defined]
+    return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)  # type: ignore[attr-defined, arg-type]
 
 
 @implementer(ICredentialsChecker)
@@ -427,7 +427,7 @@ class HtpasswdChecker:
         while len(cache) > self.maxCached:
             cache.popitem(last=False)
 
-    def requestAvatarId(self, credentials: Any) -> "Deferred[bytes]":
+    def requestAvatarId(self, credentials: Any) -> "Deferred[bytes | tuple[()]]":
         """
         @param credentials: an L{IUsernamePassword} provider with C{bytes}
             C{username} and C{password}.
@@ -447,7 +447,7 @@ class HtpasswdChecker:
             if hashed is None:
                 return fail(UnauthorizedLogin("no such user"))
 
-        def decided(matches: bool) -> bytes:
+        def decided(matches: bool) -> "bytes | tuple[()]":
             if matches and known:
                 self._remember(username, password, hashed)  # type: ignore[arg-type]
                 return username

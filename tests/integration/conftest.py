@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.integration -*-
 """
 Fixtures for the integration tests: origin servers and proxies running as
 real processes on 127.0.0.1 / ::1, each killed when its fixture ends.
@@ -10,24 +11,24 @@ from typing import Callable, Iterator, List, Tuple
 
 import pytest
 
-from .support import Origin, Proxy, makeCertificate
-
-# Proxies alive right now, so that a failing test can show their logs.
-_liveProxies: List[Proxy] = []
+from .support import LIVE_PROXIES, Origin, Proxy, makeCertificate
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "slow: takes tens of seconds (a real `pip install .` into a new virtualenv)"
+        "markers",
+        "slow: takes tens of seconds (a real `pip install .` into a new virtualenv)",
     )
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo
+) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
-    if report.failed and _liveProxies:
-        for p in _liveProxies:
+    if report.failed:
+        for p in LIVE_PROXIES:
             report.sections.append(("proxy %d log (tail)" % p.port, p.log()[-3000:]))
 
 
@@ -97,31 +98,18 @@ def makeOrigin(workdir: Path) -> Iterator[Callable[..., Origin]]:
         o.stop()
 
 
-def _startProxy(workdir: Path, *args: str, **kwargs: object) -> Proxy:
-    p = Proxy(workdir, args, **kwargs)  # type: ignore[arg-type]
-    _liveProxies.append(p)
-    return p
-
-
-def _stopProxy(p: Proxy) -> None:
-    p.stop()
-    if p in _liveProxies:
-        _liveProxies.remove(p)
-
-
 @pytest.fixture(scope="module")
 def proxy(workdir: Path, origin: Origin, tlsOrigin: Origin) -> Iterator[Proxy]:
     """
     A proxy with default limits and timeouts, one per test module, allowed
     to CONNECT to both session origins.
     """
-    p = _startProxy(
+    p = Proxy(
         workdir,
-        "--connect-port", str(tlsOrigin.port),
-        "--connect-port", str(origin.port),
+        ["--connect-port", str(tlsOrigin.port), "--connect-port", str(origin.port)],
     )
     yield p
-    _stopProxy(p)
+    p.stop()
 
 
 @pytest.fixture
@@ -133,10 +121,10 @@ def makeProxy(workdir: Path) -> Iterator[Callable[..., Proxy]]:
     started: List[Proxy] = []
 
     def make(*args: str, **kwargs: object) -> Proxy:
-        p = _startProxy(workdir, *args, **kwargs)
+        p = Proxy(workdir, args, **kwargs)  # type: ignore[arg-type]
         started.append(p)
         return p
 
     yield make
     for p in started:
-        _stopProxy(p)
+        p.stop()

@@ -230,9 +230,7 @@ class Request:
             self.headers.append((name.strip().lower(), value.strip()))
         path, _, query = self.target.partition(b"?")
         self.path = path.decode("latin-1")
-        self.query = {
-            k: v[0] for k, v in parse_qs(query.decode("latin-1")).items()
-        }
+        self.query = {k: v[0] for k, v in parse_qs(query.decode("latin-1")).items()}
         self.body = bytearray()
 
     def header(self, name: bytes) -> Optional[bytes]:
@@ -375,9 +373,7 @@ class OriginProtocol(Protocol):
             self.simple(417, b"rejected\n", close=True)
             return False
         if path == "/expect" and b"100-continue" in req.tokens(b"expect"):
-            self.transport.write(
-                b"HTTP/1.1 100 Continue\r\nX-Origin-100: yes\r\n\r\n"
-            )
+            self.transport.write(b"HTTP/1.1 100 Continue\r\nX-Origin-100: yes\r\n\r\n")
         if path == "/ws":
             if b"websocket" not in req.tokens(b"upgrade"):
                 self.simple(426, b"upgrade required\n", close=True)
@@ -530,7 +526,9 @@ class OriginProtocol(Protocol):
             )
         elif path in ("/bytes", "/chunked", "/close"):
             n = int(q.get("n", "0"))
-            framing = {"/bytes": b"length", "/chunked": b"chunked", "/close": b"close"}[path]
+            framing = {"/bytes": b"length", "/chunked": b"chunked", "/close": b"close"}[
+                path
+            ]
             if framing == b"length":
                 headers = [(b"Content-Length", b"%d" % n)]
             elif framing == b"chunked":
@@ -543,7 +541,9 @@ class OriginProtocol(Protocol):
             elif n == 0 and framing != b"chunked":
                 self.responseDone(close=framing == b"close")
             else:
-                self.transport.registerProducer(PatternProducer(self, n, framing), False)
+                self.transport.registerProducer(
+                    PatternProducer(self, n, framing), False
+                )
         elif path == "/upload":
             up = self.upload
             self.upload = None
@@ -672,9 +672,14 @@ def main(argv: List[str]) -> None:
 
         with open(args.tls[0], "rb") as c, open(args.tls[1], "rb") as k:
             cert = ssl.PrivateCertificate.loadPEM(c.read() + b"\n" + k.read())
-        port = reactor.listenSSL(
-            args.port, factory, cert.options(), interface=args.interface
+        # Offer ALPN explicitly: without it some Twisted/pyOpenSSL versions
+        # answer a client's ALPN extension with an internal-error alert.
+        options = ssl.CertificateOptions(
+            privateKey=cert.privateKey.original,
+            certificate=cert.original,
+            acceptableProtocols=[b"http/1.1"],
         )
+        port = reactor.listenSSL(args.port, factory, options, interface=args.interface)
     else:
         port = reactor.listenTCP(args.port, factory, interface=args.interface)
     sys.stdout.write("PORT %d\n" % port.getHost().port)

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.integration -*-
 """
 Helpers for the integration tests: a raw-socket HTTP/1.1 client that shows
 exact bytes, the processes under test (origin and proxy) and a throwaway TLS
@@ -25,8 +26,19 @@ REPO_ROOT = HERE.parent.parent
 ORIGIN_SCRIPT = HERE / "origin.py"
 DNS_SHIM = HERE / "dnsshim"
 
+# twistd as a command: `python -m twisted` is the newer `twist` runner, which
+# knows neither -n, --pidfile nor -y, so call twistd's entry point directly.
+TWISTD = [
+    sys.executable,
+    "-c",
+    "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()",
+]
+
 # Default bound for any single wait in these tests.
 TIMEOUT = 5.0
+
+# Proxies running now (so that a failing test can show their logs).
+LIVE_PROXIES: List["Proxy"] = []
 
 
 def freePort(host: str = "127.0.0.1") -> int:
@@ -104,7 +116,9 @@ class Conn:
         self.eof = False
 
     @classmethod
-    def open(cls, port: int, host: str = "127.0.0.1", timeout: float = TIMEOUT) -> "Conn":
+    def open(
+        cls, port: int, host: str = "127.0.0.1", timeout: float = TIMEOUT
+    ) -> "Conn":
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         s = socket.socket(family, socket.SOCK_STREAM)
         s.settimeout(timeout)
@@ -136,12 +150,16 @@ class Conn:
             return False
         left = deadline - time.monotonic()
         if left <= 0:
-            raise TimeoutError("no data before the deadline; have %r" % bytes(self.buf[:300]))
+            raise TimeoutError(
+                "no data before the deadline; have %r" % bytes(self.buf[:300])
+            )
         self.sock.settimeout(left)
         try:
             data = self.sock.recv(size)
         except socket.timeout:
-            raise TimeoutError("no data before the deadline; have %r" % bytes(self.buf[:300]))
+            raise TimeoutError(
+                "no data before the deadline; have %r" % bytes(self.buf[:300])
+            )
         except ConnectionResetError:
             data = b""
         if not data:
@@ -150,7 +168,9 @@ class Conn:
         self.buf += data
         return True
 
-    def readUntil(self, delim: bytes, timeout: float = TIMEOUT, limit: int = 1 << 20) -> bytes:
+    def readUntil(
+        self, delim: bytes, timeout: float = TIMEOUT, limit: int = 1 << 20
+    ) -> bytes:
         deadline = time.monotonic() + timeout
         start = 0
         while True:
@@ -163,7 +183,9 @@ class Conn:
             if len(self.buf) > limit:
                 raise AssertionError("no %r in the first %d bytes" % (delim, limit))
             if not self._fill(deadline):
-                raise Closed("closed before %r; have %r" % (delim, bytes(self.buf[:300])))
+                raise Closed(
+                    "closed before %r; have %r" % (delim, bytes(self.buf[:300]))
+                )
 
     def readExact(self, n: int, timeout: float = TIMEOUT) -> bytes:
         deadline = time.monotonic() + timeout
@@ -209,7 +231,9 @@ class Conn:
         """
         deadline = time.monotonic() + timeout
         while True:
-            head = self.readUntil(b"\r\n\r\n", timeout=max(0.01, deadline - time.monotonic()))
+            head = self.readUntil(
+                b"\r\n\r\n", timeout=max(0.01, deadline - time.monotonic())
+            )
             resp = Response(head)
             if 100 <= resp.status < 200 and resp.status != 101:
                 if interim:
@@ -218,6 +242,8 @@ class Conn:
             break
         left = lambda: max(0.01, deadline - time.monotonic())  # noqa: E731
         if method == b"HEAD" or resp.status in (101, 204, 304) or resp.status < 200:
+            return resp
+        if method == b"CONNECT" and 200 <= resp.status < 300:
             return resp
         te = resp.tokens(b"transfer-encoding")
         cl = resp.header(b"content-length")
@@ -243,7 +269,9 @@ class Conn:
                 break
             parts.append(self.readExact(size, max(0.01, deadline - time.monotonic())))
             assert self.readExact(2, max(0.01, deadline - time.monotonic())) == b"\r\n"
-        while self.readUntil(b"\r\n", max(0.01, deadline - time.monotonic())) != b"\r\n":
+        while (
+            self.readUntil(b"\r\n", max(0.01, deadline - time.monotonic())) != b"\r\n"
+        ):
             pass
         return b"".join(parts)
 
@@ -286,7 +314,14 @@ class ManagedProcess:
     A subprocess with its output in a file, killed by L{stop}.
     """
 
-    def __init__(self, argv: Sequence[str], logPath: Path, cwd: Path, env: Dict[str, str], stdout=None) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        logPath: Path,
+        cwd: Path,
+        env: Dict[str, str],
+        stdout=None,
+    ) -> None:
         self.argv = list(argv)
         self.logPath = logPath
         self.logFile = open(logPath, "wb")
@@ -323,7 +358,9 @@ class ManagedProcess:
         self.logFile.close()
 
 
-def childEnv(extra: Optional[Dict[str, str]] = None, shim: bool = True) -> Dict[str, str]:
+def childEnv(
+    extra: Optional[Dict[str, str]] = None, shim: bool = True
+) -> Dict[str, str]:
     """
     An environment for processes under test: no proxy variables, the
     checkout first on the path, and (C{shim}) the DNS shim that keeps name
@@ -346,14 +383,27 @@ class Origin:
     A running C{origin.py}.
     """
 
-    def __init__(self, workdir: Path, host: str = "127.0.0.1", tls: Optional[Tuple[Path, Path]] = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        host: str = "127.0.0.1",
+        tls: Optional[Tuple[Path, Path]] = None,
+    ) -> None:
         self.host = host
         argv = [sys.executable, str(ORIGIN_SCRIPT), "--port", "0", "--interface", host]
         if tls:
             argv[2:2] = ["--tls", str(tls[0]), str(tls[1])]
-        name = "origin-%s-%d-%s" % (host.replace(":", "_"), time.monotonic_ns(), "tls" if tls else "tcp")
+        name = "origin-%s-%d-%s" % (
+            host.replace(":", "_"),
+            time.monotonic_ns(),
+            "tls" if tls else "tcp",
+        )
         self.process = ManagedProcess(
-            argv, workdir / (name + ".log"), workdir, childEnv(shim=False), stdout=subprocess.PIPE
+            argv,
+            workdir / (name + ".log"),
+            workdir,
+            childEnv(shim=False),
+            stdout=subprocess.PIPE,
         )
         self.port = self._readPort()
 
@@ -405,8 +455,8 @@ class Origin:
 
 class Proxy:
     """
-    A running proxy (C{python -m twisted -n --pidfile= webproxy ...} unless
-    C{argv} says otherwise).
+    A running proxy (C{twistd -n --pidfile= webproxy ...} unless C{argv}
+    says otherwise).
     """
 
     def __init__(
@@ -421,14 +471,28 @@ class Proxy:
         self.port = port if port is not None else freePort()
         if argv is None:
             argv = [
-                sys.executable, "-m", "twisted", "-n", "--pidfile=", "webproxy",
-                "--port", str(self.port), "--interface", "127.0.0.1", *args,
+                *TWISTD,
+                "-n",
+                "--pidfile=",
+                "webproxy",
+                "--port",
+                str(self.port),
+                "--interface",
+                "127.0.0.1",
+                *args,
             ]
         self.process = ManagedProcess(
-            argv, workdir / ("proxy-%d-%d.log" % (self.port, time.monotonic_ns())),
-            cwd or workdir, childEnv(env),
+            argv,
+            workdir / ("proxy-%d-%d.log" % (self.port, time.monotonic_ns())),
+            cwd or workdir,
+            childEnv(env),
         )
-        self.waitReady()
+        LIVE_PROXIES.append(self)
+        try:
+            self.waitReady()
+        except BaseException:
+            self.stop()
+            raise
 
     def waitReady(self, timeout: float = 10.0) -> None:
         """
@@ -438,17 +502,24 @@ class Proxy:
         last: object = None
         while time.monotonic() < deadline:
             if self.process.proc.poll() is not None:
-                raise RuntimeError("proxy exited (%s): %s" % (self.process.proc.returncode, self.process.log()))
+                raise RuntimeError(
+                    "proxy exited (%s): %s"
+                    % (self.process.proc.returncode, self.process.log())
+                )
             try:
                 with Conn.open(self.port, timeout=2) as c:
-                    c.send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n" % self.port)
+                    c.send(
+                        b"GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n"
+                        % self.port
+                    )
                     c.readUntil(b"\r\n", timeout=2)
                     return
             except (OSError, Closed, TimeoutError) as e:
                 last = e
             time.sleep(0.05)
-        self.process.stop()
-        raise RuntimeError("proxy not ready in %ss (%r): %s" % (timeout, last, self.process.log()))
+        raise RuntimeError(
+            "proxy not ready in %ss (%r): %s" % (timeout, last, self.process.log())
+        )
 
     @property
     def pid(self) -> int:
@@ -464,18 +535,32 @@ class Proxy:
                     return int(line.split()[1]) * 1024
         raise AssertionError("no VmRSS")
 
+    def openFiles(self) -> int:
+        """
+        @return: how many file descriptors the proxy process has open.
+        """
+        return len(os.listdir("/proc/%d/fd" % self.pid))
+
     def connect(self, timeout: float = TIMEOUT) -> Conn:
         return Conn.open(self.port, timeout=timeout)
 
-    def request(self, raw: bytes, method: bytes = b"GET", timeout: float = TIMEOUT) -> Tuple[Response, Conn]:
+    def request(
+        self, raw: bytes, method: bytes = b"GET", timeout: float = TIMEOUT
+    ) -> Tuple[Response, Conn]:
         return request(self.port, raw, method, timeout)
 
-    def get(self, url: str, headers: bytes = b"", host: Optional[bytes] = None) -> Response:
+    def get(
+        self, url: str, headers: bytes = b"", host: Optional[bytes] = None
+    ) -> Response:
         """
         One absolute-form GET on a fresh connection that is then closed.
         """
         authority = re.match(r"https?://([^/]+)", url).group(1).encode()
-        raw = b"GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (url.encode(), host or authority, headers)
+        raw = b"GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (
+            url.encode(),
+            host or authority,
+            headers,
+        )
         resp, conn = self.request(raw)
         conn.close()
         return resp
@@ -485,6 +570,8 @@ class Proxy:
 
     def stop(self) -> None:
         self.process.stop()
+        if self in LIVE_PROXIES:
+            LIVE_PROXIES.remove(self)
 
 
 def makeCertificate(directory: Path) -> Tuple[Path, Path]:

@@ -28,11 +28,15 @@ def warmUp(proxy, origin) -> None:
     allocated when the baseline is taken.
     """
     with proxy.connect(timeout=10) as c:
-        c.send(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % origin.url("/bytes?n=%d" % (4 * MiB)).encode())
+        c.send(
+            b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
+            % origin.url("/bytes?n=%d" % (4 * MiB)).encode()
+        )
         assert len(c.readResponse(timeout=10).body) == 4 * MiB
         data = pattern(0, 4 * MiB)
         c.send(
-            b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (origin.url("/upload").encode(), len(data))
+            b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+            % (origin.url("/upload").encode(), len(data))
             + data
         )
         assert c.readResponse(timeout=10).status == 200
@@ -54,7 +58,10 @@ def test_slowDownloadMemoryFlat(makeProxy, origin) -> None:
     s = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 128 * 1024)
     try:
-        s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % origin.url("/bytes?n=%d" % size).encode())
+        s.sendall(
+            b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
+            % origin.url("/bytes?n=%d" % size).encode()
+        )
         # Stall: an origin on loopback could deliver everything by now.
         stallEnd = time.monotonic() + 2.0
         while time.monotonic() < stallEnd:
@@ -75,7 +82,10 @@ def test_slowDownloadMemoryFlat(makeProxy, origin) -> None:
         nextSample = 0.0
         reads = 0
         while got < size:
-            assert time.monotonic() < deadline, "only %d of %d bytes in time" % (got, size)
+            assert time.monotonic() < deadline, "only %d of %d bytes in time" % (
+                got,
+                size,
+            )
             chunk = s.recv(min(65536, size - got))
             assert chunk, "closed after %d of %d bytes" % (got, size)
             h.update(chunk)
@@ -91,7 +101,9 @@ def test_slowDownloadMemoryFlat(makeProxy, origin) -> None:
     finally:
         s.close()
     assert h.hexdigest() == expected
-    assert peak - baseline < ALLOWED_GROWTH, "RSS grew by %.1f MiB" % ((peak - baseline) / MiB)
+    assert peak - baseline < ALLOWED_GROWTH, "RSS grew by %.1f MiB" % (
+        (peak - baseline) / MiB
+    )
 
 
 def test_slowUploadMemoryFlat(makeProxy, origin) -> None:
@@ -142,4 +154,6 @@ def test_slowUploadMemoryFlat(makeProxy, origin) -> None:
         sender.join(5)
     assert resp.status == 200, resp
     assert json.loads(resp.body) == {"count": size, "sha256": expected.hexdigest()}
-    assert peak - baseline < ALLOWED_GROWTH, "RSS grew by %.1f MiB" % ((peak - baseline) / MiB)
+    assert peak - baseline < ALLOWED_GROWTH, "RSS grew by %.1f MiB" % (
+        (peak - baseline) / MiB
+    )

@@ -6,6 +6,7 @@ proxy stops parsing and relays bytes.
 from __future__ import annotations
 
 import socket
+import subprocess
 import ssl
 import time
 
@@ -18,10 +19,17 @@ def connect(proxy, authority: str, trailing: bytes = b"") -> Conn:
     Open a tunnel to C{authority} and check the proxy's 200.
     """
     c = proxy.connect()
-    c.send(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (authority.encode(), authority.encode()) + trailing)
+    c.send(
+        b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+        % (authority.encode(), authority.encode())
+        + trailing
+    )
     resp = c.readResponse(b"CONNECT")
     assert resp.status == 200, resp
-    assert b"transfer-encoding" not in resp.headerNames() and b"content-length" not in resp.headerNames()
+    assert (
+        b"transfer-encoding" not in resp.headerNames()
+        and b"content-length" not in resp.headerNames()
+    )
     return c
 
 
@@ -31,7 +39,10 @@ def test_connectDisallowedPort(proxy, origin) -> None:
     given with --connect-port) is refused with 403.
     """
     port = freePort()
-    resp, conn = proxy.request(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (port, port), b"CONNECT")
+    resp, conn = proxy.request(
+        b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (port, port),
+        b"CONNECT",
+    )
     conn.close()
     assert resp.status == 403, resp
 
@@ -59,7 +70,10 @@ def test_connectReasonPhrase(proxy, tlsOrigin) -> None:
     The CONNECT success status line is C{HTTP/1.1 200 Connection established}.
     """
     c = proxy.connect()
-    c.send(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % ((tlsOrigin.authority.encode(),) * 2))
+    c.send(
+        b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+        % ((tlsOrigin.authority.encode(),) * 2)
+    )
     line = c.readUntil(b"\r\n")
     c.close()
     assert line.lower() == b"http/1.1 200 connection established\r\n"
@@ -70,11 +84,18 @@ def test_bytesAfterConnectHeadNotLost(proxy, origin) -> None:
     Bytes sent in the same packet as the CONNECT head (here a whole HTTP
     request to a plain-HTTP origin) go through the tunnel.
     """
-    c = connect(proxy, origin.authority, trailing=b"GET /echo?same-packet HTTP/1.1\r\nHost: a\r\n\r\n")
+    c = connect(
+        proxy,
+        origin.authority,
+        trailing=b"GET /echo?same-packet HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
     with c:
         resp = c.readResponse()
         assert resp.status == 200, resp
-        assert splitEcho(resp.body)[0] == b"GET /echo?same-packet HTTP/1.1\r\nHost: a\r\n\r\n"
+        assert (
+            splitEcho(resp.body)[0]
+            == b"GET /echo?same-packet HTTP/1.1\r\nHost: a\r\n\r\n"
+        )
         assert resp.header(b"via") is None, "the tunnel must not be parsed"
 
 
@@ -92,11 +113,12 @@ def test_tunnelHalfClose(proxy, origin) -> None:
         assert closed and extra == b""
 
 
-def test_tunnelClientCloseClosesUpstream(proxy, makeOrigin) -> None:
+def test_tunnelClientCloseClosesUpstream(makeProxy, makeOrigin) -> None:
     """
     When the client closes the tunnel, the proxy closes the upstream side.
     """
     fresh = makeOrigin()
+    proxy = makeProxy("--connect-port", str(fresh.port))
     c = connect(proxy, fresh.authority)
     c.send(b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n")
     assert c.readResponse().status == 200
@@ -126,7 +148,10 @@ def test_connectToClosedPort(makeProxy) -> None:
     """
     port = freePort()
     proxy = makeProxy("--connect-port", str(port))
-    resp, conn = proxy.request(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (port, port), b"CONNECT")
+    resp, conn = proxy.request(
+        b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (port, port),
+        b"CONNECT",
+    )
     conn.close()
     assert resp.status == 502, resp
 
@@ -147,9 +172,90 @@ def test_upgradeBecomesTunnel(proxy, origin) -> None:
         assert resp.status == 101, resp
         assert resp.header(b"upgrade") == b"websocket"
         assert b"upgrade" in resp.tokens(b"connection")
-        for message in (b"\x81\x05hello", b"GET / HTTP/1.1\r\n\r\n", bytes(range(256)) * 40):
+        for message in (
+            b"\x81\x05hello",
+            b"GET / HTTP/1.1\r\n\r\n",
+            bytes(range(256)) * 40,
+        ):
             c.send(message)
             assert c.readExact(len(message)) == message
         c.sock.shutdown(socket.SHUT_WR)
         closed, extra = c.waitClosed(3)
         assert closed and extra == b""
+
+
+def test_closedTunnelsDoNotDelayShutdown(makeProxy, origin) -> None:
+    """
+    Once a CONNECT tunnel and an upgraded (101) connection have been closed
+    by both sides, nothing is left in flight: on SIGTERM the proxy exits
+    promptly instead of waiting for its drain timeout (10 s by default).
+    """
+    proxy = makeProxy("--connect-port", str(origin.port))
+    with connect(proxy, origin.authority) as c:
+        c.send(b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert c.readResponse().status == 200
+    with proxy.connect() as c:
+        c.send(
+            b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+            % origin.url("/ws").encode()
+        )
+        assert c.readResponse().status == 101
+        c.send(b"ping")
+        assert c.readExact(4) == b"ping"
+    assert proxy.get(origin.url("/echo")).status == 200
+    time.sleep(0.5)
+    start = time.monotonic()
+    proxy.process.proc.terminate()
+    try:
+        proxy.process.proc.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
+    elapsed = time.monotonic() - start
+    assert proxy.process.proc.poll() is not None and elapsed < 3, (
+        "still running %.1fs after SIGTERM with no open connection" % elapsed
+    )
+
+
+def test_connectWithoutPortRefused(proxy, origin) -> None:
+    """
+    A CONNECT target must be host:port; without a port it is refused with
+    400.
+    """
+    resp, conn = proxy.request(
+        b"CONNECT 127.0.0.1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", b"CONNECT"
+    )
+    conn.close()
+    assert resp.status == 400, resp
+
+
+def test_closedTunnelsReleaseSockets(makeProxy, origin) -> None:
+    """
+    CONNECT tunnels and upgraded (101) connections that both sides have
+    closed release their sockets: after twenty of each, the proxy has no
+    more file descriptors open than before.
+    """
+    proxy = makeProxy("--connect-port", str(origin.port))
+    assert proxy.get(origin.url("/echo")).status == 200
+    baseline = proxy.openFiles()
+    for i in range(20):
+        with connect(
+            proxy,
+            origin.authority,
+            b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        ) as c:
+            assert c.readResponse().status == 200
+        with proxy.connect() as c:
+            c.send(
+                b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+                % origin.url("/ws").encode()
+            )
+            assert c.readResponse().status == 101
+            c.sock.shutdown(socket.SHUT_WR)
+            assert c.waitClosed(3)[0]
+    deadline = time.monotonic() + 3
+    while proxy.openFiles() > baseline and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proxy.openFiles() <= baseline, "%d descriptors open, %d before" % (
+        proxy.openFiles(),
+        baseline,
+    )

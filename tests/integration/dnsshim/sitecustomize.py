@@ -31,7 +31,8 @@ def _allowed(host):
 def _refuse(host):
     raise socket.gaierror(
         socket.EAI_NONAME,
-        "Name or service not known (%r: only local names resolve in the integration tests)" % (host,),
+        "Name or service not known (%r: only local names resolve in the integration tests)"
+        % (host,),
     )
 
 

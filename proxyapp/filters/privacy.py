@@ -1,0 +1,280 @@
+# -*- test-case-name: tests.test_filters_privacy -*-
+"""
+The C{privacy} filter: what the origin learns about the client and the
+proxy.
+
+Configuration (C{[filter.privacy]}), every key optional::
+
+    via = true                  # false: the proxy's own Via entry is
+                                # removed from requests and responses
+                                # (entries of other proxies stay)
+    forwarded_for = "pass"      # X-Forwarded-For: "pass" (leave as the
+                                # client sent it), "append" (add the
+                                # client's address to the list), "set"
+                                # (only the client's address), "remove"
+    forwarded = "pass"          # Forwarded (RFC 7239): "pass", "append"
+                                # (add for=...;host=...;proto=... for this
+                                # hop), "set" (only this hop), "remove"
+    remove = ["From"]           # request fields removed from every request
+    replace = {User-Agent = "Mozilla/5.0"}
+                                # request fields whose value is replaced
+                                # when the client sent them
+    referer = "pass"            # "pass", "origin" (cut to scheme://host/),
+                                # "remove"
+    strip_cookies_for = ["tracker.example"]
+                                # Cookie removed from requests to these
+                                # domains and their subdomains, and
+                                # Set-Cookie from their responses
+
+Field names in C{remove} and C{replace} are matched case-insensitively.
+Fields the proxy manages itself (framing, Host, hop-by-hop fields) cannot
+be listed.
+
+The proxy adds its Via entry to a request before the filters run, so with
+C{via = false} the filter learns that entry from the first request (it is
+the last Via field) and removes exactly that value from then on.  On
+responses the core adds Via after the response filters, so the filter
+removes it when the core asks for a body transform (see
+L{PrivacyFilter.bodyTransform}); responses without a body keep it until
+the core adds Via before the response filters.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Optional
+
+from zope.interface import alsoProvides, implementer
+
+from proxyapp.filters.access import DomainSet
+from proxyapp.filters.headers import TOKEN_CHARS, checkFieldName, checkFieldValue
+from proxyapp.interfaces import IBodyFilter, IRequestFilter, IResponseFilter
+from proxyapp.message import Headers, RequestHead, ResponseHead
+
+MODES = ("pass", "append", "set", "remove")
+REFERER_MODES = ("pass", "origin", "remove")
+
+def removeValue(headers: Headers, name: bytes, value: bytes) -> None:
+    """
+    Remove the fields called C{name} whose value is exactly C{value},
+    keeping the others (with their names as sent) in order.
+    """
+    lower = name.lower()
+    fields = [(n, v) for n, v in headers if n.lower() == lower]
+    if not any(v == value for _, v in fields):
+        return
+    headers.remove(name)
+    for n, v in fields:
+        if v != value:
+            headers.add(n, v)
+
+
+def _nodeName(request: RequestHead) -> bytes:
+    """
+    @return: the client as an RFC 7239 node: an IPv4 address, a quoted
+        bracketed IPv6 address, or C{unknown}.
+    """
+    if request.clientAddress is None:
+        return b"unknown"
+    host = request.clientAddress[0]
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return b"unknown"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped).encode("ascii")
+        return b'"[' + str(address).encode("ascii") + b']"'
+    return str(address).encode("ascii")
+
+
+def _clientText(request: RequestHead) -> bytes:
+    if request.clientAddress is None:
+        return b"unknown"
+    host = request.clientAddress[0]
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return b"unknown"
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return str(address).encode("ascii")
+
+
+def _quoteHost(authority: bytes) -> bytes:
+    # host= values with a port or brackets need quoting (RFC 7239 4).
+    if all(c in TOKEN_CHARS for c in authority):
+        return authority
+    return b'"' + authority.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+@implementer(IRequestFilter)
+class PrivacyFilter:
+    """
+    Removes or rewrites what identifies the client (and, optionally, the
+    proxy) to the origin.
+
+    It also provides L{IResponseFilter} when it has something to do on
+    responses (C{strip_cookies_for}, C{via = false}) and L{IBodyFilter}
+    with C{via = false}, so that an unused hook costs the proxy nothing.
+
+    @ivar ownVia: the value of the Via field this proxy adds, once learnt.
+    """
+
+    def __init__(
+        self,
+        via: bool = True,
+        forwardedFor: str = "pass",
+        forwarded: str = "pass",
+        remove: tuple[bytes, ...] = (),
+        replace: tuple[tuple[bytes, bytes], ...] = (),
+        referer: str = "pass",
+        stripCookiesFor: Optional[DomainSet] = None,
+    ) -> None:
+        self.via = via
+        self.forwardedFor = forwardedFor
+        self.forwarded = forwarded
+        self.remove = remove
+        self.replace = replace
+        self.referer = referer
+        self.stripCookiesFor = stripCookiesFor if stripCookiesFor is not None else DomainSet()
+        self.ownVia: Optional[bytes] = None
+        if not via or len(self.stripCookiesFor):
+            alsoProvides(self, IResponseFilter)
+        if not via:
+            alsoProvides(self, IBodyFilter)
+
+    def filterRequest(self, request: RequestHead) -> RequestHead:
+        headers = request.headers
+        if not self.via:
+            if self.ownVia is None:
+                values = headers.getAll(b"via")
+                if values:
+                    self.ownVia = values[-1]
+            if self.ownVia is not None:
+                removeValue(headers, b"via", self.ownVia)
+        if self.forwardedFor != "pass":
+            self._forwardedFor(request, headers)
+        if self.forwarded != "pass":
+            self._forwarded(request, headers)
+        for name in self.remove:
+            headers.remove(name)
+        for name, value in self.replace:
+            if name in headers:
+                headers.set(name, value)
+        if self.referer != "pass":
+            self._referer(headers)
+        if len(self.stripCookiesFor) and request.host is not None and self.stripCookiesFor.match(request.host):
+            headers.remove(b"cookie")
+        return request
+
+    def _forwardedFor(self, request: RequestHead, headers: Headers) -> None:
+        mode = self.forwardedFor
+        if mode == "remove":
+            headers.remove(b"x-forwarded-for")
+            return
+        client = _clientText(request)
+        existing = headers.getAll(b"x-forwarded-for")
+        if mode == "append" and existing:
+            headers.set(b"X-Forwarded-For", b", ".join(existing + [client]))
+        else:
+            headers.set(b"X-Forwarded-For", client)
+
+    def _forwarded(self, request: RequestHead, headers: Headers) -> None:
+        mode = self.forwarded
+        if mode == "remove":
+            headers.remove(b"forwarded")
+            return
+        element = b"for=" + _nodeName(request)
+        if request.authority:
+            element += b";host=" + _quoteHost(request.authority)
+        element += b";proto=" + (request.scheme or "http").encode("ascii")
+        existing = headers.getAll(b"forwarded")
+        if mode == "append" and existing:
+            headers.set(b"Forwarded", b", ".join(existing + [element]))
+        else:
+            headers.set(b"Forwarded", element)
+
+    def _referer(self, headers: Headers) -> None:
+        if self.referer == "remove":
+            headers.remove(b"referer")
+            return
+        referer = headers.get(b"referer")
+        if referer is None:
+            return
+        scheme, sep, rest = referer.partition(b"://")
+        if not sep:
+            headers.remove(b"referer")
+            return
+        end = len(rest)
+        for delimiter in (b"/", b"?", b"#"):
+            found = rest.find(delimiter)
+            if found != -1 and found < end:
+                end = found
+        authority = rest[:end].rpartition(b"@")[2]
+        headers.set(b"Referer", scheme + b"://" + authority + b"/")
+
+    def filterResponse(self, request: RequestHead, response: ResponseHead) -> ResponseHead:
+        if len(self.stripCookiesFor) and request.host is not None and self.stripCookiesFor.match(request.host):
+            response.headers.remove(b"set-cookie")
+        if not self.via and self.ownVia is not None:
+            # Effective once the core adds its Via before response filters.
+            removeValue(response.headers, b"via", self.ownVia)
+        return response
+
+    def bodyTransform(self, request: RequestHead, response: ResponseHead) -> None:
+        """
+        Provided only with C{via = false}: the core adds its Via entry to
+        responses after the response filters and before asking for body
+        transforms, so this is where it can be taken out again.
+
+        @return: C{None}: the body itself is never changed.
+        """
+        if self.ownVia is not None:
+            removeValue(response.headers, b"via", self.ownVia)
+        return None
+
+
+def _choice(config: dict[str, Any], key: str, choices: tuple[str, ...]) -> str:
+    value = config.get(key, "pass")
+    if value not in choices:
+        raise ValueError(f"privacy: {key}: expected one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+    return value  # type: ignore[no-any-return]
+
+
+KEYS = ("via", "forwarded_for", "forwarded", "remove", "replace", "referer", "strip_cookies_for")
+
+
+def makeFilter(config: dict[str, Any]) -> PrivacyFilter:
+    """
+    Build the privacy filter from its table (see the module docstring).
+
+    @raise ValueError: naming the bad key and what was expected.
+    """
+    unknown = set(config) - set(KEYS)
+    if unknown:
+        raise ValueError(f"privacy: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(KEYS)}")
+    via = config.get("via", True)
+    if not isinstance(via, bool):
+        raise ValueError(f"privacy: via: expected true or false, got {via!r}")
+    forwardedFor = _choice(config, "forwarded_for", MODES)
+    forwarded = _choice(config, "forwarded", MODES)
+    referer = _choice(config, "referer", REFERER_MODES)
+    removeList = config.get("remove", [])
+    if not isinstance(removeList, list):
+        raise ValueError(f"privacy: remove: expected a list of header field names, got {removeList!r}")
+    remove = tuple(checkFieldName(name, "privacy: remove").lower() for name in removeList)
+    replaceTable = config.get("replace", {})
+    if not isinstance(replaceTable, dict):
+        raise ValueError(f"privacy: replace: expected a table of field names to values, got {replaceTable!r}")
+    replace = tuple(
+        (checkFieldName(name, "privacy: replace"), checkFieldValue(value, f"privacy: replace: {name}"))
+        for name, value in replaceTable.items()
+    )
+    domains = config.get("strip_cookies_for", [])
+    if not isinstance(domains, list) or not all(isinstance(d, str) and d for d in domains):
+        raise ValueError(f"privacy: strip_cookies_for: expected a list of domain names, got {domains!r}")
+    stripCookiesFor = DomainSet()
+    for domain in domains:
+        stripCookiesFor.add(domain)
+    return PrivacyFilter(via, forwardedFor, forwarded, remove, replace, referer, stripCookiesFor)

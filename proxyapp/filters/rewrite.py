@@ -1,0 +1,506 @@
+# -*- test-case-name: tests.test_filters_rewrite -*-
+"""
+The C{rewrite} filter: literal or regular-expression replacement in text
+response bodies, streaming.
+
+Configuration (C{[filter.rewrite]}); the top-level table holds defaults
+and, optionally, one rule (C{search}, C{replace}, ...); each
+C{[[filter.rewrite.rule]]} adds a rule.  Rules run in order, each on the
+output of the one before::
+
+    media_types = ["text/html", "text/plain"]  # default for rules;
+                                   # "type/subtype" or wildcards ("text/*")
+    hosts = ["example.com"]        # default for rules: only these domains
+                                   # and their subdomains (default: all)
+    max_match = 4096               # the longest regex match supported, in
+                                   # characters (literal rules need only
+                                   # their own length)
+    decode = true                  # gzip/deflate bodies are decoded,
+                                   # rewritten and re-encoded; false: they
+                                   # pass untouched
+
+    [[filter.rewrite.rule]]
+    search = "http://example.com/" # required, non-empty
+    replace = "https://example.com/"  # required (may be "")
+    regex = false                  # true: search is a Python regular
+                                   # expression and replace may use \\1,
+                                   # \\g<name>; flags inline, e.g. "(?i)"
+    media_types = [...]            # overrides the default
+    hosts = [...]                  # overrides the default
+    max_match = 256                # overrides the default
+
+Theory of operation.  The body is decoded (Content-Encoding, then the
+charset named by Content-Type, UTF-8 when none is named; undecodable bytes
+survive unchanged through C{surrogateescape}), rewritten, and encoded back
+the same way, one chunk at a time.  A match may straddle chunks, so each
+rule holds back the end of what it has seen: a literal rule at most its
+search string's length, a regex rule at most C{max_match} characters
+(plus as much already-sent text as context for lookbehind and C{\\b}).  A
+regex match is accepted once C{max_match} characters from its start are
+known, so matches up to C{max_match} long are found exactly as in the
+whole body; longer ones may be cut short at a chunk boundary.  Memory per
+body is therefore bounded by the rules' hold-back, the largest chunk and
+zlib's buffers, whatever the body's size; decompression is done in
+64 KiB steps so that a compression bomb cannot inflate a chunk at once.
+
+A body is left untouched when its media type or host matches no rule, when
+the response says C{Cache-Control: no-transform}, for 206 Partial Content,
+for content codings other than gzip and deflate (or any coding with
+C{decode = false}), and for charsets Python does not know.  A rewritten
+response loses Content-Length (the core re-frames it), Content-MD5 and
+digest fields, and Accept-Ranges; its ETag becomes weak.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+import zlib
+from fnmatch import fnmatchcase
+from typing import Any, Callable, Optional
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from proxyapp.filters.access import DomainSet
+from proxyapp.interfaces import IBodyFilter, IBodyTransform
+from proxyapp.message import RequestHead, ResponseHead
+
+log = Logger()
+
+DEFAULT_MEDIA_TYPES = ["text/html", "text/plain"]
+DEFAULT_MAX_MATCH = 4096
+MAX_MAX_MATCH = 1 << 20
+INFLATE_STEP = 65536
+MAX_RAW = 1 << 20
+
+TOP_KEYS = ("media_types", "hosts", "max_match", "decode", "rule")
+RULE_KEYS = ("search", "replace", "regex", "media_types", "hosts", "max_match")
+
+_DROPPED_FIELDS = (b"content-length", b"content-md5", b"digest", b"content-digest", b"repr-digest", b"accept-ranges")
+
+
+class Rule:
+    """
+    One replacement.
+
+    @ivar pattern: the compiled pattern (a literal search is escaped).
+    @ivar replace: the replacement: a template for regex rules, text for
+        literal ones.
+    @ivar hold: how many characters a stage holds back at a chunk end.
+    @ivar context: how many characters of already-sent text a stage keeps
+        for lookbehind (0 for literal rules).
+    """
+
+    def __init__(
+        self,
+        search: str,
+        replace: str,
+        regex: bool,
+        mediaTypes: list[str],
+        hosts: Optional[DomainSet],
+        maxMatch: int,
+    ) -> None:
+        self.search = search
+        self.regex = regex
+        self.mediaTypes = [m.lower() for m in mediaTypes]
+        self.hosts = hosts
+        if regex:
+            self.pattern = re.compile(search)
+            self.hold = maxMatch
+            self.context = maxMatch
+        else:
+            self.pattern = re.compile(re.escape(search))
+            self.hold = len(search)
+            self.context = 0
+        self.replace = replace
+
+    def appliesTo(self, mediaType: str, host: Optional[str]) -> bool:
+        if self.hosts is not None and (host is None or self.hosts.match(host) is None):
+            return False
+        return any(fnmatchcase(mediaType, pattern) for pattern in self.mediaTypes)
+
+    def replacement(self, match: "re.Match[str]") -> str:
+        return match.expand(self.replace) if self.regex else self.replace
+
+
+class Stage:
+    """
+    One rule applied to a stream of text.
+
+    @ivar carry: text seen but not yet sent (a possible match's start).
+    @ivar before: already-sent original text kept as context.
+    """
+
+    __slots__ = ("rule", "carry", "before", "emptyAtCut")
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        self.carry = ""
+        self.before = ""
+        self.emptyAtCut = False
+
+    def feed(self, text: str, final: bool = False) -> str:
+        """
+        @return: the rewritten text that can be sent now.
+        """
+        rule = self.rule
+        before = self.before
+        data = before + self.carry + text
+        base = len(before)
+        end = len(data)
+        latest = end if final else end - rule.hold
+        out = []
+        position = base
+        lastEmpty = False
+        for match in rule.pattern.finditer(data, base):
+            start = match.start()
+            if start > latest:
+                break
+            stop = match.end()
+            if start == stop and start == base and self.emptyAtCut:
+                # This empty match was already made before the cut.
+                continue
+            out.append(data[position:start])
+            out.append(rule.replacement(match))
+            position = stop
+            lastEmpty = start == stop
+        cut = end if final else max(position, latest)
+        out.append(data[position:cut])
+        self.emptyAtCut = lastEmpty and position == cut
+        self.carry = data[cut:]
+        if rule.context:
+            self.before = data[max(0, cut - rule.context) : cut]
+        return "".join(out)
+
+
+class _Inflater:
+    """
+    Decodes a gzip or deflate body in bounded steps; a gzip body may hold
+    several members.
+    """
+
+    def __init__(self, coding: str) -> None:
+        self.coding = coding
+        self.decompressor: Any = None
+        self.pending = b""
+        self.zlibWrapped = True
+
+    def _start(self, data: bytes) -> None:
+        if self.coding == "gzip":
+            self.decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            return
+        # "deflate" means the zlib format (RFC 9110 8.4.1.2), but some
+        # servers send raw deflate; a zlib stream starts with a checksummed
+        # two-byte header.
+        self.zlibWrapped = (data[0] & 0x0F) == 8 and ((data[0] << 8) | data[1]) % 31 == 0
+        self.decompressor = zlib.decompressobj(zlib.MAX_WBITS if self.zlibWrapped else -zlib.MAX_WBITS)
+
+    def inflate(self, data: bytes) -> list[bytes]:
+        """
+        @return: the decoded pieces, each at most L{INFLATE_STEP} bytes.
+        @raise zlib.error: for a corrupt stream.
+        """
+        if self.decompressor is None:
+            data = self.pending + data
+            if len(data) < 2:
+                self.pending = data
+                return []
+            self.pending = b""
+            self._start(data)
+        pieces = []
+        while True:
+            d = self.decompressor
+            piece = d.decompress(data, INFLATE_STEP)
+            if piece:
+                pieces.append(piece)
+            data = d.unconsumed_tail
+            if d.eof:
+                rest = d.unused_data
+                if rest and self.coding == "gzip" and rest.strip(b"\0"):
+                    # Another gzip member follows.
+                    self.decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                    data = rest
+                    continue
+                return pieces
+            if not data and len(piece) < INFLATE_STEP:
+                # All input used and zlib has no more output for now (a
+                # full step may mean it has: ask again).
+                return pieces
+
+    def finish(self) -> list[bytes]:
+        if self.decompressor is None:
+            if self.pending:
+                raise zlib.error("truncated compressed body")
+            return []
+        tail = self.decompressor.flush()
+        return [tail] if tail else []
+
+    def deflater(self) -> Any:
+        if self.coding == "gzip":
+            return zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        return zlib.compressobj(6, zlib.DEFLATED, zlib.MAX_WBITS if self.zlibWrapped else -zlib.MAX_WBITS)
+
+
+@implementer(IBodyTransform)
+class RewriteTransform:
+    """
+    Rewrites one body: content decoding, charset decoding, the rules'
+    stages, and the way back.
+    """
+
+    def __init__(self, rules: list[Rule], charset: str, coding: Optional[str]) -> None:
+        self.stages = [Stage(rule) for rule in rules]
+        self.decoder = codecs.getincrementaldecoder(charset)("surrogateescape")
+        self.encoder = codecs.getincrementalencoder(charset)("surrogateescape")
+        self.inflater = _Inflater(coding) if coding is not None else None
+        self.deflater: Any = None
+        self.passthrough = False
+        self.dropping = False
+        self.emitted = False
+        self.sawInput = False
+        # The compressed input, kept until something is sent, so that a
+        # body that is not really compressed can still pass as it came.
+        self.raw: Optional[list[bytes]] = []
+        self.rawSize = 0
+
+    def _text(self, data: bytes, final: bool) -> bytes:
+        text = self.decoder.decode(data, final)
+        for stage in self.stages:
+            if not text and not final:
+                break
+            text = stage.feed(text, final)
+        return self.encoder.encode(text, final)
+
+    def transform(self, chunk: bytes) -> bytes:
+        if self.passthrough:
+            return chunk
+        if self.dropping:
+            return b""
+        inflater = self.inflater
+        if inflater is None:
+            return self._text(chunk, False)
+        if chunk:
+            self.sawInput = True
+        if not self.emitted and self.raw is not None:
+            self.raw.append(chunk)
+            self.rawSize += len(chunk)
+            if self.rawSize > MAX_RAW:
+                self.raw = None
+        try:
+            pieces = inflater.inflate(chunk)
+        except zlib.error as e:
+            return self._corrupt(e)
+        if not pieces:
+            return b""
+        if self.deflater is None:
+            self.deflater = inflater.deflater()
+        self.emitted = True
+        self.raw = None
+        deflater = self.deflater
+        out = [deflater.compress(self._text(piece, False)) for piece in pieces]
+        out.append(deflater.flush(zlib.Z_SYNC_FLUSH))
+        return b"".join(out)
+
+    def _corrupt(self, error: Exception) -> bytes:
+        if not self.emitted and self.raw is not None:
+            # Nothing sent yet: the body is not what its coding says, so
+            # send it as it came.
+            log.warn("rewrite: body is not valid {coding} ({error}); passing it through", coding=self.inflater.coding, error=str(error))  # type: ignore[union-attr]
+            self.passthrough = True
+            raw, self.raw = self.raw, None
+            return b"".join(raw)
+        log.warn("rewrite: compressed body is corrupt ({error}); ending it where it broke", error=str(error))
+        self.dropping = True
+        return self._close()
+
+    def _close(self) -> bytes:
+        out = [self._text(b"", True)]
+        if self.deflater is None:
+            return b""
+        deflater, self.deflater = self.deflater, None
+        return deflater.compress(out[0]) + deflater.flush(zlib.Z_FINISH)
+
+    def finish(self) -> bytes:
+        if self.passthrough or self.dropping:
+            return b""
+        inflater = self.inflater
+        if inflater is None:
+            return self._text(b"", True)
+        try:
+            pieces = inflater.finish()
+        except zlib.error as e:
+            return self._corrupt(e)
+        if not self.sawInput:
+            return b""
+        if self.deflater is None:
+            self.deflater = inflater.deflater()
+        deflater = self.deflater
+        out = [deflater.compress(self._text(piece, False)) for piece in pieces]
+        out.append(self._close())
+        return b"".join(out)
+
+
+def _mediaType(contentType: bytes) -> tuple[str, Optional[str]]:
+    """
+    @return: the lowercase C{type/subtype} and the charset parameter (if
+        any) of a Content-Type value.
+    """
+    parts = contentType.decode("latin-1").split(";")
+    mediaType = parts[0].strip().lower()
+    charset = None
+    for parameter in parts[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').strip() or None
+    return mediaType, charset
+
+
+@implementer(IBodyFilter)
+class RewriteFilter:
+    """
+    Offers a L{RewriteTransform} for responses some rule applies to.
+
+    @ivar decode: whether gzip and deflate bodies are decoded to be
+        rewritten (else they pass untouched).
+    """
+
+    def __init__(self, rules: list[Rule], decode: bool = True) -> None:
+        self.rules = rules
+        self.decode = decode
+
+    def bodyTransform(self, request: RequestHead, response: ResponseHead) -> Optional[RewriteTransform]:
+        headers = response.headers
+        if response.status == 206 or response.status < 200:
+            return None
+        contentType = headers.get(b"content-type")
+        if contentType is None:
+            return None
+        mediaType, charset = _mediaType(contentType)
+        rules = [rule for rule in self.rules if rule.appliesTo(mediaType, request.host)]
+        if not rules:
+            return None
+        if b"no-transform" in headers.getTokens(b"cache-control"):
+            return None
+        codings = [c for c in headers.getTokens(b"content-encoding") if c != b"identity"]
+        coding: Optional[str] = None
+        if codings:
+            if not self.decode or len(codings) > 1 or codings[0] not in (b"gzip", b"x-gzip", b"deflate"):
+                return None
+            coding = "deflate" if codings[0] == b"deflate" else "gzip"
+        charset = charset or "utf-8"
+        try:
+            if not getattr(codecs.lookup(charset), "_is_text_encoding", True):
+                raise LookupError(charset)
+            transform = RewriteTransform(rules, charset, coding)
+        except (LookupError, TypeError):
+            log.info("rewrite: unknown charset {charset!r} for {target}; body left untouched", charset=charset, target=request.url())
+            return None
+        for name in _DROPPED_FIELDS:
+            headers.remove(name)
+        etag = headers.get(b"etag")
+        if etag is not None and not etag.startswith(b"W/"):
+            headers.set(b"ETag", b"W/" + etag)
+        return transform
+
+
+def _strings(value: Any, where: str, what: str) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"{where}: expected a non-empty list of {what}, got {value!r}")
+    return value
+
+
+def _mediaTypes(value: Any, where: str) -> list[str]:
+    types = _strings(value, where, 'media types ("text/html", "text/*")')
+    for t in types:
+        if t.count("/") != 1 or " " in t or ";" in t:
+            raise ValueError(f"{where}: {t!r} is not a media type such as text/html or text/*")
+    return types
+
+
+def _hosts(value: Any, where: str) -> DomainSet:
+    domains = DomainSet()
+    for domain in _strings(value, where, "domain names"):
+        domains.add(domain)
+    return domains
+
+
+def _maxMatch(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_MAX_MATCH:
+        raise ValueError(f"{where}: expected an integer from 1 to {MAX_MAX_MATCH}, got {value!r}")
+    return value
+
+
+def parseRule(
+    table: dict[str, Any],
+    where: str,
+    mediaTypes: list[str],
+    hosts: Optional[DomainSet],
+    maxMatch: int,
+) -> Rule:
+    """
+    @raise ValueError: naming the bad key.
+    """
+    unknown = set(table) - set(RULE_KEYS)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(RULE_KEYS)}")
+    search = table.get("search")
+    if not isinstance(search, str) or not search:
+        raise ValueError(f"{where}: search: expected a non-empty string, got {search!r}")
+    replace = table.get("replace")
+    if not isinstance(replace, str):
+        raise ValueError(f"{where}: replace: expected a string (may be empty), got {replace!r}")
+    regex = table.get("regex", False)
+    if not isinstance(regex, bool):
+        raise ValueError(f"{where}: regex: expected true or false, got {regex!r}")
+    if "media_types" in table:
+        mediaTypes = _mediaTypes(table["media_types"], f"{where}: media_types")
+    if "hosts" in table:
+        hosts = _hosts(table["hosts"], f"{where}: hosts")
+    if "max_match" in table:
+        maxMatch = _maxMatch(table["max_match"], f"{where}: max_match")
+    if regex:
+        try:
+            pattern = re.compile(search)
+        except re.error as e:
+            raise ValueError(f"{where}: search: not a valid regular expression: {e}")
+        if pattern.fullmatch(""):
+            raise ValueError(f"{where}: search: the regular expression matches the empty string")
+        try:
+            pattern.sub(replace, "")
+        except (re.error, IndexError) as e:
+            raise ValueError(f"{where}: replace: not a valid replacement for this pattern: {e}")
+    elif len(search) > maxMatch:
+        raise ValueError(f"{where}: search: {len(search)} characters, longer than max_match ({maxMatch})")
+    return Rule(search, replace, regex, mediaTypes, hosts, maxMatch)
+
+
+def makeFilter(config: dict[str, Any]) -> RewriteFilter:
+    """
+    Build the rewrite filter from its table (see the module docstring).
+
+    @raise ValueError: naming the bad key and what was expected.
+    """
+    unknown = set(config) - set(TOP_KEYS) - set(RULE_KEYS)
+    if unknown:
+        raise ValueError(
+            f"rewrite: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(TOP_KEYS + RULE_KEYS[:3])}"
+        )
+    maxMatch = _maxMatch(config.get("max_match", DEFAULT_MAX_MATCH), "rewrite: max_match")
+    decode = config.get("decode", True)
+    if not isinstance(decode, bool):
+        raise ValueError(f"rewrite: decode: expected true or false, got {decode!r}")
+    mediaTypes = _mediaTypes(config["media_types"], "rewrite: media_types") if "media_types" in config else DEFAULT_MEDIA_TYPES
+    hosts = _hosts(config["hosts"], "rewrite: hosts") if "hosts" in config else None
+    rules = []
+    if "search" in config or "replace" in config or "regex" in config:
+        table: dict[str, Any] = {k: config[k] for k in ("search", "replace", "regex") if k in config}
+        rules.append(parseRule(table, "rewrite", mediaTypes, hosts, maxMatch))
+    extra = config.get("rule", [])
+    if not isinstance(extra, list) or not all(isinstance(t, dict) for t in extra):
+        raise ValueError(f"rewrite: rule: expected [[filter.rewrite.rule]] tables, got {extra!r}")
+    for index, table in enumerate(extra, 1):
+        rules.append(parseRule(table, f"rewrite: rule {index}", mediaTypes, hosts, maxMatch))
+    if not rules:
+        raise ValueError("rewrite: no rules; expected search and replace, or [[filter.rewrite.rule]] tables")
+    return RewriteFilter(rules, decode)

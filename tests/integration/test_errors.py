@@ -1,0 +1,110 @@
+"""
+Integration tests: the proxy's own answers (its page, loop detection) and
+its error responses for unreachable origins.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from .support import REPO_ROOT, freePort
+
+
+def proxyVersion() -> str:
+    sys.path.insert(0, str(REPO_ROOT))
+    try:
+        import proxyapp
+    finally:
+        sys.path.remove(str(REPO_ROOT))
+    return proxyapp.__version__
+
+
+def isShortHtml(resp) -> bool:
+    return (resp.header(b"content-type") or b"").startswith(b"text/html") and 0 < len(
+        resp.body
+    ) < 2048
+
+
+def test_ownPage(proxy) -> None:
+    """
+    An origin-form C{GET /} is answered by the proxy itself with a small
+    HTML page naming the proxy and its version.
+    """
+    resp, conn = proxy.request(
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % proxy.port
+    )
+    conn.close()
+    assert resp.status == 200, resp
+    assert (resp.header(b"content-type") or b"").startswith(b"text/html"), resp
+    assert len(resp.body) < 4096
+    assert b"webproxy" in resp.body.lower()
+    assert proxyVersion().encode() in resp.body
+
+
+def test_requestToSelfIsLoop(proxy) -> None:
+    """
+    An absolute-form request naming the proxy's own listening address is a
+    loop: 508.
+    """
+    for host in (b"127.0.0.1", b"localhost"):
+        resp = proxy.get("http://%s:%d/echo" % (host.decode(), proxy.port))
+        assert resp.status == 508, resp
+        assert isShortHtml(resp), resp
+
+
+def test_ownViaTokenIsLoop(proxy, origin) -> None:
+    """
+    A request that already carries this proxy's Via entry (learned from a
+    response) is a loop: 508, and it is not forwarded.
+    """
+    first = proxy.get(origin.url("/echo"))
+    via = first.header(b"via")
+    assert via, first
+    resp = proxy.get(
+        origin.url("/echo?looped"), headers=b"Via: 1.1 elsewhere, %s\r\n" % via
+    )
+    assert resp.status == 508, resp
+    assert not any(
+        "/echo?looped" in t for ts in origin.stats()["paths"].values() for t in ts
+    )
+
+
+def test_closedPortIs502(proxy) -> None:
+    """
+    An origin address where nothing listens gives 502 with a short HTML body.
+    """
+    port = freePort()
+    resp = proxy.get("http://127.0.0.1:%d/" % port)
+    assert resp.status == 502, resp
+    assert isShortHtml(resp), resp
+
+
+def test_unknownHostIs502(proxy) -> None:
+    """
+    A host name that does not resolve gives 502 with a short HTML body.
+    (The test processes resolve names only locally; see dnsshim.)
+    """
+    resp = proxy.get("http://nonexistent.invalid/")
+    assert resp.status == 502, resp
+    assert isShortHtml(resp), resp
+
+
+def test_originClosesWithoutAnswer(proxy, origin) -> None:
+    """
+    An origin that closes the connection without any response gives 502
+    (a GET may be retried once, but then fails the same way).
+    """
+    resp = proxy.get(origin.url("/drop"))
+    assert resp.status == 502, resp
+    assert isShortHtml(resp), resp
+
+
+def test_proxyStillServesAfterErrors(proxy, origin) -> None:
+    """
+    After all the errors above the proxy process still serves requests.
+    """
+    resp = proxy.get(origin.url("/echo?alive"))
+    assert resp.status == 200, resp
+    assert proxy.process.proc.poll() is None
+    assert not re.search(r"Unhandled [Ee]rror", proxy.log()), proxy.log()

@@ -1,0 +1,178 @@
+"""
+Integration tests: every wait of the proxy is bounded (connect, request
+head, keep-alive idle, upstream response head).
+
+One proxy with 1 second timeouts serves the whole module.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Iterator, List
+
+import pytest
+
+from .support import Proxy
+
+TIMEOUT = 1.0
+
+
+@pytest.fixture(scope="module")
+def quickProxy(workdir) -> Iterator[Proxy]:
+    """
+    A proxy whose connect, header, idle and upstream timeouts are all one
+    second.
+    """
+    p = Proxy(
+        workdir,
+        [
+            "--connect-timeout",
+            str(TIMEOUT),
+            "--header-timeout",
+            str(TIMEOUT),
+            "--idle-timeout",
+            str(TIMEOUT),
+            "--upstream-timeout",
+            str(TIMEOUT),
+        ],
+    )
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def blackHole() -> Iterator[int]:
+    """
+    A port on 127.0.0.1 whose connection attempts never complete: a
+    listening socket with a full accept queue, so new SYNs are dropped
+    (Linux does this when the queue overflows), and the connect hangs as it
+    would for an unreachable host.
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers: List[socket.socket] = []
+    for _ in range(8):
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(s)
+    time.sleep(0.2)
+    probe = socket.socket()
+    probe.settimeout(0.5)
+    try:
+        with pytest.raises((socket.timeout, TimeoutError)):
+            probe.connect(("127.0.0.1", port))
+    finally:
+        probe.close()
+    yield port
+    for s in fillers:
+        s.close()
+    listener.close()
+
+
+def test_connectTimeout(quickProxy, blackHole) -> None:
+    """
+    An origin that never completes the TCP handshake gives 504 after
+    --connect-timeout.
+    """
+    start = time.monotonic()
+    resp = quickProxy.get("http://127.0.0.1:%d/" % blackHole)
+    elapsed = time.monotonic() - start
+    assert resp.status == 504, resp
+    assert TIMEOUT * 0.8 <= elapsed < TIMEOUT + 3, elapsed
+
+
+def test_upstreamTimeout(quickProxy, origin) -> None:
+    """
+    An origin that accepts the request but never answers gives 504 after
+    --upstream-timeout.
+    """
+    start = time.monotonic()
+    resp = quickProxy.get(origin.url("/hang"))
+    elapsed = time.monotonic() - start
+    assert resp.status == 504, resp
+    assert TIMEOUT * 0.8 <= elapsed < TIMEOUT + 3, elapsed
+
+
+def test_slowButInTimeHead(quickProxy, origin) -> None:
+    """
+    A response head that comes before --upstream-timeout is forwarded.
+    """
+    resp = quickProxy.get(origin.url("/slow-head?delay=0.3"))
+    assert resp.status == 200, resp
+    assert resp.body == b"slow\n"
+
+
+def test_slowlorisHalfHead(quickProxy, origin) -> None:
+    """
+    A client that sends half a request head and waits is disconnected
+    after --header-timeout.
+    """
+    with quickProxy.connect() as c:
+        c.send(b"GET %s HTTP/1.1\r\nHost: x\r\n" % origin.url("/echo").encode())
+        start = time.monotonic()
+        closed, _ = c.waitClosed(TIMEOUT + 3)
+        elapsed = time.monotonic() - start
+    assert closed, "connection still open"
+    assert elapsed >= TIMEOUT * 0.8, elapsed
+
+
+def test_slowlorisTrickle(quickProxy, origin) -> None:
+    """
+    A client that keeps sending one header byte every 200 ms never finishes
+    its head, and is disconnected once --header-timeout has passed since the
+    head began (trickling does not reset the clock).
+    """
+    with quickProxy.connect() as c:
+        c.send(b"GET %s HTTP/1.1\r\nHost: x\r\nX-Slow: " % origin.url("/echo").encode())
+        start = time.monotonic()
+        closed = False
+        while time.monotonic() - start < TIMEOUT + 3:
+            try:
+                c.send(b"a")
+            except OSError:
+                closed = True
+                break
+            closed, _ = c.waitClosed(0.2)
+            if closed:
+                break
+        elapsed = time.monotonic() - start
+    assert closed, "connection still open after %.1fs of trickling" % elapsed
+    assert elapsed < TIMEOUT + 2, elapsed
+
+
+def test_idleKeepAliveClosed(quickProxy, origin) -> None:
+    """
+    A keep-alive connection with no new request is closed after
+    --idle-timeout, and not before.
+    """
+    with quickProxy.connect() as c:
+        c.send(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % origin.url("/echo").encode())
+        assert c.readResponse().status == 200
+        start = time.monotonic()
+        closed, extra = c.waitClosed(TIMEOUT + 3)
+        elapsed = time.monotonic() - start
+    assert closed, "idle connection still open"
+    assert extra == b"" or extra.startswith(b"HTTP/1.1 408"), extra
+    assert elapsed >= TIMEOUT * 0.8, elapsed
+
+
+def test_activeKeepAliveNotClosed(quickProxy, origin) -> None:
+    """
+    Requests spaced a bit under --idle-timeout apart keep the connection
+    open for longer than the timeout in total.
+    """
+    with quickProxy.connect() as c:
+        for i in range(4):
+            c.send(
+                b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
+                % origin.url("/echo?i=%d" % i).encode()
+            )
+            assert c.readResponse().status == 200
+            time.sleep(TIMEOUT * 0.5)
