@@ -109,7 +109,7 @@ def findFilterFactories(package: Optional[ModuleType] = None) -> Discovered:
         # which module it was and why, in one line.
         try:
             importlib.import_module(moduleName)
-        except Exception as e:
+        except BaseException as e:
             found.problems.append((moduleName, f"plugin module failed to import: {type(e).__name__}: {e}"))
     return found
 
@@ -129,6 +129,10 @@ def buildFilter(factory: Any, name: str, table: dict[str, Any]) -> EnabledFilter
         built = factory.makeFilter(table)
     except (ValueError, TypeError, KeyError) as e:
         raise FilterError(f"[filter.{name}] {e}")
+    except Exception as e:
+        # A crashing factory is the plugin's bug, not the user's; still one
+        # line, naming the filter and where it came from.
+        raise FilterError(f"filter {name!r}: its factory failed: {type(e).__name__}: {e}")
     provided = [i for i in FILTER_INTERFACES if i.providedBy(built)]
     if not provided:
         raise FilterError(f"filter {name!r}: the factory built {built!r}, which provides no filter interface")
@@ -153,7 +157,11 @@ def buildFilters(
     if discovered is None:
         discovered = findFilterFactories()
     filters = []
+    seen = set()
     for name in enabled:
+        if name in seen:
+            raise FilterError(f"filter {name!r} is enabled twice")
+        seen.add(name)
         factory = discovered.factories.get(name)
         if factory is None:
             broken = "; ".join(f"{module}: {message}" for module, message in discovered.problems)

@@ -44,7 +44,9 @@ class IRequestFilter(Interface):
         The head's hop-by-hop fields are already removed, C{Host} is the
         target's authority and C{request.user} is the authenticated proxy
         user, if any.  C{request.clientAddress} is the client's
-        C{(host, port)}.
+        C{(host, port)}.  C{request.host} is C{None} for a request addressed
+        to the proxy itself (its status page): the proxy answers such a
+        request itself once the filters pass it.
 
         @return: the head to forward (the same object, possibly modified in
             place, or a new one), a L{Response} to answer the client without
@@ -68,7 +70,7 @@ class IResponseFilter(Interface):
 
         @param request: the request as it was forwarded.
         @param response: the upstream's response head, hop-by-hop fields
-            removed.
+            removed and the proxy's own C{Via} entry added.
         @return: the head to send (possibly modified), a L{Response} that
             replaces the upstream's response entirely (its body is then
             discarded), or a L{Deferred} firing with either.  Raising, or a

@@ -633,6 +633,11 @@ class ProxyProtocol(Protocol):
         if via is not None and self._hasOwnVia(headers):
             return self._respond(errorResponse(508, "This request has already passed through this proxy (forwarding loop).", request.url()))
         if request.host is None:
+            # Addressed to the proxy itself: filters still decide who may
+            # see it (the access and auth filters apply to the status page).
+            chain = factory.chain
+            if chain is not None and chain.active:
+                return self._runRequestFilters(chain, request)
             return self._respond(statuspage.localResponse(request, factory))
         if request.method == b"CONNECT":
             return self._connectRequest(request)
@@ -664,13 +669,16 @@ class ProxyProtocol(Protocol):
 
         chain = factory.chain
         if chain is not None and chain.active:
-            result = chain.filterRequest(request)
-            if isinstance(result, Deferred):
-                self.gate.pause(WAITING)  # type: ignore[union-attr]
-                result.addCallback(self._requestFiltered)
-                return
-            return self._requestFiltered(result)
+            return self._runRequestFilters(chain, request)
         self._forward(request)
+
+    def _runRequestFilters(self, chain: Any, request: RequestHead) -> None:
+        result = chain.filterRequest(request)
+        if isinstance(result, Deferred):
+            self.gate.pause(WAITING)  # type: ignore[union-attr]
+            result.addCallback(self._requestFiltered)
+            return
+        self._requestFiltered(result)
 
     def _requestFiltered(self, result: RequestHead | Response) -> None:
         if self.request is None:
@@ -684,7 +692,10 @@ class ProxyProtocol(Protocol):
                 self._dispatch()
             return
         self.request = result
-        self._forward(result)
+        if result.host is None:
+            self._respond(statuspage.localResponse(result, self.factory))
+        else:
+            self._forward(result)
         if not self._dispatching:
             self._dispatch()
 
@@ -826,6 +837,7 @@ class ProxyProtocol(Protocol):
             # this response.
             self.upstream.closing = True  # type: ignore[union-attr]
         head.headers.removeHopByHop()
+        head.headers.add(b"Via", self.factory.viaValues[head.version])
         chain = self.factory.chain
         if chain is not None and chain.hasResponseFilters:
             result = chain.filterResponse(request, head)  # type: ignore[arg-type]
@@ -878,7 +890,6 @@ class ProxyProtocol(Protocol):
         if self.factory.accessLog is not None:
             contentType = headers.get(b"content-type")
             self.contentType = contentType.decode("latin-1") if contentType else None
-        headers.add(b"Via", self.factory.viaValues[head.version])
         framing = self.upstream.parser.framing  # type: ignore[union-attr]
         self.chunkDown = False
         chain = self.factory.chain

@@ -75,8 +75,10 @@ class Options(usage.Options):
         tcp6:8080:interface=\\:\\:1 or unix:/run/webproxy.sock
         (repeatable).
         """
-        if ":" not in description:
-            raise usage.UsageError(f"--listen {description!r} is not an endpoint description such as tcp:8080")
+        try:
+            checkEndpoint(description, "--listen")
+        except ConfigError as e:
+            raise usage.UsageError(str(e))
         self["listen"].append(description)
 
     def opt_connect_port(self, spec: str) -> None:
@@ -155,10 +157,26 @@ def loadSettings(options: Options) -> Settings:
         # Unique per process, so that a loop through several proxies on
         # one host is still recognised by its Via entry.
         settings.viaPseudonym = f"{socket.gethostname() or 'webproxy'}-{secrets.token_hex(3)}"
+    where = "--listen" if options["listen"] else f"{path}: [server] listen"
     for description in settings.listen:
-        if ":" not in description:
-            raise ConfigError(f"[server] listen: {description!r} is not an endpoint description such as tcp:8080")
+        checkEndpoint(description, where)
     return settings
+
+
+def checkEndpoint(description: str, where: str) -> None:
+    """
+    Parse an endpoint description without listening, so a bad one stops
+    the start with one line instead of a traceback from C{startService}.
+
+    @raise ConfigError: naming C{where} and the description.
+    """
+    from twisted.internet import endpoints
+    from twisted.internet.testing import MemoryReactor
+
+    try:
+        endpoints.serverFromString(MemoryReactor(), description)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ConfigError(f"{where}: {description!r} is not a valid endpoint description such as tcp:8080 ({e})")
 
 
 def listenDescriptions(settings: Settings) -> list[str]:

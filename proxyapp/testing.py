@@ -308,6 +308,9 @@ class InMemoryProxy:
                     return ProxiedResponse(status, headers, b"".join(body), transport.value())
                 else:
                     break
+            if method == b"CONNECT" and status:
+                # A tunnel has no message end; its head is the answer.
+                return ProxiedResponse(status, headers, b"".join(body), transport.value())
             if not transport.connected and parser.framing == 3:
                 parser.receiveEOF()
                 continue

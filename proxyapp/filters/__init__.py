@@ -44,19 +44,23 @@ def buildChainFilters(settings: Settings) -> list[EnabledFilter]:
     try:
         filters = [buildFilter(_builtin(discovered, "access"), "access", accessTable(settings))]
         if settings.htpasswd is not None:
-            authTable = {
-                "htpasswd": settings.htpasswd,
-                "realm": settings.authRealm,
-                "failure_delay": settings.authFailureDelay,
-            }
+            # [auth] carries the common keys; [filter.auth] may tune the rest
+            # (max_delay, block_after, forget_after, cache_seconds).
+            authTable = dict(settings.filterTables.get("auth", {}))
+            authTable.update(
+                htpasswd=settings.htpasswd,
+                realm=settings.authRealm,
+                failure_delay=settings.authFailureDelay,
+            )
             filters.append(buildFilter(_builtin(discovered, "auth"), "auth", authTable))
         implicit = {f.name for f in filters}
         enabled = [name for name in settings.filters if name not in implicit]
         filters += buildFilters(enabled, settings.filterTables, discovered)
     except FilterError as e:
         raise ConfigError(f"{where}{e}")
-    unknownTables = set(settings.filterTables) - set(settings.filters)
-    for name in sorted(unknownTables):
+    if "access" in settings.filterTables:
+        raise ConfigError(f"{where}[filter.access]: the access filter is configured in [access]")
+    for name in sorted(set(settings.filterTables) - set(settings.filters) - {"auth"}):
         if name not in discovered.factories:
             raise ConfigError(f"{where}[filter.{name}]: no installed filter is called {name!r}")
     return filters

@@ -268,7 +268,9 @@ class DomainSet:
 
 # The addresses hosts-format block lists use, recognised without parsing.
 _SINK_ADDRESSES = frozenset(["0.0.0.0", "127.0.0.1", "::", "::1", "0"])
-_HOSTS_FILE_NAMES = frozenset(["localhost", "localhost.localdomain", "local", "broadcasthost", "ip6-localhost", "ip6-loopback", "0.0.0.0"])
+_HOSTS_FILE_NAMES = frozenset(
+    ["localhost", "localhost.localdomain", "local", "broadcasthost", "ip6-localhost", "ip6-loopback", "0.0.0.0"]
+)
 
 
 def _isAddress(text: str) -> bool:

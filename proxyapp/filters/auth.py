@@ -287,7 +287,9 @@ def makeFilter(config: dict[str, Any], runSlow: Optional[RunSlow] = None, reacto
         raise ValueError(f"auth: htpasswd: expected the path of an htpasswd file, got {path!r}")
     realm = config.get("realm", DEFAULTS["realm"])
     if not isinstance(realm, str) or not realm or any(c in realm for c in '"\\\r\n') or not realm.isprintable():
-        raise ValueError(f"auth: realm: expected a non-empty string without quotes, backslashes or control characters, got {realm!r}")
+        raise ValueError(
+            f"auth: realm: expected a non-empty string without quotes, backslashes or control characters, got {realm!r}"
+        )
     blockAfter = config.get("block_after", DEFAULTS["block_after"])
     if isinstance(blockAfter, bool) or not isinstance(blockAfter, int) or blockAfter < 1:
         raise ValueError(f"auth: block_after: expected a positive integer, got {blockAfter!r}")

@@ -50,7 +50,10 @@ _CRYPT64 = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 # Byte orders of the final encoding, from the specification's
 # b64_from_24bit calls: (byte2, byte1, byte0) triples, then the short tail.
 _SHA256_ORDER = [(i, (i + 10) % 30, (i + 20) % 30) for i in (0, 21, 12, 3, 24, 15, 6, 27, 18, 9)]
-_SHA512_ORDER = [(i, (i + 21) % 63, (i + 42) % 63) for i in (0, 22, 44, 3, 25, 47, 6, 28, 50, 9, 31, 53, 12, 34, 56, 15, 37, 59, 18, 40, 62)]
+_SHA512_ORDER = [
+    (i, (i + 21) % 63, (i + 42) % 63)
+    for i in (0, 22, 44, 3, 25, 47, 6, 28, 50, 9, 31, 53, 12, 34, 56, 15, 37, 59, 18, 40, 62)
+]
 _MD5_ORDER = [(0, 6, 12), (1, 7, 13), (2, 8, 14), (3, 9, 15), (4, 10, 5)]
 
 ROUNDS_DEFAULT = 5000

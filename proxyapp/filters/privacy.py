@@ -54,6 +54,7 @@ from proxyapp.message import Headers, RequestHead, ResponseHead
 MODES = ("pass", "append", "set", "remove")
 REFERER_MODES = ("pass", "origin", "remove")
 
+
 def removeValue(headers: Headers, name: bytes, value: bytes) -> None:
     """
     Remove the fields called C{name} whose value is exactly C{value},

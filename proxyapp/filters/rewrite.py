@@ -49,6 +49,10 @@ for content codings other than gzip and deflate (or any coding with
 C{decode = false}), and for charsets Python does not know.  A rewritten
 response loses Content-Length (the core re-frames it), Content-MD5 and
 digest fields, and Accept-Ranges; its ETag becomes weak.
+
+To rewrite bodies that clients would otherwise receive brotli- or
+zstd-encoded, have the C{headers} filter remove C{Accept-Encoding} from
+requests (or set it to C{gzip}).
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ import codecs
 import re
 import zlib
 from fnmatch import fnmatchcase
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -315,11 +319,14 @@ class RewriteTransform:
         return self._close()
 
     def _close(self) -> bytes:
-        out = [self._text(b"", True)]
+        """
+        Flush the stages and end the compressed stream.
+        """
+        tail = self._text(b"", True)
         if self.deflater is None:
             return b""
         deflater, self.deflater = self.deflater, None
-        return deflater.compress(out[0]) + deflater.flush(zlib.Z_FINISH)
+        return deflater.compress(tail) + deflater.flush(zlib.Z_FINISH)
 
     def finish(self) -> bytes:
         if self.passthrough or self.dropping:
@@ -394,7 +401,11 @@ class RewriteFilter:
                 raise LookupError(charset)
             transform = RewriteTransform(rules, charset, coding)
         except (LookupError, TypeError):
-            log.info("rewrite: unknown charset {charset!r} for {target}; body left untouched", charset=charset, target=request.url())
+            log.info(
+                "rewrite: unknown charset {charset!r} for {target}; body left untouched",
+                charset=charset,
+                target=request.url(),
+            )
             return None
         for name in _DROPPED_FIELDS:
             headers.remove(name)
@@ -490,7 +501,9 @@ def makeFilter(config: dict[str, Any]) -> RewriteFilter:
     decode = config.get("decode", True)
     if not isinstance(decode, bool):
         raise ValueError(f"rewrite: decode: expected true or false, got {decode!r}")
-    mediaTypes = _mediaTypes(config["media_types"], "rewrite: media_types") if "media_types" in config else DEFAULT_MEDIA_TYPES
+    mediaTypes = (
+        _mediaTypes(config["media_types"], "rewrite: media_types") if "media_types" in config else DEFAULT_MEDIA_TYPES
+    )
     hosts = _hosts(config["hosts"], "rewrite: hosts") if "hosts" in config else None
     rules = []
     if "search" in config or "replace" in config or "regex" in config:

@@ -1,0 +1,420 @@
+# -*- test-case-name: tests.test_filters_rewrite -*-
+"""
+Tests for L{proxyapp.filters.rewrite}: streaming replacement with matches
+straddling every possible chunk boundary, charsets, gzip and deflate, the
+response head adjustments, bounded memory, and the filter in
+L{proxyapp.testing.InMemoryProxy}.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import zlib
+from typing import Any, Iterable, Optional
+
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from proxyapp.filters import rewrite
+from proxyapp.interfaces import IBodyFilter, IBodyTransform
+from proxyapp.message import ResponseHead
+from proxyapp.testing import InMemoryProxy, OriginRequest, makeRequestHead, makeResponseHead, verifyFilter
+
+
+def transformFor(
+    config: dict[str, Any],
+    contentType: bytes = b"text/html; charset=utf-8",
+    extra: Iterable[tuple[bytes, bytes]] = (),
+    url: bytes = b"http://example.com/",
+    status: int = 200,
+) -> tuple[Optional[rewrite.RewriteTransform], ResponseHead]:
+    """
+    @return: the transform the filter offers for such a response, and the
+        (possibly adjusted) head.
+    """
+    f = rewrite.makeFilter(config)
+    head = makeResponseHead(status, [(b"Content-Type", contentType), *extra])
+    return f.bodyTransform(makeRequestHead(url=url), head), head
+
+
+def run(transform: Any, chunks: Iterable[bytes]) -> bytes:
+    """
+    @return: the whole output of C{transform} for C{chunks}.
+    """
+    out = [transform.transform(chunk) for chunk in chunks]
+    out.append(transform.finish())
+    return b"".join(out)
+
+
+def splits(body: bytes) -> Iterable[list[bytes]]:
+    """
+    @return: C{body} split in two at every position, then in one-byte
+        chunks.
+    """
+    for i in range(len(body) + 1):
+        yield [body[:i], body[i:]]
+    yield [body[i : i + 1] for i in range(len(body))]
+
+
+class StreamingTests(SynchronousTestCase):
+    """
+    Replacement gives what replacing in the whole body would, however the
+    body is cut into chunks.
+    """
+
+    def assertEveryway(
+        self, config: dict[str, Any], body: bytes, expected: bytes, contentType: bytes = b"text/html; charset=utf-8"
+    ) -> None:
+        for chunks in splits(body):
+            transform, _ = transformFor(config, contentType)
+            self.assertEqual(run(transform, chunks), expected, chunks)
+
+    def test_literal(self) -> None:
+        """
+        A literal match straddling any chunk boundary is found; adjacent
+        and overlapping candidates behave as C{str.replace}.
+        """
+        body = b"<a href='http://old.example/'>old old oldold</a> ol"
+        config = {"search": "old", "replace": "new"}
+        self.assertEveryway(config, body, body.replace(b"old", b"new"))
+        self.assertEveryway({"search": "aa", "replace": "b"}, b"aaaaa", b"bba")
+
+    def test_regex(self) -> None:
+        """
+        A regular expression with groups, a lookbehind and word boundaries
+        matches as on the whole body.
+        """
+        body = b"price: 10 EUR, 200 EUR; xEUR 7 EUR. (?<=a)"
+        config = {"search": r"(?<=: |, |; )(\d+) EUR\b", "replace": r"\1 euros", "regex": True, "max_match": 16}
+        expected = re.sub(rb"(?<=: |, |; )(\d+) EUR\b", rb"\1 euros", body)
+        self.assertEveryway(config, body, expected)
+
+    def test_regexIgnoreCase(self) -> None:
+        """
+        Inline flags work.
+        """
+        self.assertEveryway(
+            {"search": "(?i)hello", "replace": "bye", "regex": True, "max_match": 8},
+            b"Hello HELLO hello",
+            b"bye bye bye",
+        )
+
+    def test_regexAnchors(self) -> None:
+        """
+        C{^} matches at the start of the body (or of a line with C{(?m)}),
+        not at chunk boundaries.
+        """
+        body = b"ab\nab ab\nab"
+        self.assertEveryway({"search": "^ab", "replace": "X", "regex": True, "max_match": 4}, body, b"X\nab ab\nab")
+        self.assertEveryway({"search": "(?m)^ab", "replace": "X", "regex": True, "max_match": 4}, body, b"X\nX ab\nX")
+
+    def test_multibyte(self) -> None:
+        """
+        Non-ASCII search strings match in UTF-8 bodies even when a chunk
+        boundary cuts a character in two; invalid bytes pass unchanged.
+        """
+        body = "Grüße aus München, grüße!".encode("utf-8") + b"\xff\xfe end"
+        expected = "Hallo aus München, grüße!".encode("utf-8") + b"\xff\xfe end"
+        self.assertEveryway({"search": "Grüße", "replace": "Hallo"}, body, expected)
+
+    def test_latin1(self) -> None:
+        """
+        The charset named by Content-Type is used for the body.
+        """
+        body = "café crème".encode("latin-1")
+        self.assertEveryway(
+            {"search": "crème", "replace": "thé"}, body, "café thé".encode("latin-1"), b"text/plain; charset=ISO-8859-1"
+        )
+
+    def test_ruleMaxMatch(self) -> None:
+        """
+        A rule's own C{max_match} bounds its hold-back.
+        """
+        config = {"max_match": 1000, "rule": [{"search": "b+", "replace": "X", "regex": True, "max_match": 5}]}
+        transform, _ = transformFor(config)
+        transform.transform(b"a" * 100)
+        self.assertEqual(len(transform.stages[0].carry), 5)
+        self.assertEveryway(config, b"abbbba", b"aXa")
+
+    def test_rulesInOrder(self) -> None:
+        """
+        Rules run in order, each on the output of the one before.
+        """
+        config = {"rule": [{"search": "a", "replace": "bb"}, {"search": "bbb", "replace": "X"}]}
+        self.assertEveryway(config, b"ab a", b"X bb")
+
+    def test_emptyReplacement(self) -> None:
+        """
+        An empty replacement deletes.
+        """
+        self.assertEveryway({"search": "<script>evil()</script>", "replace": ""}, b"a<script>evil()</script>b", b"ab")
+
+    def test_boundedHoldBack(self) -> None:
+        """
+        Streaming a large body holds back at most the longest possible match
+        (the search string's length, or C{max_match}).
+        """
+        for config, hold in [
+            ({"search": "needle", "replace": "x"}, 6),
+            ({"search": "ne+dle", "replace": "x", "regex": True, "max_match": 100}, 100),
+        ]:
+            transform, _ = transformFor(config)
+            chunk = b"haystack " * 7000
+            sent = 0
+            for _ in range(100):
+                sent += len(transform.transform(chunk))
+                [stage] = transform.stages
+                self.assertLessEqual(len(stage.carry), hold)
+                self.assertLessEqual(len(stage.before), hold)
+            sent += len(transform.finish())
+            self.assertEqual(sent, len(chunk) * 100)
+
+    def test_interface(self) -> None:
+        """
+        The transform provides L{IBodyTransform}, the filter L{IBodyFilter}.
+        """
+        transform, _ = transformFor({"search": "a", "replace": "b"})
+        self.assertTrue(verifyObject(IBodyTransform, transform))
+        self.assertEqual(verifyFilter(rewrite.makeFilter({"search": "a", "replace": "b"})), [IBodyFilter])
+
+
+class SelectionTests(SynchronousTestCase):
+    """
+    Which responses get a transform, and how their heads change.
+    """
+
+    config = {"search": "a", "replace": "b"}
+
+    def test_mediaTypes(self) -> None:
+        """
+        Only the configured media types are rewritten (text/html and
+        text/plain by default); wildcards work; parameters and case do not
+        matter.
+        """
+        self.assertIsNotNone(transformFor(self.config, b"TEXT/HTML; charset=utf-8")[0])
+        self.assertIsNotNone(transformFor(self.config, b"text/plain")[0])
+        self.assertIsNone(transformFor(self.config, b"image/png")[0])
+        self.assertIsNone(transformFor(self.config, b"application/json")[0])
+        wild = {**self.config, "media_types": ["text/*", "application/json"]}
+        self.assertIsNotNone(transformFor(wild, b"text/css")[0])
+        self.assertIsNotNone(transformFor(wild, b"application/json")[0])
+        f = rewrite.makeFilter(self.config)
+        self.assertIsNone(f.bodyTransform(makeRequestHead(), makeResponseHead()))
+
+    def test_ruleMediaTypes(self) -> None:
+        """
+        A rule's own C{media_types} overrides the default.
+        """
+        config = {
+            "rule": [{"search": "a", "replace": "b", "media_types": ["text/css"]}, {"search": "c", "replace": "d"}]
+        }
+        transform, _ = transformFor(config, b"text/css")
+        self.assertEqual(run(transform, [b"ac"]), b"bc")
+        transform, _ = transformFor(config, b"text/html")
+        self.assertEqual(run(transform, [b"ac"]), b"ad")
+
+    def test_hosts(self) -> None:
+        """
+        With C{hosts}, only those domains and their subdomains are
+        rewritten.
+        """
+        config = {**self.config, "hosts": ["example.com"]}
+        self.assertIsNotNone(transformFor(config, url=b"http://www.example.com/")[0])
+        self.assertIsNone(transformFor(config, url=b"http://example.org/")[0])
+
+    def test_untouched(self) -> None:
+        """
+        no-transform, 206, unknown codings, C{decode = false} with a coding,
+        and unknown or non-text charsets leave the body alone.
+        """
+        self.assertIsNone(transformFor(self.config, extra=[(b"Cache-Control", b"public, no-transform")])[0])
+        self.assertIsNone(transformFor(self.config, status=206)[0])
+        self.assertIsNone(transformFor(self.config, extra=[(b"Content-Encoding", b"br")])[0])
+        self.assertIsNone(transformFor(self.config, extra=[(b"Content-Encoding", b"gzip, gzip")])[0])
+        self.assertIsNone(transformFor({**self.config, "decode": False}, extra=[(b"Content-Encoding", b"gzip")])[0])
+        self.assertIsNotNone(
+            transformFor({**self.config, "decode": False}, extra=[(b"Content-Encoding", b"identity")])[0]
+        )
+        self.assertIsNone(transformFor(self.config, b"text/html; charset=no-such-charset")[0])
+        self.assertIsNone(transformFor(self.config, b"text/html; charset=base64")[0])
+
+    def test_headAdjusted(self) -> None:
+        """
+        A rewritten response loses its length, digests and Accept-Ranges,
+        keeps its Content-Encoding, and its ETag becomes weak.
+        """
+        transform, head = transformFor(
+            self.config,
+            extra=[
+                (b"Content-Length", b"10"),
+                (b"Content-MD5", b"x"),
+                (b"Accept-Ranges", b"bytes"),
+                (b"ETag", b'"v1"'),
+                (b"Content-Encoding", b"gzip"),
+            ],
+        )
+        self.assertIsNotNone(transform)
+        self.assertEqual(
+            list(head.headers),
+            [(b"Content-Type", b"text/html; charset=utf-8"), (b"ETag", b'W/"v1"'), (b"Content-Encoding", b"gzip")],
+        )
+
+    def test_config(self) -> None:
+        """
+        Unknown keys, wrong types, bad patterns and replacements are
+        rejected, naming the key.
+        """
+        for config, key in [
+            ({}, "no rules"),
+            ({"search": "a"}, "replace"),
+            ({"search": "", "replace": "b"}, "search"),
+            ({"search": "a", "replace": 1}, "replace"),
+            ({"search": "a", "replace": "b", "bogus": 1}, "bogus"),
+            ({"search": "a", "replace": "b", "regex": "yes"}, "regex"),
+            ({"search": "(", "replace": "b", "regex": True}, "search"),
+            ({"search": "a*", "replace": "b", "regex": True}, "empty string"),
+            ({"search": "(a)", "replace": r"\2", "regex": True}, "replace"),
+            ({"search": "abc", "replace": "b", "max_match": 2}, "max_match"),
+            ({"search": "a", "replace": "b", "max_match": 0}, "max_match"),
+            ({"search": "a", "replace": "b", "decode": 1}, "decode"),
+            ({"search": "a", "replace": "b", "media_types": "text/html"}, "media_types"),
+            ({"search": "a", "replace": "b", "media_types": ["html"]}, "media_types"),
+            ({"search": "a", "replace": "b", "hosts": []}, "hosts"),
+            ({"rule": [{"search": "abcd", "replace": "b", "max_match": 3}]}, "max_match"),
+            ({"rule": {"search": "a", "replace": "b"}}, "rule"),
+        ]:
+            with self.assertRaises(ValueError) as e:
+                rewrite.makeFilter(config)
+            self.assertIn(key, str(e.exception), config)
+
+
+class EncodingTests(SynchronousTestCase):
+    """
+    gzip and deflate bodies are decoded, rewritten and encoded again.
+    """
+
+    config = {"search": "secret", "replace": "public"}
+    text = b"<p>the secret is out, secret!</p>\n" * 20
+
+    def encoded(self, coding: bytes, body: bytes, chunks: Iterable[bytes]) -> bytes:
+        transform, head = transformFor(self.config, extra=[(b"Content-Encoding", coding)])
+        self.assertEqual(head.headers.get(b"content-encoding"), coding)
+        return run(transform, chunks)
+
+    def test_gzipEveryBoundary(self) -> None:
+        """
+        A gzip body cut at any position comes out as gzip of the rewritten
+        text.
+        """
+        body = gzip.compress(self.text)
+        for chunks in splits(body):
+            self.assertEqual(
+                gzip.decompress(self.encoded(b"gzip", body, chunks)), self.text.replace(b"secret", b"public")
+            )
+
+    def test_deflate(self) -> None:
+        """
+        deflate bodies, zlib-wrapped (as specified) or raw (as some servers
+        send), are re-encoded in the same form.
+        """
+        expected = self.text.replace(b"secret", b"public")
+        wrapped = zlib.compress(self.text)
+        out = self.encoded(b"deflate", wrapped, [wrapped[:1], wrapped[1:7], wrapped[7:]])
+        self.assertEqual(zlib.decompress(out), expected)
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+        raw = compressor.compress(self.text) + compressor.flush()
+        out = self.encoded(b"deflate", raw, [raw])
+        self.assertEqual(zlib.decompress(out, -zlib.MAX_WBITS), expected)
+
+    def test_gzipMembers(self) -> None:
+        """
+        A gzip body of several members is decoded whole.
+        """
+        body = gzip.compress(b"one secret ") + gzip.compress(b"two secrets")
+        self.assertEqual(gzip.decompress(self.encoded(b"x-gzip", body, [body])), b"one public two publics")
+
+    def test_notReallyCompressed(self) -> None:
+        """
+        A body that is not what its Content-Encoding says passes as it came.
+        """
+        self.assertEqual(self.encoded(b"gzip", b"", [self.text[:50], self.text[50:]]), self.text)
+        self.assertEqual(self.encoded(b"gzip", b"", [b"\x1f"]), b"\x1f")
+
+    def test_corruptMidway(self) -> None:
+        """
+        A stream that breaks after output was sent ends as a valid gzip
+        stream of what could be decoded; the rest is dropped.
+        """
+        body = gzip.compress(self.text * 100, compresslevel=1)
+        chunks = [body[:1000], b"\x00garbage" * 100, body[2000:]]
+        out = self.encoded(b"gzip", body, chunks)
+        decoded = gzip.decompress(out)
+        self.assertTrue((self.text * 100).replace(b"secret", b"public").startswith(decoded))
+
+    def test_empty(self) -> None:
+        """
+        An empty body stays empty; a gzip stream of nothing stays a valid
+        gzip stream of nothing.
+        """
+        self.assertEqual(self.encoded(b"gzip", b"", []), b"")
+        self.assertEqual(gzip.decompress(self.encoded(b"gzip", b"", [gzip.compress(b"")])), b"")
+
+    def test_bombInflatesInSteps(self) -> None:
+        """
+        Decompression proceeds in bounded steps, so a small chunk that
+        inflates to megabytes never exists whole in memory.
+        """
+        bomb = gzip.compress(b"\0" * (20 << 20))
+        inflater = rewrite._Inflater("gzip")
+        pieces = inflater.inflate(bomb)
+        self.assertEqual(sum(len(p) for p in pieces), 20 << 20)
+        self.assertLessEqual(max(len(p) for p in pieces), rewrite.INFLATE_STEP)
+
+
+class InMemoryTests(SynchronousTestCase):
+    """
+    The rewrite filter in a real proxy.
+    """
+
+    def test_plain(self) -> None:
+        """
+        A rewritten body is re-framed chunked, without Content-Length.
+        """
+        proxy = InMemoryProxy(
+            [rewrite.makeFilter({"search": "hello", "replace": "goodbye"})],
+            origin=lambda request: (200, [(b"Content-Type", b"text/plain")], b"hello world, hello"),
+        )
+        response = proxy.get("http://example.com/")
+        self.assertEqual(response.body, b"goodbye world, goodbye")
+        self.assertIsNone(response.headers.get(b"content-length"))
+        self.assertEqual(response.headers.get(b"transfer-encoding"), b"chunked")
+
+    def test_gzip(self) -> None:
+        """
+        A gzip body reaches the client gzip-encoded and rewritten.
+        """
+
+        def origin(request: OriginRequest) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+            return (
+                200,
+                [(b"Content-Type", b"text/html"), (b"Content-Encoding", b"gzip")],
+                gzip.compress(b"<b>hello</b>" * 1000),
+            )
+
+        proxy = InMemoryProxy([rewrite.makeFilter({"search": "hello", "replace": "bye"})], origin=origin)
+        response = proxy.get("http://example.com/")
+        self.assertEqual(response.headers.get(b"content-encoding"), b"gzip")
+        self.assertEqual(gzip.decompress(response.body), b"<b>bye</b>" * 1000)
+
+    def test_otherTypesUntouched(self) -> None:
+        """
+        Other media types keep their body and framing.
+        """
+        proxy = InMemoryProxy(
+            [rewrite.makeFilter({"search": "hello", "replace": "goodbye"})],
+            origin=lambda request: (200, [(b"Content-Type", b"application/octet-stream")], b"hello"),
+        )
+        response = proxy.get("http://example.com/")
+        self.assertEqual(response.body, b"hello")
+        self.assertEqual(response.headers.get(b"content-length"), b"5")

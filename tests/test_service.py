@@ -1,0 +1,400 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+Tests for L{proxyapp.service.ProxyService}: listening on every endpoint
+description, swapping configuration and filters on reload (SIGHUP), keeping
+the old configuration when the file has become invalid, and draining on
+stop.
+
+The reactor is a L{MemoryReactorClock}: listening is recorded, not done,
+and drain deadlines advance only when the test says so.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import capturedLogs, formatEvent
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from proxyapp.chain import FilterChain
+from proxyapp.config import Settings
+from proxyapp.message import Response
+from proxyapp.protocol import ProxyFactory
+from proxyapp.service import ProxyService
+from proxyapp.tap import Options, listenDescriptions
+from proxyapp.testing import makeRequestHead
+
+
+class Reactor(MemoryReactorClock):
+    """
+    A memory reactor that also runs C{callFromThread} calls (at once), as
+    the signal handlers use it.
+    """
+
+    def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
+        f(*args, **kwargs)
+
+
+class ConfigMixin:
+    """
+    Writes a configuration file and builds a service from it the way
+    C{makeService} does.
+    """
+
+    def setUp(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="webproxy-service-")
+        self.path = os.path.join(self.directory, "webproxy.toml")
+        self.reactor = Reactor()
+
+    def write(self, text: str) -> None:
+        with open(self.path, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    def makeService(self, *argv: str, installSignals: bool = False) -> ProxyService:
+        options = Options()
+        options.parseOptions(["--config", self.path, *argv])
+        settings = options["settings"]
+        service = ProxyService(
+            settings,
+            listenDescriptions(settings),
+            self.reactor,
+            options=options,
+            filters=options["built-filters"],
+            installSignals=installSignals,
+        )
+        return service
+
+
+def blocked(service: ProxyService, url: bytes) -> bool:
+    """
+    @return: whether the running chain refuses C{url} with 403.
+    """
+    result = service.factory.chain.filterRequest(makeRequestHead(url=url))
+    return isinstance(result, Response) and result.head.status == 403
+
+
+class ListenTests(ConfigMixin, SynchronousTestCase):
+    """
+    Starting the service listens on every description with one factory.
+    """
+
+    def test_listensOnEveryDescription(self) -> None:
+        """
+        C{port}/C{interface} and each C{listen} description become
+        listening ports sharing one L{ProxyFactory}.
+        """
+        self.write('[server]\nport = 3128\ninterface = "127.0.0.2"\nlisten = ["tcp:8123", "unix:%s"]\n' % os.path.join(self.directory, "s"))
+        service = self.makeService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertIsInstance(service.factory, ProxyFactory)
+        [(port1, factory1, _, interface1), (port2, factory2, _, interface2)] = self.reactor.tcpServers
+        self.assertEqual((port1, interface1), (3128, "127.0.0.2"))
+        self.assertEqual(port2, 8123)
+        self.assertIs(factory1, service.factory)
+        self.assertIs(factory2, service.factory)
+        [(address, factory3, _, _, _)] = self.reactor.unixServers
+        self.assertEqual(address, os.path.join(self.directory, "s"))
+        self.assertIs(factory3, service.factory)
+        self.assertEqual(len(service.ports), 3)
+
+    def test_chainFromFilters(self) -> None:
+        """
+        The factory's chain holds the built filters (the access filter
+        first) with the configured deadline; its settings are the
+        service's.
+        """
+        self.write("[filters]\ndeadline = 0.25\n")
+        service = self.makeService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertIsInstance(service.factory.chain, FilterChain)
+        self.assertEqual(service.factory.chain.names(), ["access"])
+        self.assertEqual(service.factory.chain.deadline, 0.25)
+        self.assertIs(service.factory.chain.reactor, self.reactor)
+        self.assertIs(service.factory.settings, service.settings)
+
+    def test_signals(self) -> None:
+        """
+        With C{installSignals}, SIGHUP reloads (through the reactor) and
+        the previous handlers come back on stop.
+        """
+        self.write("")
+        previous = signal.getsignal(signal.SIGHUP)
+        service = self.makeService(installSignals=True)
+        service.startService()
+        try:
+            self.assertEqual(signal.getsignal(signal.SIGHUP), service._onHangup)
+            self.write('[access]\nblocked_domains = ["hup.example"]\n')
+            with capturedLogs():
+                service._onHangup(signal.SIGHUP, None)
+            self.assertTrue(blocked(service, b"http://hup.example/"))
+        finally:
+            service.stopService()
+        self.assertEqual(signal.getsignal(signal.SIGHUP), previous)
+
+
+class ReloadTests(ConfigMixin, SynchronousTestCase):
+    """
+    L{ProxyService.reload} swaps settings and filter chain atomically, or
+    keeps both when the new file is invalid.
+    """
+
+    def setUp(self) -> None:
+        ConfigMixin.setUp(self)
+        self.write('[limits]\nmax_headers = 50\n[access]\nblocked_domains = ["old.example"]\n')
+        self.service = self.makeService()
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+
+    def test_swaps(self) -> None:
+        """
+        A changed file gives the factory new settings and a new chain; the
+        old chain object (still used by exchanges in flight) is untouched.
+        """
+        oldSettings, oldChain = self.service.factory.settings, self.service.factory.chain
+        self.write('[limits]\nmax_headers = 60\n[access]\nblocked_domains = ["new.example"]\n[filters]\ndeadline = 2\n')
+        with capturedLogs() as events:
+            self.assertTrue(self.service.reload())
+        factory = self.service.factory
+        self.assertIsNot(factory.settings, oldSettings)
+        self.assertIsNot(factory.chain, oldChain)
+        self.assertIs(self.service.settings, factory.settings)
+        self.assertEqual(factory.settings.maxHeaders, 60)
+        self.assertEqual(factory.chain.deadline, 2.0)
+        self.assertTrue(blocked(self.service, b"http://new.example/"))
+        self.assertFalse(blocked(self.service, b"http://old.example/"))
+        # The old objects are as they were.
+        self.assertEqual(oldSettings.maxHeaders, 50)
+        self.assertIsInstance(oldChain.filterRequest(makeRequestHead(url=b"http://old.example/")), Response)
+        self.assertTrue(any("reloaded" in formatEvent(e) for e in events))
+
+    def test_viaPseudonymKept(self) -> None:
+        """
+        The proxy's Via name survives a reload (it identifies the process
+        for loop detection).
+        """
+        before = self.service.settings.viaPseudonym
+        self.write("")
+        self.assertTrue(self.service.reload())
+        self.assertEqual(self.service.factory.settings.viaPseudonym, before)
+
+    def test_invalidKeepsOld(self) -> None:
+        """
+        An invalid file is logged, naming the file and the key, and the
+        running settings and chain stay.
+        """
+        settings, chain = self.service.factory.settings, self.service.factory.chain
+        self.write("[limits]\nmax_headers = -1\n")
+        with capturedLogs() as events:
+            self.assertFalse(self.service.reload())
+        self.assertIs(self.service.factory.settings, settings)
+        self.assertIs(self.service.factory.chain, chain)
+        self.assertIs(self.service.settings, settings)
+        self.assertTrue(blocked(self.service, b"http://old.example/"))
+        messages = [formatEvent(e) for e in events]
+        [message] = [m for m in messages if "reload failed" in m]
+        self.assertIn(self.path, message)
+        self.assertIn("[limits] max_headers", message)
+
+    def test_invalidTomlKeepsOld(self) -> None:
+        """
+        A file that is not TOML any more is refused the same way.
+        """
+        chain = self.service.factory.chain
+        self.write("[limits\n")
+        with capturedLogs():
+            self.assertFalse(self.service.reload())
+        self.assertIs(self.service.factory.chain, chain)
+
+    def test_unknownFilterKeepsOld(self) -> None:
+        """
+        Enabling a filter that is not installed is refused; the old chain
+        stays.
+        """
+        chain = self.service.factory.chain
+        self.write('[filters]\nenabled = ["nosuch"]\n')
+        with capturedLogs() as events:
+            self.assertFalse(self.service.reload())
+        self.assertIs(self.service.factory.chain, chain)
+        self.assertTrue(any("nosuch" in formatEvent(e) for e in events))
+
+    def test_missingFileKeepsOld(self) -> None:
+        """
+        A file that has disappeared is refused; the old settings stay.
+        """
+        settings = self.service.factory.settings
+        os.remove(self.path)
+        with capturedLogs():
+            self.assertFalse(self.service.reload())
+        self.assertIs(self.service.factory.settings, settings)
+
+    def test_recoversAfterInvalid(self) -> None:
+        """
+        After a refused reload, fixing the file and reloading again works.
+        """
+        self.write("[limits]\nmax_headers = -1\n")
+        with capturedLogs():
+            self.assertFalse(self.service.reload())
+        self.write('[access]\nblocked_domains = ["fixed.example"]\n')
+        self.assertTrue(self.service.reload())
+        self.assertTrue(blocked(self.service, b"http://fixed.example/"))
+
+    def test_commandLineStillWins(self) -> None:
+        """
+        A reload re-applies the command line over the new file.
+        """
+        self.write("[limits]\nmax_headers = 10\n")
+        service = self.makeService("--max-headers", "20")
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.write("[limits]\nmax_headers = 30\n")
+        self.assertTrue(service.reload())
+        self.assertEqual(service.factory.settings.maxHeaders, 20)
+
+    def test_listenChangeWarns(self) -> None:
+        """
+        Changed listening addresses are not applied (that needs a restart),
+        which is logged; the rest of the file is applied.
+        """
+        self.write('[server]\nport = 9999\n[access]\nblocked_domains = ["x.example"]\n')
+        with capturedLogs() as events:
+            self.assertTrue(self.service.reload())
+        self.assertTrue(any("restart" in formatEvent(e) for e in events))
+        self.assertTrue(blocked(self.service, b"http://x.example/"))
+        self.assertEqual(len(self.reactor.tcpServers), 1)
+
+    def test_noOptions(self) -> None:
+        """
+        A service built without options (no file) has nothing to reload.
+        """
+        service = ProxyService(Settings(viaPseudonym="p"), [], self.reactor, installSignals=False)
+        service.startService()
+        self.addCleanup(service.stopService)
+        with capturedLogs():
+            self.assertFalse(service.reload())
+
+
+class FakeConnection:
+    """
+    Stands in for a L{ProxyProtocol} during drain: busy until told
+    otherwise, closing (and leaving the factory's set) when idle.
+    """
+
+    def __init__(self, factory: ProxyFactory, busy: bool) -> None:
+        self.factory = factory
+        self.isBusy = busy
+        self.closed = False
+        self.aborted = False
+        self.transport = self
+        factory.connections.add(self)  # type: ignore[arg-type]
+
+    def busy(self) -> bool:
+        return self.isBusy
+
+    def closeIfIdle(self) -> None:
+        if not self.isBusy:
+            self.closed = True
+            self.factory.connections.discard(self)  # type: ignore[arg-type]
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        self.factory.connections.discard(self)  # type: ignore[arg-type]
+
+
+class ClosingTransport(StringTransport):
+    """
+    A transport whose C{loseConnection} ends the connection at once.
+    """
+
+    def loseConnection(self) -> None:
+        if self.connected:
+            self.connected = False
+            self.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+class DrainTests(ConfigMixin, SynchronousTestCase):
+    """
+    Stopping the service stops listening, closes idle connections at once
+    and lets busy ones finish for up to C{drain_timeout} seconds.
+    """
+
+    def setUp(self) -> None:
+        ConfigMixin.setUp(self)
+        self.write("[server]\ndrain_timeout = 2\n[log]\naccess_log = \"off\"\n")
+        self.service = self.makeService()
+        self.service.startService()
+
+    def test_idleClosedAtOnce(self) -> None:
+        """
+        With only idle connections (a real proxy protocol among them), stop
+        completes without waiting.
+        """
+        protocol = self.service.factory.buildProtocol(None)
+        transport = ClosingTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        idle = FakeConnection(self.service.factory, busy=False)
+        with capturedLogs():
+            d = self.service.stopService()
+        self.successResultOf(d)
+        self.assertTrue(idle.closed)
+        self.assertFalse(transport.connected)
+        self.assertEqual(self.service.factory.connections, set())
+        self.assertTrue(self.service.factory.draining)
+
+    def test_busyFinishes(self) -> None:
+        """
+        A busy connection is waited for; when its exchange completes it is
+        closed and the stop completes, without aborting anything.
+        """
+        busy = FakeConnection(self.service.factory, busy=True)
+        with capturedLogs() as events:
+            d = self.service.stopService()
+            self.assertNoResult(d)
+            self.reactor.advance(1.0)
+            self.assertNoResult(d)
+            busy.isBusy = False
+            self.reactor.advance(0.05)
+            self.successResultOf(d)
+        self.assertTrue(busy.closed)
+        self.assertFalse(busy.aborted)
+        self.assertTrue(any("drained" in formatEvent(e) for e in events))
+
+    def test_drainTimeout(self) -> None:
+        """
+        A connection still busy after C{drain_timeout} is aborted, which is
+        logged.
+        """
+        busy = FakeConnection(self.service.factory, busy=True)
+        idle = FakeConnection(self.service.factory, busy=False)
+        with capturedLogs() as events:
+            d = self.service.stopService()
+            self.assertTrue(idle.closed)
+            self.reactor.advance(1.9)
+            self.assertNoResult(d)
+            for _ in range(10):
+                self.reactor.advance(0.05)
+            self.successResultOf(d)
+        self.assertTrue(busy.aborted)
+        self.assertTrue(any("drain timeout" in formatEvent(e) for e in events))
+
+    def test_stopsListeningFirst(self) -> None:
+        """
+        The listening ports are stopped as soon as the stop begins.
+        """
+        ports = list(self.service.ports)
+        self.assertTrue(ports)
+        FakeConnection(self.service.factory, busy=True)
+        with capturedLogs():
+            d = self.service.stopService()
+            self.assertEqual(self.service.ports, [])
+            self.reactor.advance(3)
+        self.successResultOf(d)
