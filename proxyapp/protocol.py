@@ -597,9 +597,14 @@ class ProxyProtocol(Protocol):
             self.upstream = None
             upstream.client = None
             self._unregisterProducers(upstream)
-            if self.tunnel or not (self.requestDone and self.responseDone()):
+            if self.tunnel:
                 upstream.closing = True
                 upstream.transport.loseConnection()
+            elif not (self.requestDone and self.responseDone()):
+                # The client gave up mid-exchange: abort (RST), so that an
+                # origin still working on the request learns at once.
+                upstream.closing = True
+                upstream.transport.abortConnection()
         if self.request is not None or self.tunnel:
             self._logExchange(incomplete=True)
         self.request = None
