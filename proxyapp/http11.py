@@ -302,6 +302,28 @@ def _parseFields(lines: list[bytes], errorType: type) -> list[list[bytes]]:
     return fields
 
 
+# One well-formed field line, anchored at a line start so that a folded
+# (obs-fold) or otherwise broken line can never match from its middle.
+_FIELD_LINE = re.compile(
+    rb"^([-!#$%&'*+.^_`|~0-9A-Za-z]+):[ \t]*((?:[^\r\n]*[^\r\n \t])?)[ \t]*\r\n", re.MULTILINE
+)
+
+
+def _parseFieldBlock(block: bytes, errorType: type) -> list[list[bytes]]:
+    """
+    Parse a block of field lines, each ending in CRLF, into
+    C{[lower, name, value]} lists: one C-level C{findall} on the per-request
+    path, with the line-by-line parser naming the defect when some line
+    does not match.
+    """
+    pairs = _FIELD_LINE.findall(block)
+    if len(pairs) != block.count(b"\r\n"):
+        lines = block.split(b"\r\n")
+        lines.pop()
+        return _parseFields(lines, errorType)
+    return [[name.lower(), name, value] for name, value in pairs]
+
+
 def _fieldError(errorType: type, reason: str) -> ProtocolError:
     if errorType is ClientProtocolError:
         return ClientProtocolError(400, reason)
@@ -599,11 +621,11 @@ class RequestParser(_Parser):
         head = buffer[offset:end]
         self._offset = end + 4
         self._searchFrom = 0
-        lineEnd = head.find(b"\r\n")
-        requestLine = head if lineEnd == -1 else head[:lineEnd]
+        lineEnd = buffer.find(b"\r\n", offset, end + 2)
+        requestLine = buffer[offset:lineEnd]
         if len(requestLine) > self.maxRequestLine:
             raise ClientProtocolError(414, "request line too long")
-        if len(head) - len(requestLine) > self.maxHeaderBytes:
+        if end - lineEnd > self.maxHeaderBytes:
             raise ClientProtocolError(431, "header section too large")
         if _badHeadBytes(head):
             raise ClientProtocolError(400, "invalid character (control, NUL or bare CR/LF) in the request head")
@@ -620,11 +642,10 @@ class RequestParser(_Parser):
                 version = b"HTTP/1.1"
             else:
                 raise ClientProtocolError(400, "unsupported HTTP version")
-        lines = head.split(b"\r\n")
-        del lines[0]
-        if len(lines) > self.maxHeaders:
+        block = buffer[lineEnd + 2 : end + 2]
+        if block.count(b"\r\n") > self.maxHeaders:
             raise ClientProtocolError(431, "too many header fields")
-        fields = _parseFields(lines, ClientProtocolError)
+        fields = _parseFieldBlock(block, ClientProtocolError)
         headers = Headers._fromParsed(fields)
         request = RequestHead(method, target, version, headers)
         hosts = 0
@@ -719,19 +740,21 @@ class ResponseParser(_Parser):
                     raise UpstreamProtocolError("response head cut short by the connection closing")
                 raise UpstreamProtocolError("connection closed before a response")
             return NEED_DATA
-        head = self._buffer[self._offset : end]
+        buffer = self._buffer
+        offset = self._offset
+        head = buffer[offset:end]
         self._offset = end + 4
         self._searchFrom = 0
         if _badHeadBytes(head):
             raise UpstreamProtocolError("invalid character (control, NUL or bare CR/LF) in the response head")
-        lines = head.split(b"\r\n")
-        match = _STATUS_LINE.fullmatch(lines[0])
+        lineEnd = buffer.find(b"\r\n", offset, end + 2)
+        match = _STATUS_LINE.fullmatch(buffer, offset, lineEnd)
         if match is None:
             raise UpstreamProtocolError("malformed status line")
-        del lines[0]
-        if len(lines) > self.maxHeaders:
+        block = buffer[lineEnd + 2 : end + 2]
+        if block.count(b"\r\n") > self.maxHeaders:
             raise UpstreamProtocolError("too many response header fields")
-        headers = Headers._fromParsed(_parseFields(lines, UpstreamProtocolError))
+        headers = Headers._fromParsed(_parseFieldBlock(block, UpstreamProtocolError))
         status = int(match.group(2))
         if not 100 <= status <= 599:
             raise UpstreamProtocolError("invalid status code")
