@@ -51,7 +51,9 @@ class EnabledFilter:
         self.onError = onError
 
     def __repr__(self) -> str:
-        return f"EnabledFilter({self.name!r}, {self.filter!r}, onError={self.onError!r})"
+        return (
+            f"EnabledFilter({self.name!r}, {self.filter!r}, onError={self.onError!r})"
+        )
 
 
 def decided(response: Response, name: str) -> Response:
@@ -71,7 +73,9 @@ class FilterChain:
     @ivar deadline: seconds a filter's Deferred may take.
     """
 
-    def __init__(self, filters: list[EnabledFilter], reactor: Any = None, deadline: float = 5.0) -> None:
+    def __init__(
+        self, filters: list[EnabledFilter], reactor: Any = None, deadline: float = 5.0
+    ) -> None:
         self.filters = list(filters)
         self.reactor = reactor
         self.deadline = deadline
@@ -79,7 +83,9 @@ class FilterChain:
         self._response = [(f.name, f.filter.filterResponse, f.onError) for f in filters if IResponseFilter.providedBy(f.filter)]  # type: ignore[attr-defined]
         self._tunnel = [(f.name, f.filter.filterTunnel, f.onError) for f in filters if ITunnelFilter.providedBy(f.filter)]  # type: ignore[attr-defined]
         self._body = [(f.name, f.filter.bodyTransform, f.onError) for f in filters if IBodyFilter.providedBy(f.filter)]  # type: ignore[attr-defined]
-        self.active = bool(self._request or self._response or self._tunnel or self._body)
+        self.active = bool(
+            self._request or self._response or self._tunnel or self._body
+        )
         self.hasResponseFilters = bool(self._response)
         self.hasBodyFilters = bool(self._body)
 
@@ -91,14 +97,18 @@ class FilterChain:
 
     # -- requests and tunnels --------------------------------------------------
 
-    def filterRequest(self, request: RequestHead) -> Union[RequestHead, Response, Deferred]:
+    def filterRequest(
+        self, request: RequestHead
+    ) -> Union[RequestHead, Response, Deferred]:
         """
         Run the request filters.
 
         @return: the head to forward, a L{Response} to answer with, or a
             L{Deferred} firing with either.
         """
-        return self._run(self._request, 0, request, lambda fn, value: fn(value), 500, request)
+        return self._run(
+            self._request, 0, request, lambda fn, value: fn(value), 500, request
+        )
 
     def filterTunnel(self, request: RequestHead) -> Union[None, Response, Deferred]:
         """
@@ -117,14 +127,23 @@ class FilterChain:
             return result.addCallback(lambda r: None if r is request else r)
         return None if result is request else result
 
-    def filterResponse(self, request: RequestHead, response: ResponseHead) -> Union[ResponseHead, Response, Deferred]:
+    def filterResponse(
+        self, request: RequestHead, response: ResponseHead
+    ) -> Union[ResponseHead, Response, Deferred]:
         """
         Run the response filters on a final response head.
 
         @return: the head to send, a L{Response} replacing the upstream's,
             or a L{Deferred} firing with either.
         """
-        return self._run(self._response, 0, response, lambda fn, value: fn(request, value), 502, request)
+        return self._run(
+            self._response,
+            0,
+            response,
+            lambda fn, value: fn(request, value),
+            502,
+            request,
+        )
 
     def bodyTransforms(self, request: RequestHead, response: ResponseHead) -> list[Any]:
         """
@@ -137,7 +156,9 @@ class FilterChain:
             try:
                 transform = fn(request, response)
             except Exception:
-                log.failure("body filter {name} raised; its transform is skipped", name=name)
+                log.failure(
+                    "body filter {name} raised; its transform is skipped", name=name
+                )
                 continue
             if transform is not None:
                 transforms.append(_GuardedTransform(name, transform, onError))
@@ -190,7 +211,14 @@ class FilterChain:
         def succeeded(result: Any) -> Any:
             if isinstance(result, Response):
                 return decided(result, name)
-            return self._run(steps, index + 1, value if result is None else result, call, status, request)
+            return self._run(
+                steps,
+                index + 1,
+                value if result is None else result,
+                call,
+                status,
+                request,
+            )
 
         def failed(failure: Failure) -> Any:
             answer = self._failed(failure, name, onError, status, request)
@@ -200,7 +228,14 @@ class FilterChain:
 
         return d.addCallbacks(succeeded, failed)
 
-    def _failed(self, failure: Failure, name: str, onError: str, status: int, request: RequestHead) -> Optional[Response]:
+    def _failed(
+        self,
+        failure: Failure,
+        name: str,
+        onError: str,
+        status: int,
+        request: RequestHead,
+    ) -> Optional[Response]:
         """
         Log a failing filter and decide what it means.
 
@@ -274,7 +309,10 @@ class _GuardedTransform:
 
     def _break(self) -> None:
         self.broken = True
-        log.failure("body transform of filter {name} raised; the rest of the body passes untouched", name=self.name)
+        log.failure(
+            "body transform of filter {name} raised; the rest of the body passes untouched",
+            name=self.name,
+        )
 
 
 __all__ = ["FilterChain", "EnabledFilter", "decided", "FAIL", "PASS", "IBodyTransform"]

@@ -130,9 +130,16 @@ class Settings:
 # -- value checks: each returns None when fine, else what was expected --------
 
 
-def _int(low: int, high: Optional[int] = None, what: str = "an integer") -> Callable[[Any], Optional[str]]:
+def _int(
+    low: int, high: Optional[int] = None, what: str = "an integer"
+) -> Callable[[Any], Optional[str]]:
     def check(value: Any) -> Optional[str]:
-        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < low
+            or (high is not None and value > high)
+        ):
             return what
         return None
 
@@ -183,7 +190,11 @@ def _ports(value: Any) -> Optional[str]:
         PortSet([v for v in value if not isinstance(v, bool)])
     except ValueError:
         return what
-    return None if all(isinstance(v, (int, str)) and not isinstance(v, bool) for v in value) else what
+    return (
+        None
+        if all(isinstance(v, (int, str)) and not isinstance(v, bool) for v in value)
+        else what
+    )
 
 
 @dataclass(frozen=True)
@@ -211,33 +222,249 @@ _POSITIVE = _number(0, True, "a positive number of seconds")
 _NON_NEGATIVE = _number(0, False, "a number of seconds, 0 or more")
 
 KEYS = [
-    Key("server", "port", "port", _int(0, 65535, "a port number 0-65535"), "port", int, "TCP port to listen on, on --interface."),
-    Key("server", "interface", "interface", _string, "interface", str, "Address to listen on for --port."),
-    Key("server", "listen", "listen", _strings, None, str, "Twisted endpoint descriptions to listen on."),
-    Key("server", "drain_timeout", "drainTimeout", _NON_NEGATIVE, "drain-timeout", float, "Seconds to let requests in flight finish on SIGTERM/SIGINT."),
-    Key("server", "via_pseudonym", "viaPseudonym", _pseudonym, "via-pseudonym", str, "The name this proxy gives itself in Via (default: host name plus a random tag)."),
-    Key("limits", "max_request_line", "maxRequestLine", _POSITIVE_INT, "max-request-line", int, "Longest request line accepted (else 414)."),
-    Key("limits", "max_header_bytes", "maxHeaderBytes", _POSITIVE_INT, "max-header-bytes", int, "Largest request header section accepted (else 431)."),
-    Key("limits", "max_headers", "maxHeaders", _POSITIVE_INT, "max-headers", int, "Most header fields in a request (else 431)."),
-    Key("limits", "max_body_bytes", "maxBodyBytes", _int(0, None, "an integer, 0 (unlimited) or more"), "max-body-bytes", int, "Largest request body accepted, 0 for unlimited (else 413)."),
-    Key("timeouts", "connect", "connectTimeout", _POSITIVE, "connect-timeout", float, "Seconds to connect to an upstream (else 504)."),
-    Key("timeouts", "header", "headerTimeout", _POSITIVE, "header-timeout", float, "Seconds a client has to send a request head (else the connection is closed)."),
-    Key("timeouts", "idle", "idleTimeout", _POSITIVE, "idle-timeout", float, "Seconds an idle keep-alive client connection is kept."),
-    Key("timeouts", "upstream", "upstreamTimeout", _POSITIVE, "upstream-timeout", float, "Seconds to wait for an upstream's response head (else 504)."),
-    Key("pool", "size", "poolSize", _int(0, None, "an integer, 0 or more"), "pool-size", int, "Idle upstream connections kept per origin."),
-    Key("pool", "idle_timeout", "poolIdleTimeout", _POSITIVE, "pool-idle-timeout", float, "Seconds an idle upstream connection is kept."),
-    Key("access", "allowed_clients", "allowedClients", _strings, None, str, "Client address patterns allowed to use the proxy."),
-    Key("access", "blocked_domains", "blockedDomains", _strings, None, str, "Domains refused with 403 (with their subdomains)."),
-    Key("access", "blocked_domains_files", "blockedDomainsFiles", _strings, None, str, "Files of blocked domains (plain or hosts format)."),
-    Key("access", "connect_ports", "connectPorts", _ports, None, str, "Ports CONNECT may reach."),
-    Key("auth", "htpasswd", "htpasswd", _string, "htpasswd", str, "htpasswd file enabling Basic proxy authentication."),
-    Key("auth", "realm", "authRealm", _string, "auth-realm", str, "Realm named in Proxy-Authenticate."),
-    Key("auth", "failure_delay", "authFailureDelay", _NON_NEGATIVE, None, float, "Seconds added per recent failure before answering 407."),
-    Key("log", "access_log", "accessLog", _string, "access-log", str, "Access log: '-' for standard output, a file path, or 'off'."),
-    Key("log", "format", "logFormat", _choice("combined", "squid", "json"), "log-format", str, "Access log format: combined, squid or json."),
-    Key("log", "colored", "colored", _choice("auto", "always", "never"), "colored", str, "Colour console output: auto, always or never."),
-    Key("filters", "enabled", "filters", _strings, None, str, "Filter names to run, in order."),
-    Key("filters", "deadline", "filterDeadline", _POSITIVE, "filter-deadline", float, "Seconds a filter's asynchronous answer may take."),
+    Key(
+        "server",
+        "port",
+        "port",
+        _int(0, 65535, "a port number 0-65535"),
+        "port",
+        int,
+        "TCP port to listen on, on --interface.",
+    ),
+    Key(
+        "server",
+        "interface",
+        "interface",
+        _string,
+        "interface",
+        str,
+        "Address to listen on for --port.",
+    ),
+    Key(
+        "server",
+        "listen",
+        "listen",
+        _strings,
+        None,
+        str,
+        "Twisted endpoint descriptions to listen on.",
+    ),
+    Key(
+        "server",
+        "drain_timeout",
+        "drainTimeout",
+        _NON_NEGATIVE,
+        "drain-timeout",
+        float,
+        "Seconds to let requests in flight finish on SIGTERM/SIGINT.",
+    ),
+    Key(
+        "server",
+        "via_pseudonym",
+        "viaPseudonym",
+        _pseudonym,
+        "via-pseudonym",
+        str,
+        "The name this proxy gives itself in Via (default: host name plus a random tag).",
+    ),
+    Key(
+        "limits",
+        "max_request_line",
+        "maxRequestLine",
+        _POSITIVE_INT,
+        "max-request-line",
+        int,
+        "Longest request line accepted (else 414).",
+    ),
+    Key(
+        "limits",
+        "max_header_bytes",
+        "maxHeaderBytes",
+        _POSITIVE_INT,
+        "max-header-bytes",
+        int,
+        "Largest request header section accepted (else 431).",
+    ),
+    Key(
+        "limits",
+        "max_headers",
+        "maxHeaders",
+        _POSITIVE_INT,
+        "max-headers",
+        int,
+        "Most header fields in a request (else 431).",
+    ),
+    Key(
+        "limits",
+        "max_body_bytes",
+        "maxBodyBytes",
+        _int(0, None, "an integer, 0 (unlimited) or more"),
+        "max-body-bytes",
+        int,
+        "Largest request body accepted, 0 for unlimited (else 413).",
+    ),
+    Key(
+        "timeouts",
+        "connect",
+        "connectTimeout",
+        _POSITIVE,
+        "connect-timeout",
+        float,
+        "Seconds to connect to an upstream (else 504).",
+    ),
+    Key(
+        "timeouts",
+        "header",
+        "headerTimeout",
+        _POSITIVE,
+        "header-timeout",
+        float,
+        "Seconds a client has to send a request head (else the connection is closed).",
+    ),
+    Key(
+        "timeouts",
+        "idle",
+        "idleTimeout",
+        _POSITIVE,
+        "idle-timeout",
+        float,
+        "Seconds an idle keep-alive client connection is kept.",
+    ),
+    Key(
+        "timeouts",
+        "upstream",
+        "upstreamTimeout",
+        _POSITIVE,
+        "upstream-timeout",
+        float,
+        "Seconds to wait for an upstream's response head (else 504).",
+    ),
+    Key(
+        "pool",
+        "size",
+        "poolSize",
+        _int(0, None, "an integer, 0 or more"),
+        "pool-size",
+        int,
+        "Idle upstream connections kept per origin.",
+    ),
+    Key(
+        "pool",
+        "idle_timeout",
+        "poolIdleTimeout",
+        _POSITIVE,
+        "pool-idle-timeout",
+        float,
+        "Seconds an idle upstream connection is kept.",
+    ),
+    Key(
+        "access",
+        "allowed_clients",
+        "allowedClients",
+        _strings,
+        None,
+        str,
+        "Client address patterns allowed to use the proxy.",
+    ),
+    Key(
+        "access",
+        "blocked_domains",
+        "blockedDomains",
+        _strings,
+        None,
+        str,
+        "Domains refused with 403 (with their subdomains).",
+    ),
+    Key(
+        "access",
+        "blocked_domains_files",
+        "blockedDomainsFiles",
+        _strings,
+        None,
+        str,
+        "Files of blocked domains (plain or hosts format).",
+    ),
+    Key(
+        "access",
+        "connect_ports",
+        "connectPorts",
+        _ports,
+        None,
+        str,
+        "Ports CONNECT may reach.",
+    ),
+    Key(
+        "auth",
+        "htpasswd",
+        "htpasswd",
+        _string,
+        "htpasswd",
+        str,
+        "htpasswd file enabling Basic proxy authentication.",
+    ),
+    Key(
+        "auth",
+        "realm",
+        "authRealm",
+        _string,
+        "auth-realm",
+        str,
+        "Realm named in Proxy-Authenticate.",
+    ),
+    Key(
+        "auth",
+        "failure_delay",
+        "authFailureDelay",
+        _NON_NEGATIVE,
+        None,
+        float,
+        "Seconds added per recent failure before answering 407.",
+    ),
+    Key(
+        "log",
+        "access_log",
+        "accessLog",
+        _string,
+        "access-log",
+        str,
+        "Access log: '-' for standard output, a file path, or 'off'.",
+    ),
+    Key(
+        "log",
+        "format",
+        "logFormat",
+        _choice("combined", "squid", "json"),
+        "log-format",
+        str,
+        "Access log format: combined, squid or json.",
+    ),
+    Key(
+        "log",
+        "colored",
+        "colored",
+        _choice("auto", "always", "never"),
+        "colored",
+        str,
+        "Colour console output: auto, always or never.",
+    ),
+    Key(
+        "filters",
+        "enabled",
+        "filters",
+        _strings,
+        None,
+        str,
+        "Filter names to run, in order.",
+    ),
+    Key(
+        "filters",
+        "deadline",
+        "filterDeadline",
+        _POSITIVE,
+        "filter-deadline",
+        float,
+        "Seconds a filter's asynchronous answer may take.",
+    ),
 ]
 
 KEYS_BY_OPTION = {k.option: k for k in KEYS if k.option}
@@ -283,14 +510,19 @@ def readConfigFile(path: str) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for section, table in document.items():
         if section not in SECTIONS:
-            raise ConfigError(f"{path}: unknown section [{section}]; expected one of " + ", ".join(f"[{s}]" for s in SECTIONS))
+            raise ConfigError(
+                f"{path}: unknown section [{section}]; expected one of "
+                + ", ".join(f"[{s}]" for s in SECTIONS)
+            )
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: {section} must be a table ([{section}])")
         if section == "filter":
             tables = {}
             for name, filterTable in table.items():
                 if not isinstance(filterTable, dict):
-                    raise ConfigError(f"{path}: filter.{name} must be a table ([filter.{name}])")
+                    raise ConfigError(
+                        f"{path}: filter.{name} must be a table ([filter.{name}])"
+                    )
                 tables[name] = filterTable
             values["filterTables"] = tables
             continue
@@ -298,7 +530,9 @@ def readConfigFile(path: str) -> dict[str, Any]:
             key = _KEYS_BY_PLACE.get((section, name))
             if key is None:
                 known = ", ".join(k.key for k in KEYS if k.section == section)
-                raise ConfigError(f"{path}: unknown key [{section}] {name}; expected one of {known}")
+                raise ConfigError(
+                    f"{path}: unknown key [{section}] {name}; expected one of {known}"
+                )
             values[key.attr] = checkValue(key, value, f"{path}: [{section}] {name}")
     return values
 

@@ -69,7 +69,9 @@ def _defaultPackage() -> ModuleType:
 def _originOf(factory: object, modules: Iterable[str]) -> str:
     for name in modules:
         module = sys.modules.get(name)
-        if module is not None and any(value is factory for value in vars(module).values()):
+        if module is not None and any(
+            value is factory for value in vars(module).values()
+        ):
             return name
     return type(factory).__module__
 
@@ -97,7 +99,10 @@ def findFilterFactories(package: Optional[ModuleType] = None) -> Discovered:
             continue
         if name in found.factories:
             found.problems.append(
-                (origin, f"filter name {name!r} is already provided by {found.origins[name]}; skipped")
+                (
+                    origin,
+                    f"filter name {name!r} is already provided by {found.origins[name]}; skipped",
+                )
             )
             continue
         found.factories[name] = factory
@@ -110,7 +115,9 @@ def findFilterFactories(package: Optional[ModuleType] = None) -> Discovered:
         try:
             importlib.import_module(moduleName)
         except BaseException as e:
-            found.problems.append((moduleName, f"plugin module failed to import: {type(e).__name__}: {e}"))
+            found.problems.append(
+                (moduleName, f"plugin module failed to import: {type(e).__name__}: {e}")
+            )
     return found
 
 
@@ -124,7 +131,9 @@ def buildFilter(factory: Any, name: str, table: dict[str, Any]) -> EnabledFilter
     table = dict(table)
     onError = table.pop("on_error", FAIL)
     if onError not in (FAIL, PASS):
-        raise FilterError(f"[filter.{name}] on_error: expected \"fail\" or \"pass\", got {onError!r}")
+        raise FilterError(
+            f'[filter.{name}] on_error: expected "fail" or "pass", got {onError!r}'
+        )
     try:
         built = factory.makeFilter(table)
     except (ValueError, TypeError, KeyError) as e:
@@ -132,15 +141,21 @@ def buildFilter(factory: Any, name: str, table: dict[str, Any]) -> EnabledFilter
     except Exception as e:
         # A crashing factory is the plugin's bug, not the user's; still one
         # line, naming the filter and where it came from.
-        raise FilterError(f"filter {name!r}: its factory failed: {type(e).__name__}: {e}")
+        raise FilterError(
+            f"filter {name!r}: its factory failed: {type(e).__name__}: {e}"
+        )
     provided = [i for i in FILTER_INTERFACES if i.providedBy(built)]
     if not provided:
-        raise FilterError(f"filter {name!r}: the factory built {built!r}, which provides no filter interface")
+        raise FilterError(
+            f"filter {name!r}: the factory built {built!r}, which provides no filter interface"
+        )
     for interface in provided:
         try:
             verifyObject(interface, built)
         except Invalid as e:
-            raise FilterError(f"filter {name!r} does not implement {interface.__name__} correctly: {e}")
+            raise FilterError(
+                f"filter {name!r} does not implement {interface.__name__} correctly: {e}"
+            )
     return EnabledFilter(name, built, onError)
 
 
@@ -164,10 +179,14 @@ def buildFilters(
         seen.add(name)
         factory = discovered.factories.get(name)
         if factory is None:
-            broken = "; ".join(f"{module}: {message}" for module, message in discovered.problems)
+            broken = "; ".join(
+                f"{module}: {message}" for module, message in discovered.problems
+            )
             known = ", ".join(sorted(discovered.factories)) or "none"
             hint = f" (broken plugins: {broken})" if broken else ""
-            raise FilterError(f"filter {name!r} is enabled but no installed plugin provides it; available: {known}{hint}")
+            raise FilterError(
+                f"filter {name!r} is enabled but no installed plugin provides it; available: {known}{hint}"
+            )
         filters.append(buildFilter(factory, name, tables.get(name, {})))
     return filters
 

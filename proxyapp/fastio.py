@@ -41,7 +41,14 @@ the write high-water mark for backpressure: only the read size grows.
 _RETRY = frozenset([errno.EWOULDBLOCK, errno.EAGAIN, errno.ENOBUFS, errno.EINTR])
 
 # Attributes of a connected TCP transport that the subclasses rely on.
-_TRANSPORT_ATTRIBUTES = ("dataBuffer", "offset", "_tempDataBuffer", "_tempDataLen", "_writeDisconnected", "socket")
+_TRANSPORT_ATTRIBUTES = (
+    "dataBuffer",
+    "offset",
+    "_tempDataBuffer",
+    "_tempDataLen",
+    "_writeDisconnected",
+    "socket",
+)
 
 
 class _FastConnectionMixin:
@@ -116,8 +123,18 @@ def supported() -> bool:
         the fast subclasses override or call.
     """
     return all(
-        hasattr(tcp.Connection, name) for name in ("_dataReceived", "doRead", "write", "writeSequence", "setTcpNoDelay")
-    ) and all(hasattr(tcp.Connection, name) for name in ("dataBuffer", "offset", "_writeDisconnected"))
+        hasattr(tcp.Connection, name)
+        for name in (
+            "_dataReceived",
+            "doRead",
+            "write",
+            "writeSequence",
+            "setTcpNoDelay",
+        )
+    ) and all(
+        hasattr(tcp.Connection, name)
+        for name in ("dataBuffer", "offset", "_writeDisconnected")
+    )
 
 
 def accelerate(transport: Any) -> bool:
@@ -154,7 +171,9 @@ def acceleratePolling(reactor: Any) -> bool:
         return False
     if type(reactor) is not EPollReactor:
         return False
-    if not all(hasattr(reactor, name) for name in ("_poller", "_selectables", "_doReadOrWrite")):
+    if not all(
+        hasattr(reactor, name) for name in ("_poller", "_selectables", "_doReadOrWrite")
+    ):
         return False
     poller = reactor._poller
     selectables = reactor._selectables

@@ -121,7 +121,9 @@ _UNTIL_CLOSE = 6
 _DONE = 7
 _SWITCHED = 8
 
-_TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_TOKEN_CHARS = (
+    b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
 
 # Control characters that may never appear in a head (everything below
 # 0x20 but HTAB, CR and LF, plus DEL).  CR and LF are only allowed as CRLF
@@ -139,6 +141,8 @@ def _badHeadBytes(head: bytes) -> bool:
         return True
     pairs = head.count(b"\r\n")
     return head.count(b"\r") != pairs or head.count(b"\n") != pairs
+
+
 _CHUNK_SIZE_LINE = re.compile(
     rb"([0-9A-Fa-f]{1,16})"
     rb"(?:[ \t]*;[ \t]*[-!#$%&'*+.^_`|~0-9A-Za-z]+"
@@ -253,7 +257,9 @@ def _splitTarget(head: RequestHead) -> None:
         return
     if target == b"*":
         if head.method != b"OPTIONS":
-            raise ClientProtocolError(400, "asterisk-form target with a method other than OPTIONS")
+            raise ClientProtocolError(
+                400, "asterisk-form target with a method other than OPTIONS"
+            )
         return
     schemeEnd = target.find(b"://")
     scheme = target[:schemeEnd].lower()
@@ -272,7 +278,9 @@ def _splitTarget(head: RequestHead) -> None:
     if not path.startswith(b"/"):
         path = b"/" + path
     try:
-        head.host, head.port = parseAuthority(authority, 80 if scheme == b"http" else 443)
+        head.host, head.port = parseAuthority(
+            authority, 80 if scheme == b"http" else 443
+        )
     except ValueError as e:
         raise ClientProtocolError(400, f"invalid host in request target: {e}")
     head.scheme = scheme.decode("ascii")
@@ -296,7 +304,9 @@ def _parseFields(lines: list[bytes], errorType: type) -> list[list[bytes]]:
             if line[:1] in (b" ", b"\t"):
                 raise _fieldError(errorType, "obsolete line folding in a header field")
             if name[-1:] in (b" ", b"\t"):
-                raise _fieldError(errorType, "whitespace before the colon in a header field")
+                raise _fieldError(
+                    errorType, "whitespace before the colon in a header field"
+                )
             raise _fieldError(errorType, "invalid header field name")
         fields.append([name.lower(), name, line[colon + 1 :].strip(b" \t")])
     return fields
@@ -305,7 +315,8 @@ def _parseFields(lines: list[bytes], errorType: type) -> list[list[bytes]]:
 # One well-formed field line, anchored at a line start so that a folded
 # (obs-fold) or otherwise broken line can never match from its middle.
 _FIELD_LINE = re.compile(
-    rb"^([-!#$%&'*+.^_`|~0-9A-Za-z]+):[ \t]*((?:[^\r\n]*[^\r\n \t])?)[ \t]*\r\n", re.MULTILINE
+    rb"^([-!#$%&'*+.^_`|~0-9A-Za-z]+):[ \t]*((?:[^\r\n]*[^\r\n \t])?)[ \t]*\r\n",
+    re.MULTILINE,
 )
 
 
@@ -330,9 +341,7 @@ def _fieldError(errorType: type, reason: str) -> ProtocolError:
     return UpstreamProtocolError(reason)
 
 
-def _framing(
-    headers: Headers, errorType: type, isRequest: bool
-) -> tuple[int, int]:
+def _framing(headers: Headers, errorType: type, isRequest: bool) -> tuple[int, int]:
     """
     Decide a message's body framing from Content-Length and
     Transfer-Encoding (RFC 9112 section 6.3), refusing every ambiguity.
@@ -506,7 +515,9 @@ class _Parser:
             if end == -1:
                 if available > _MAX_CHUNK_LINE:
                     raise self._error("chunk size line too long")
-                return self._needData("chunked body cut short by the connection closing")
+                return self._needData(
+                    "chunked body cut short by the connection closing"
+                )
             line = buffer[offset:end]
             match = _CHUNK_SIZE_LINE.fullmatch(line)
             if match is None:
@@ -527,7 +538,9 @@ class _Parser:
             if available < 2:
                 if available == 1 and buffer[offset] != 13:
                     raise self._error("chunk data not followed by CRLF")
-                return self._needData("chunked body cut short by the connection closing")
+                return self._needData(
+                    "chunked body cut short by the connection closing"
+                )
             if buffer[offset : offset + 2] != b"\r\n":
                 raise self._error("chunk data not followed by CRLF")
             self._offset = offset + 2
@@ -628,7 +641,10 @@ class RequestParser(_Parser):
         if end - lineEnd > self.maxHeaderBytes:
             raise ClientProtocolError(431, "header section too large")
         if _badHeadBytes(head):
-            raise ClientProtocolError(400, "invalid character (control, NUL or bare CR/LF) in the request head")
+            raise ClientProtocolError(
+                400,
+                "invalid character (control, NUL or bare CR/LF) in the request head",
+            )
         parts = requestLine.split(b" ")
         if len(parts) != 3:
             raise ClientProtocolError(400, "malformed request line")
@@ -638,7 +654,11 @@ class RequestParser(_Parser):
         if not target or b"\t" in target:
             raise ClientProtocolError(400, "invalid request target")
         if version != b"HTTP/1.1" and version != b"HTTP/1.0":
-            if len(version) == 8 and version.startswith(b"HTTP/1.") and version[7:].isdigit():
+            if (
+                len(version) == 8
+                and version.startswith(b"HTTP/1.")
+                and version[7:].isdigit()
+            ):
                 version = b"HTTP/1.1"
             else:
                 raise ClientProtocolError(400, "unsupported HTTP version")
@@ -688,12 +708,16 @@ class RequestParser(_Parser):
             limit = self.maxRequestLine
             # One byte past the limit is allowed only if it is the CR of the
             # CRLF ending a line of exactly the limit.
-            if available > limit + 1 or (available == limit + 1 and self._buffer[offset + limit] != 13):
+            if available > limit + 1 or (
+                available == limit + 1 and self._buffer[offset + limit] != 13
+            ):
                 raise ClientProtocolError(414, "request line too long")
         elif available - (lineEnd - offset) - 2 > self.maxHeaderBytes + 2:
             raise ClientProtocolError(431, "header section too large")
         if self._eof and available:
-            raise ClientProtocolError(400, "request head cut short by the connection closing")
+            raise ClientProtocolError(
+                400, "request head cut short by the connection closing"
+            )
         return NEED_DATA
 
 
@@ -737,7 +761,9 @@ class ResponseParser(_Parser):
                 raise UpstreamProtocolError("bare LF line ends in the response head")
             if self._eof:
                 if available:
-                    raise UpstreamProtocolError("response head cut short by the connection closing")
+                    raise UpstreamProtocolError(
+                        "response head cut short by the connection closing"
+                    )
                 raise UpstreamProtocolError("connection closed before a response")
             return NEED_DATA
         buffer = self._buffer
@@ -746,7 +772,9 @@ class ResponseParser(_Parser):
         self._offset = end + 4
         self._searchFrom = 0
         if _badHeadBytes(head):
-            raise UpstreamProtocolError("invalid character (control, NUL or bare CR/LF) in the response head")
+            raise UpstreamProtocolError(
+                "invalid character (control, NUL or bare CR/LF) in the response head"
+            )
         lineEnd = buffer.find(b"\r\n", offset, end + 2)
         match = _STATUS_LINE.fullmatch(buffer, offset, lineEnd)
         if match is None:

@@ -110,7 +110,9 @@ class IBodyFilter(Interface):
     chunked (or delimited by closing the connection for HTTP/1.0 clients).
     """
 
-    def bodyTransform(request: "RequestHead", response: "ResponseHead") -> "Optional[IBodyTransform]":
+    def bodyTransform(
+        request: "RequestHead", response: "ResponseHead"
+    ) -> "Optional[IBodyTransform]":
         """
         Decide whether to transform this response's body.
 
@@ -128,7 +130,9 @@ class ITunnelFilter(Interface):
     Decides on CONNECT requests.
     """
 
-    def filterTunnel(request: "RequestHead") -> "Union[None, Response, Deferred[Optional[Response]]]":
+    def filterTunnel(
+        request: "RequestHead",
+    ) -> "Union[None, Response, Deferred[Optional[Response]]]":
         """
         Decide whether a tunnel to C{request.host}, C{request.port} may open.
 

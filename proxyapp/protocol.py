@@ -43,7 +43,11 @@ from twisted.internet import error as ierror
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IPushProducer,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import Factory, Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -162,7 +166,13 @@ class UpstreamProtocol(Protocol):
     idleSince = 0.0
     closing = False
 
-    def __init__(self, pool: "ConnectionPool", key: tuple[str, str, int], maxHeaderBytes: int, maxHeaders: int) -> None:
+    def __init__(
+        self,
+        pool: "ConnectionPool",
+        key: tuple[str, str, int],
+        maxHeaderBytes: int,
+        maxHeaders: int,
+    ) -> None:
         self.pool = pool
         self.key = key
         self.parser = ResponseParser(maxHeaderBytes, maxHeaders)
@@ -239,7 +249,10 @@ class UpstreamProtocol(Protocol):
         self.parser.receiveEOF()
         self._parse(client)
         if self.client is client:
-            client.upstreamFailed(self, "the upstream closed the connection before the response was complete")
+            client.upstreamFailed(
+                self,
+                "the upstream closed the connection before the response was complete",
+            )
 
 
 class ConnectionPool:
@@ -297,7 +310,13 @@ class ConnectionPool:
 
             endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
         settings = self.settings
-        d = endpoint.connect(_OneUpstream(UpstreamProtocol(self, key, settings.maxHeaderBytes, settings.maxHeaders)))
+        d = endpoint.connect(
+            _OneUpstream(
+                UpstreamProtocol(
+                    self, key, settings.maxHeaderBytes, settings.maxHeaders
+                )
+            )
+        )
         # The endpoint's own timeout covers each TCP attempt; this one also
         # covers name resolution, which has no timeout of its own.
         return d.addTimeout(settings.connectTimeout, self.reactor)
@@ -422,7 +441,10 @@ class ProxyFactory(ServerFactory):
         pseudonym = settings.viaPseudonym.encode("ascii")
         # RFC 9110 section 7.6.3: a Via entry names the protocol version
         # the proxy received the message with.
-        self.viaValues = {b"HTTP/1.0": b"1.0 " + pseudonym, b"HTTP/1.1": b"1.1 " + pseudonym}
+        self.viaValues = {
+            b"HTTP/1.0": b"1.0 " + pseudonym,
+            b"HTTP/1.1": b"1.1 " + pseudonym,
+        }
         self.viaToken = settings.viaPseudonym.encode("ascii").lower()
         self.connections: set[ProxyProtocol] = set()
         self.draining = False
@@ -486,7 +508,9 @@ class ProxyProtocol(Protocol):
         self.reactor = factory.reactor
         settings = factory.settings
         self.settings = settings
-        self.parser = RequestParser(settings.maxRequestLine, settings.maxHeaderBytes, settings.maxHeaders)
+        self.parser = RequestParser(
+            settings.maxRequestLine, settings.maxHeaderBytes, settings.maxHeaders
+        )
         self._pendingUp: list[bytes] = []
         self._out: list[bytes] = []
         self._deadline = 0.0
@@ -636,7 +660,13 @@ class ProxyProtocol(Protocol):
 
         via = headers.get(b"via")
         if via is not None and self._hasOwnVia(headers):
-            return self._respond(errorResponse(508, "This request has already passed through this proxy (forwarding loop).", request.url()))
+            return self._respond(
+                errorResponse(
+                    508,
+                    "This request has already passed through this proxy (forwarding loop).",
+                    request.url(),
+                )
+            )
         if request.host is None:
             # Addressed to the proxy itself: filters still decide who may
             # see it (the access and auth filters apply to the status page).
@@ -647,15 +677,36 @@ class ProxyProtocol(Protocol):
         if request.method == b"CONNECT":
             return self._connectRequest(request)
         if self._isSelf(request):
-            return self._respond(errorResponse(508, "The request names this proxy's own address as its target (forwarding loop).", request.url()))
+            return self._respond(
+                errorResponse(
+                    508,
+                    "The request names this proxy's own address as its target (forwarding loop).",
+                    request.url(),
+                )
+            )
         maxBody = self.settings.maxBodyBytes
-        if maxBody and self.parser.framing == LENGTH and self.parser.remaining > maxBody:
-            return self._respond(errorResponse(413, f"The request body is larger than the limit of {maxBody} bytes.", request.url()), close=True)
+        if (
+            maxBody
+            and self.parser.framing == LENGTH
+            and self.parser.remaining > maxBody
+        ):
+            return self._respond(
+                errorResponse(
+                    413,
+                    f"The request body is larger than the limit of {maxBody} bytes.",
+                    request.url(),
+                ),
+                close=True,
+            )
         if request.method in (b"TRACE", b"OPTIONS"):
             maxForwards = headers.get(b"max-forwards")
             if maxForwards is not None:
                 if not maxForwards.isdigit():
-                    return self._respond(errorResponse(400, "Max-Forwards is not a number.", request.url()))
+                    return self._respond(
+                        errorResponse(
+                            400, "Max-Forwards is not a number.", request.url()
+                        )
+                    )
                 if int(maxForwards) == 0:
                     return self._respond(statuspage.maxForwardsResponse(request))
                 headers.set(b"Max-Forwards", b"%d" % (int(maxForwards) - 1,))
@@ -726,7 +777,12 @@ class ProxyProtocol(Protocol):
         self.gate.pause(WAITING)  # type: ignore[union-attr]
         request = self.request
         d = self.factory.pool.connect(key)
-        d.addCallbacks(self._connected, self._connectFailed, errbackArgs=(request,), callbackArgs=(request,))
+        d.addCallbacks(
+            self._connected,
+            self._connectFailed,
+            errbackArgs=(request,),
+            callbackArgs=(request,),
+        )
 
     def _connected(self, upstream: UpstreamProtocol, request: RequestHead) -> None:
         if self.request is not request or self.transport.disconnected:
@@ -746,16 +802,27 @@ class ProxyProtocol(Protocol):
         self.gate.resume(WAITING)  # type: ignore[union-attr]
         self._pendingUp = []
         target = request.url()
-        if reason.check(ierror.TimeoutError, defer.TimeoutError, ierror.ConnectingCancelledError):
+        if reason.check(
+            ierror.TimeoutError, defer.TimeoutError, ierror.ConnectingCancelledError
+        ):
             # ConnectingCancelledError: our overall connect deadline
             # cancelled the endpoint's attempt.
-            status, why = 504, f"Connecting to {request.host} port {request.port} timed out."
+            status, why = (
+                504,
+                f"Connecting to {request.host} port {request.port} timed out.",
+            )
         elif reason.check(ierror.DNSLookupError):
             status, why = 502, f"The host name {request.host} could not be resolved."
         elif reason.check(ierror.ConnectionRefusedError):
-            status, why = 502, f"{request.host} port {request.port} refused the connection."
+            status, why = (
+                502,
+                f"{request.host} port {request.port} refused the connection.",
+            )
         else:
-            status, why = 502, f"Could not connect to {request.host} port {request.port}: {reason.getErrorMessage()}"
+            status, why = (
+                502,
+                f"Could not connect to {request.host} port {request.port}: {reason.getErrorMessage()}",
+            )
         self._respond(errorResponse(status, why, target), close=not self.requestDone)
 
     def _attach(self, upstream: UpstreamProtocol) -> None:
@@ -782,7 +849,9 @@ class ProxyProtocol(Protocol):
         self.bodyBytes += len(data)
         maxBody = self.settings.maxBodyBytes
         if maxBody and self.bodyBytes > maxBody:
-            raise ClientProtocolError(413, f"request body larger than the limit of {maxBody} bytes")
+            raise ClientProtocolError(
+                413, f"request body larger than the limit of {maxBody} bytes"
+            )
         if self.request is None:
             # The request was answered locally; its body goes nowhere.
             return
@@ -823,7 +892,9 @@ class ProxyProtocol(Protocol):
         if status < 200:
             if status == 101:
                 if not self._upgrading:
-                    raise UpstreamProtocolError("101 Switching Protocols without an upgrade request")
+                    raise UpstreamProtocolError(
+                        "101 Switching Protocols without an upgrade request"
+                    )
                 return self._switchProtocols(head)
             # Interim responses go on to HTTP/1.1 clients only.
             if request.version == b"HTTP/1.1":  # type: ignore[union-attr]
@@ -837,7 +908,9 @@ class ProxyProtocol(Protocol):
         self._responseComplete = False
         self.status = status
         connectionTokens = head.headers.getTokens(b"connection")
-        if b"close" in connectionTokens or (head.version == b"HTTP/1.0" and b"keep-alive" not in connectionTokens):
+        if b"close" in connectionTokens or (
+            head.version == b"HTTP/1.0" and b"keep-alive" not in connectionTokens
+        ):
             # RFC 9112 sections 9.3 and 9.6: this connection ends with
             # this response.
             self.upstream.closing = True  # type: ignore[union-attr]
@@ -862,7 +935,9 @@ class ProxyProtocol(Protocol):
     _held: Optional[list[Any]] = None
     _transforms: Optional[list[Any]] = None
 
-    def _responseFiltered(self, result: ResponseHead | Response, upstream: UpstreamProtocol) -> None:
+    def _responseFiltered(
+        self, result: ResponseHead | Response, upstream: UpstreamProtocol
+    ) -> None:
         if self.upstream is not upstream:
             return
         held, self._held = self._held, None
@@ -1076,7 +1151,12 @@ class ProxyProtocol(Protocol):
                 target=request.url() if request is not None else "-",
                 reason=response.reason,
             )
-        if close or not self.requestDone and request is not None and self.parser.framing != NO_BODY:
+        if (
+            close
+            or not self.requestDone
+            and request is not None
+            and self.parser.framing != NO_BODY
+        ):
             self.closeAfter = True
         headers = response.head.headers
         isHead = request is not None and request.method == b"HEAD"
@@ -1102,7 +1182,12 @@ class ProxyProtocol(Protocol):
         """
         self._detachUpstream()
         if self.responseStarted and not self._responseComplete:
-            log.info("{client}:{port} protocol error mid-response: {reason}", client=self.clientHost, port=self.clientPort, reason=reason)
+            log.info(
+                "{client}:{port} protocol error mid-response: {reason}",
+                client=self.clientHost,
+                port=self.clientPort,
+                reason=reason,
+            )
             self.transport.loseConnection()
             return
         self.closeAfter = True
@@ -1115,7 +1200,9 @@ class ProxyProtocol(Protocol):
             target = ""
         else:
             target = self.request.url()
-        self._respond(errorResponse(status, f"Malformed request: {reason}.", target), close=True)
+        self._respond(
+            errorResponse(status, f"Malformed request: {reason}.", target), close=True
+        )
 
     # -- end of an exchange ----------------------------------------------------
 
@@ -1147,7 +1234,11 @@ class ProxyProtocol(Protocol):
             self.reactor.callLater(0, self._resumeDispatch)
 
     def _resumeDispatch(self) -> None:
-        if self.request is None and not self.tunnel and not self.transport.disconnecting:
+        if (
+            self.request is None
+            and not self.tunnel
+            and not self.transport.disconnecting
+        ):
             self._setDeadline(_HEAD, self.settings.headerTimeout)
             self._dispatch()
 
@@ -1157,7 +1248,9 @@ class ProxyProtocol(Protocol):
             self.transport.unregisterProducer()
         self.transport.loseConnection()
 
-    def _logExchange(self, incomplete: bool = False, reason: Optional[str] = None) -> None:
+    def _logExchange(
+        self, incomplete: bool = False, reason: Optional[str] = None
+    ) -> None:
         stats = self.factory.stats
         stats.bytesFromClients += self.bytesIn
         stats.bytesToClients += self.bytesOut
@@ -1204,11 +1297,22 @@ class ProxyProtocol(Protocol):
         self.requestDone = True
         if request.port not in self.settings.connectPorts:
             return self._respond(
-                errorResponse(403, f"CONNECT to port {request.port} is not allowed (allowed: {self.settings.connectPorts.describe()}).", request.url()),
+                errorResponse(
+                    403,
+                    f"CONNECT to port {request.port} is not allowed (allowed: {self.settings.connectPorts.describe()}).",
+                    request.url(),
+                ),
                 close=True,
             )
         if self._isSelf(request):
-            return self._respond(errorResponse(508, "The CONNECT target is this proxy itself (forwarding loop).", request.url()), close=True)
+            return self._respond(
+                errorResponse(
+                    508,
+                    "The CONNECT target is this proxy itself (forwarding loop).",
+                    request.url(),
+                ),
+                close=True,
+            )
         chain = self.factory.chain
         if chain is not None and chain.active:
             result = chain.filterTunnel(request)
@@ -1252,7 +1356,9 @@ class ProxyProtocol(Protocol):
         self.flushToClient()
         self._splice(upstream, self.parser.takeBuffer(), upstream.parser.takeBuffer())  # type: ignore[arg-type, union-attr]
 
-    def _splice(self, upstream: UpstreamProtocol, toUpstream: bytes, toClient: bytes) -> None:
+    def _splice(
+        self, upstream: UpstreamProtocol, toUpstream: bytes, toClient: bytes
+    ) -> None:
         """
         From now on both connections carry opaque bytes (RFC 9110 section
         9.3.6): what either sends goes to the other, with backpressure both
@@ -1327,7 +1433,9 @@ class ProxyProtocol(Protocol):
         localHost = self.localHost
         if host == localHost:
             return True
-        return host == "localhost" and (localHost.startswith("127.") or localHost == "::1")
+        return host == "localhost" and (
+            localHost.startswith("127.") or localHost == "::1"
+        )
 
     # -- timeouts ------------------------------------------------------------------
 
@@ -1362,12 +1470,29 @@ class ProxyProtocol(Protocol):
         self._deadlineKind = _NO_DEADLINE
         if kind == _UPSTREAM:
             request = self.request
-            log.info("{client}:{port} upstream timeout for {target}", client=self.clientHost, port=self.clientPort, target=request.url() if request else "-")
+            log.info(
+                "{client}:{port} upstream timeout for {target}",
+                client=self.clientHost,
+                port=self.clientPort,
+                target=request.url() if request else "-",
+            )
             self._detachUpstream()
-            self._respond(errorResponse(504, f"The upstream server did not answer within {self.settings.upstreamTimeout:g} seconds.", request.url() if request else ""), close=True)
+            self._respond(
+                errorResponse(
+                    504,
+                    f"The upstream server did not answer within {self.settings.upstreamTimeout:g} seconds.",
+                    request.url() if request else "",
+                ),
+                close=True,
+            )
             return
         if kind == _HEAD:
-            log.info("{client}:{port} closed: request head not received within {timeout:g} s", client=self.clientHost, port=self.clientPort, timeout=self.settings.headerTimeout)
+            log.info(
+                "{client}:{port} closed: request head not received within {timeout:g} s",
+                client=self.clientHost,
+                port=self.clientPort,
+                timeout=self.settings.headerTimeout,
+            )
         self._close()
 
     # -- drain -----------------------------------------------------------------------
@@ -1398,4 +1523,10 @@ def _peerOf(upstream: UpstreamProtocol) -> Optional[tuple[str, int]]:
     return host, getattr(peer, "port", 0)
 
 
-__all__ = ["ProxyFactory", "ProxyProtocol", "UpstreamProtocol", "ConnectionPool", "PRODUCT"]
+__all__ = [
+    "ProxyFactory",
+    "ProxyProtocol",
+    "UpstreamProtocol",
+    "ConnectionPool",
+    "PRODUCT",
+]

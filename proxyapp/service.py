@@ -87,12 +87,20 @@ class ProxyService(service.Service):
         from proxyapp.fastio import acceleratePolling
 
         if acceleratePolling(self.reactor):
-            log.info("epoll reactor: per-event logging context disabled (proxyapp.fastio)")
+            log.info(
+                "epoll reactor: per-event logging context disabled (proxyapp.fastio)"
+            )
         before, after = raiseFileLimit()
-        log.info("open-file limit raised from {before} to {after}", before=before, after=after)
+        log.info(
+            "open-file limit raised from {before} to {after}",
+            before=before,
+            after=after,
+        )
         settings = self.settings
         chain = FilterChain(self.filters, self.reactor, settings.filterDeadline)
-        self.factory = ProxyFactory(self.reactor, settings, chain=chain, accessLog=self.accessLog)
+        self.factory = ProxyFactory(
+            self.reactor, settings, chain=chain, accessLog=self.accessLog
+        )
         if chain.active:
             log.info("filters: {names}", names=", ".join(chain.names()))
         for description in self.descriptions:
@@ -108,7 +116,10 @@ class ProxyService(service.Service):
             self._installSignals()
 
     def _installSignals(self) -> None:
-        for number, handler in ((signal.SIGHUP, self._onHangup), (signal.SIGUSR1, self._onUser1)):
+        for number, handler in (
+            (signal.SIGHUP, self._onHangup),
+            (signal.SIGUSR1, self._onUser1),
+        ):
             try:
                 self._oldHandlers[number] = signal.signal(number, handler)
             except ValueError:
@@ -135,7 +146,11 @@ class ProxyService(service.Service):
         )
 
     def _listenFailed(self, reason: Any, description: str) -> None:
-        log.critical("cannot listen on {description}: {error}", description=description, error=reason.getErrorMessage())
+        log.critical(
+            "cannot listen on {description}: {error}",
+            description=description,
+            error=reason.getErrorMessage(),
+        )
         self.reactor.callWhenRunning(self._stopReactor)
 
     def _stopReactor(self) -> None:
@@ -158,19 +173,38 @@ class ProxyService(service.Service):
         try:
             settings, filters = reloadSettings(self.options)
         except (ConfigError, SystemExit) as e:
-            log.error("reload failed, keeping the running configuration: {error}", error=str(e))
+            log.error(
+                "reload failed, keeping the running configuration: {error}",
+                error=str(e),
+            )
             return False
         old = self.settings
         settings.viaPseudonym = old.viaPseudonym
-        if settings.listen != old.listen or settings.port != old.port or settings.interface != old.interface:
+        if (
+            settings.listen != old.listen
+            or settings.port != old.port
+            or settings.interface != old.interface
+        ):
             log.warn("reload: listening addresses changed; restart to apply that part")
-        if (settings.accessLog, settings.logFormat, settings.colored) != (old.accessLog, old.logFormat, old.colored):
+        if (settings.accessLog, settings.logFormat, settings.colored) != (
+            old.accessLog,
+            old.logFormat,
+            old.colored,
+        ):
             from proxyapp.accesslog import openAccessLog
 
             try:
-                accessLog = openAccessLog(settings.accessLog, self.reactor, settings.logFormat, settings.colored)
+                accessLog = openAccessLog(
+                    settings.accessLog,
+                    self.reactor,
+                    settings.logFormat,
+                    settings.colored,
+                )
             except ValueError as e:
-                log.error("reload failed, keeping the running configuration: {error}", error=str(e))
+                log.error(
+                    "reload failed, keeping the running configuration: {error}",
+                    error=str(e),
+                )
                 return False
             if self.accessLog is not None:
                 self.accessLog.close()
@@ -179,7 +213,10 @@ class ProxyService(service.Service):
         chain = FilterChain(filters, self.reactor, settings.filterDeadline)
         self.settings = settings
         self.factory.reconfigure(settings, chain)
-        log.info("configuration reloaded; filters: {names}", names=", ".join(chain.names()) or "none")
+        log.info(
+            "configuration reloaded; filters: {names}",
+            names=", ".join(chain.names()) or "none",
+        )
         return True
 
     def reopenLogs(self) -> None:
@@ -200,7 +237,9 @@ class ProxyService(service.Service):
     async def _drain(self) -> None:
         factory = self.factory
         ports, self.ports = self.ports, []
-        await defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in ports])
+        await defer.gatherResults(
+            [defer.maybeDeferred(port.stopListening) for port in ports]
+        )
         if factory is None:
             return
         factory.draining = True
@@ -218,7 +257,9 @@ class ProxyService(service.Service):
             await task.deferLater(self.reactor, 0.05, lambda: None)
         left = len(factory.connections)
         if left:
-            log.warn("drain timeout: closing {left} connection(s) still in flight", left=left)
+            log.warn(
+                "drain timeout: closing {left} connection(s) still in flight", left=left
+            )
             for connection in list(factory.connections):
                 connection.transport.abortConnection()
         else:

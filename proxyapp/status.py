@@ -13,7 +13,13 @@ from html import escape
 from typing import Any
 
 from proxyapp import __version__
-from proxyapp.message import Headers, RequestHead, Response, errorResponse, simpleResponse
+from proxyapp.message import (
+    Headers,
+    RequestHead,
+    Response,
+    errorResponse,
+    simpleResponse,
+)
 
 ALLOWED_METHODS = b"GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH"
 
@@ -63,7 +69,9 @@ def statusPage(figures: dict[str, Any]) -> bytes:
         ("Bytes received from clients", figures["bytes_from_clients"]),
         ("Bytes sent to clients", figures["bytes_to_clients"]),
     ]
-    body = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in rows)
+    body = "".join(
+        f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in rows
+    )
     page = (
         "<!DOCTYPE html>\n<html><head><title>webproxy</title>"
         "<style>body{font-family:sans-serif;margin:2em}th{text-align:left;padding-right:2em}</style>"
@@ -84,11 +92,18 @@ def localResponse(request: RequestHead, factory: Any) -> Response:
     if request.method not in (b"GET", b"HEAD"):
         if request.method == b"OPTIONS":
             return _optionsResponse()
-        response = errorResponse(405, "The proxy's own pages only answer GET and HEAD.", request.url())
+        response = errorResponse(
+            405, "The proxy's own pages only answer GET and HEAD.", request.url()
+        )
         response.head.headers.add(b"Allow", b"GET, HEAD")
         return response
     if path == b"/":
-        response = simpleResponse(200, statusPage(snapshot(factory)), b"text/html; charset=utf-8", "status page")
+        response = simpleResponse(
+            200,
+            statusPage(snapshot(factory)),
+            b"text/html; charset=utf-8",
+            "status page",
+        )
     elif path == b"/status.json":
         body = json.dumps(snapshot(factory), sort_keys=True).encode("ascii") + b"\n"
         response = simpleResponse(200, body, b"application/json", "status")
@@ -120,8 +135,13 @@ def maxForwardsResponse(request: RequestHead) -> Response:
         if name.lower() not in _SENSITIVE:
             echo.headers.add(name, value)
     body = (
-        request.method + b" " + request.target + b" " + request.version + b"\r\n"
-        + echo.headers.serialize() + b"\r\n"
+        request.method
+        + b" "
+        + request.target
+        + b" "
+        + request.version
+        + b"\r\n"
+        + echo.headers.serialize()
+        + b"\r\n"
     )
     return simpleResponse(200, body, b"message/http", "TRACE")
-

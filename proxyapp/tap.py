@@ -20,7 +20,15 @@ from twisted.application import service
 from twisted.python import usage
 
 from proxyapp import __version__
-from proxyapp.config import KEYS, KEYS_BY_OPTION, ConfigError, PortSet, Settings, checkValue, readConfigFile
+from proxyapp.config import (
+    KEYS,
+    KEYS_BY_OPTION,
+    ConfigError,
+    PortSet,
+    Settings,
+    checkValue,
+    readConfigFile,
+)
 
 
 def _coerce(kind: Any, option: str) -> Any:
@@ -28,7 +36,9 @@ def _coerce(kind: Any, option: str) -> Any:
         try:
             return kind(value)
         except ValueError:
-            raise ValueError(f"--{option}: {value!r} is not {'an integer' if kind is int else 'a number'}")
+            raise ValueError(
+                f"--{option}: {value!r} is not {'an integer' if kind is int else 'a number'}"
+            )
 
     coerce.coerceDoc = ""  # type: ignore[attr-defined]
     return coerce
@@ -47,7 +57,11 @@ class Options(usage.Options):
         "Every option has a key in the --config file; the command line wins."
     )
     optFlags = [
-        ["list-filters", None, "List the discovered filters with their descriptions and origin modules, then exit."],
+        [
+            "list-filters",
+            None,
+            "List the discovered filters with their descriptions and origin modules, then exit.",
+        ],
     ]
     optParameters = [
         ["config", "c", None, "A TOML configuration file (see webproxy.example.toml)."],
@@ -152,11 +166,15 @@ def loadSettings(options: Options) -> Settings:
     if options["filters"]:
         settings.filters = list(options["filters"])
     # With only --listen endpoints, don't also listen on the default port.
-    settings.listenOnPort = options["port"] is not None or "port" in fileValues or not settings.listen
+    settings.listenOnPort = (
+        options["port"] is not None or "port" in fileValues or not settings.listen
+    )
     if not settings.viaPseudonym:
         # Unique per process, so that a loop through several proxies on
         # one host is still recognised by its Via entry.
-        settings.viaPseudonym = f"{socket.gethostname() or 'webproxy'}-{secrets.token_hex(3)}"
+        settings.viaPseudonym = (
+            f"{socket.gethostname() or 'webproxy'}-{secrets.token_hex(3)}"
+        )
     where = "--listen" if options["listen"] else f"{path}: [server] listen"
     for description in settings.listen:
         checkEndpoint(description, where)
@@ -176,7 +194,9 @@ def checkEndpoint(description: str, where: str) -> None:
     try:
         endpoints.serverFromString(MemoryReactor(), description)
     except (ValueError, TypeError, KeyError) as e:
-        raise ConfigError(f"{where}: {description!r} is not a valid endpoint description such as tcp:8080 ({e})")
+        raise ConfigError(
+            f"{where}: {description!r} is not a valid endpoint description such as tcp:8080 ({e})"
+        )
 
 
 def listenDescriptions(settings: Settings) -> list[str]:
@@ -239,7 +259,9 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
     # Opened here, before twistd drops privileges, so a bad path stops the
     # start with one line.
     try:
-        accessLog = openAccessLog(settings.accessLog, reactor, settings.logFormat, settings.colored)
+        accessLog = openAccessLog(
+            settings.accessLog, reactor, settings.logFormat, settings.colored
+        )
     except ValueError as e:
         raise SystemExit(f"webproxy: {e}")
     descriptions = listenDescriptions(settings)
@@ -269,5 +291,10 @@ def reloadSettings(options: Options) -> tuple[Settings, Any]:
     return settings, buildChainFilters(settings)
 
 
-__all__ = ["Options", "makeService", "loadSettings", "listenDescriptions", "reloadSettings"]
-
+__all__ = [
+    "Options",
+    "makeService",
+    "loadSettings",
+    "listenDescriptions",
+    "reloadSettings",
+]

@@ -27,8 +27,20 @@ from zope.interface.verify import verifyObject
 
 from proxyapp.chain import EnabledFilter, FilterChain
 from proxyapp.config import Settings
-from proxyapp.http11 import NEED_DATA, PAUSED, EndOfMessage, RequestParser, ResponseParser
-from proxyapp.message import Headers, RequestHead, Response, ResponseHead, simpleResponse
+from proxyapp.http11 import (
+    NEED_DATA,
+    PAUSED,
+    EndOfMessage,
+    RequestParser,
+    ResponseParser,
+)
+from proxyapp.message import (
+    Headers,
+    RequestHead,
+    Response,
+    ResponseHead,
+    simpleResponse,
+)
 
 __all__ = [
     "makeRequestHead",
@@ -56,7 +68,10 @@ def makeRequestHead(
     a real request (so targets are split exactly as in production).
     """
     fields = list(headers)
-    if not any(name.lower() == b"host" for name, _ in fields) and version == b"HTTP/1.1":
+    if (
+        not any(name.lower() == b"host" for name, _ in fields)
+        and version == b"HTTP/1.1"
+    ):
         authority = url.split(b"://", 1)[-1].split(b"/", 1)[0] if b"://" in url else url
         fields.insert(0, (b"Host", authority))
     raw = method + b" " + url + b" " + version + b"\r\n"
@@ -70,14 +85,18 @@ def makeRequestHead(
     return request
 
 
-def makeResponseHead(status: int = 200, headers: HeaderList = (), reason: bytes = b"OK") -> ResponseHead:
+def makeResponseHead(
+    status: int = 200, headers: HeaderList = (), reason: bytes = b"OK"
+) -> ResponseHead:
     """
     Build a response head.
     """
     return ResponseHead(status, reason, Headers(list(headers)))
 
 
-def makeResponse(status: int = 200, body: bytes = b"", contentType: bytes = b"text/plain") -> Response:
+def makeResponse(
+    status: int = 200, body: bytes = b"", contentType: bytes = b"text/plain"
+) -> Response:
     """
     Build a complete L{Response} (what a filter returns to answer itself).
     """
@@ -138,11 +157,19 @@ class ProxiedResponse:
         return f"<ProxiedResponse {self.status} {len(self.body)} bytes>"
 
 
-OriginHandler = Callable[[OriginRequest], Union[bytes, tuple[int, list[tuple[bytes, bytes]], bytes]]]
+OriginHandler = Callable[
+    [OriginRequest], Union[bytes, tuple[int, list[tuple[bytes, bytes]], bytes]]
+]
 
 
-def _defaultOrigin(request: OriginRequest) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    return 200, [(b"Content-Type", b"text/plain")], b"hello from " + request.head.headers.get(b"host", b"?")
+def _defaultOrigin(
+    request: OriginRequest,
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    return (
+        200,
+        [(b"Content-Type", b"text/plain")],
+        b"hello from " + request.head.headers.get(b"host", b"?"),
+    )
 
 
 class _OriginTransport(StringTransport):
@@ -152,7 +179,9 @@ class _OriginTransport(StringTransport):
     """
 
     def __init__(self, harness: "InMemoryProxy", host: str, port: int) -> None:
-        StringTransport.__init__(self, peerAddress=IPv4Address("TCP", "127.0.0.1", port))
+        StringTransport.__init__(
+            self, peerAddress=IPv4Address("TCP", "127.0.0.1", port)
+        )
         self.harness = harness
         self.parser = RequestParser()
         self.protocol: Any = None
@@ -305,19 +334,31 @@ class InMemoryProxy:
                 elif isinstance(event, bytes):
                     body.append(event)
                 elif isinstance(event, EndOfMessage):
-                    return ProxiedResponse(status, headers, b"".join(body), transport.value())
+                    return ProxiedResponse(
+                        status, headers, b"".join(body), transport.value()
+                    )
                 else:
                     break
             if method == b"CONNECT" and status:
                 # A tunnel has no message end; its head is the answer.
-                return ProxiedResponse(status, headers, b"".join(body), transport.value())
+                return ProxiedResponse(
+                    status, headers, b"".join(body), transport.value()
+                )
             if not transport.connected and parser.framing == 3:
                 parser.receiveEOF()
                 continue
             self.reactor.advance(0.01)
-        raise AssertionError(f"no complete response after {maxTurns} turns; client got {transport.value()!r}")
+        raise AssertionError(
+            f"no complete response after {maxTurns} turns; client got {transport.value()!r}"
+        )
 
-    def get(self, url: str, headers: HeaderList = (), method: bytes = b"GET", body: bytes = b"") -> ProxiedResponse:
+    def get(
+        self,
+        url: str,
+        headers: HeaderList = (),
+        method: bytes = b"GET",
+        body: bytes = b"",
+    ) -> ProxiedResponse:
         """
         Send one absolute-form request for C{url} and return the response.
         """

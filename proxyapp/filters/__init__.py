@@ -37,12 +37,19 @@ def buildChainFilters(settings: Settings) -> list[EnabledFilter]:
     @raise ConfigError: naming the filter (and the file) that cannot be
         built.
     """
-    from proxyapp.discovery import FilterError, buildFilter, buildFilters, findFilterFactories
+    from proxyapp.discovery import (
+        FilterError,
+        buildFilter,
+        buildFilters,
+        findFilterFactories,
+    )
 
     where = f"{settings.configFile}: " if settings.configFile else ""
     discovered = findFilterFactories()
     try:
-        filters = [buildFilter(_builtin(discovered, "access"), "access", accessTable(settings))]
+        filters = [
+            buildFilter(_builtin(discovered, "access"), "access", accessTable(settings))
+        ]
         if settings.htpasswd is not None:
             # [auth] carries the common keys; [filter.auth] may tune the rest
             # (max_delay, block_after, forget_after, cache_seconds).
@@ -59,10 +66,14 @@ def buildChainFilters(settings: Settings) -> list[EnabledFilter]:
     except FilterError as e:
         raise ConfigError(f"{where}{e}")
     if "access" in settings.filterTables:
-        raise ConfigError(f"{where}[filter.access]: the access filter is configured in [access]")
+        raise ConfigError(
+            f"{where}[filter.access]: the access filter is configured in [access]"
+        )
     for name in sorted(set(settings.filterTables) - set(settings.filters) - {"auth"}):
         if name not in discovered.factories:
-            raise ConfigError(f"{where}[filter.{name}]: no installed filter is called {name!r}")
+            raise ConfigError(
+                f"{where}[filter.{name}]: no installed filter is called {name!r}"
+            )
     return filters
 
 
@@ -71,5 +82,7 @@ def _builtin(discovered: Any, name: str) -> Any:
     if factory is None:
         from proxyapp.discovery import FilterError
 
-        raise FilterError(f"the built-in filter {name!r} was not discovered; is proxyapp installed completely?")
+        raise FilterError(
+            f"the built-in filter {name!r} was not discovered; is proxyapp installed completely?"
+        )
     return factory

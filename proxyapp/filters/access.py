@@ -148,7 +148,9 @@ class ClientPolicy:
             except ValueError:
                 pass
             if not any(c in pattern for c in "*?["):
-                raise ValueError(f"allowed_clients: {pattern!r} is not an address, a CIDR block or an fnmatch pattern")
+                raise ValueError(
+                    f"allowed_clients: {pattern!r} is not an address, a CIDR block or an fnmatch pattern"
+                )
             self._globs.append(pattern.lower())
         self._cache: dict[str, bool] = {}
 
@@ -175,7 +177,10 @@ class ClientPolicy:
             address: Any = ipaddress.ip_address(host.split("%", 1)[0])
         except ValueError:
             return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        if (
+            isinstance(address, ipaddress.IPv6Address)
+            and address.ipv4_mapped is not None
+        ):
             address = address.ipv4_mapped
         for network in self._networks:
             if address.version == network.version and address in network:
@@ -225,13 +230,20 @@ class DomainSet:
             fields = line.split()
             if not fields:
                 continue
-            if len(fields) > 1 and (fields[0] in _SINK_ADDRESSES or _isAddress(fields[0])):
+            if len(fields) > 1 and (
+                fields[0] in _SINK_ADDRESSES or _isAddress(fields[0])
+            ):
                 fields = fields[1:]
             for name in fields:
                 name = name.rstrip(".").lower()
                 if name in _HOSTS_FILE_NAMES:
                     continue
-                if name.isascii() and name[:1].isalpha() and "%" not in name and ":" not in name:
+                if (
+                    name.isascii()
+                    and name[:1].isalpha()
+                    and "%" not in name
+                    and ":" not in name
+                ):
                     # The common case, kept cheap for lists of 100,000.
                     add(name)
                     count += 1
@@ -248,7 +260,12 @@ class DomainSet:
         domains = self._domains
         if not domains:
             return None
-        if host.isascii() and "%" not in host and ":" not in host and not host[:1].isdigit():
+        if (
+            host.isascii()
+            and "%" not in host
+            and ":" not in host
+            and not host[:1].isdigit()
+        ):
             host = host.rstrip(".").lower()
         else:
             host = normaliseHost(host)
@@ -269,7 +286,15 @@ class DomainSet:
 # The addresses hosts-format block lists use, recognised without parsing.
 _SINK_ADDRESSES = frozenset(["0.0.0.0", "127.0.0.1", "::", "::1", "0"])
 _HOSTS_FILE_NAMES = frozenset(
-    ["localhost", "localhost.localdomain", "local", "broadcasthost", "ip6-localhost", "ip6-loopback", "0.0.0.0"]
+    [
+        "localhost",
+        "localhost.localdomain",
+        "local",
+        "broadcasthost",
+        "ip6-localhost",
+        "ip6-loopback",
+        "0.0.0.0",
+    ]
 )
 
 
@@ -295,8 +320,12 @@ class AccessFilter:
     def _check(self, request: RequestHead) -> Optional[Response]:
         address = request.clientAddress
         if address is not None and not self.clients.allows(address[0]):
-            log.info("refused client {client}: not in allowed_clients", client=address[0])
-            response = errorResponse(403, "Your address is not allowed to use this proxy.", request.url())
+            log.info(
+                "refused client {client}: not in allowed_clients", client=address[0]
+            )
+            response = errorResponse(
+                403, "Your address is not allowed to use this proxy.", request.url()
+            )
             response.reason = "client not allowed"
             return response
         host = request.host
@@ -309,7 +338,9 @@ class AccessFilter:
                     client=address[0] if address else "-",
                     entry=entry,
                 )
-                response = errorResponse(403, f"Access to {entry} is blocked by this proxy.", request.url())
+                response = errorResponse(
+                    403, f"Access to {entry} is blocked by this proxy.", request.url()
+                )
                 response.reason = f"blocked domain {entry}"
                 return response
         return None
@@ -330,15 +361,23 @@ def makeFilter(config: dict[str, Any]) -> AccessFilter:
     keys = ("allowed_clients", "blocked_domains", "blocked_domains_files")
     unknown = set(config) - set(keys)
     if unknown:
-        raise ValueError(f"unknown access setting(s): {', '.join(sorted(unknown))}; expected {', '.join(keys)}")
+        raise ValueError(
+            f"unknown access setting(s): {', '.join(sorted(unknown))}; expected {', '.join(keys)}"
+        )
     for key in keys:
         value = config.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise ValueError(f"access: {key}: expected a list of non-empty strings, got {value!r}")
+        if not isinstance(value, list) or not all(
+            isinstance(v, str) and v for v in value
+        ):
+            raise ValueError(
+                f"access: {key}: expected a list of non-empty strings, got {value!r}"
+            )
     patterns = config.get("allowed_clients", DEFAULT_ALLOWED)
     clients = ClientPolicy(patterns)
     if clients.openToAll:
-        log.warn('allowed_clients contains "*": this proxy is open to every client that can reach it')
+        log.warn(
+            'allowed_clients contains "*": this proxy is open to every client that can reach it'
+        )
     blocked = DomainSet()
     for domain in config.get("blocked_domains", []):
         blocked.add(domain)

@@ -174,7 +174,9 @@ class AuthFilter:
         self.blockAfter = blockAfter
         self._reactor = reactor
         self.failures = FailureCounter(forgetAfter, lambda: self.reactor.seconds())
-        self._challenge = b'Basic realm="%s", charset="UTF-8"' % (realm.encode("utf-8"),)
+        self._challenge = b'Basic realm="%s", charset="UTF-8"' % (
+            realm.encode("utf-8"),
+        )
 
     @property
     def reactor(self) -> Any:
@@ -188,13 +190,19 @@ class AuthFilter:
     def reactor(self, reactor: Any) -> None:
         self._reactor = reactor
 
-    def filterRequest(self, request: RequestHead) -> "Union[RequestHead, Response, Deferred[Any]]":
+    def filterRequest(
+        self, request: RequestHead
+    ) -> "Union[RequestHead, Response, Deferred[Any]]":
         return self._authenticate(request, request)
 
-    def filterTunnel(self, request: RequestHead) -> "Union[None, Response, Deferred[Any]]":
+    def filterTunnel(
+        self, request: RequestHead
+    ) -> "Union[None, Response, Deferred[Any]]":
         return self._authenticate(request, None)
 
-    def _authenticate(self, request: RequestHead, allowed: Optional[RequestHead]) -> Any:
+    def _authenticate(
+        self, request: RequestHead, allowed: Optional[RequestHead]
+    ) -> Any:
         credentials = request.credentials
         if credentials is None:
             return self._refusal(request, "proxy authentication required")
@@ -205,7 +213,9 @@ class AuthFilter:
                 # Another scheme (Negotiate, Digest): not a guess at a
                 # password, just a client that has to learn we want Basic.
                 return self._refusal(request, "proxy authentication required (Basic)")
-            return self._failed(request, client, "<malformed>", "malformed Basic credentials")
+            return self._failed(
+                request, client, "<malformed>", "malformed Basic credentials"
+            )
         user, password = parsed
         if self.failures.count(client) >= self.blockAfter:
             self.failures.record(client, failed=False)
@@ -220,7 +230,9 @@ class AuthFilter:
 
         def failed(failure: Failure) -> Any:
             failure.trap(UnauthorizedLogin)
-            return self._failed(request, client, _userText(user), "wrong user name or password")
+            return self._failed(
+                request, client, _userText(user), "wrong user name or password"
+            )
 
         d = self.checker.requestAvatarId(UsernamePassword(user, password))
         return d.addCallbacks(succeeded, failed)
@@ -245,7 +257,9 @@ class AuthFilter:
         return deferLater(self.reactor, delay, lambda: response)
 
     def _refusal(self, request: RequestHead, reason: str) -> Response:
-        response = errorResponse(407, "This proxy requires a user name and password.", request.url())
+        response = errorResponse(
+            407, "This proxy requires a user name and password.", request.url()
+        )
         response.head.headers.add(b"Proxy-Authenticate", self._challenge)
         response.reason = reason
         return response
@@ -256,20 +270,33 @@ class AuthFilter:
             "Too many failed proxy authentication attempts from your address; try again later.",
             request.url(),
         )
-        response.head.headers.add(b"Retry-After", b"%d" % math.ceil(self.failures.forgetAfter))
+        response.head.headers.add(
+            b"Retry-After", b"%d" % math.ceil(self.failures.forgetAfter)
+        )
         response.reason = f"too many failed proxy authentication attempts from {client}"
         return response
 
 
 def _number(config: dict[str, Any], key: str, positive: bool = False) -> float:
     value = config.get(key, DEFAULTS[key])
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (positive and value == 0):
-        what = "a positive number of seconds" if positive else "a number of seconds, 0 or more"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or value < 0
+        or (positive and value == 0)
+    ):
+        what = (
+            "a positive number of seconds"
+            if positive
+            else "a number of seconds, 0 or more"
+        )
         raise ValueError(f"auth: {key}: expected {what}, got {value!r}")
     return float(value)
 
 
-def makeFilter(config: dict[str, Any], runSlow: Optional[RunSlow] = None, reactor: Any = None) -> AuthFilter:
+def makeFilter(
+    config: dict[str, Any], runSlow: Optional[RunSlow] = None, reactor: Any = None
+) -> AuthFilter:
     """
     Build the auth filter from its table (see the module docstring).
 
@@ -281,24 +308,43 @@ def makeFilter(config: dict[str, Any], runSlow: Optional[RunSlow] = None, reacto
     unknown = set(config) - {"htpasswd"} - set(DEFAULTS)
     if unknown:
         known = ", ".join(["htpasswd", *DEFAULTS])
-        raise ValueError(f"auth: unknown key(s) {', '.join(sorted(unknown))}; expected {known}")
+        raise ValueError(
+            f"auth: unknown key(s) {', '.join(sorted(unknown))}; expected {known}"
+        )
     path = config.get("htpasswd")
     if not isinstance(path, str) or not path:
-        raise ValueError(f"auth: htpasswd: expected the path of an htpasswd file, got {path!r}")
+        raise ValueError(
+            f"auth: htpasswd: expected the path of an htpasswd file, got {path!r}"
+        )
     realm = config.get("realm", DEFAULTS["realm"])
-    if not isinstance(realm, str) or not realm or any(c in realm for c in '"\\\r\n') or not realm.isprintable():
+    if (
+        not isinstance(realm, str)
+        or not realm
+        or any(c in realm for c in '"\\\r\n')
+        or not realm.isprintable()
+    ):
         raise ValueError(
             f"auth: realm: expected a non-empty string without quotes, backslashes or control characters, got {realm!r}"
         )
     blockAfter = config.get("block_after", DEFAULTS["block_after"])
-    if isinstance(blockAfter, bool) or not isinstance(blockAfter, int) or blockAfter < 1:
-        raise ValueError(f"auth: block_after: expected a positive integer, got {blockAfter!r}")
+    if (
+        isinstance(blockAfter, bool)
+        or not isinstance(blockAfter, int)
+        or blockAfter < 1
+    ):
+        raise ValueError(
+            f"auth: block_after: expected a positive integer, got {blockAfter!r}"
+        )
     failureDelay = _number(config, "failure_delay")
     maxDelay = _number(config, "max_delay")
     forgetAfter = _number(config, "forget_after", positive=True)
     cacheSeconds = _number(config, "cache_seconds")
     passwords = HtpasswdFile(path)
     if not len(passwords):
-        log.warn("auth: {path} has no usable entries; every request will get 407", path=path)
+        log.warn(
+            "auth: {path} has no usable entries; every request will get 407", path=path
+        )
     checker = HtpasswdChecker(passwords, cacheSeconds=cacheSeconds, runSlow=runSlow)
-    return AuthFilter(checker, realm, failureDelay, maxDelay, blockAfter, forgetAfter, reactor)
+    return AuthFilter(
+        checker, realm, failureDelay, maxDelay, blockAfter, forgetAfter, reactor
+    )

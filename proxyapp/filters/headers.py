@@ -39,7 +39,14 @@ from proxyapp.filters.access import DomainSet
 from proxyapp.interfaces import IRequestFilter, IResponseFilter
 from proxyapp.message import Headers, RequestHead, ResponseHead
 
-EDIT_KEYS = ("request_remove", "request_set", "request_add", "response_remove", "response_set", "response_add")
+EDIT_KEYS = (
+    "request_remove",
+    "request_set",
+    "request_add",
+    "response_remove",
+    "response_set",
+    "response_add",
+)
 RULE_KEYS = ("hosts",) + EDIT_KEYS
 
 # Fields whose meaning the proxy owns: changing them would break framing,
@@ -61,7 +68,9 @@ MANAGED = frozenset(
     ]
 )
 
-TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+TOKEN_CHARS = frozenset(
+    b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
 
 
 def checkFieldName(name: Any, where: str) -> bytes:
@@ -69,11 +78,18 @@ def checkFieldName(name: Any, where: str) -> bytes:
     @return: C{name} as bytes if it is a field name a filter may change.
     @raise ValueError: naming C{where} otherwise.
     """
-    if not isinstance(name, str) or not name or not name.isascii() or not set(name.encode("ascii")) <= TOKEN_CHARS:
+    if (
+        not isinstance(name, str)
+        or not name
+        or not name.isascii()
+        or not set(name.encode("ascii")) <= TOKEN_CHARS
+    ):
         raise ValueError(f"{where}: expected a header field name, got {name!r}")
     raw = name.encode("ascii")
     if raw.lower() in MANAGED:
-        raise ValueError(f"{where}: {name} is managed by the proxy and cannot be changed by a filter")
+        raise ValueError(
+            f"{where}: {name} is managed by the proxy and cannot be changed by a filter"
+        )
     return raw
 
 
@@ -83,7 +99,9 @@ def checkFieldValue(value: Any, where: str) -> bytes:
     @raise ValueError: for a non-string or one with control characters.
     """
     if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
-        raise ValueError(f"{where}: expected a field value without line breaks, got {value!r}")
+        raise ValueError(
+            f"{where}: expected a field value without line breaks, got {value!r}"
+        )
     return value.strip().encode("utf-8")
 
 
@@ -129,7 +147,9 @@ class Rule:
 
     __slots__ = ("hosts", "request", "response")
 
-    def __init__(self, hosts: Optional[DomainSet], request: Edits, response: Edits) -> None:
+    def __init__(
+        self, hosts: Optional[DomainSet], request: Edits, response: Edits
+    ) -> None:
         self.hosts = hosts
         self.request = request
         self.response = response
@@ -160,7 +180,9 @@ class HeadersFilter:
                 rule.request.apply(request.headers)
         return request
 
-    def filterResponse(self, request: RequestHead, response: ResponseHead) -> ResponseHead:
+    def filterResponse(
+        self, request: RequestHead, response: ResponseHead
+    ) -> ResponseHead:
         for rule in self._responseRules:
             if rule.appliesTo(request):
                 rule.response.apply(response.headers)
@@ -169,12 +191,16 @@ class HeadersFilter:
 
 def _names(value: Any, where: str) -> tuple[bytes, ...]:
     if not isinstance(value, list):
-        raise ValueError(f"{where}: expected a list of header field names, got {value!r}")
+        raise ValueError(
+            f"{where}: expected a list of header field names, got {value!r}"
+        )
     return tuple(checkFieldName(name, where).lower() for name in value)
 
 
 def _pairs(value: Any, where: str, many: bool) -> tuple[tuple[bytes, bytes], ...]:
-    what = "a table of field names to values" + (" (a value or a list of values)" if many else "")
+    what = "a table of field names to values" + (
+        " (a value or a list of values)" if many else ""
+    )
     if not isinstance(value, dict):
         raise ValueError(f"{where}: expected {what}, got {value!r}")
     pairs = []
@@ -182,7 +208,9 @@ def _pairs(value: Any, where: str, many: bool) -> tuple[tuple[bytes, bytes], ...
         raw = checkFieldName(name, where)
         if many and isinstance(values, list):
             if not values:
-                raise ValueError(f"{where}: {name}: expected a value or a non-empty list of values, got []")
+                raise ValueError(
+                    f"{where}: {name}: expected a value or a non-empty list of values, got []"
+                )
             for one in values:
                 pairs.append((raw, checkFieldValue(one, f"{where}: {name}")))
         else:
@@ -196,12 +224,20 @@ def parseRule(table: dict[str, Any], where: str) -> Rule:
     """
     unknown = set(table) - set(RULE_KEYS)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(RULE_KEYS)}")
+        raise ValueError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(RULE_KEYS)}"
+        )
     hosts: Optional[DomainSet] = None
     if "hosts" in table:
         domains = table["hosts"]
-        if not isinstance(domains, list) or not domains or not all(isinstance(d, str) and d for d in domains):
-            raise ValueError(f"{where}: hosts: expected a non-empty list of domain names, got {domains!r}")
+        if (
+            not isinstance(domains, list)
+            or not domains
+            or not all(isinstance(d, str) and d for d in domains)
+        ):
+            raise ValueError(
+                f"{where}: hosts: expected a non-empty list of domain names, got {domains!r}"
+            )
         hosts = DomainSet()
         for domain in domains:
             hosts.add(domain)
@@ -210,7 +246,9 @@ def parseRule(table: dict[str, Any], where: str) -> Rule:
         edits.append(
             Edits(
                 _names(table.get(f"{side}_remove", []), f"{where}: {side}_remove"),
-                _pairs(table.get(f"{side}_set", {}), f"{where}: {side}_set", many=False),
+                _pairs(
+                    table.get(f"{side}_set", {}), f"{where}: {side}_set", many=False
+                ),
                 _pairs(table.get(f"{side}_add", {}), f"{where}: {side}_add", many=True),
             )
         )
@@ -232,10 +270,14 @@ def makeFilter(config: dict[str, Any]) -> HeadersFilter:
         raise ValueError("headers: hosts is set but the top-level table edits nothing")
     extra = config.get("rule", [])
     if not isinstance(extra, list) or not all(isinstance(t, dict) for t in extra):
-        raise ValueError(f"headers: rule: expected [[filter.headers.rule]] tables, got {extra!r}")
+        raise ValueError(
+            f"headers: rule: expected [[filter.headers.rule]] tables, got {extra!r}"
+        )
     for index, table in enumerate(extra, 1):
         rule = parseRule(table, f"headers: rule {index}")
         if not (rule.request or rule.response):
-            raise ValueError(f"headers: rule {index}: edits nothing; expected one of {', '.join(EDIT_KEYS)}")
+            raise ValueError(
+                f"headers: rule {index}: edits nothing; expected one of {', '.join(EDIT_KEYS)}"
+            )
         rules.append(rule)
     return HeadersFilter(rules)

@@ -49,10 +49,34 @@ _CRYPT64 = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 # Byte orders of the final encoding, from the specification's
 # b64_from_24bit calls: (byte2, byte1, byte0) triples, then the short tail.
-_SHA256_ORDER = [(i, (i + 10) % 30, (i + 20) % 30) for i in (0, 21, 12, 3, 24, 15, 6, 27, 18, 9)]
+_SHA256_ORDER = [
+    (i, (i + 10) % 30, (i + 20) % 30) for i in (0, 21, 12, 3, 24, 15, 6, 27, 18, 9)
+]
 _SHA512_ORDER = [
     (i, (i + 21) % 63, (i + 42) % 63)
-    for i in (0, 22, 44, 3, 25, 47, 6, 28, 50, 9, 31, 53, 12, 34, 56, 15, 37, 59, 18, 40, 62)
+    for i in (
+        0,
+        22,
+        44,
+        3,
+        25,
+        47,
+        6,
+        28,
+        50,
+        9,
+        31,
+        53,
+        12,
+        34,
+        56,
+        15,
+        37,
+        59,
+        18,
+        40,
+        62,
+    )
 ]
 _MD5_ORDER = [(0, 6, 12), (1, 7, 13), (2, 8, 14), (3, 9, 15), (4, 10, 5)]
 
@@ -188,7 +212,9 @@ def md5Crypt(password: bytes, setting: bytes) -> bytes:
             message += P
         message += final if i & 1 else P
         final = hashlib.md5(message).digest()
-    encoded = b"".join(_encode24(final[a], final[b], final[c], 4) for a, b, c in _MD5_ORDER)
+    encoded = b"".join(
+        _encode24(final[a], final[b], final[c], 4) for a, b, c in _MD5_ORDER
+    )
     encoded += _encode24(0, 0, final[11], 2)
     return magic + salt + b"$" + encoded
 
@@ -305,7 +331,11 @@ class HtpasswdFile:
             signature = None
         if signature != self._signature or signature is None:
             self._load(strict=False)
-            log.info("htpasswd: read {path} ({count} users)", path=self.path, count=len(self._entries))
+            log.info(
+                "htpasswd: read {path} ({count} users)",
+                path=self.path,
+                count=len(self._entries),
+            )
 
     def entry(self, user: bytes) -> Optional[bytes]:
         """
@@ -344,7 +374,11 @@ def parseHtpasswd(data: bytes, where: str = "htpasswd") -> dict[bytes, bytes]:
         # Some tools append fields (a comment, a group) after the hash.
         hashed = hashed.split(b":", 1)[0].strip()
         if not colon or not user or not hashed:
-            log.warn("htpasswd: {where} line {number} is not user:hash; ignored", where=where, number=number)
+            log.warn(
+                "htpasswd: {where} line {number} is not user:hash; ignored",
+                where=where,
+                number=number,
+            )
             continue
         if hashKind(hashed) is None:
             log.warn(
@@ -426,7 +460,11 @@ class HtpasswdChecker:
         if self.cacheSeconds <= 0:
             return
         cache = self._cache
-        cache[self._cacheKey(username, password)] = (username, hashed, self.clock() + self.cacheSeconds)
+        cache[self._cacheKey(username, password)] = (
+            username,
+            hashed,
+            self.clock() + self.cacheSeconds,
+        )
         while len(cache) > self.maxCached:
             cache.popitem(last=False)
 

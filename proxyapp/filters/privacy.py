@@ -138,7 +138,9 @@ class PrivacyFilter:
         self.remove = remove
         self.replace = replace
         self.referer = referer
-        self.stripCookiesFor = stripCookiesFor if stripCookiesFor is not None else DomainSet()
+        self.stripCookiesFor = (
+            stripCookiesFor if stripCookiesFor is not None else DomainSet()
+        )
         self.ownVia: Optional[bytes] = None
         if not via or len(self.stripCookiesFor):
             alsoProvides(self, IResponseFilter)
@@ -165,7 +167,11 @@ class PrivacyFilter:
                 headers.set(name, value)
         if self.referer != "pass":
             self._referer(headers)
-        if len(self.stripCookiesFor) and request.host is not None and self.stripCookiesFor.match(request.host):
+        if (
+            len(self.stripCookiesFor)
+            and request.host is not None
+            and self.stripCookiesFor.match(request.host)
+        ):
             headers.remove(b"cookie")
         return request
 
@@ -215,8 +221,14 @@ class PrivacyFilter:
         authority = rest[:end].rpartition(b"@")[2]
         headers.set(b"Referer", scheme + b"://" + authority + b"/")
 
-    def filterResponse(self, request: RequestHead, response: ResponseHead) -> ResponseHead:
-        if len(self.stripCookiesFor) and request.host is not None and self.stripCookiesFor.match(request.host):
+    def filterResponse(
+        self, request: RequestHead, response: ResponseHead
+    ) -> ResponseHead:
+        if (
+            len(self.stripCookiesFor)
+            and request.host is not None
+            and self.stripCookiesFor.match(request.host)
+        ):
             response.headers.remove(b"set-cookie")
         if not self.via and self.ownVia is not None:
             # Effective once the core adds its Via before response filters.
@@ -239,11 +251,21 @@ class PrivacyFilter:
 def _choice(config: dict[str, Any], key: str, choices: tuple[str, ...]) -> str:
     value = config.get(key, "pass")
     if value not in choices:
-        raise ValueError(f"privacy: {key}: expected one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+        raise ValueError(
+            f"privacy: {key}: expected one of {', '.join(repr(c) for c in choices)}, got {value!r}"
+        )
     return value  # type: ignore[no-any-return]
 
 
-KEYS = ("via", "forwarded_for", "forwarded", "remove", "replace", "referer", "strip_cookies_for")
+KEYS = (
+    "via",
+    "forwarded_for",
+    "forwarded",
+    "remove",
+    "replace",
+    "referer",
+    "strip_cookies_for",
+)
 
 
 def makeFilter(config: dict[str, Any]) -> PrivacyFilter:
@@ -254,7 +276,9 @@ def makeFilter(config: dict[str, Any]) -> PrivacyFilter:
     """
     unknown = set(config) - set(KEYS)
     if unknown:
-        raise ValueError(f"privacy: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(KEYS)}")
+        raise ValueError(
+            f"privacy: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(KEYS)}"
+        )
     via = config.get("via", True)
     if not isinstance(via, bool):
         raise ValueError(f"privacy: via: expected true or false, got {via!r}")
@@ -263,19 +287,34 @@ def makeFilter(config: dict[str, Any]) -> PrivacyFilter:
     referer = _choice(config, "referer", REFERER_MODES)
     removeList = config.get("remove", [])
     if not isinstance(removeList, list):
-        raise ValueError(f"privacy: remove: expected a list of header field names, got {removeList!r}")
-    remove = tuple(checkFieldName(name, "privacy: remove").lower() for name in removeList)
+        raise ValueError(
+            f"privacy: remove: expected a list of header field names, got {removeList!r}"
+        )
+    remove = tuple(
+        checkFieldName(name, "privacy: remove").lower() for name in removeList
+    )
     replaceTable = config.get("replace", {})
     if not isinstance(replaceTable, dict):
-        raise ValueError(f"privacy: replace: expected a table of field names to values, got {replaceTable!r}")
+        raise ValueError(
+            f"privacy: replace: expected a table of field names to values, got {replaceTable!r}"
+        )
     replace = tuple(
-        (checkFieldName(name, "privacy: replace"), checkFieldValue(value, f"privacy: replace: {name}"))
+        (
+            checkFieldName(name, "privacy: replace"),
+            checkFieldValue(value, f"privacy: replace: {name}"),
+        )
         for name, value in replaceTable.items()
     )
     domains = config.get("strip_cookies_for", [])
-    if not isinstance(domains, list) or not all(isinstance(d, str) and d for d in domains):
-        raise ValueError(f"privacy: strip_cookies_for: expected a list of domain names, got {domains!r}")
+    if not isinstance(domains, list) or not all(
+        isinstance(d, str) and d for d in domains
+    ):
+        raise ValueError(
+            f"privacy: strip_cookies_for: expected a list of domain names, got {domains!r}"
+        )
     stripCookiesFor = DomainSet()
     for domain in domains:
         stripCookiesFor.add(domain)
-    return PrivacyFilter(via, forwardedFor, forwarded, remove, replace, referer, stripCookiesFor)
+    return PrivacyFilter(
+        via, forwardedFor, forwarded, remove, replace, referer, stripCookiesFor
+    )

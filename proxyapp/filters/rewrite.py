@@ -81,7 +81,14 @@ MAX_RAW = 1 << 20
 TOP_KEYS = ("media_types", "hosts", "max_match", "decode", "rule")
 RULE_KEYS = ("search", "replace", "regex", "media_types", "hosts", "max_match")
 
-_DROPPED_FIELDS = (b"content-length", b"content-md5", b"digest", b"content-digest", b"repr-digest", b"accept-ranges")
+_DROPPED_FIELDS = (
+    b"content-length",
+    b"content-md5",
+    b"digest",
+    b"content-digest",
+    b"repr-digest",
+    b"accept-ranges",
+)
 
 
 class Rule:
@@ -197,8 +204,12 @@ class _Inflater:
         # "deflate" means the zlib format (RFC 9110 8.4.1.2), but some
         # servers send raw deflate; a zlib stream starts with a checksummed
         # two-byte header.
-        self.zlibWrapped = (data[0] & 0x0F) == 8 and ((data[0] << 8) | data[1]) % 31 == 0
-        self.decompressor = zlib.decompressobj(zlib.MAX_WBITS if self.zlibWrapped else -zlib.MAX_WBITS)
+        self.zlibWrapped = (data[0] & 0x0F) == 8 and (
+            (data[0] << 8) | data[1]
+        ) % 31 == 0
+        self.decompressor = zlib.decompressobj(
+            zlib.MAX_WBITS if self.zlibWrapped else -zlib.MAX_WBITS
+        )
 
     def inflate(self, data: bytes) -> list[bytes]:
         """
@@ -243,7 +254,9 @@ class _Inflater:
     def deflater(self) -> Any:
         if self.coding == "gzip":
             return zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-        return zlib.compressobj(6, zlib.DEFLATED, zlib.MAX_WBITS if self.zlibWrapped else -zlib.MAX_WBITS)
+        return zlib.compressobj(
+            6, zlib.DEFLATED, zlib.MAX_WBITS if self.zlibWrapped else -zlib.MAX_WBITS
+        )
 
 
 @implementer(IBodyTransform)
@@ -314,7 +327,10 @@ class RewriteTransform:
             self.passthrough = True
             raw, self.raw = self.raw, None
             return b"".join(raw)
-        log.warn("rewrite: compressed body is corrupt ({error}); ending it where it broke", error=str(error))
+        log.warn(
+            "rewrite: compressed body is corrupt ({error}); ending it where it broke",
+            error=str(error),
+        )
         self.dropping = True
         return self._close()
 
@@ -376,7 +392,9 @@ class RewriteFilter:
         self.rules = rules
         self.decode = decode
 
-    def bodyTransform(self, request: RequestHead, response: ResponseHead) -> Optional[RewriteTransform]:
+    def bodyTransform(
+        self, request: RequestHead, response: ResponseHead
+    ) -> Optional[RewriteTransform]:
         headers = response.headers
         if response.status == 206 or response.status < 200:
             return None
@@ -389,10 +407,16 @@ class RewriteFilter:
             return None
         if b"no-transform" in headers.getTokens(b"cache-control"):
             return None
-        codings = [c for c in headers.getTokens(b"content-encoding") if c != b"identity"]
+        codings = [
+            c for c in headers.getTokens(b"content-encoding") if c != b"identity"
+        ]
         coding: Optional[str] = None
         if codings:
-            if not self.decode or len(codings) > 1 or codings[0] not in (b"gzip", b"x-gzip", b"deflate"):
+            if (
+                not self.decode
+                or len(codings) > 1
+                or codings[0] not in (b"gzip", b"x-gzip", b"deflate")
+            ):
                 return None
             coding = "deflate" if codings[0] == b"deflate" else "gzip"
         charset = charset or "utf-8"
@@ -416,7 +440,11 @@ class RewriteFilter:
 
 
 def _strings(value: Any, where: str, what: str) -> list[str]:
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, str) and v for v in value)
+    ):
         raise ValueError(f"{where}: expected a non-empty list of {what}, got {value!r}")
     return value
 
@@ -425,7 +453,9 @@ def _mediaTypes(value: Any, where: str) -> list[str]:
     types = _strings(value, where, 'media types ("text/html", "text/*")')
     for t in types:
         if t.count("/") != 1 or " " in t or ";" in t:
-            raise ValueError(f"{where}: {t!r} is not a media type such as text/html or text/*")
+            raise ValueError(
+                f"{where}: {t!r} is not a media type such as text/html or text/*"
+            )
     return types
 
 
@@ -437,8 +467,14 @@ def _hosts(value: Any, where: str) -> DomainSet:
 
 
 def _maxMatch(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_MAX_MATCH:
-        raise ValueError(f"{where}: expected an integer from 1 to {MAX_MAX_MATCH}, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not 1 <= value <= MAX_MAX_MATCH
+    ):
+        raise ValueError(
+            f"{where}: expected an integer from 1 to {MAX_MAX_MATCH}, got {value!r}"
+        )
     return value
 
 
@@ -454,13 +490,19 @@ def parseRule(
     """
     unknown = set(table) - set(RULE_KEYS)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(RULE_KEYS)}")
+        raise ValueError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(RULE_KEYS)}"
+        )
     search = table.get("search")
     if not isinstance(search, str) or not search:
-        raise ValueError(f"{where}: search: expected a non-empty string, got {search!r}")
+        raise ValueError(
+            f"{where}: search: expected a non-empty string, got {search!r}"
+        )
     replace = table.get("replace")
     if not isinstance(replace, str):
-        raise ValueError(f"{where}: replace: expected a string (may be empty), got {replace!r}")
+        raise ValueError(
+            f"{where}: replace: expected a string (may be empty), got {replace!r}"
+        )
     regex = table.get("regex", False)
     if not isinstance(regex, bool):
         raise ValueError(f"{where}: regex: expected true or false, got {regex!r}")
@@ -476,13 +518,19 @@ def parseRule(
         except re.error as e:
             raise ValueError(f"{where}: search: not a valid regular expression: {e}")
         if pattern.fullmatch(""):
-            raise ValueError(f"{where}: search: the regular expression matches the empty string")
+            raise ValueError(
+                f"{where}: search: the regular expression matches the empty string"
+            )
         try:
             pattern.sub(replace, "")
         except (re.error, IndexError) as e:
-            raise ValueError(f"{where}: replace: not a valid replacement for this pattern: {e}")
+            raise ValueError(
+                f"{where}: replace: not a valid replacement for this pattern: {e}"
+            )
     elif len(search) > maxMatch:
-        raise ValueError(f"{where}: search: {len(search)} characters, longer than max_match ({maxMatch})")
+        raise ValueError(
+            f"{where}: search: {len(search)} characters, longer than max_match ({maxMatch})"
+        )
     return Rule(search, replace, regex, mediaTypes, hosts, maxMatch)
 
 
@@ -497,23 +545,35 @@ def makeFilter(config: dict[str, Any]) -> RewriteFilter:
         raise ValueError(
             f"rewrite: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(TOP_KEYS + RULE_KEYS[:3])}"
         )
-    maxMatch = _maxMatch(config.get("max_match", DEFAULT_MAX_MATCH), "rewrite: max_match")
+    maxMatch = _maxMatch(
+        config.get("max_match", DEFAULT_MAX_MATCH), "rewrite: max_match"
+    )
     decode = config.get("decode", True)
     if not isinstance(decode, bool):
         raise ValueError(f"rewrite: decode: expected true or false, got {decode!r}")
     mediaTypes = (
-        _mediaTypes(config["media_types"], "rewrite: media_types") if "media_types" in config else DEFAULT_MEDIA_TYPES
+        _mediaTypes(config["media_types"], "rewrite: media_types")
+        if "media_types" in config
+        else DEFAULT_MEDIA_TYPES
     )
     hosts = _hosts(config["hosts"], "rewrite: hosts") if "hosts" in config else None
     rules = []
     if "search" in config or "replace" in config or "regex" in config:
-        table: dict[str, Any] = {k: config[k] for k in ("search", "replace", "regex") if k in config}
+        table: dict[str, Any] = {
+            k: config[k] for k in ("search", "replace", "regex") if k in config
+        }
         rules.append(parseRule(table, "rewrite", mediaTypes, hosts, maxMatch))
     extra = config.get("rule", [])
     if not isinstance(extra, list) or not all(isinstance(t, dict) for t in extra):
-        raise ValueError(f"rewrite: rule: expected [[filter.rewrite.rule]] tables, got {extra!r}")
+        raise ValueError(
+            f"rewrite: rule: expected [[filter.rewrite.rule]] tables, got {extra!r}"
+        )
     for index, table in enumerate(extra, 1):
-        rules.append(parseRule(table, f"rewrite: rule {index}", mediaTypes, hosts, maxMatch))
+        rules.append(
+            parseRule(table, f"rewrite: rule {index}", mediaTypes, hosts, maxMatch)
+        )
     if not rules:
-        raise ValueError("rewrite: no rules; expected search and replace, or [[filter.rewrite.rule]] tables")
+        raise ValueError(
+            "rewrite: no rules; expected search and replace, or [[filter.rewrite.rule]] tables"
+        )
     return RewriteFilter(rules, decode)

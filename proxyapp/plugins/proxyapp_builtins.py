@@ -36,13 +36,23 @@ class _BuiltinFactory:
 
 
 access = _BuiltinFactory(
-    "access", "access", "Client allow list, blocked domains (HTTP and CONNECT): 403 for the rest."
+    "access",
+    "access",
+    "Client allow list, blocked domains (HTTP and CONNECT): 403 for the rest.",
 )
-auth = _BuiltinFactory("auth", "auth", "Basic proxy authentication against an htpasswd file (407).")
+auth = _BuiltinFactory(
+    "auth", "auth", "Basic proxy authentication against an htpasswd file (407)."
+)
 privacy = _BuiltinFactory(
-    "privacy", "privacy", "Via, X-Forwarded-For/Forwarded and identifying request fields."
+    "privacy",
+    "privacy",
+    "Via, X-Forwarded-For/Forwarded and identifying request fields.",
 )
-headers = _BuiltinFactory("headers", "headers", "Add, set or remove request and response fields, per host.")
+headers = _BuiltinFactory(
+    "headers", "headers", "Add, set or remove request and response fields, per host."
+)
 rewrite = _BuiltinFactory(
-    "rewrite", "rewrite", "Literal or regex replacement in text response bodies, streaming."
+    "rewrite",
+    "rewrite",
+    "Literal or regex replacement in text response bodies, streaming.",
 )
