@@ -193,6 +193,6 @@ def acceleratePolling(reactor: Any) -> bool:
             if selectable is not None:
                 doReadOrWrite(selectable, fd, event)
 
-    reactor.doIteration = doPoll
-    reactor.doPoll = doPoll
+    reactor.doIteration = doPoll  # type: ignore[method-assign]
+    reactor.doPoll = doPoll  # type: ignore[method-assign]
     return True

@@ -159,6 +159,9 @@ class UpstreamProtocol(Protocol):
     @ivar received: whether any byte arrived during the current exchange.
     """
 
+    # A connected TCP (or TLS) transport: ITCPTransport plus IConsumer and
+    # the FileDescriptor attributes (producer, disconnected) we read.
+    transport: Any
     client: Optional["ProxyProtocol"] = None
     tunnel = False
     reused = False
@@ -477,6 +480,7 @@ class ProxyProtocol(Protocol):
     responses, and tunnels CONNECT.
     """
 
+    transport: Any
     request: Optional[RequestHead] = None
     upstream: Optional[UpstreamProtocol] = None
     tunnel = False
@@ -924,6 +928,7 @@ class ProxyProtocol(Protocol):
                 # stays paused meanwhile, so at most one read is held.
                 self._held = []
                 upstream = self.upstream
+                assert upstream is not None
                 upstream.gate.pause(WAITING)  # type: ignore[union-attr]
                 result.addCallback(self._responseFiltered, upstream)
                 return

@@ -168,7 +168,7 @@ def _defaultOrigin(
     return (
         200,
         [(b"Content-Type", b"text/plain")],
-        b"hello from " + request.head.headers.get(b"host", b"?"),
+        b"hello from " + (request.head.headers.get(b"host") or b"?"),
     )
 
 
