@@ -91,11 +91,16 @@ class ProxyService(service.Service):
                 "epoll reactor: per-event logging context disabled (proxyapp.fastio)"
             )
         before, after = raiseFileLimit()
-        log.info(
-            "open-file limit raised from {before} to {after}",
-            before=before,
-            after=after,
-        )
+        if after > before:
+            log.info(
+                "open-file limit raised from {before} to {after}",
+                before=before,
+                after=after,
+            )
+        else:
+            log.info(
+                "open-file limit: {limit} (the hard limit allows no more)", limit=after
+            )
         settings = self.settings
         chain = FilterChain(self.filters, self.reactor, settings.filterDeadline)
         self.factory = ProxyFactory(
@@ -262,6 +267,9 @@ class ProxyService(service.Service):
             )
             for connection in list(factory.connections):
                 connection.transport.abortConnection()
+            # abortConnection delivers connectionLost on the next turn; the
+            # cut exchanges write their access-log records then.
+            await task.deferLater(self.reactor, 0, lambda: None)
         else:
             log.info("drained: every request in flight completed")
         factory.pool.closeAll()
