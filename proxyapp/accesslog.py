@@ -34,10 +34,10 @@ escapes below reproduce the original bytes exactly (a character above
 U+00FF, which ISO-8859-1 decoding never produces, is escaped as its UTF-8
 bytes).
 
-B{combined} (L{formatCombined}): the Apache/NCSA combined format, plus three
+B{combined} (L{formatCombined}): the Apache/NCSA combined format, plus four
 trailing fields::
 
-  host - user [dd/Mon/yyyy:HH:MM:SS +0000] "METHOD target VERSION" status bytes "referer" "user-agent" duration_ms upstream=ADDR filter=FILTER
+  host - user [dd/Mon/yyyy:HH:MM:SS +0000] "METHOD target VERSION" status bytes "referer" "user-agent" duration_ms upstream=ADDR filter=FILTER client=ADDR
 
   - The time is the request's start, in UTC.
   - Strings are escaped as Apache's C{ap_escape_logitem} does: C{\\"},
@@ -51,7 +51,8 @@ trailing fields::
   - C{duration_ms} is an integer number of milliseconds (truncated, like
     Squid's); C{ADDR} is C{ip:port}, C{[ipv6]:port}, or C{-} when no
     upstream was contacted; C{FILTER} is C{-}, C{name}, or
-    C{name:"reason"} (reason escaped as above).  Parsers that do not
+    C{name:"reason"} (reason escaped as above); C{client=} repeats the
+    client's address with its port.  Parsers that do not
     anchor their pattern at the end of the line (GoAccess's C{COMBINED},
     Logstash's C{COMBINEDAPACHELOG}) ignore the extra fields; a pattern
     anchored with C{$} needs them added.
@@ -493,7 +494,8 @@ def formatCombined(record: AccessRecord) -> str:
         f'"{"-" if userAgent is None else _escapeApache(userAgent)}" '
         f"{elapsed // 1000} "
         f"upstream={_hostPort(record.upstreamHost, record.upstreamPort)} "
-        f"filter={filterText}\n"
+        f"filter={filterText} "
+        f"client={_hostPort(record.clientHost, record.clientPort)}\n"
     )
 
 

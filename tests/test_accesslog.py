@@ -239,13 +239,14 @@ class FormatCombinedTests(SynchronousTestCase):
     def test_proxied(self) -> None:
         """
         A proxied request is written in the combined format followed by the
-        duration, the upstream address and the filter.
+        duration, the upstream address, the filter and the client's
+        address with its port.
         """
         self.assertEqual(
             formatCombined(makeRecord()),
             '127.0.0.1 - - [14/Nov/2023:22:13:20 +0000] "GET http://example.com/'
             ' HTTP/1.1" 200 1234 "-" "curl/8.4.0" 150 upstream=93.184.216.34:80'
-            " filter=-\n",
+            " filter=- client=127.0.0.1:54321\n",
         )
 
     def test_missingValues(self) -> None:
@@ -257,7 +258,7 @@ class FormatCombinedTests(SynchronousTestCase):
         self.assertEqual(
             formatCombined(record),
             '10.0.0.1 - - [14/Nov/2023:22:13:20 +0000] "-" - - "-" "-" 0'
-            " upstream=- filter=-\n",
+            " upstream=- filter=- client=10.0.0.1:1\n",
         )
 
     def test_noVersion(self) -> None:
@@ -293,7 +294,7 @@ class FormatCombinedTests(SynchronousTestCase):
             '127.0.0.1 - - [14/Nov/2023:22:13:20 +0000] "GET'
             ' http://example.com/\\"q\\" HTTP/1.1" 200 1234 "http://r/\\\\x"'
             ' "a\\"b\\\\c\\nd\\re\\tf\\bg\\vh\\x01i\\x7fj\\xe9k\\xe2\\x82\\xacl"'
-            " 150 upstream=93.184.216.34:80 filter=-\n",
+            " 150 upstream=93.184.216.34:80 filter=- client=127.0.0.1:54321\n",
         )
 
     def test_escapingASCII(self) -> None:
@@ -323,6 +324,7 @@ class FormatCombinedTests(SynchronousTestCase):
         line = formatCombined(record)
         self.assertTrue(line.startswith("2001:db8::2 - - ["), line)
         self.assertIn(" upstream=[2001:db8::1]:443 ", line)
+        self.assertIn(" client=[2001:db8::2]:", line)
 
     def test_upstreamWithoutPort(self) -> None:
         """
@@ -341,7 +343,7 @@ class FormatCombinedTests(SynchronousTestCase):
             formatCombined(connectRecord()),
             '127.0.0.1 - - [14/Nov/2023:22:13:20 +0000] "CONNECT example.com:443'
             ' HTTP/1.1" 200 5000 "-" "-" 150 upstream=93.184.216.34:443'
-            " filter=-\n",
+            " filter=- client=127.0.0.1:54321\n",
         )
 
     def test_filter(self) -> None:
@@ -355,14 +357,11 @@ class FormatCombinedTests(SynchronousTestCase):
             filterName="blocklist",
             filterReason='host "example.com" is listed',
         )
-        self.assertTrue(
-            formatCombined(denied).endswith(
-                ' upstream=- filter=blocklist:"host \\"example.com\\" is listed"\n'
-            )
+        self.assertIn(
+            ' upstream=- filter=blocklist:"host \\"example.com\\" is listed" client=',
+            formatCombined(denied),
         )
-        self.assertTrue(
-            formatCombined(makeRecord(filterName="auth")).endswith(" filter=auth\n")
-        )
+        self.assertIn(" filter=auth client=", formatCombined(makeRecord(filterName="auth")))
 
     def test_duration(self) -> None:
         """

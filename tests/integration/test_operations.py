@@ -74,7 +74,8 @@ COMBINED_LINE = re.compile(
     r"^(?P<host>\S+) - (?P<user>\S+) \[(?P<time>[^\]]+)\] "
     r'"(?P<request>(?:[^"\\]|\\.)*)" (?P<status>\d{3}|-) (?P<bytes>\d+|-) '
     r'"(?P<referer>(?:[^"\\]|\\.)*)" "(?P<agent>(?:[^"\\]|\\.)*)" '
-    r"(?P<duration>\d+) upstream=(?P<upstream>\S+) filter=(?P<filter>.+)$"
+    r"(?P<duration>\d+) upstream=(?P<upstream>\S+) filter=(?P<filter>.+)"
+    r" client=(?P<client>\S+)$"
 )
 
 BLOCKED_DOMAIN = "blocked.example"
@@ -654,7 +655,7 @@ def accessLogProxy(
 def parseRecord(line: str, logFormat: str) -> dict:
     """
     Parse one access log line into common fields: C{client_ip},
-    C{client_port} (json only), C{method}, C{target}, C{status}, C{bytes},
+    C{client_port} (json and combined), C{method}, C{target}, C{status}, C{bytes},
     C{duration_ms}, C{upstream} (C{ip:port}; squid: C{ip}), C{filter},
     C{reason}, and C{raw}.
     """
@@ -685,8 +686,11 @@ def parseRecord(line: str, logFormat: str) -> dict:
         method, target, version = m.group("request").split(" ")
         assert version == "HTTP/1.1", line
         name, _, reason = m.group("filter").partition(":")
+        clientIP, _, clientPort = m.group("client").rpartition(":")
+        assert clientIP == m.group("host"), line
         return {
             "client_ip": m.group("host"),
+            "client_port": int(clientPort),
             "method": method,
             "target": target,
             "status": int(m.group("status")),
@@ -807,8 +811,9 @@ def test_accessLogRecords(accessLogProxy, origin: Origin) -> None:
             assert wallStart - 1 <= r["time"] <= time.time() + 1, r
         else:
             assert r["upstream"] == upstream, r
-        if logFormat == "json":
+        if logFormat != "squid":
             assert r["client_port"] == seenByClient["port"], r
+        if logFormat == "json":
             assert r["bytes_in"] == seenByClient["sent"], r
             assert r["tunnel"] is (method == "CONNECT"), r
     assert byTarget[origin.url("/slow-head?delay=0.3")]["duration_ms"] >= 290
