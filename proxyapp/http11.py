@@ -234,6 +234,9 @@ def _parseAuthority(authority: bytes, defaultPort: Optional[int]) -> tuple[str, 
     return hostText, port
 
 
+_ABSOLUTE_FORM = re.compile(rb"(https?)://([^/?#]*)([^#]*)", re.IGNORECASE)
+
+
 def _splitTarget(head: RequestHead) -> None:
     """
     Fill in C{scheme}, C{host}, C{port}, C{authority} and C{path} of C{head}
@@ -260,6 +263,24 @@ def _splitTarget(head: RequestHead) -> None:
             raise ClientProtocolError(
                 400, "asterisk-form target with a method other than OPTIONS"
             )
+        return
+    match = _ABSOLUTE_FORM.fullmatch(target)
+    if match is not None:
+        # The common case in one C-level match; the code below names the
+        # defect of anything else.
+        scheme, authority, path = match.groups()
+        scheme = scheme.lower()
+        if not path.startswith(b"/"):
+            path = b"/" + path
+        try:
+            head.host, head.port = parseAuthority(
+                authority, 80 if scheme == b"http" else 443
+            )
+        except ValueError as e:
+            raise ClientProtocolError(400, f"invalid host in request target: {e}")
+        head.scheme = "http" if scheme == b"http" else "https"
+        head.authority = authority
+        head.path = path
         return
     schemeEnd = target.find(b"://")
     scheme = target[:schemeEnd].lower()
@@ -341,13 +362,26 @@ def _fieldError(errorType: type, reason: str) -> ProtocolError:
     return UpstreamProtocolError(reason)
 
 
-def _framing(headers: Headers, errorType: type, isRequest: bool) -> tuple[int, int]:
+def _framing(
+    headers: Headers, errorType: type, isRequest: bool, lowered: bytes = b""
+) -> tuple[int, int]:
     """
     Decide a message's body framing from Content-Length and
     Transfer-Encoding (RFC 9112 section 6.3), refusing every ambiguity.
 
+    @param lowered: the header block lowercased, after a leading LF, if the
+        caller has it: the usual cases (no framing field, or one plain
+        Content-Length) are then decided with C-level searches.
     @return: C{(framing, length)}.
     """
+    if lowered and b"\ntransfer-encoding:" not in lowered:
+        count = lowered.count(b"\ncontent-length:")
+        if count == 0:
+            return NO_BODY, 0
+        if count == 1:
+            value = headers.get(b"content-length")
+            if value is not None and _DIGITS.fullmatch(value):
+                return LENGTH, int(value)
     te = None
     lengths = []
     for lower, _, value in headers._fields:
@@ -668,10 +702,8 @@ class RequestParser(_Parser):
         fields = _parseFieldBlock(block, ClientProtocolError)
         headers = Headers._fromParsed(fields)
         request = RequestHead(method, target, version, headers)
-        hosts = 0
-        for field in fields:
-            if field[0] == b"host":
-                hosts += 1
+        lowered = b"\n" + block.lower()
+        hosts = lowered.count(b"\nhost:")
         if hosts > 1:
             raise ClientProtocolError(400, "duplicate Host header")
         if hosts == 0 and version == b"HTTP/1.1":
@@ -684,7 +716,7 @@ class RequestParser(_Parser):
                     parseAuthority(host, 80)
                 except ValueError as e:
                     raise ClientProtocolError(400, f"invalid Host header: {e}")
-        framing, length = _framing(headers, ClientProtocolError, True)
+        framing, length = _framing(headers, ClientProtocolError, True, lowered)
         if framing == CHUNKED and version == b"HTTP/1.0":
             # RFC 9112 section 6.1: chunked framing from an HTTP/1.0 client
             # is faulty; a server cannot trust where it ends.
@@ -794,7 +826,9 @@ class ResponseParser(_Parser):
             # Other interim responses leave the parser waiting for the next
             # head of the same exchange.
             return response
-        framing, length = _framing(headers, UpstreamProtocolError, False)
+        framing, length = _framing(
+            headers, UpstreamProtocolError, False, b"\n" + block.lower()
+        )
         method = self._method
         if method == b"CONNECT" and status < 300:
             # Any 2xx to CONNECT makes the connection a tunnel (RFC 9110
