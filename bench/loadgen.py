@@ -46,6 +46,14 @@ class WrkResult:
     def errorCount(self) -> int:
         return sum(self.errors.values())
 
+    def describeErrors(self) -> str:
+        """
+        @return: the non-zero error counters, e.g. C{"read errors 12"}.
+        """
+        return ", ".join(
+            f"{kind} errors {count}" for kind, count in self.errors.items() if count
+        )
+
 
 def runWrk(
     wrk: str,

@@ -7,6 +7,7 @@ process tree; L{RssSampler} records its peak during a transfer.
 """
 
 import os
+import resource
 import threading
 import time
 
@@ -136,3 +137,72 @@ class RssSampler:
             # it is a peak of this transfer that may fall between two samples.
             self.peakKiB = max(self.peakKiB, hwmAfter)
         return max(self.peakKiB - self.baselineKiB, 0)
+
+
+def cpuBusySeconds() -> dict[int, float]:
+    """
+    @return: CPU number -> seconds spent on anything but idle and I/O wait
+        since boot, from /proc/stat (steal, time the hypervisor gave to
+        others, counts as busy: it was not ours either).
+    """
+    busy = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *values = line.split()
+            if not name.startswith("cpu") or name == "cpu":
+                continue
+            ticks = [int(v) for v in values[:8]]
+            # user nice system idle iowait irq softirq steal
+            busy[int(name[3:])] = (sum(ticks) - ticks[3] - ticks[4]) / CLOCK_TICKS
+    return busy
+
+
+class OtherLoad:
+    """
+    How much of the two benchmark CPUs went to processes that are not part
+    of the benchmark during an interval: a measure of how much other work on
+    the machine disturbed a run.
+
+    On the proxy CPU, ours is the proxy's CPU time; on the load CPU, it is
+    nginx's, this script's and its finished children's (wrk's) CPU time.
+    """
+
+    def __init__(
+        self, proxyCpu: int, loadCpu: int, proxyPid: int | None, nginxPid: int
+    ) -> None:
+        self.proxyCpu = proxyCpu
+        self.loadCpu = loadCpu
+        self.proxyPid = proxyPid
+        self.nginxPid = nginxPid
+        self._before = self._snapshot()
+
+    def _snapshot(self) -> tuple[float, dict[int, float], float, float, float]:
+        mine = resource.getrusage(resource.RUSAGE_SELF)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return (
+            time.monotonic(),
+            cpuBusySeconds(),
+            cpuSeconds(self.proxyPid) if self.proxyPid else 0.0,
+            cpuSeconds(self.nginxPid),
+            mine.ru_utime + mine.ru_stime + children.ru_utime + children.ru_stime,
+        )
+
+    def finish(self) -> dict[str, float]:
+        """
+        @return: C{proxy_cpu_others} and C{load_cpu_others}, the fractions
+            of each CPU's time used by other processes (C{proxy_cpu_others}
+            only when a proxy was measured).
+        """
+        start, busyBefore, proxyBefore, nginxBefore, oursBefore = self._before
+        end, busyAfter, proxyAfter, nginxAfter, oursAfter = self._snapshot()
+        elapsed = end - start
+        busy = {cpu: busyAfter[cpu] - busyBefore[cpu] for cpu in busyAfter}
+        proxy = proxyAfter - proxyBefore
+        nginx = nginxAfter - nginxBefore
+        ours = oursAfter - oursBefore
+        result = {
+            "load_cpu_others": max(busy[self.loadCpu] - nginx - ours, 0.0) / elapsed
+        }
+        if self.proxyPid:
+            result["proxy_cpu_others"] = max(busy[self.proxyCpu] - proxy, 0.0) / elapsed
+        return result

@@ -12,6 +12,7 @@ Usage: python bench/run.py [--quick] [--compare squid,tinyproxy] [--output FILE]
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import resource
@@ -53,7 +54,6 @@ COMPARABLE = ("squid", "tinyproxy")
 def parseArguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "--quick",
@@ -65,13 +65,32 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
         "--compare",
         default="",
         help="comma-separated other proxies to measure side by side: "
-        + ",".join(COMPARABLE),
+        + ",".join(COMPARABLE)
+        + " (default none)",
     )
-    parser.add_argument("--rounds", type=int, help="rounds (medians are taken); default 3")
-    parser.add_argument("--duration", type=int, help="seconds per wrk run; default 10")
-    parser.add_argument("--big-mib", type=int, help="size of the single download; default 100")
-    parser.add_argument("--idle", type=int, help="idle connections to open; default 10000")
-    parser.add_argument("--limit-rate", default="10M", help="curl --limit-rate for the slow client")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="rounds; the table shows medians (default 3, --quick 1)",
+    )
+    parser.add_argument(
+        "--duration", type=int, help="seconds per wrk run (default 10, --quick 2)"
+    )
+    parser.add_argument(
+        "--big-mib",
+        type=int,
+        help="MiB of the single downloads (default 100, --quick 20)",
+    )
+    parser.add_argument(
+        "--idle",
+        type=int,
+        help="idle connections to open (default 10000, --quick 1000)",
+    )
+    parser.add_argument(
+        "--limit-rate",
+        default="10M",
+        help="curl --limit-rate of the slow client (default 10M)",
+    )
     parser.add_argument("--output", help="also write the Markdown report to this file")
     parser.add_argument(
         "--json",
@@ -80,28 +99,37 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--scenarios",
         default=",".join(SCENARIOS),
-        help="comma-separated subset of: " + ",".join(SCENARIOS),
+        help="comma-separated subset of " + ",".join(SCENARIOS) + " (default all)",
     )
-    parser.add_argument("--proxy-cpu", type=int, default=0, help="CPU for the proxies")
     parser.add_argument(
-        "--load-cpu", type=int, default=1, help="CPU for nginx, wrk, curl and this script"
+        "--proxy-cpu", type=int, default=0, help="CPU for the proxies (default 0)"
+    )
+    parser.add_argument(
+        "--load-cpu",
+        type=int,
+        default=1,
+        help="CPU for nginx, wrk, curl and this script (default 1)",
     )
     parser.add_argument(
         "--python",
-        default=sys.executable,
-        help="Python that has webproxy (proxyapp) installed",
+        help="Python with webproxy's dependencies (Twisted) installed (default: "
+        "the one running this script if it has Twisted, else the checkout's .venv)",
     )
     parser.add_argument(
         "--webproxy-command",
         default=servers.WEBPROXY_COMMAND,
         help="how to start webproxy; {python}, {port}, {tls_port} and {log_args} "
-        "are substituted",
+        "are substituted (default: twistd webproxy, see servers.py)",
     )
     parser.add_argument("--no-webproxy", action="store_true", help="leave webproxy out")
     parser.add_argument(
-        "--no-install", action="store_true", help="never run apt-get for missing programs"
+        "--no-install",
+        action="store_true",
+        help="never run apt-get for missing programs",
     )
-    parser.add_argument("--keep-temp", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--keep-temp", action="store_true", help="keep the temporary directory"
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     for name, full, short in (
@@ -112,6 +140,8 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
     ):
         if getattr(args, name) is None:
             setattr(args, name, short if quick else full)
+    if args.python is None:
+        args.python = defaultPython()
     args.compare = [c for c in args.compare.split(",") if c]
     for name in args.compare:
         if name not in COMPARABLE:
@@ -123,6 +153,19 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
     if args.rounds < 1 or args.duration < 1 or args.big_mib < 1 or args.idle < 1:
         parser.error("--rounds, --duration, --big-mib and --idle must be positive")
     return args
+
+
+def defaultPython() -> str:
+    """
+    @return: this interpreter if it can import Twisted, else the checkout's
+        C{.venv} interpreter (where the README's setup installs webproxy)
+        if there is one, else this interpreter anyway.
+    """
+    if importlib.util.find_spec("twisted") is None:
+        candidate = os.path.join(REPOSITORY, ".venv", "bin", "python")
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return sys.executable
 
 
 @dataclass
@@ -182,11 +225,16 @@ class Benchmark:
         self.bigSize = args.big_mib * MiB
         self.bigPath = f"/{args.big_mib}m"
         usable = os.sched_getaffinity(0)
-        if {args.proxy_cpu, args.load_cpu} <= usable and args.proxy_cpu != args.load_cpu:
+        if {
+            args.proxy_cpu,
+            args.load_cpu,
+        } <= usable and args.proxy_cpu != args.load_cpu:
             self.proxyCpu: int | None = args.proxy_cpu
             self.loadCpu: int | None = args.load_cpu
         else:
-            log(f"CPUs {args.proxy_cpu} and {args.load_cpu} not both usable; not pinning")
+            log(
+                f"CPUs {args.proxy_cpu} and {args.load_cpu} not both usable; not pinning"
+            )
             self.proxyCpu = self.loadCpu = None
         self.directory = tempfile.mkdtemp(prefix="webproxy-bench-")
         # Servers that drop privileges (Squid, tinyproxy) must reach their
@@ -202,7 +250,7 @@ class Benchmark:
         """
         Write the documents and a self-signed certificate, start nginx.
         """
-        docroot = os.path.join(self.directory, "www")
+        docroot = self.docroot = os.path.join(self.directory, "www")
         os.makedirs(docroot)
         block = os.urandom(MiB)
         with open(os.path.join(docroot, "1k"), "wb") as f:
@@ -216,25 +264,53 @@ class Benchmark:
         key = os.path.join(self.directory, "key.pem")
         subprocess.run(
             [
-                self.programs["openssl"], "req", "-x509", "-newkey", "ec",
-                "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                "-keyout", key, "-out", certificate, "-days", "2",
-                "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                self.programs["openssl"],
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                key,
+                "-out",
+                certificate,
+                "-days",
+                "2",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
             ],
-            check=True, capture_output=True, timeout=60,
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
         self.httpPort = servers.freePort()
         self.tlsPort = servers.freePort()
         self.nginx = servers.startNginx(
-            self.programs["nginx"], os.path.join(self.directory, "nginx"), docroot,
-            self.httpPort, self.tlsPort, certificate, key, self.args.idle, self.loadCpu,
+            self.programs["nginx"],
+            os.path.join(self.directory, "nginx"),
+            docroot,
+            self.httpPort,
+            self.tlsPort,
+            certificate,
+            key,
+            self.args.idle,
+            self.loadCpu,
         )
         self.started.append(self.nginx)
         try:
             servers.waitForPort(self.nginx, self.httpPort)
             servers.waitForPort(self.nginx, self.tlsPort)
-            loadgen.runCurl(self.programs["curl"], self.loadCpu, self.url("/1k"),
-                            expectSize=1024, timeout=30)
+            loadgen.runCurl(
+                self.programs["curl"],
+                self.loadCpu,
+                self.url("/1k"),
+                expectSize=1024,
+                timeout=30,
+            )
         except Exception as e:
             raise SystemExit(f"nginx did not start: {e}\n{self.nginx.explain()}")
 
@@ -243,35 +319,70 @@ class Benchmark:
             return f"https://127.0.0.1:{self.tlsPort}{path}"
         return f"http://127.0.0.1:{self.httpPort}{path}"
 
-    def startProxy(self, name: str, accessLog: str | None) -> tuple[int, servers.ServerProcess]:
+    def startProxy(
+        self, name: str, accessLog: str | None, suffix: str = ""
+    ) -> tuple[int, servers.ServerProcess]:
         """
         Start one instance of proxy C{name} and wait until it proxies a
         1 KiB GET.
 
+        @param suffix: makes the instance's directory name unique.
         @raise RuntimeError: with the process's explanation if it does not.
         """
         port = servers.freePort()
-        directory = os.path.join(self.directory, name + ("-log" if accessLog else ""))
+        directory = os.path.join(self.directory, name + suffix)
         if name == "webproxy":
+            check = subprocess.run(
+                [self.args.python, "-c", "import twisted.scripts.twistd"],
+                capture_output=True,
+                timeout=60,
+            )
+            if check.returncode != 0:
+                raise RuntimeError(
+                    f"{self.args.python} cannot import Twisted: install webproxy "
+                    "into it (pip install -e .) or pass --python"
+                )
             server = servers.startWebproxy(
-                self.args.webproxy_command, self.args.python, directory, port,
-                self.tlsPort, accessLog, self.proxyCpu,
+                self.args.webproxy_command,
+                self.args.python,
+                REPOSITORY,
+                directory,
+                port,
+                self.tlsPort,
+                accessLog,
+                self.proxyCpu,
             )
         elif name == "squid":
             server = servers.startSquid(
-                self.programs["squid"], directory, port, self.tlsPort,
-                self.args.idle, accessLog, self.proxyCpu,
+                self.programs["squid"],
+                directory,
+                port,
+                self.tlsPort,
+                self.args.idle,
+                accessLog,
+                self.proxyCpu,
             )
         else:
             server = servers.startTinyproxy(
-                self.programs["tinyproxy"], directory, port, self.tlsPort,
-                self.args.idle, accessLog, self.proxyCpu,
+                self.programs["tinyproxy"],
+                directory,
+                port,
+                self.tlsPort,
+                self.args.idle,
+                accessLog,
+                self.proxyCpu,
             )
         self.started.append(server)
         try:
             servers.waitForPort(server, port, timeout=30)
-            loadgen.runCurl(self.programs["curl"], self.loadCpu, self.url("/1k"),
-                            proxyPort=port, expectSize=1024, timeout=30)
+            loadgen.runCurl(
+                self.programs["curl"],
+                self.loadCpu,
+                self.url("/1k"),
+                proxyPort=port,
+                expectSize=1024,
+                timeout=30,
+            )
         except Exception as e:
             # Give it a moment to write why it failed before reading its logs.
             time.sleep(0.5)
@@ -296,7 +407,9 @@ class Benchmark:
                 logDir = os.path.join(self.directory, name + "-log")
                 target.accessLog = os.path.join(logDir, "access.log")
                 try:
-                    target.loggedPort, target.logged = self.startProxy(name, target.accessLog)
+                    target.loggedPort, target.logged = self.startProxy(
+                        name, target.accessLog, "-log"
+                    )
                 except Exception as e:
                     target.loggedFailure = f"with an access log, did not start: {e}"
                     log(f"{name} with access log FAILED to start:\n{e}")
@@ -306,14 +419,36 @@ class Benchmark:
     def measureSmall(self, target: Target, connections: int) -> dict:
         pid = target.server.pid if target.server else None
         before = procstat.cpuSeconds(pid) if pid else 0.0
+        other = self.otherLoad(pid)
         result = loadgen.runWrk(
-            self.programs["wrk"], self.loadCpu, self.httpPort, "/1k", connections,
-            self.args.duration, target.port,
+            self.programs["wrk"],
+            self.loadCpu,
+            self.httpPort,
+            "/1k",
+            connections,
+            self.args.duration,
+            target.port,
         )
+        load = other.finish() if other else {}
         cpu = procstat.cpuSeconds(pid) - before if pid else None
-        return self.wrkMetrics(result) | {
-            "cpu_s_per_10k": cpu / result.requests * 1e4 if cpu is not None else None,
-        }
+        return (
+            self.wrkMetrics(result)
+            | {
+                "cpu_s_per_10k": (
+                    cpu / result.requests * 1e4 if cpu is not None else None
+                ),
+            }
+            | load
+        )
+
+    def otherLoad(self, proxyPid: int | None) -> procstat.OtherLoad | None:
+        """
+        @return: an account of other processes' use of our CPUs from now
+            on, or L{None} when nothing is pinned.
+        """
+        if self.proxyCpu is None or self.loadCpu is None or self.nginx is None:
+            return None
+        return procstat.OtherLoad(self.proxyCpu, self.loadCpu, proxyPid, self.nginx.pid)
 
     def wrkMetrics(self, result: loadgen.WrkResult) -> dict:
         if result.requests == 0:
@@ -330,26 +465,48 @@ class Benchmark:
             "wrk_errors": result.errors,
         }
         if result.errorCount:
-            metrics["error"] = f"wrk errors {result.errors}"
+            metrics["error"] = "wrk: " + result.describeErrors()
         return metrics
 
     def measureMedium(self, target: Target) -> dict:
         result = loadgen.runWrk(
-            self.programs["wrk"], self.loadCpu, self.httpPort, "/1m", 10,
-            self.args.duration, target.port,
+            self.programs["wrk"],
+            self.loadCpu,
+            self.httpPort,
+            "/1m",
+            10,
+            self.args.duration,
+            target.port,
         )
         return self.wrkMetrics(result)
 
+    def warmBigFile(self) -> None:
+        """
+        Read the big file so the download starts from the page cache: on
+        machines that reclaim cold page cache quickly (DAMON's pageout
+        scheme drops pages unused for about 30 s), the first target measured
+        in a round would otherwise pay for reading it from disk.
+        """
+        with open(os.path.join(self.docroot, self.bigPath[1:]), "rb") as f:
+            while f.read(MiB):
+                pass
+
     def measureLarge(self, target: Target, limitRate: str | None) -> dict:
+        self.warmBigFile()
         pid = target.server.pid if target.server else None
         sampler = procstat.RssSampler(pid).start() if pid else None
+        other = self.otherLoad(pid)
         timeout = 300.0
         if limitRate:
             timeout += self.bigSize / parseRate(limitRate) * 2
         try:
             result = loadgen.runCurl(
-                self.programs["curl"], self.loadCpu, self.url(self.bigPath),
-                target.port, limitRate=limitRate, timeout=timeout,
+                self.programs["curl"],
+                self.loadCpu,
+                self.url(self.bigPath),
+                target.port,
+                limitRate=limitRate,
+                timeout=timeout,
                 expectSize=self.bigSize,
             )
         finally:
@@ -360,14 +517,20 @@ class Benchmark:
             "rss_growth_mib": growth / 1024 if growth is not None else None,
             "rss_baseline_mib": sampler.baselineKiB / 1024 if sampler else None,
             "rss_samples": sampler.samples if sampler else None,
-        }
+        } | (other.finish() if other else {})
 
     def measureConnect(self, target: Target) -> dict:
+        self.warmBigFile()
         pid = target.server.pid if target.server else None
         before = procstat.cpuSeconds(pid) if pid else 0.0
+        other = self.otherLoad(pid)
         result = loadgen.runCurl(
-            self.programs["curl"], self.loadCpu, self.url(self.bigPath, tls=True),
-            target.port, tunnel=target.port is not None, timeout=300,
+            self.programs["curl"],
+            self.loadCpu,
+            self.url(self.bigPath, tls=True),
+            target.port,
+            tunnel=target.port is not None,
+            timeout=300,
             expectSize=self.bigSize,
         )
         cpu = procstat.cpuSeconds(pid) - before if pid else None
@@ -375,17 +538,34 @@ class Benchmark:
             "mbps": result.megabytesPerSecond,
             "seconds": result.seconds,
             "cpu_s_per_gb": cpu / (self.bigSize / 1e9) if cpu is not None else None,
-        }
+        } | (other.finish() if other else {})
 
     def measureIdle(self, target: Target) -> dict:
         """
-        Open the idle connections to the proxy (to nginx for direct), then
-        measure the server's RSS growth per connection and the latency of a
-        few single requests made while they are open.
+        Measure idle connections against a fresh instance of the proxy, so
+        that memory kept from earlier scenarios or rounds (allocator arenas,
+        Squid's memory pools) does not hide the cost; direct measures the
+        running nginx.
         """
-        assert self.nginx is not None
-        server = target.server or self.nginx
-        port = target.port or self.httpPort
+        if target.port is None:
+            assert self.nginx is not None
+            return self.measureIdleOn(self.nginx, self.httpPort, None)
+        instance = len(target.scenarios.get("idle", []))
+        port, server = self.startProxy(target.name, None, f"-idle{instance}")
+        try:
+            return self.measureIdleOn(server, port, port)
+        finally:
+            server.stop()
+            self.started.remove(server)
+
+    def measureIdleOn(
+        self, server: servers.ServerProcess, port: int, proxyPort: int | None
+    ) -> dict:
+        """
+        Open the idle connections to C{port}, then measure C{server}'s RSS
+        growth per connection and the latency of a few single requests made
+        while they are open (through C{proxyPort}, if not L{None}).
+        """
         count = self.args.idle
         tree = procstat.processTree(server.pid)
         before = procstat.rssKiB(server.pid, tree)
@@ -393,7 +573,9 @@ class Benchmark:
         try:
             for s in sockets:
                 # Close with a reset: no TIME_WAIT left behind for later rounds.
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
             # Let the server accept them all and settle: RSS stable to 0.5 %.
             time.sleep(0.5 if self.args.quick else 1.0)
             after = procstat.rssKiB(server.pid, procstat.processTree(server.pid))
@@ -407,9 +589,14 @@ class Benchmark:
                     break
             latencies = [
                 loadgen.runCurl(
-                    self.programs["curl"], self.loadCpu, self.url("/1k"), target.port,
-                    expectSize=1024, timeout=30,
-                ).seconds * 1000
+                    self.programs["curl"],
+                    self.loadCpu,
+                    self.url("/1k"),
+                    proxyPort,
+                    expectSize=1024,
+                    timeout=30,
+                ).seconds
+                * 1000
                 for _ in range(5)
             ]
             still = loadgen.countOpen(sockets)
@@ -417,7 +604,7 @@ class Benchmark:
             opened = len(sockets)
             for s in sockets:
                 s.close()
-        metrics = {
+        metrics: dict[str, object] = {
             "opened": opened,
             "connect_failures": failures,
             "open": still,
@@ -428,7 +615,9 @@ class Benchmark:
             "latencies_ms": latencies,
         }
         if opened < count or still < opened:
-            metrics["error"] = f"{opened} of {count} connections opened, {still} still open"
+            metrics["error"] = (
+                f"{opened} of {count} connections opened, {still} still open"
+            )
         return metrics
 
     def measureAccessLog(self, target: Target) -> dict:
@@ -437,28 +626,45 @@ class Benchmark:
         if target.loggedFailure or target.logged is None:
             raise RuntimeError(target.loggedFailure or "no instance with an access log")
         if not target.logged.running():
-            raise RuntimeError("the instance with an access log exited:\n" + target.logged.explain())
+            raise RuntimeError(
+                "the instance with an access log exited:\n" + target.logged.explain()
+            )
         off = loadgen.runWrk(
-            self.programs["wrk"], self.loadCpu, self.httpPort, "/1k", 50,
-            self.args.duration, target.port,
+            self.programs["wrk"],
+            self.loadCpu,
+            self.httpPort,
+            "/1k",
+            50,
+            self.args.duration,
+            target.port,
         )
         size = logSize(target.accessLog)
         on = loadgen.runWrk(
-            self.programs["wrk"], self.loadCpu, self.httpPort, "/1k", 50,
-            self.args.duration, target.loggedPort,
+            self.programs["wrk"],
+            self.loadCpu,
+            self.httpPort,
+            "/1k",
+            50,
+            self.args.duration,
+            target.loggedPort,
         )
         written = logSize(target.accessLog) - size
-        metrics = {
+        metrics: dict[str, object] = {
             "rps_off": off.requestsPerSecond,
             "rps_on": on.requestsPerSecond,
-            "ratio": on.requestsPerSecond / off.requestsPerSecond if off.requests else None,
+            "ratio": (
+                on.requestsPerSecond / off.requestsPerSecond if off.requests else None
+            ),
             "log_bytes_per_request": written / on.requests if on.requests else None,
             "wrk_errors_off": off.errors,
             "wrk_errors_on": on.errors,
         }
         problems = []
         if off.errorCount or on.errorCount:
-            problems.append(f"wrk errors off {off.errors} on {on.errors}")
+            problems.append(
+                f"wrk, log off: {off.describeErrors() or 'none'}; "
+                f"log on: {on.describeErrors() or 'none'}"
+            )
         if written <= 0:
             problems.append("the access log did not grow")
         if problems:
@@ -488,6 +694,10 @@ class Benchmark:
         """
         if target.failure:
             return False
+        if self.nginx is not None and not self.nginx.running():
+            target.failure = "the origin (nginx) exited:\n" + self.nginx.explain()
+            log(target.failure)
+            return False
         if target.server is not None and not target.server.running():
             target.failure = "exited during the benchmark:\n" + target.server.explain()
             log(f"{target.name} {target.failure}")
@@ -499,8 +709,15 @@ class Benchmark:
             if self.alive(target):
                 # Warm up: connections, caches, allocator.
                 try:
-                    loadgen.runWrk(self.programs["wrk"], self.loadCpu, self.httpPort,
-                                   "/1k", 50, 1, target.port)
+                    loadgen.runWrk(
+                        self.programs["wrk"],
+                        self.loadCpu,
+                        self.httpPort,
+                        "/1k",
+                        50,
+                        1,
+                        target.port,
+                    )
                 except Exception as e:
                     log(f"{target.name} warm-up failed: {e}")
         for round in range(1, self.args.rounds + 1):
@@ -513,12 +730,18 @@ class Benchmark:
                     try:
                         metrics = self.measure(scenario, target)
                     except Exception as e:
-                        metrics = {"error": f"{type(e).__name__}: {e}".splitlines()[0][:300]}
+                        detail = f"{type(e).__name__}: {e}"
+                        metrics = {
+                            "error": detail.splitlines()[0][:300],
+                            "error_detail": detail[-4000:],
+                        }
                     target.scenarios.setdefault(scenario, []).append(metrics)
                     if "error" in metrics:
                         target.errors.setdefault(scenario, []).append(metrics["error"])
-                    log(f"round {round}/{self.args.rounds} {scenario:13} "
-                        f"{target.name:9} {summarize(metrics)}")
+                    log(
+                        f"round {round}/{self.args.rounds} {scenario:13} "
+                        f"{target.name:9} {summarize(metrics)}"
+                    )
                     self.alive(target)
 
     def stop(self) -> None:
@@ -541,6 +764,29 @@ class Benchmark:
         }
 
 
+def otherLoadSummary(targets: list[Target]) -> str:
+    """
+    @return: the median and maximum share of the proxy CPU and of the load
+        CPU that other processes used during the 1 KiB runs (the JSON has
+        the same figures for the single downloads).
+    """
+    parts = []
+    for key, name in (
+        ("proxy_cpu_others", "proxy CPU"),
+        ("load_cpu_others", "load CPU"),
+    ):
+        values = [
+            metrics[key]
+            for target in targets
+            for scenario in ("small_c1", "small_c50")
+            for metrics in target.scenarios.get(scenario, [])
+            if key in metrics
+        ]
+        if values:
+            parts.append(f"{name} {statistics.median(values):.0%}, {max(values):.0%}")
+    return "; ".join(parts) or "unknown"
+
+
 def parseRate(rate: str) -> float:
     """
     @return: bytes per second for a curl rate such as C{10M} or C{500k}.
@@ -559,22 +805,42 @@ def logSize(path: str | None) -> int:
 
 def summarize(metrics: dict) -> str:
     shown = []
-    for key in ("rps", "rps_off", "rps_on", "mbps", "p50_ms", "p99_ms", "cpu_s_per_10k",
-                "cpu_s_per_gb", "rss_growth_mib", "rss_kib_per_conn", "latency_ms", "error"):
+    for key in (
+        "rps",
+        "rps_off",
+        "rps_on",
+        "mbps",
+        "p50_ms",
+        "p99_ms",
+        "cpu_s_per_10k",
+        "cpu_s_per_gb",
+        "rss_growth_mib",
+        "rss_kib_per_conn",
+        "latency_ms",
+        "error",
+    ):
         value = metrics.get(key)
         if value is None or (key == "mbps" and "rps" in metrics):
             continue
-        shown.append(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}")
+        shown.append(
+            f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}"
+        )
     return " ".join(shown)
 
 
-def report(bench: Benchmark, machine: dict, versions: dict, started: str) -> tuple[str, dict]:
+def report(
+    bench: Benchmark, machine: dict, versions: dict, started: str
+) -> tuple[str, dict]:
     """
     @return: the Markdown report and the JSON document.
     """
     args = bench.args
     targets = [t.name for t in bench.targets]
-    table = tables.rows(args.big_mib, args.idle, args.limit_rate)
+    table = [
+        row
+        for row in tables.rows(args.big_mib, args.idle, args.limit_rate)
+        if row.scenario in args.scenarios
+    ]
     results = bench.results()
     setup = (
         f"{args.rounds} round(s), medians; wrk {args.duration} s runs, 1 thread; "
@@ -586,7 +852,10 @@ def report(bench: Benchmark, machine: dict, versions: dict, started: str) -> tup
         f"## webproxy benchmark ({started}, webproxy {tools.gitRevision(REPOSITORY)})",
         "",
         f"Machine: {machine['cpu']}, nproc {machine['nproc']}, {machine['memory']}, "
-        f"{machine['kernel']}, {machine['python']}",
+        f"{machine['kernel']}, {machine['python']}; load average at start "
+        f"{machine['loadavg_at_start']}, at end {machine['loadavg_at_end']}; "
+        f"CPU used by other processes during the 1 KiB runs (median, max): "
+        f"{machine['cpu_used_by_others']}",
         "",
         "Programs: " + "; ".join(f"{k}: {v}" for k, v in versions.items()),
         "",
@@ -600,8 +869,18 @@ def report(bench: Benchmark, machine: dict, versions: dict, started: str) -> tup
         "versions": versions,
         "config": {
             key: getattr(args, key)
-            for key in ("quick", "rounds", "duration", "big_mib", "idle", "limit_rate",
-                        "compare", "scenarios", "python", "webproxy_command")
+            for key in (
+                "quick",
+                "rounds",
+                "duration",
+                "big_mib",
+                "idle",
+                "limit_rate",
+                "compare",
+                "scenarios",
+                "python",
+                "webproxy_command",
+            )
         }
         | {"proxy_cpu": bench.proxyCpu, "load_cpu": bench.loadCpu},
         "results": results,
@@ -612,9 +891,10 @@ def report(bench: Benchmark, machine: dict, versions: dict, started: str) -> tup
 
 def main(argv: list[str]) -> int:
     args = parseArguments(argv)
-    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    # SIGTERM unwinds like Ctrl-C, so the finally blocks end every process.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started = datetime.datetime.now(datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M UTC"
+    )
+    signal.signal(signal.SIGTERM, interrupt)
     programs = ["nginx", "wrk", "curl", "openssl", "taskset", *args.compare]
     found = tools.findTools(programs, install=not args.no_install)
     limit = raiseFileLimit(args.idle + 4096)
@@ -624,14 +904,20 @@ def main(argv: list[str]) -> int:
     machine = tools.machineInfo()
     versions = tools.toolVersions(found, args.python)
     bench = Benchmark(args, found)
+    interrupted = False
     try:
         if bench.loadCpu is not None:
             os.sched_setaffinity(0, {bench.loadCpu})
         bench.makeOrigin()
         bench.makeTargets()
         bench.run()
+    except KeyboardInterrupt:
+        interrupted = True
+        log("interrupted: reporting what was measured so far")
     finally:
         bench.stop()
+    machine["loadavg_at_end"] = tools.loadAverage()
+    machine["cpu_used_by_others"] = otherLoadSummary(bench.targets)
     text, document = report(bench, machine, versions, started)
     print(text)
     if args.output:
@@ -644,7 +930,14 @@ def main(argv: list[str]) -> int:
     with open(jsonPath, "w") as f:
         json.dump(document, f, indent=1, default=str)
     log(f"raw numbers in {jsonPath}")
-    return 0
+    return 130 if interrupted else 0
+
+
+def interrupt(signum: int, frame: object) -> None:
+    """
+    Make SIGTERM unwind like Ctrl-C, so every process started is ended.
+    """
+    raise KeyboardInterrupt()
 
 
 if __name__ == "__main__":

@@ -82,8 +82,10 @@ class ServerProcess:
         outputPath: str,
         cwd: str,
         extraLogs: tuple[str, ...] = (),
+        environment: dict[str, str] | None = None,
     ) -> None:
         self.name = name
+        self.environment = environment
         self.argv = argv
         self.logPaths = [outputPath, *extraLogs]
         self.cwd = cwd
@@ -97,7 +99,7 @@ class ServerProcess:
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 cwd=self.cwd,
-                env=cleanEnvironment(),
+                env=cleanEnvironment(self.environment),
                 start_new_session=True,
             )
         return self
@@ -238,7 +240,9 @@ http {{
 }}
 """,
     )
-    argv = pinned(cpu, [nginx, "-p", directory, "-e", f"{directory}/error.log", "-c", conf])
+    argv = pinned(
+        cpu, [nginx, "-p", directory, "-e", f"{directory}/error.log", "-c", conf]
+    )
     return ServerProcess(
         "nginx",
         argv,
@@ -366,6 +370,7 @@ WEBPROXY_COMMAND = (
 def startWebproxy(
     commandTemplate: str,
     python: str,
+    sourceTree: str,
     directory: str,
     port: int,
     tlsPort: int,
@@ -374,6 +379,10 @@ def startWebproxy(
 ) -> ServerProcess:
     """
     Start webproxy from C{commandTemplate} (see L{WEBPROXY_COMMAND}).
+
+    @param sourceTree: put first on C{PYTHONPATH}, so the checkout's own
+        C{proxyapp} and C{twisted/plugins/webproxy_plugin.py} are what runs
+        (an editable install alone does not expose the twistd plugin).
 
     @param accessLog: a file for a combined-format access log, or L{None}
         for C{--access-log off}.
@@ -387,9 +396,11 @@ def startWebproxy(
     command = commandTemplate.format(
         python=shlex.quote(python), port=port, tls_port=tlsPort, log_args=logArgs
     )
+    path = os.pathsep.join(filter(None, [sourceTree, os.environ.get("PYTHONPATH")]))
     return ServerProcess(
         "webproxy",
         pinned(cpu, shlex.split(command)),
         os.path.join(directory, "output.log"),
         directory,
+        environment={"PYTHONPATH": path},
     ).start()

@@ -13,6 +13,8 @@ class Row:
     One line of the table: a metric of a scenario.
 
     @ivar lowerIsBetter: for the reader; ratios are plain value ratios.
+    @ivar ratio: whether a ratio between two targets means anything (not
+        for counts, or for RSS growth that is near zero when all is well).
     """
 
     scenario: str
@@ -21,6 +23,7 @@ class Row:
     metricLabel: str
     format: Callable[[float], str]
     lowerIsBetter: bool = False
+    ratio: bool = True
 
 
 def _count(value: float) -> str:
@@ -60,17 +63,86 @@ def rows(bigMiB: int, idle: int, limitRate: str) -> list[Row]:
         Row("medium_c10", "1 MiB GET, c=10", "mbps", "MB/s", _count),
         Row("medium_c10", "1 MiB GET, c=10", "p99_ms", "p99 ms", _ms, True),
         Row("large", f"{bigMiB} MiB GET", "mbps", "MB/s", _count),
-        Row("large", f"{bigMiB} MiB GET", "rss_growth_mib", "proxy peak RSS growth MiB", _mib, True),
-        Row("large_limited", f"{bigMiB} MiB GET, curl --limit-rate {limitRate}", "mbps", "MB/s", _count),
-        Row("large_limited", f"{bigMiB} MiB GET, curl --limit-rate {limitRate}", "rss_growth_mib", "proxy peak RSS growth MiB", _mib, True),
+        Row(
+            "large",
+            f"{bigMiB} MiB GET",
+            "rss_growth_mib",
+            "proxy peak RSS growth MiB",
+            _mib,
+            True,
+            False,
+        ),
+        Row(
+            "large_limited",
+            f"{bigMiB} MiB GET, curl --limit-rate {limitRate}",
+            "mbps",
+            "MB/s",
+            _count,
+        ),
+        Row(
+            "large_limited",
+            f"{bigMiB} MiB GET, curl --limit-rate {limitRate}",
+            "rss_growth_mib",
+            "proxy peak RSS growth MiB",
+            _mib,
+            True,
+            False,
+        ),
         Row("connect", f"CONNECT {bigMiB} MiB (TLS origin)", "mbps", "MB/s", _count),
-        Row("connect", f"CONNECT {bigMiB} MiB (TLS origin)", "cpu_s_per_gb", "proxy CPU s / GB", _seconds, True),
-        Row("idle", f"{idle:,} idle connections", "rss_kib_per_conn", "RSS KiB / connection", _mib, True),
-        Row("idle", f"{idle:,} idle connections", "latency_ms", "latency of 1 request ms", _ms, True),
-        Row("idle", f"{idle:,} idle connections", "open", "connections still open", _count),
-        Row("access_log", "1 KiB GET, c=50, access log", "rps_off", "req/s, log off", _count),
-        Row("access_log", "1 KiB GET, c=50, access log", "rps_on", "req/s, combined log to file", _count),
-        Row("access_log", "1 KiB GET, c=50, access log", "ratio", "on / off", _ratio),
+        Row(
+            "connect",
+            f"CONNECT {bigMiB} MiB (TLS origin)",
+            "cpu_s_per_gb",
+            "proxy CPU s / GB",
+            _seconds,
+            True,
+        ),
+        Row(
+            "idle",
+            f"{idle:,} idle connections",
+            "rss_kib_per_conn",
+            "RSS KiB / connection",
+            _mib,
+            True,
+        ),
+        Row(
+            "idle",
+            f"{idle:,} idle connections",
+            "latency_ms",
+            "latency of 1 request ms",
+            _ms,
+            True,
+        ),
+        Row(
+            "idle",
+            f"{idle:,} idle connections",
+            "open",
+            "connections still open",
+            _count,
+            ratio=False,
+        ),
+        Row(
+            "access_log",
+            "1 KiB GET, c=50, access log",
+            "rps_off",
+            "req/s, log off",
+            _count,
+        ),
+        Row(
+            "access_log",
+            "1 KiB GET, c=50, access log",
+            "rps_on",
+            "req/s, combined log to file",
+            _count,
+        ),
+        Row(
+            "access_log",
+            "1 KiB GET, c=50, access log",
+            "ratio",
+            "on / off",
+            _ratio,
+            ratio=False,
+        ),
     ]
     return result
 
@@ -114,10 +186,17 @@ def markdown(results: dict, table: list[Row], targets: list[str]) -> str:
     for target in targets:
         for scenario, messages in results[target]["errors"].items():
             flagged.add((target, scenario))
-            notes.append(f"{target}, {scenario}: " + "; ".join(sorted(set(messages))))
+            rounds = len(results[target]["scenarios"].get(scenario, []))
+            notes.append(
+                f"{target}, {scenario} ({len(messages)} of {rounds} rounds): "
+                + " / ".join(messages)
+            )
     previous = None
     for row in table:
-        cells = [row.scenarioLabel if row.scenarioLabel != previous else "", row.metricLabel]
+        cells = [
+            row.scenarioLabel if row.scenarioLabel != previous else "",
+            row.metricLabel,
+        ]
         previous = row.scenarioLabel
         for target in targets:
             value = middle[target][row.scenario][row.metric]
@@ -129,7 +208,7 @@ def markdown(results: dict, table: list[Row], targets: list[str]) -> str:
         mine = middle.get("webproxy", {}).get(row.scenario, {}).get(row.metric)
         for other in ratios:
             theirs = middle[other][row.scenario][row.metric]
-            if mine is None or not theirs or row.metric in ("open", "ratio"):
+            if mine is None or not theirs or not row.ratio:
                 cells.append("–")
             else:
                 cells.append(f"{mine / theirs:.2f}×")
@@ -141,7 +220,13 @@ def markdown(results: dict, table: list[Row], targets: list[str]) -> str:
         if failure:
             first, _, rest = failure.partition("\n")
             tail = "\n".join(rest.splitlines()[-12:])
-            block = f"\n\n  ```\n" + "\n".join(f"  {l}" for l in tail.splitlines()) + "\n  ```" if tail else ""
+            block = (
+                "\n\n  ```\n"
+                + "\n".join(f"  {line}" for line in tail.splitlines())
+                + "\n  ```"
+                if tail
+                else ""
+            )
             failures.append(f"{target} failed: {first}{block}")
     if failures or notes:
         text += "\n" + "\n".join(f"- {n}" for n in failures + notes) + "\n"

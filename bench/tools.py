@@ -54,12 +54,25 @@ def findTools(programs: list[str], install: bool) -> dict[str, str]:
             addedPolicy = True
         try:
             subprocess.run(
-                ["apt-get", "update", "-q"], check=True, env=env, timeout=600,
+                ["apt-get", "update", "-q"],
+                check=True,
+                env=env,
+                timeout=600,
                 stdout=sys.stderr,
             )
             subprocess.run(
-                ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
-                check=True, env=env, timeout=1200, stdout=sys.stderr,
+                [
+                    "apt-get",
+                    "install",
+                    "-y",
+                    "-q",
+                    "--no-install-recommends",
+                    *packages,
+                ],
+                check=True,
+                env=env,
+                timeout=1200,
+                stdout=sys.stderr,
             )
         finally:
             if addedPolicy:
@@ -74,13 +87,17 @@ def findTools(programs: list[str], install: bool) -> dict[str, str]:
     return {p: which(p) for p in programs}  # type: ignore[misc]
 
 
-def _firstLine(argv: list[str]) -> str:
+def _firstLine(argv: list[str], strict: bool = False) -> str:
+    """
+    @param strict: report a non-zero exit status as unavailable (C{wrk -v}
+        exits with 1 after printing its version).
+    """
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"unknown ({e})"
     lines = (done.stdout + done.stderr).strip().splitlines()
-    if done.returncode != 0:
+    if strict and done.returncode != 0:
         return f"unavailable ({lines[-1].strip() if lines else done.returncode})"
     return lines[0].strip() if lines else "unknown"
 
@@ -90,15 +107,21 @@ def toolVersions(tools: dict[str, str], python: str) -> dict[str, str]:
     @return: one version line per program, and the Twisted version of the
         Python that runs webproxy.
     """
-    flags = {"nginx": ["-v"], "wrk": ["-v"], "curl": ["--version"],
-             "openssl": ["version"], "squid": ["-v"], "tinyproxy": ["-v"]}
+    flags = {
+        "nginx": ["-v"],
+        "wrk": ["-v"],
+        "curl": ["--version"],
+        "openssl": ["version"],
+        "squid": ["-v"],
+        "tinyproxy": ["-v"],
+    }
     versions = {
         name: _firstLine([path, *flags[name]])
         for name, path in tools.items()
         if name in flags
     }
     versions["twisted (webproxy's python)"] = _firstLine(
-        [python, "-c", "import twisted; print(twisted.__version__)"]
+        [python, "-c", "import twisted; print(twisted.__version__)"], strict=True
     )
     return versions
 
@@ -117,8 +140,11 @@ def machineInfo() -> dict[str, object]:
     except OSError:
         pass
     sysctls = {}
-    for name in ("net/ipv4/tcp_tw_reuse", "net/ipv4/ip_local_port_range",
-                 "net/core/somaxconn"):
+    for name in (
+        "net/ipv4/tcp_tw_reuse",
+        "net/ipv4/ip_local_port_range",
+        "net/core/somaxconn",
+    ):
         try:
             with open(f"/proc/sys/{name}") as f:
                 sysctls[name.replace("/", ".")] = " ".join(f.read().split())
@@ -131,6 +157,7 @@ def machineInfo() -> dict[str, object]:
     except (OSError, ValueError, IndexError):
         pass
     return {
+        "loadavg_at_start": loadAverage(),
         "cpu": model,
         "nproc": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)),
@@ -141,6 +168,18 @@ def machineInfo() -> dict[str, object]:
     }
 
 
+def loadAverage() -> str:
+    """
+    @return: the 1, 5 and 15 minute load averages; other work on the
+        machine while the benchmark runs shows here and skews the numbers.
+    """
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "unknown"
+
+
 def gitRevision(directory: str) -> str:
     """
     @return: the commit checked out in C{directory} (with "+dirty" if the
@@ -149,11 +188,15 @@ def gitRevision(directory: str) -> str:
     try:
         head = subprocess.run(
             ["git", "-C", directory, "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, timeout=30,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         dirty = subprocess.run(
             ["git", "-C", directory, "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=30,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
