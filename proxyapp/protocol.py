@@ -169,6 +169,8 @@ class UpstreamProtocol(Protocol):
     idleSince = 0.0
     closing = False
 
+    peer: Optional[tuple[str, int]] = None
+
     def __init__(
         self,
         pool: "ConnectionPool",
@@ -185,6 +187,7 @@ class UpstreamProtocol(Protocol):
         accelerate(self.transport)
         self.gate = _ReadGate(self.transport)
         self.pool.stats.upstreamConnections += 1
+        self.peer = _peerOf(self)
 
     def dataReceived(self, data: bytes) -> None:
         client = self.client
@@ -837,7 +840,7 @@ class ProxyProtocol(Protocol):
         upstream.client = self
         upstream.parser.expectResponse(self.request.method)  # type: ignore[union-attr]
         if self.factory.accessLog is not None:
-            self.upstreamPeer = _peerOf(upstream)
+            self.upstreamPeer = upstream.peer
         self.transport.registerProducer(upstream.gate, True)
         upstream.transport.registerProducer(self.gate, True)
         if self.requestDone:
@@ -1274,11 +1277,12 @@ class ProxyProtocol(Protocol):
             record.method = request.method.decode("latin-1")
             record.target = request.url()
             record.version = request.version.decode("latin-1")
-            headers = request.headers
-            referer = headers.get(b"referer")
-            userAgent = headers.get(b"user-agent")
-            record.referer = referer.decode("latin-1") if referer else None
-            record.userAgent = userAgent.decode("latin-1") if userAgent else None
+            for field in request.headers._fields:
+                name = field[0]
+                if name == b"user-agent":
+                    record.userAgent = field[2].decode("latin-1")
+                elif name == b"referer":
+                    record.referer = field[2].decode("latin-1")
         record.status = self.status if self.responseStarted or incomplete else 0
         record.contentType = self.contentType
         record.bytesIn = self.bytesIn
@@ -1343,7 +1347,7 @@ class ProxyProtocol(Protocol):
         self.status = 200
         self.responseStarted = True
         self._setDeadline(_NO_DEADLINE, 0)
-        self.upstreamPeer = _peerOf(upstream)
+        self.upstreamPeer = upstream.peer
         self._out.append(b"HTTP/1.1 200 Connection established\r\n\r\n")
         self.flushToClient()
         self._splice(upstream, self.parser.takeBuffer(), b"")
