@@ -265,37 +265,12 @@ def _splitTarget(head: RequestHead) -> None:
             )
         return
     match = _ABSOLUTE_FORM.fullmatch(target)
-    if match is not None:
-        # The common case in one C-level match; the code below names the
-        # defect of anything else.
-        scheme, authority, path = match.groups()
-        scheme = scheme.lower()
-        if not path.startswith(b"/"):
-            path = b"/" + path
-        try:
-            head.host, head.port = parseAuthority(
-                authority, 80 if scheme == b"http" else 443
-            )
-        except ValueError as e:
-            raise ClientProtocolError(400, f"invalid host in request target: {e}")
-        head.scheme = "http" if scheme == b"http" else "https"
-        head.authority = authority
-        head.path = path
-        return
-    schemeEnd = target.find(b"://")
-    scheme = target[:schemeEnd].lower()
-    if schemeEnd <= 0 or scheme not in (b"http", b"https"):
+    if match is None:
+        if b"#" in target and target.lower().startswith((b"http://", b"https://")):
+            raise ClientProtocolError(400, "fragment in request target")
         raise ClientProtocolError(400, "request target is not an http or https URL")
-    rest = target[schemeEnd + 3 :]
-    end = len(rest)
-    for delimiter in b"/?#":
-        found = rest.find(bytes((delimiter,)))
-        if found != -1 and found < end:
-            end = found
-    authority = rest[:end]
-    path = rest[end:]
-    if b"#" in path:
-        raise ClientProtocolError(400, "fragment in request target")
+    scheme, authority, path = match.groups()
+    scheme = scheme.lower()
     if not path.startswith(b"/"):
         path = b"/" + path
     try:
@@ -304,7 +279,7 @@ def _splitTarget(head: RequestHead) -> None:
         )
     except ValueError as e:
         raise ClientProtocolError(400, f"invalid host in request target: {e}")
-    head.scheme = scheme.decode("ascii")
+    head.scheme = "http" if scheme == b"http" else "https"
     head.authority = authority
     head.path = path
 
