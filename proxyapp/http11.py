@@ -404,6 +404,19 @@ class _Parser:
     @ivar remaining: bytes of the current body (or chunk) still expected.
     """
 
+    __slots__ = (
+        "_buffer",
+        "_offset",
+        "_searchFrom",
+        "_state",
+        "_eof",
+        "_trailerLines",
+        "_trailerBytes",
+        "maxHeaderBytes",
+        "framing",
+        "remaining",
+    )
+
     _errorType: type = ProtocolError
 
     def __init__(self, maxHeaderBytes: int) -> None:
@@ -605,6 +618,8 @@ class RequestParser(_Parser):
     @ivar maxHeaders: most header fields accepted (else 431).
     """
 
+    __slots__ = ("maxRequestLine", "maxHeaders")
+
     _errorType = ClientProtocolError
 
     def __init__(
@@ -735,6 +750,8 @@ class ResponseParser(_Parser):
     Before each response, call L{expectResponse} with the request's method,
     which decides whether the response can have a body (HEAD, CONNECT).
     """
+
+    __slots__ = ("maxHeaders", "_method")
 
     _errorType = UpstreamProtocolError
 
