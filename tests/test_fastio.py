@@ -1,0 +1,177 @@
+# -*- test-case-name: tests.test_fastio -*-
+"""
+Tests for L{proxyapp.fastio}: they fail loudly if a Twisted upgrade changes
+the internals the fast transports and the fast epoll loop rely on.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.internet import abstract, defer, protocol, reactor, tcp
+from twisted.internet.testing import MemoryReactor
+from twisted.trial import unittest
+
+from proxyapp import fastio
+
+
+class InternalsTests(unittest.SynchronousTestCase):
+    """
+    The attributes and methods the fast paths use still exist.
+    """
+
+    def test_supported(self) -> None:
+        """
+        The installed Twisted's TCP connection class has every method and
+        attribute the fast subclasses override or read.
+        """
+        self.assertTrue(fastio.supported())
+
+    def test_bufferAttributes(self) -> None:
+        """
+        A file descriptor still keeps its write buffer in C{dataBuffer},
+        C{offset}, C{_tempDataBuffer} and C{_tempDataLen}.
+        """
+        descriptor = abstract.FileDescriptor(reactor=MemoryReactor())
+        for name in (
+            "dataBuffer",
+            "offset",
+            "_tempDataBuffer",
+            "_tempDataLen",
+            "_writeDisconnected",
+        ):
+            self.assertTrue(hasattr(descriptor, name), name)
+
+    def test_fastClasses(self) -> None:
+        """
+        The fast transports are subclasses of Twisted's TCP server and client
+        connections, so switching C{__class__} keeps every other behaviour.
+        """
+        self.assertTrue(issubclass(fastio.FastServer, tcp.Server))
+        self.assertTrue(issubclass(fastio.FastClient, tcp.Client))
+
+    def test_otherTransportsUntouched(self) -> None:
+        """
+        L{fastio.accelerate} leaves transports that are not plain TCP alone.
+        """
+        from twisted.internet.testing import StringTransport
+
+        transport = StringTransport()
+        self.assertFalse(fastio.accelerate(transport))
+        self.assertIs(type(transport), StringTransport)
+
+    def test_pollingOnlyForEpoll(self) -> None:
+        """
+        L{fastio.acceleratePolling} changes nothing but an epoll reactor.
+        """
+        self.assertFalse(fastio.acceleratePolling(MemoryReactor()))
+
+
+class PollingTests(unittest.SynchronousTestCase):
+    """
+    The epoll loop without per-event logging context still dispatches.
+    """
+
+    def test_dispatchesReads(self) -> None:
+        """
+        After L{fastio.acceleratePolling}, an iteration of a fresh epoll
+        reactor still calls C{doRead} on a readable descriptor.
+        """
+        from twisted.internet.epollreactor import EPollReactor
+
+        fresh = EPollReactor()
+        self.addCleanup(fresh._poller.close)
+        self.assertTrue(fastio.acceleratePolling(fresh))
+        left, right = socket.socketpair()
+        self.addCleanup(left.close)
+        self.addCleanup(right.close)
+        reads: list[bytes] = []
+
+        class Reader(abstract.FileDescriptor):
+            def fileno(self) -> int:
+                return left.fileno()
+
+            def doRead(self) -> None:
+                reads.append(left.recv(100))
+
+        reader = Reader(reactor=fresh)
+        fresh.addReader(reader)
+        self.addCleanup(fresh.removeReader, reader)
+        right.send(b"x")
+        fresh.doIteration(1.0)
+        self.assertEqual(reads, [b"x"])
+
+
+class _Collect(protocol.Protocol):
+    def __init__(self, done: defer.Deferred, expected: int) -> None:
+        self.done = done
+        self.expected = expected
+        self.received: list[bytes] = []
+        self.size = 0
+
+    def connectionMade(self) -> None:
+        self.switched = fastio.accelerate(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+        self.size += len(data)
+        if self.size >= self.expected and not self.done.called:
+            self.done.callback(b"".join(self.received))
+
+
+class _Send(protocol.Protocol):
+    payload = b""
+
+    def connectionMade(self) -> None:
+        self.switched = fastio.accelerate(self.transport)
+        # Several writes, some large enough to be only partly sent at once,
+        # so both the send-at-once path and Twisted's buffer are used.
+        for start in range(0, len(self.payload), 700_000):
+            self.transport.write(self.payload[start : start + 700_000])
+        self.transport.writeSequence([b"tail-", b"end"])
+
+
+class RealSocketTests(unittest.TestCase):
+    """
+    Fast transports move bytes exactly over real loopback sockets.
+    """
+
+    def test_bytesArriveExactly(self) -> Any:
+        """
+        Several megabytes written through a fast client transport arrive
+        byte-exact through a fast server transport, both switched.
+        """
+        payload = bytes(range(256)) * 20_000 + b"tail-end"
+        done: defer.Deferred = defer.Deferred()
+        servers: list[_Collect] = []
+
+        def build(addr: Any) -> _Collect:
+            server = _Collect(done, len(payload))
+            servers.append(server)
+            return server
+
+        factory = protocol.Factory()
+        factory.buildProtocol = build  # type: ignore[method-assign]
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        _Send.payload = payload[: -len(b"tail-end")]
+        creator = protocol.ClientCreator(reactor, _Send)
+        connecting = creator.connectTCP("127.0.0.1", port.getHost().port)
+
+        def connected(client: _Send) -> defer.Deferred:
+            self.addCleanup(client.transport.loseConnection)
+            self.assertTrue(client.switched)
+            self.assertIs(type(client.transport), fastio.FastClient)
+            return done
+
+        def received(data: bytes) -> None:
+            self.assertTrue(servers[0].switched)
+            self.assertIs(type(servers[0].transport), fastio.FastServer)
+            self.assertEqual(len(data), len(payload))
+            self.assertEqual(data, payload)
+            servers[0].transport.loseConnection()
+
+        connecting.addCallback(connected)
+        connecting.addCallback(received)
+        return connecting
