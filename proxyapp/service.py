@@ -273,5 +273,6 @@ class ProxyService(service.Service):
         else:
             log.info("drained: every request in flight completed")
         factory.pool.closeAll()
+        factory.stopWatching()
         if self.accessLog is not None:
             self.accessLog.close()

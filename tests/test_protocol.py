@@ -1339,6 +1339,20 @@ class TimeoutTests(ProxyTestCase):
         self.reactor.advance(0.1)
         self.assertTrue(self.client.disconnecting)
 
+    def test_silentConnectionsClosed(self) -> None:
+        """
+        Connections that never send anything are closed after
+        C{headerTimeout} seconds, all of them through one timer of the
+        factory rather than one per connection.
+        """
+        self.start(headerTimeout=5)
+        others = [self.connectClient()[1] for _ in range(3)]
+        self.assertEqual(len(self.reactor.getDelayedCalls()), 1)
+        self.reactor.advance(4.9)
+        self.assertFalse(any(t.disconnecting for t in [self.client] + others))
+        self.reactor.advance(0.1)
+        self.assertTrue(all(t.disconnecting for t in [self.client] + others))
+
     def test_idleTimeout(self) -> None:
         """
         A keep-alive connection idle after a response is closed after
