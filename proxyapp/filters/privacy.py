@@ -42,7 +42,7 @@ the core adds Via before the response filters.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from zope.interface import alsoProvides, implementer
 
@@ -70,36 +70,43 @@ def removeValue(headers: Headers, name: bytes, value: bytes) -> None:
             headers.add(n, v)
 
 
+def _clientIP(
+    request: RequestHead,
+) -> Optional[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]]:
+    """
+    @return: the client's address (IPv4-mapped IPv6 as IPv4), or C{None}
+        when it is unknown or not an IP address.
+    """
+    if request.clientAddress is None:
+        return None
+    try:
+        address = ipaddress.ip_address(request.clientAddress[0].split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
 def _nodeName(request: RequestHead) -> bytes:
     """
     @return: the client as an RFC 7239 node: an IPv4 address, a quoted
         bracketed IPv6 address, or C{unknown}.
     """
-    if request.clientAddress is None:
+    address = _clientIP(request)
+    if address is None:
         return b"unknown"
-    host = request.clientAddress[0]
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return b"unknown"
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped).encode("ascii")
+    if address.version == 6:
         return b'"[' + str(address).encode("ascii") + b']"'
     return str(address).encode("ascii")
 
 
 def _clientText(request: RequestHead) -> bytes:
-    if request.clientAddress is None:
-        return b"unknown"
-    host = request.clientAddress[0]
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return b"unknown"
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return str(address).encode("ascii")
+    """
+    @return: the client's address for X-Forwarded-For, or C{unknown}.
+    """
+    address = _clientIP(request)
+    return b"unknown" if address is None else str(address).encode("ascii")
 
 
 def _quoteHost(authority: bytes) -> bytes:

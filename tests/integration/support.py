@@ -14,6 +14,7 @@ import ipaddress
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -620,3 +621,44 @@ def makeCertificate(directory: Path) -> Tuple[Path, Path]:
         )
     )
     return certPath, keyPath
+
+
+def copyCheckout(dest: Path) -> None:
+    """
+    Copy the checkout under test without build leftovers, so that
+    C{pip install <copy>} writes nothing into the checkout.
+    """
+    shutil.copytree(
+        REPO_ROOT,
+        dest,
+        ignore=shutil.ignore_patterns(
+            ".git",
+            "build",
+            "dist",
+            "*.egg-info",
+            "__pycache__",
+            "dropin.cache",
+            ".venv",
+            ".pytest_cache",
+            ".mypy_cache",
+            ".hypothesis",
+            "_trial_temp*",
+        ),
+    )
+
+
+def waitForLog(proxy: "Proxy", text: str, count: int = 1, timeout: float = 10.0) -> str:
+    """
+    Wait until C{text} appears C{count} times in the proxy's whole log.
+
+    @return: the log.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        proxy.process.logFile.flush()
+        log = proxy.process.logPath.read_text(errors="replace")
+        if log.count(text) >= count:
+            return log
+        assert proxy.process.proc.poll() is None, "proxy exited: " + log[-3000:]
+        assert time.monotonic() < deadline, f"no {text!r} in the log: " + log[-3000:]
+        time.sleep(0.05)

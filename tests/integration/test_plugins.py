@@ -10,7 +10,6 @@ SLOW: the module builds one virtualenv (two real C{pip install}s, typically
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import venv
 from pathlib import Path
@@ -19,24 +18,11 @@ from typing import Dict, Iterator
 import pytest
 
 from .origin import pattern
-from .support import REPO_ROOT, Conn, Origin, Proxy, freePort
+from .support import REPO_ROOT, Conn, Origin, Proxy, copyCheckout, freePort
 
 EXAMPLE = REPO_ROOT / "examples" / "webproxy-example-filter"
 EXAMPLE_MODULE = "proxyapp.plugins.webproxy_example_filter"
 
-IGNORE = shutil.ignore_patterns(
-    ".git",
-    "build",
-    "dist",
-    "*.egg-info",
-    "__pycache__",
-    "dropin.cache",
-    ".venv",
-    ".pytest_cache",
-    ".mypy_cache",
-    ".hypothesis",
-    "_trial_temp*",
-)
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +32,11 @@ def cleanEnv() -> Dict[str, str]:
     The environment for the virtualenv's programs: nothing that would put
     the checkout on the path, no proxy variables.
     """
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
+    }
     return {k: v for k, v in env.items() if "proxy" not in k.lower()}
 
 
@@ -65,13 +55,24 @@ class Installed:
         self.python = root / "bin" / "python"
         self.twistd = root / "bin" / "twistd"
 
-    def call(self, *argv: str, timeout: float = 60, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    def call(
+        self, *argv: str, timeout: float = 60, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
-            list(argv), cwd=str(cwd or self.run), env=cleanEnv(), capture_output=True, text=True, timeout=timeout
+            list(argv),
+            cwd=str(cwd or self.run),
+            env=cleanEnv(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def sitePackages(self) -> Path:
-        r = self.call(str(self.python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+        r = self.call(
+            str(self.python),
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+        )
         assert r.returncode == 0, r.stderr
         return Path(r.stdout.strip())
 
@@ -85,7 +86,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     """
     base = tmp_path_factory.mktemp("plugins")
     source = base / "webproxy"
-    shutil.copytree(REPO_ROOT, source, ignore=IGNORE)
+    copyCheckout(source)
     example = source / "examples" / "webproxy-example-filter"
     root = base / "venv"
     venv.EnvBuilder(with_pip=True, clear=True).create(root)
@@ -93,13 +94,19 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     run.mkdir()
     env = Installed(root, run, example)
     for target in (source, example):
-        r = env.call(str(env.python), "-m", "pip", "install", "--quiet", str(target), timeout=300)
-        assert r.returncode == 0, f"pip install {target} failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+        r = env.call(
+            str(env.python), "-m", "pip", "install", "--quiet", str(target), timeout=300
+        )
+        assert (
+            r.returncode == 0
+        ), f"pip install {target} failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
     yield env
 
 
 def writeConfig(directory: Path, text: str) -> Path:
-    path = directory / ("webproxy-%d.toml" % len(list(directory.glob("webproxy-*.toml"))))
+    path = directory / (
+        "webproxy-%d.toml" % len(list(directory.glob("webproxy-*.toml")))
+    )
     path.write_text(text)
     return path
 
@@ -109,14 +116,27 @@ def startProxy(workdir: Path, env: Installed, *args: str) -> Proxy:
     Start the virtualenv's C{twistd webproxy} (not the checkout's).
     """
     port = freePort()
-    argv = [str(env.twistd), "-n", "--pidfile=", "webproxy", "--port", str(port), "--interface", "127.0.0.1", *args]
+    argv = [
+        str(env.twistd),
+        "-n",
+        "--pidfile=",
+        "webproxy",
+        "--port",
+        str(port),
+        "--interface",
+        "127.0.0.1",
+        *args,
+    ]
     # An empty PYTHONPATH overrides the checkout that Proxy would put there.
     return Proxy(workdir, argv=argv, port=port, env={"PYTHONPATH": ""}, cwd=env.run)
 
 
 def get(proxy: Proxy, origin: Origin, path: str) -> "object":
     with Conn.open(proxy.port) as c:
-        c.send(b"GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (origin.url(path).encode(), origin.authority.encode()))
+        c.send(
+            b"GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
+            % (origin.url(path).encode(), origin.authority.encode())
+        )
         return c.readResponse()
 
 
@@ -129,10 +149,20 @@ def test_installedIntoPluginPackage(installed: Installed) -> None:
     assert (plugins / "webproxy_example_filter.py").is_file()
     assert (plugins / "proxyapp_builtins.py").is_file()
     assert "pluginPackagePaths" in (plugins / "__init__.py").read_text()
-    r = installed.call(str(installed.python), "-m", "pip", "show", "--files", "webproxy-example-filter")
+    r = installed.call(
+        str(installed.python), "-m", "pip", "show", "--files", "webproxy-example-filter"
+    )
     assert r.returncode == 0, r.stderr
-    files = [line.strip() for line in r.stdout.split("Files:", 1)[1].splitlines() if line.strip()]
-    owned = [f for f in files if not f.startswith("webproxy_example_filter-") and "__pycache__" not in f]
+    files = [
+        line.strip()
+        for line in r.stdout.split("Files:", 1)[1].splitlines()
+        if line.strip()
+    ]
+    owned = [
+        f
+        for f in files
+        if not f.startswith("webproxy_example_filter-") and "__pycache__" not in f
+    ]
     assert owned == ["proxyapp/plugins/webproxy_example_filter.py"], files
 
 
@@ -144,7 +174,9 @@ def test_twistdHelpListsWebproxy(installed: Installed) -> None:
     r = installed.call(str(installed.twistd), "--help")
     assert r.returncode == 0, r.stderr
     assert "webproxy" in r.stdout
-    r = installed.call(str(installed.python), "-c", "import proxyapp; print(proxyapp.__file__)")
+    r = installed.call(
+        str(installed.python), "-c", "import proxyapp; print(proxyapp.__file__)"
+    )
     assert str(installed.root) in r.stdout, r.stdout
 
 
@@ -172,13 +204,21 @@ def test_exampleOwnTests(installed: Installed) -> None:
     """
     tests = installed.example / "tests"
     r = installed.call(
-        str(installed.python), "-m", "unittest", "-v", "test_webproxy_example_filter", cwd=tests, timeout=120
+        str(installed.python),
+        "-m",
+        "unittest",
+        "-v",
+        "test_webproxy_example_filter",
+        cwd=tests,
+        timeout=120,
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "OK" in r.stderr
 
 
-def test_installingDoesNotEnable(installed: Installed, workdir: Path, origin: Origin) -> None:
+def test_installingDoesNotEnable(
+    installed: Installed, workdir: Path, origin: Origin
+) -> None:
     """
     Installed but not enabled, the example does nothing to traffic.
     """
@@ -238,8 +278,13 @@ def test_badTableStopsStart(installed: Installed) -> None:
     A table the example refuses stops the start with one line naming the
     file, the table and the key.
     """
-    config = writeConfig(installed.run, '[filters]\nenabled = ["example"]\n[filter.example]\ngreting = "hi"\n')
-    r = installed.call(str(installed.twistd), "-n", "--pidfile=", "webproxy", "--config", str(config))
+    config = writeConfig(
+        installed.run,
+        '[filters]\nenabled = ["example"]\n[filter.example]\ngreting = "hi"\n',
+    )
+    r = installed.call(
+        str(installed.twistd), "-n", "--pidfile=", "webproxy", "--config", str(config)
+    )
     assert r.returncode != 0
     assert "Traceback" not in r.stderr + r.stdout
     [line] = r.stderr.strip().splitlines()

@@ -31,7 +31,18 @@ import pytest
 
 from proxyapp.filters import access
 
-from .support import TIMEOUT, Closed, Conn, Origin, Proxy, Response, childEnv, echoHeaders, splitEcho
+from .support import (
+    TIMEOUT,
+    Closed,
+    Conn,
+    Origin,
+    Proxy,
+    Response,
+    childEnv,
+    echoHeaders,
+    splitEcho,
+    waitForLog,
+)
 
 APR1_PASSWORD = ("bob", "password", "$apr1$saltsalt$yAAkm4libquA.ZWLHbSBq/")
 SHA512_PASSWORD = (
@@ -62,7 +73,9 @@ def connFrom(source: str, port: int, timeout: float = TIMEOUT) -> Conn:
     return Conn(s)
 
 
-def exchange(port: int, raw: bytes, source: str = "127.0.0.1", method: bytes = b"GET") -> Response:
+def exchange(
+    port: int, raw: bytes, source: str = "127.0.0.1", method: bytes = b"GET"
+) -> Response:
     """
     Send C{raw} on a new connection from C{source} and read one response.
     """
@@ -71,21 +84,37 @@ def exchange(port: int, raw: bytes, source: str = "127.0.0.1", method: bytes = b
         return c.readResponse(method)
 
 
-def get(port: int, url: str, source: str = "127.0.0.1", headers: bytes = b"", host: bytes = b"") -> Response:
+def get(
+    port: int,
+    url: str,
+    source: str = "127.0.0.1",
+    headers: bytes = b"",
+    host: bytes = b"",
+) -> Response:
     """
     One absolute-form GET (the Host field is the URL's authority unless
     C{host} is given).
     """
     authority = host or url.split("/")[2].encode("utf-8")
-    raw = b"GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n%s\r\n" % (url.encode("utf-8"), authority, headers)
+    raw = b"GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n%s\r\n" % (
+        url.encode("utf-8"),
+        authority,
+        headers,
+    )
     return exchange(port, raw, source)
 
 
-def connect(port: int, authority: str, source: str = "127.0.0.1", headers: bytes = b"") -> Response:
+def connect(
+    port: int, authority: str, source: str = "127.0.0.1", headers: bytes = b""
+) -> Response:
     """
     One CONNECT; the connection is closed after the response head.
     """
-    raw = b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (authority.encode(), authority.encode(), headers)
+    raw = b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (
+        authority.encode(),
+        authority.encode(),
+        headers,
+    )
     return exchange(port, raw, source, b"CONNECT")
 
 
@@ -101,21 +130,6 @@ def curl(*args: str) -> subprocess.CompletedProcess:
         timeout=20,
         env=childEnv(shim=False),
     )
-
-
-def waitForLog(proxy: Proxy, text: str, count: int = 1, timeout: float = 10.0) -> str:
-    """
-    Wait until C{text} appears C{count} times in the proxy's log.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        proxy.process.logFile.flush()
-        log = proxy.process.logPath.read_text(errors="replace")
-        if log.count(text) >= count:
-            return log
-        assert proxy.process.proc.poll() is None, "proxy exited: " + log[-3000:]
-        assert time.monotonic() < deadline, f"no {text!r} in the log: " + log[-3000:]
-        time.sleep(0.05)
 
 
 def originRequests(origin: Origin) -> int:
@@ -164,14 +178,17 @@ def test_allowListBypassAttempts(allowListProxy) -> None:
     outsider = "127.0.0.2"
     target = origin.url("/echo?outsider")
     attempts = [
-        b"GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target.encode(), origin.authority.encode()),
+        b"GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+        % (target.encode(), origin.authority.encode()),
         b"GET %s HTTP/1.0\r\n\r\n" % target.encode(),
         b"GET %s HTTP/1.1\r\nHost: %s\r\nX-Forwarded-For: 127.0.0.1\r\nForwarded: for=127.0.0.1\r\nX-Real-IP: 127.0.0.1\r\n\r\n"
         % (target.encode(), origin.authority.encode()),
         b"GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
         % (origin.url("/ws").encode(), origin.authority.encode()),
-        b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 3\r\n\r\nabc" % (target.encode(), origin.authority.encode()),
-        b"GET http://localhost:%d/echo HTTP/1.1\r\nHost: localhost\r\n\r\n" % origin.port,
+        b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 3\r\n\r\nabc"
+        % (target.encode(), origin.authority.encode()),
+        b"GET http://localhost:%d/echo HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        % origin.port,
     ]
     for raw in attempts:
         r = exchange(proxy.port, raw, outsider)
@@ -184,7 +201,10 @@ def test_allowListBypassAttempts(allowListProxy) -> None:
         assert get(proxy.port, target, source).status == 403, source
     # Two requests pipelined: neither reaches the origin.
     with connFrom(outsider, proxy.port) as c:
-        one = b"GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target.encode(), origin.authority.encode())
+        one = b"GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (
+            target.encode(),
+            origin.authority.encode(),
+        )
         c.send(one + one)
         assert c.readResponse().status == 403
         try:
@@ -193,7 +213,11 @@ def test_allowListBypassAttempts(allowListProxy) -> None:
             # Closing after a refusal is as good.
             pass
     # A request to the proxy itself (origin form) is never forwarded.
-    r = exchange(proxy.port, b"GET /echo HTTP/1.1\r\nHost: %s\r\n\r\n" % origin.authority.encode(), outsider)
+    r = exchange(
+        proxy.port,
+        b"GET /echo HTTP/1.1\r\nHost: %s\r\n\r\n" % origin.authority.encode(),
+        outsider,
+    )
     assert r.header(b"x-conn") is None
     assert originRequests(origin) == before
     waitForLog(proxy, "refused client 127.0.0.2")
@@ -204,7 +228,9 @@ def test_defaultAllowsLoopbackOnly(makeProxy, origin, tmp_path) -> None:
     Without C{allowed_clients} every loopback address is allowed (the
     default is loopback plus private ranges).
     """
-    proxy = makeProxy("--config", str(writeConfig(tmp_path, "[access]\nblocked_domains = []\n")))
+    proxy = makeProxy(
+        "--config", str(writeConfig(tmp_path, "[access]\nblocked_domains = []\n"))
+    )
     assert get(proxy.port, origin.url("/echo"), "127.0.0.2").status == 200
     assert get(proxy.port, origin.url("/echo"), "127.8.9.10").status == 200
 
@@ -217,7 +243,10 @@ def blockListProxy(workdir, origin, tlsOrigin) -> Iterator[Proxy]:
     directory = workdir / "policy-block"
     directory.mkdir(exist_ok=True)
     listFile = directory / "hosts.txt"
-    listFile.write_text("# a hosts file\n0.0.0.0 ads.example tracker.example\nfromfile.example\n", encoding="utf-8")
+    listFile.write_text(
+        "# a hosts file\n0.0.0.0 ads.example tracker.example\nfromfile.example\n",
+        encoding="utf-8",
+    )
     config = writeConfig(
         directory,
         f"""
@@ -274,7 +303,11 @@ def test_blockedRealHost(blockListProxy, origin) -> None:
         assert r.header(b"x-conn") is None
     assert get(blockListProxy.port, origin.url("/echo")).status == 200
     # The target decides, not a Host field that disagrees with it.
-    r = get(blockListProxy.port, "http://localhost:%d/echo" % origin.port, host=b"127.0.0.1:%d" % origin.port)
+    r = get(
+        blockListProxy.port,
+        "http://localhost:%d/echo" % origin.port,
+        host=b"127.0.0.1:%d" % origin.port,
+    )
     assert r.status == 403
 
 
@@ -325,7 +358,10 @@ def test_rawUnicodeHostNotForwarded(blockListProxy) -> None:
     forwarded.
     """
     r = exchange(
-        blockListProxy.port, "GET http://bücher.example/ HTTP/1.1\r\nHost: bücher.example\r\n\r\n".encode("utf-8")
+        blockListProxy.port,
+        "GET http://bücher.example/ HTTP/1.1\r\nHost: bücher.example\r\n\r\n".encode(
+            "utf-8"
+        ),
     )
     assert r.status in (400, 403)
 
@@ -337,7 +373,10 @@ def test_largeBlockList(makeProxy, origin, tmp_path) -> None:
     enforces its last entry.
     """
     listFile = tmp_path / "big.txt"
-    listFile.write_text("".join(f"0.0.0.0 host{i}.ads{i % 97}.example\n" for i in range(100000)), encoding="utf-8")
+    listFile.write_text(
+        "".join(f"0.0.0.0 host{i}.ads{i % 97}.example\n" for i in range(100000)),
+        encoding="utf-8",
+    )
     start = time.perf_counter()
     big = access.makeFilter({"blocked_domains_files": [str(listFile)]})
     loaded = time.perf_counter() - start
@@ -358,8 +397,15 @@ def test_largeBlockList(makeProxy, origin, tmp_path) -> None:
     bigCost, smallCost = perLookup(big), perLookup(small)
     assert bigCost < 20e-6, bigCost
     assert bigCost < 3 * smallCost, (bigCost, smallCost)
-    proxy = makeProxy("--config", str(writeConfig(tmp_path, f'[access]\nblocked_domains_files = ["{listFile}"]\n')))
-    assert get(proxy.port, f"http://www.host99999.ads{99999 % 97}.example/").status == 403
+    proxy = makeProxy(
+        "--config",
+        str(
+            writeConfig(tmp_path, f'[access]\nblocked_domains_files = ["{listFile}"]\n')
+        ),
+    )
+    assert (
+        get(proxy.port, f"http://www.host99999.ads{99999 % 97}.example/").status == 403
+    )
     assert get(proxy.port, origin.url("/echo")).status == 200
 
 
@@ -371,9 +417,14 @@ def htpasswd(workdir) -> Path:
     path = workdir / "policy-htpasswd"
     path.write_bytes(
         b"alice:"
-        + bcrypt.hashpw(b"s3cret:with:colons", bcrypt.gensalt(10)).replace(b"$2b$", b"$2y$")
+        + bcrypt.hashpw(b"s3cret:with:colons", bcrypt.gensalt(10)).replace(
+            b"$2b$", b"$2y$"
+        )
         + b"\n"
-        + b"\n".join(f"{user}:{hashed}".encode() for user, _, hashed in [APR1_PASSWORD, SHA512_PASSWORD])
+        + b"\n".join(
+            f"{user}:{hashed}".encode()
+            for user, _, hashed in [APR1_PASSWORD, SHA512_PASSWORD]
+        )
         + b"\n"
     )
     return path
@@ -406,7 +457,11 @@ def test_curlProxyUserHttp(authProxy, origin) -> None:
     SHA-512-crypt entries; the origin never sees Proxy-Authorization; the
     access log names the user.
     """
-    for user, password in [("alice", "s3cret:with:colons"), APR1_PASSWORD[:2], SHA512_PASSWORD[:2]]:
+    for user, password in [
+        ("alice", "s3cret:with:colons"),
+        APR1_PASSWORD[:2],
+        SHA512_PASSWORD[:2],
+    ]:
         r = curl(
             "-x",
             "http://127.0.0.1:%d" % authProxy.port,
@@ -449,11 +504,24 @@ def test_curlWrongPassword(authProxy, origin, tlsOrigin, certificate) -> None:
     CONNECT.
     """
     proxyUrl = "http://127.0.0.1:%d" % authProxy.port
-    r = curl("-x", proxyUrl, "--proxy-user", "alice:wrong", "-o", os.devnull, "-w", "%{http_code}", origin.url("/echo"))
+    r = curl(
+        "-x",
+        proxyUrl,
+        "--proxy-user",
+        "alice:wrong",
+        "-o",
+        os.devnull,
+        "-w",
+        "%{http_code}",
+        origin.url("/echo"),
+    )
     assert r.stdout == b"407", (r.stdout, r.stderr)
     r = curl("-x", proxyUrl, "-D", "-", "-o", os.devnull, origin.url("/echo"))
     assert r.stdout.startswith(b"HTTP/1.1 407 ")
-    assert b'Proxy-Authenticate: Basic realm="Policy Test", charset="UTF-8"\r\n' in r.stdout
+    assert (
+        b'Proxy-Authenticate: Basic realm="Policy Test", charset="UTF-8"\r\n'
+        in r.stdout
+    )
     r = curl(
         "-p",
         "-x",
@@ -495,7 +563,8 @@ def test_proxyAuthorizationNeverForwarded(authProxy, origin) -> None:
     r = get(
         authProxy.port,
         origin.url("/echo"),
-        headers=b"Proxy-Authorization: Basic %s\r\nConnection: Proxy-Authorization\r\n" % token,
+        headers=b"Proxy-Authorization: Basic %s\r\nConnection: Proxy-Authorization\r\n"
+        % token,
     )
     assert r.status == 200
     head, _ = splitEcho(r.body)
@@ -651,7 +720,10 @@ def test_privacyAndHeaders(rewritingProxy, origin) -> None:
     assert b"x-internal" not in seen
     assert seen[b"user-agent"] == b"Mozilla/5.0 (webproxy)"
     assert seen[b"x-forwarded-for"] == b"127.0.0.1"
-    assert seen[b"forwarded"] == b'for=127.0.0.1;host="%s";proto=http' % origin.authority.encode()
+    assert (
+        seen[b"forwarded"]
+        == b'for=127.0.0.1;host="%s";proto=http' % origin.authority.encode()
+    )
     assert seen[b"x-proxied"] == b"yes"
     assert [v for n, v in echoHeaders(head) if n == b"via"] == [b"1.0 elsewhere"]
     assert r.header(b"x-conn") is None
@@ -665,11 +737,14 @@ def test_rewriteEchoedBody(rewritingProxy, origin) -> None:
     re-framed without Content-Length.
     """
     upload = b"".join(b"%s %d\n" % (TOKEN, i) for i in range(20000))
-    raw = b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (
-        origin.url("/echo?upload").encode(),
-        origin.authority.encode(),
-        len(upload),
-        upload,
+    raw = (
+        b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+        % (
+            origin.url("/echo?upload").encode(),
+            origin.authority.encode(),
+            len(upload),
+            upload,
+        )
     )
     r = exchange(rewritingProxy.port, raw)
     assert r.status == 200
@@ -691,7 +766,9 @@ def test_rewriteStraddling(rewritingProxy, pieceOrigin, path) -> None:
     if path == "/gzip":
         assert r.header(b"content-encoding") == b"gzip"
         body = gzip.decompress(body)
-    assert body == b"".join(b"<p>line %d: the public is here</p>\n" % i for i in range(150))
+    assert body == b"".join(
+        b"<p>line %d: the public is here</p>\n" % i for i in range(150)
+    )
     assert TOKEN not in body
     assert r.header(b"set-cookie") is None
 
@@ -710,15 +787,23 @@ def test_reloadSwapsPolicy(makeProxy, origin, tmp_path) -> None:
     )
     proxy = makeProxy("--config", str(config))
     target = "http://localhost:%d/echo" % origin.port
-    request = b"GET %s HTTP/1.1\r\nHost: localhost:%d\r\n\r\n" % (target.encode(), origin.port)
+    request = b"GET %s HTTP/1.1\r\nHost: localhost:%d\r\n\r\n" % (
+        target.encode(),
+        origin.port,
+    )
     with proxy.connect() as keepAlive, proxy.connect() as tunnel:
         keepAlive.send(request)
         assert keepAlive.readResponse().status == 403
-        tunnel.send(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (origin.authority.encode(), origin.authority.encode()))
+        tunnel.send(
+            b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+            % (origin.authority.encode(), origin.authority.encode())
+        )
         assert tunnel.readResponse(b"CONNECT").status == 200
         tunnel.send(b"GET /echo?before HTTP/1.1\r\nHost: x\r\n\r\n")
         assert tunnel.readResponse().status == 200
-        config.write_text(f'[access]\nblocked_domains = ["blocked.example"]\nconnect_ports = [{origin.port}]\n')
+        config.write_text(
+            f'[access]\nblocked_domains = ["blocked.example"]\nconnect_ports = [{origin.port}]\n'
+        )
         os.kill(proxy.pid, signal.SIGHUP)
         waitForLog(proxy, "configuration reloaded")
         keepAlive.send(request)

@@ -15,27 +15,10 @@ from pathlib import Path
 import pytest
 
 from .origin import pattern
-from .support import Conn, Origin, Proxy
+from .support import Conn, Origin, Proxy, waitForLog
 
 SIZE = 32 * 1024 * 1024
 FIRST = 1024 * 1024
-
-
-def waitForLog(proxy: Proxy, text: str, count: int = 1, timeout: float = 10.0) -> str:
-    """
-    Wait until C{text} appears C{count} times in the proxy's whole log.
-
-    @return: the log.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        proxy.process.logFile.flush()
-        log = proxy.process.logPath.read_text(errors="replace")
-        if log.count(text) >= count:
-            return log
-        assert proxy.process.proc.poll() is None, "proxy exited: " + log[-3000:]
-        assert time.monotonic() < deadline, f"no {text!r} in the log: " + log[-3000:]
-        time.sleep(0.05)
 
 
 def get(proxy: Proxy, url: str, headers: bytes = b"") -> "object":
@@ -44,7 +27,10 @@ def get(proxy: Proxy, url: str, headers: bytes = b"") -> "object":
     """
     authority = url.split("/")[2].encode()
     with Conn.open(proxy.port) as c:
-        c.send(b"GET %s HTTP/1.1\r\nHost: %s\r\n%sConnection: close\r\n\r\n" % (url.encode(), authority, headers))
+        c.send(
+            b"GET %s HTTP/1.1\r\nHost: %s\r\n%sConnection: close\r\n\r\n"
+            % (url.encode(), authority, headers)
+        )
         return c.readResponse()
 
 
@@ -116,7 +102,10 @@ def test_reloadAppliesToNewRequestsOnly(configured, origin: Origin) -> None:
 
     # A long download, read only partly: the proxy holds it paused.
     download = Conn.open(proxy.port, timeout=20)
-    download.send(b"GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (origin.url("/bytes?n=%d" % SIZE).encode(), origin.authority.encode()))
+    download.send(
+        b"GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+        % (origin.url("/bytes?n=%d" % SIZE).encode(), origin.authority.encode())
+    )
     head = download.readUntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head
     assert b"Content-Length: %d" % SIZE in head
@@ -146,7 +135,9 @@ def test_reloadAppliesToNewRequestsOnly(configured, origin: Origin) -> None:
 
         # The tunnel opened before still carries bytes both ways.
         assert echoThroughTunnel(tunnel, b"/after").startswith(b"GET /echo/after ")
-        assert echoThroughTunnel(tunnel, b"/last", close=True).startswith(b"GET /echo/last ")
+        assert echoThroughTunnel(tunnel, b"/last", close=True).startswith(
+            b"GET /echo/last "
+        )
 
         # The download completes, byte for byte.
         received.append(download.readExact(SIZE - FIRST, timeout=30))
@@ -154,7 +145,10 @@ def test_reloadAppliesToNewRequestsOnly(configured, origin: Origin) -> None:
         waitForLog(proxy, "/bytes?n=%d" % SIZE)
 
         # The next request on that same connection gets the new chain.
-        download.send(b"GET %s HTTP/1.1\r\nHost: localhost:%d\r\n\r\n" % (localhost.encode(), origin.port))
+        download.send(
+            b"GET %s HTTP/1.1\r\nHost: localhost:%d\r\n\r\n"
+            % (localhost.encode(), origin.port)
+        )
         assert download.readResponse().status == 403
     finally:
         download.close()
@@ -189,7 +183,9 @@ def test_invalidFileKeepsRunningConfiguration(configured, origin: Origin) -> Non
         assert get(proxy, localhost).status == 403
         assert get(proxy, origin.url("/echo"), MANY_HEADERS).status == 431
         assert echoThroughTunnel(tunnel, b"/still").startswith(b"GET /echo/still ")
-        assert echoThroughTunnel(tunnel, b"/last", close=True).startswith(b"GET /echo/last ")
+        assert echoThroughTunnel(tunnel, b"/last", close=True).startswith(
+            b"GET /echo/last "
+        )
 
         # Not TOML at all: refused the same way.
         path.write_text("[limits\n")
@@ -221,7 +217,9 @@ def test_stopAfterTunnelDrainsPromptly(configured, origin: Origin) -> None:
         path.write_text(changedConfig(origin.port))
         os.kill(proxy.pid, signal.SIGHUP)
         waitForLog(proxy, "configuration reloaded")
-        assert echoThroughTunnel(tunnel, b"/last", close=True).startswith(b"GET /echo/last ")
+        assert echoThroughTunnel(tunnel, b"/last", close=True).startswith(
+            b"GET /echo/last "
+        )
     finally:
         tunnel.close()
     time.sleep(0.2)

@@ -6,16 +6,23 @@ listeners given as endpoint strings) and installing it (C{pip install .}).
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import time
 import venv
-from pathlib import Path
 
 import pytest
 
-from .support import REPO_ROOT, TWISTD, Conn, Proxy, childEnv, freePort, splitEcho
+from .support import (
+    REPO_ROOT,
+    TWISTD,
+    Conn,
+    Proxy,
+    childEnv,
+    copyCheckout,
+    freePort,
+    splitEcho,
+)
 
 OPTIONS = [
     "--port",
@@ -145,28 +152,6 @@ def test_noDropinCacheInGit() -> None:
     assert not [f for f in r.stdout.decode().splitlines() if f.endswith("dropin.cache")]
 
 
-def _copySource(dest: Path) -> None:
-    """
-    Copy the checkout under test, without build leftovers, so that
-    C{pip install .} does not write into it.
-    """
-    shutil.copytree(
-        REPO_ROOT,
-        dest,
-        ignore=shutil.ignore_patterns(
-            ".git",
-            "build",
-            "dist",
-            "*.egg-info",
-            "__pycache__",
-            "dropin.cache",
-            ".venv",
-            ".pytest_cache",
-            "_trial_temp*",
-        ),
-    )
-
-
 @pytest.mark.slow
 def test_pipInstall(workdir, origin) -> None:
     """
@@ -176,7 +161,7 @@ def test_pipInstall(workdir, origin) -> None:
     directory that does not contain the checkout.
     """
     src = workdir / "src"
-    _copySource(src)
+    copyCheckout(src)
     env = workdir / "venv"
     venv.EnvBuilder(with_pip=True, clear=True).create(env)
     python = env / "bin" / "python"
