@@ -234,6 +234,21 @@ def _parseAuthority(authority: bytes, defaultPort: Optional[int]) -> tuple[str, 
     return hostText, port
 
 
+# The usual request line, with the byte checks of the whole line: a token
+# method, an origin-form or http(s) absolute-form target without a
+# fragment, HTTP/1.1 or 1.0.  Anything else takes the step-by-step path.
+_QUICK_REQUEST_LINE = re.compile(
+    rb"([-!#$%&'*+.^_`|~0-9A-Za-z]+) "
+    rb"(?:((?i:https?))://([^/?#\x00-\x20\x7f]+))?"
+    rb'(/[!"$-~\x80-\xff]*) HTTP/1\.([01])\r\n'
+)
+
+# A block of well-formed field lines with the byte checks included (no
+# controls but HTAB, CR and LF only as line ends).
+_QUICK_FIELD_BLOCK = re.compile(
+    rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*"
+)
+
 _ABSOLUTE_FORM = re.compile(rb"(https?)://([^/?#]*)([^#]*)", re.IGNORECASE)
 
 
@@ -308,27 +323,25 @@ def _parseFields(lines: list[bytes], errorType: type) -> list[list[bytes]]:
     return fields
 
 
-# One well-formed field line, anchored at a line start so that a folded
-# (obs-fold) or otherwise broken line can never match from its middle.
-_FIELD_LINE = re.compile(
-    rb"^([-!#$%&'*+.^_`|~0-9A-Za-z]+):[ \t]*((?:[^\r\n]*[^\r\n \t])?)[ \t]*\r\n",
-    re.MULTILINE,
-)
+# A block of well-formed field lines (control characters and bare CR or LF
+# were refused before): one C-level match per head.
+_FIELD_BLOCK = re.compile(rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+:[^\r\n]*\r\n)*")
 
 
-def _parseFieldBlock(block: bytes, errorType: type) -> list[list[bytes]]:
+def _parseFieldBlock(block: bytes, lowered: bytes, errorType: type) -> Headers:
     """
-    Parse a block of field lines, each ending in CRLF, into
-    C{[lower, name, value]} lists: one C-level C{findall} on the per-request
-    path, with the line-by-line parser naming the defect when some line
-    does not match.
+    Check a block of field lines, each ending in CRLF, and wrap it in a
+    L{Headers} that parses lines only when asked; the line-by-line parser
+    names the defect when the block is malformed.
+
+    @param lowered: C{b"\\n" + block.lower()}.
     """
-    pairs = _FIELD_LINE.findall(block)
-    if len(pairs) != block.count(b"\r\n"):
+    if _FIELD_BLOCK.fullmatch(block) is None:
         lines = block.split(b"\r\n")
         lines.pop()
-        return _parseFields(lines, errorType)
-    return [[name.lower(), name, value] for name, value in pairs]
+        _parseFields(lines, errorType)
+        raise _fieldError(errorType, "malformed header field")
+    return Headers._fromBlock(block, lowered)
 
 
 def _fieldError(errorType: type, reason: str) -> ProtocolError:
@@ -357,14 +370,10 @@ def _framing(
             value = headers.get(b"content-length")
             if value is not None and _DIGITS.fullmatch(value):
                 return LENGTH, int(value)
-    te = None
-    lengths = []
-    for lower, _, value in headers._fields:
-        if lower == b"content-length":
-            lengths.append(value)
-        elif lower == b"transfer-encoding":
-            te = value if te is None else te + b"," + value
-    if te is not None:
+    lengths = headers.getAll(b"content-length")
+    codings = headers.getAll(b"transfer-encoding")
+    if codings:
+        te = b",".join(codings)
         if lengths:
             raise _fieldError(errorType, "both Content-Length and Transfer-Encoding")
         codings = [c.strip(b" \t").lower() for c in te.split(b",")]
@@ -475,6 +484,19 @@ class _Parser:
         if self._state == _DONE:
             self._state = _HEAD
             self._searchFrom = 0
+
+    def endsHere(self) -> bool:
+        """
+        Finish the current message now if nothing of its body remains (no
+        body at all, or a length-delimited body fully returned): the caller
+        then acts as if L{nextEvent} had returned L{END}, and saves the call.
+
+        @return: whether the message was finished.
+        """
+        if self._state == _BODY_LENGTH and self.remaining == 0:
+            self._state = _DONE
+            return True
+        return False
 
     def _findHead(self) -> int:
         """
@@ -655,9 +677,86 @@ class RequestParser(_Parser):
         end = self._findHead()
         if end == -1:
             return self._headIncomplete()
-        head = buffer[offset:end]
         self._offset = end + 4
         self._searchFrom = 0
+        request = self._quickHead(buffer, offset, end)
+        if request is None:
+            request = self._checkedHead(buffer, offset, end)
+        if request.method == b"CONNECT":
+            self._state = _SWITCHED
+        return request
+
+    def _quickHead(self, buffer: bytes, offset: int, end: int) -> Optional[RequestHead]:
+        """
+        Parse the usual request head (origin-form or C{http(s)://} target,
+        HTTP/1.1 or 1.0, well-formed fields) with two C-level matches
+        that also do all the byte checks.
+
+        @return: the head, or C{None} if anything is unusual, in which case
+            L{_checkedHead} parses it again and names the defect.
+        """
+        line = _QUICK_REQUEST_LINE.match(buffer, offset, end + 2)
+        if line is None:
+            return None
+        lineEnd = line.end()
+        if lineEnd - 2 - offset > self.maxRequestLine:
+            return None
+        if end + 2 - lineEnd > self.maxHeaderBytes:
+            return None
+        block = buffer[lineEnd : end + 2]
+        if _QUICK_FIELD_BLOCK.fullmatch(block) is None:
+            return None
+        if block.count(b"\r\n") > self.maxHeaders:
+            return None
+        lowered = b"\n" + block.lower()
+        if lowered.count(b"\nhost:") != 1:
+            return None
+        method, scheme, authority, path, minor = line.groups()
+        if method == b"CONNECT":
+            return None
+        target = buffer[line.start(2) if scheme else line.start(4) : line.end(4)]
+        request = RequestHead(
+            method,
+            target,
+            b"HTTP/1.1" if minor == b"1" else b"HTTP/1.0",
+            Headers._fromBlock(block, lowered),
+        )
+        if scheme is not None:
+            scheme = scheme.lower()
+            try:
+                request.host, request.port = parseAuthority(
+                    authority, 80 if scheme == b"http" else 443
+                )
+            except ValueError:
+                return None
+            request.scheme = "http" if scheme == b"http" else "https"
+            request.authority = authority
+            request.path = path
+        else:
+            try:
+                parseAuthority(request.headers.get(b"host"), 80)  # type: ignore[arg-type]
+            except ValueError:
+                return None
+        if b"\ntransfer-encoding:" in lowered or b"\ncontent-length:" in lowered:
+            try:
+                framing, length = _framing(
+                    request.headers, ClientProtocolError, True, lowered
+                )
+            except ClientProtocolError:
+                return None
+            if framing == CHUNKED and minor == b"0":
+                return None
+            self._startBody(framing, length)
+        else:
+            self._startBody(NO_BODY, 0)
+        return request
+
+    def _checkedHead(self, buffer: bytes, offset: int, end: int) -> RequestHead:
+        """
+        Parse a request head step by step, raising L{ClientProtocolError}
+        that names the first defect.
+        """
+        head = buffer[offset:end]
         lineEnd = buffer.find(b"\r\n", offset, end + 2)
         requestLine = buffer[offset:lineEnd]
         if len(requestLine) > self.maxRequestLine:
@@ -689,10 +788,9 @@ class RequestParser(_Parser):
         block = buffer[lineEnd + 2 : end + 2]
         if block.count(b"\r\n") > self.maxHeaders:
             raise ClientProtocolError(431, "too many header fields")
-        fields = _parseFieldBlock(block, ClientProtocolError)
-        headers = Headers._fromParsed(fields)
-        request = RequestHead(method, target, version, headers)
         lowered = b"\n" + block.lower()
+        headers = _parseFieldBlock(block, lowered, ClientProtocolError)
+        request = RequestHead(method, target, version, headers)
         hosts = lowered.count(b"\nhost:")
         if hosts > 1:
             raise ClientProtocolError(400, "duplicate Host header")
@@ -714,7 +812,6 @@ class RequestParser(_Parser):
         if method == b"CONNECT":
             if framing != NO_BODY:
                 raise ClientProtocolError(400, "CONNECT request with a body")
-            self._state = _SWITCHED
             return request
         self._startBody(framing, length)
         return request
@@ -792,21 +889,28 @@ class ResponseParser(_Parser):
             return NEED_DATA
         buffer = self._buffer
         offset = self._offset
-        head = buffer[offset:end]
         self._offset = end + 4
         self._searchFrom = 0
-        if _badHeadBytes(head):
-            raise UpstreamProtocolError(
-                "invalid character (control, NUL or bare CR/LF) in the response head"
-            )
         lineEnd = buffer.find(b"\r\n", offset, end + 2)
+        # The status line and field block patterns include every byte
+        # check, so a well-formed head costs two C-level matches.
         match = _STATUS_LINE.fullmatch(buffer, offset, lineEnd)
-        if match is None:
-            raise UpstreamProtocolError("malformed status line")
         block = buffer[lineEnd + 2 : end + 2]
+        wellFormed = _QUICK_FIELD_BLOCK.fullmatch(block) is not None
+        if match is None or not wellFormed:
+            if _badHeadBytes(buffer[offset:end]):
+                raise UpstreamProtocolError(
+                    "invalid character (control, NUL or bare CR/LF) in the response head"
+                )
+            if match is None:
+                raise UpstreamProtocolError("malformed status line")
         if block.count(b"\r\n") > self.maxHeaders:
             raise UpstreamProtocolError("too many response header fields")
-        headers = Headers._fromParsed(_parseFieldBlock(block, UpstreamProtocolError))
+        lowered = b"\n" + block.lower()
+        if wellFormed:
+            headers = Headers._fromBlock(block, lowered)
+        else:
+            headers = _parseFieldBlock(block, lowered, UpstreamProtocolError)
         status = int(match.group(2))
         if not 100 <= status <= 599:
             raise UpstreamProtocolError("invalid status code")
@@ -818,9 +922,7 @@ class ResponseParser(_Parser):
             # Other interim responses leave the parser waiting for the next
             # head of the same exchange.
             return response
-        framing, length = _framing(
-            headers, UpstreamProtocolError, False, b"\n" + block.lower()
-        )
+        framing, length = _framing(headers, UpstreamProtocolError, False, lowered)
         method = self._method
         if method == b"CONNECT" and status < 300:
             # Any 2xx to CONNECT makes the connection a tunnel (RFC 9110

@@ -11,8 +11,9 @@ refusal) that the proxy writes to the client itself.
 
 from __future__ import annotations
 
+import re
 from html import escape
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 from proxyapp import __version__
 
@@ -40,22 +41,88 @@ body).
 """
 
 
+# A field line as the parser validated it: name, colon, value, CRLF.
+_FIELD_LINE = re.compile(
+    rb"^([-!#$%&'*+.^_`|~0-9A-Za-z]+):[ \t]*((?:[^\r\n]*[^\r\n \t])?)[ \t]*\r\n",
+    re.MULTILINE,
+)
+
+# Any of the fixed hop-by-hop fields, found in a lowercased block that
+# starts with LF; and the lines holding them, for removing in place.
+_HOP_BY_HOP_NAME = re.compile(
+    rb"\n(?:connection|keep-alive|proxy-connection|proxy-authorization"
+    rb"|proxy-authenticate|te|upgrade):"
+)
+_HOP_BY_HOP_LINE = re.compile(
+    rb"^(?:connection|keep-alive|proxy-connection|proxy-authorization"
+    rb"|proxy-authenticate|te|upgrade):[^\r\n]*\r\n",
+    re.MULTILINE | re.IGNORECASE,
+)
+
+# Connection tokens whose removal the fixed hop-by-hop names already cover:
+# connection options that name no field (RFC 9112 sections 9.3 and 9.6),
+# and the fixed names themselves.
+_CONNECTION_OPTIONS = HOP_BY_HOP | frozenset([b"close"])
+
+
+class FieldNames:
+    """
+    A set of lowercase field names that L{Headers.hasAny} looks for with one
+    C-level search of the received block.
+    """
+
+    __slots__ = ("names", "_pattern")
+
+    def __init__(self, names: Iterable[bytes]) -> None:
+        self.names = frozenset(name.lower() for name in names)
+        self._pattern = re.compile(
+            rb"\n(?:" + b"|".join(re.escape(name) for name in sorted(self.names)) + rb"):"
+        )
+
+
 class Headers:
     """
     An ordered multi-map of header fields.
 
+    A parsed head keeps its field lines as received (C{_block}, validated
+    by the parser) and answers lookups with C-level searches of a
+    lowercased copy; the lines become Python objects only when something
+    needs them as objects (iteration, C{set} of a new value, C{remove}).
+    On the per-request path nothing does: the proxy reads a few fields,
+    drops hop-by-hop lines in place, appends C{Via}, and sends the block
+    on with the appended fields.
+
+    @ivar _block: the field lines as received, each ending in CRLF, or
+        C{None} once they were turned into C{_fields}.
+    @ivar _lowered: C{b"\\n"} plus C{_block} lowercased, for lookups.
     @ivar _fields: C{[lowercase name, name as received, value]} lists in
-        wire order.  The lowercase name is computed once, when the field is
-        added, so lookups never lowercase again.
+        wire order: every field once C{_block} is C{None}, otherwise the
+        fields added after the block.  The lowercase name is computed once,
+        when the field is added, so lookups never lowercase again.
     """
 
-    __slots__ = ("_fields",)
+    __slots__ = ("_fields", "_block", "_lowered")
 
     def __init__(self, fields: Optional[list[tuple[bytes, bytes]]] = None) -> None:
+        self._block: Optional[bytes] = None
+        self._lowered = b""
         self._fields: list[list[bytes]] = []
         if fields:
             for name, value in fields:
                 self._fields.append([name.lower(), name, value])
+
+    @classmethod
+    def _fromBlock(cls, block: bytes, lowered: bytes) -> "Headers":
+        """
+        Adopt a block of field lines the parser validated.
+
+        @param lowered: C{b"\\n" + block.lower()}.
+        """
+        headers = cls.__new__(cls)
+        headers._block = block
+        headers._lowered = lowered
+        headers._fields = []
+        return headers
 
     @classmethod
     def _fromParsed(cls, fields: list[list[bytes]]) -> "Headers":
@@ -63,18 +130,55 @@ class Headers:
         Adopt a list of C{[lowercase, name, value]} the parser built.
         """
         headers = cls.__new__(cls)
+        headers._block = None
+        headers._lowered = b""
         headers._fields = fields
         return headers
 
+    def _materialize(self) -> list[list[bytes]]:
+        """
+        Turn the received block into C{_fields} (before the added ones).
+        """
+        block = self._block
+        if block is not None:
+            self._fields = [
+                [name.lower(), name, value] for name, value in _FIELD_LINE.findall(block)
+            ] + self._fields
+            self._block = None
+            self._lowered = b""
+        return self._fields
+
+    def _blockValues(self, lower: bytes) -> list[bytes]:
+        """
+        @return: the values of the received fields called C{lower}.
+        """
+        lowered = self._lowered
+        needle = b"\n" + lower + b":"
+        position = lowered.find(needle)
+        if position == -1:
+            return []
+        block = self._block
+        values = []
+        skip = len(needle) - 1
+        while position != -1:
+            start = position + skip
+            values.append(block[start : block.find(b"\r", start)].strip(b" \t"))  # type: ignore[union-attr]
+            position = lowered.find(needle, start)
+        return values
+
     def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
-        for _, name, value in self._fields:
+        for _, name, value in self._materialize():
             yield name, value
 
     def __len__(self) -> int:
+        if self._block is not None:
+            return self._block.count(b"\r\n") + len(self._fields)
         return len(self._fields)
 
     def __contains__(self, name: bytes) -> bool:
         lower = name.lower()
+        if self._block is not None and b"\n" + lower + b":" in self._lowered:
+            return True
         for field in self._fields:
             if field[0] == lower:
                 return True
@@ -88,11 +192,31 @@ class Headers:
             return NotImplemented
         return list(self) == list(other)
 
+    def hasAny(self, names: FieldNames) -> bool:
+        """
+        @return: whether any field is called one of C{names}.
+        """
+        if self._block is not None and names._pattern.search(self._lowered):
+            return True
+        allNames = names.names
+        for field in self._fields:
+            if field[0] in allNames:
+                return True
+        return False
+
     def get(self, name: bytes, default: Optional[bytes] = None) -> Optional[bytes]:
         """
         @return: the value of the first field called C{name}, or C{default}.
         """
         lower = name.lower()
+        if self._block is not None:
+            lowered = self._lowered
+            needle = b"\n" + lower + b":"
+            position = lowered.find(needle)
+            if position != -1:
+                block = self._block
+                start = position + len(needle) - 1
+                return block[start : block.find(b"\r", start)].strip(b" \t")
         for field in self._fields:
             if field[0] == lower:
                 return field[2]
@@ -103,7 +227,11 @@ class Headers:
         @return: the values of every field called C{name}, in wire order.
         """
         lower = name.lower()
-        return [field[2] for field in self._fields if field[0] == lower]
+        values = self._blockValues(lower) if self._block is not None else []
+        for field in self._fields:
+            if field[0] == lower:
+                values.append(field[2])
+        return values
 
     def getTokens(self, name: bytes) -> list[bytes]:
         """
@@ -111,11 +239,7 @@ class Headers:
             C{name}, stripped and lowercased (for Connection, TE and the like).
         """
         tokens: list[bytes] = []
-        lower = name.lower()
-        for field in self._fields:
-            if field[0] != lower:
-                continue
-            value = field[2]
+        for value in self.getAll(name):
             for token in value.split(b","):
                 token = token.strip(b" \t").lower()
                 if token:
@@ -134,7 +258,23 @@ class Headers:
         the first one (or at the end if there was none).
         """
         lower = name.lower()
-        fields = self._fields
+        if self._block is not None:
+            # The usual case for Host: one field that already says so.
+            count = self._lowered.count(b"\n" + lower + b":")
+            if count == 0:
+                for field in self._fields:
+                    if field[0] == lower:
+                        break
+                else:
+                    self._fields.append([lower, name, value])
+                    return
+            elif count == 1 and self.get(lower) == value:
+                for field in self._fields:
+                    if field[0] == lower:
+                        break
+                else:
+                    return
+        fields = self._materialize()
         for index, field in enumerate(fields):
             if field[0] == lower:
                 field[2] = value
@@ -148,43 +288,71 @@ class Headers:
 
         @return: whether any field was removed.
         """
+        if name not in self:
+            return False
         lower = name.lower()
-        before = len(self._fields)
-        self._fields = [f for f in self._fields if f[0] != lower]
-        return len(self._fields) != before
+        self._fields = [f for f in self._materialize() if f[0] != lower]
+        return True
 
-    def removeHopByHop(self, keep: frozenset[bytes] = frozenset()) -> None:
+    def removeHopByHop(
+        self,
+        keep: frozenset[bytes] = frozenset(),
+        connection: Optional[list[bytes]] = None,
+    ) -> None:
         """
         Remove the hop-by-hop fields (RFC 9110 section 7.6.1): Connection,
         every field Connection names, and L{HOP_BY_HOP}.
 
         @param keep: lowercase names to keep even so (C{b"upgrade"} while a
             protocol upgrade is being negotiated).
+        @param connection: C{getTokens(b"connection")}, if the caller has
+            it already.
         """
-        fields = self._fields
-        for field in fields:
+        for field in self._fields:
             if field[0] in HOP_BY_HOP:
                 break
         else:
-            # The common case on the per-request path: nothing to remove.
-            return
+            block = self._block
+            if block is None or _HOP_BY_HOP_NAME.search(self._lowered) is None:
+                # The common case on the per-request path: nothing to
+                # remove.
+                return
+            if connection is None:
+                connection = self.getTokens(b"connection")
+            if not keep and _CONNECTION_OPTIONS.issuperset(connection):
+                # Only fixed names to drop: cut their lines out of the
+                # block without parsing the rest.
+                block = _HOP_BY_HOP_LINE.sub(b"", block)
+                self._block = block
+                self._lowered = b"\n" + block.lower()
+                return
+        if connection is None:
+            connection = self.getTokens(b"connection")
         drop = set(HOP_BY_HOP)
-        for token in self.getTokens(b"connection"):
-            drop.add(token)
+        drop.update(connection)
         drop.difference_update(keep)
-        self._fields = [f for f in fields if f[0] not in drop]
+        self._fields = [f for f in self._materialize() if f[0] not in drop]
 
     def copy(self) -> "Headers":
         """
         @return: an independent copy.
         """
-        return Headers._fromParsed([list(f) for f in self._fields])
+        headers = Headers._fromParsed([list(f) for f in self._fields])
+        headers._block = self._block
+        headers._lowered = self._lowered
+        return headers
 
     def serialize(self) -> bytes:
         """
         @return: the fields as C{name: value\\r\\n} lines.
         """
-        return b"".join([f[1] + b": " + f[2] + b"\r\n" for f in self._fields])
+        lines = [f[1] + b": " + f[2] + b"\r\n" for f in self._fields]
+        block = self._block
+        if block is not None:
+            if not lines:
+                return block
+            lines.insert(0, block)
+        return b"".join(lines)
 
 
 class RequestHead:

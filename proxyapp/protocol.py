@@ -72,7 +72,15 @@ from proxyapp.http11 import (
     ResponseParser,
     UpstreamProtocolError,
 )
-from proxyapp.message import PRODUCT, RequestHead, Response, ResponseHead, errorResponse
+from proxyapp.message import (
+    HOP_BY_HOP,
+    PRODUCT,
+    FieldNames,
+    RequestHead,
+    Response,
+    ResponseHead,
+    errorResponse,
+)
 
 log = Logger()
 
@@ -88,6 +96,14 @@ PIPELINE = 4
 # Methods RFC 9110 section 9.2.2 calls idempotent: safe to send again on a
 # fresh connection when a reused one turns out to be dead.
 IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"])
+
+# Request fields the proxy acts on (Max-Forwards only for TRACE and
+# OPTIONS); a request with none of them skips all those checks.
+_REQUEST_CONTROL_FIELDS = FieldNames(
+    HOP_BY_HOP | frozenset([b"via", b"max-forwards"])
+)
+_KEEP_UPGRADE = frozenset([b"upgrade"])
+_HOP_BY_HOP_FIELDS = FieldNames(HOP_BY_HOP)
 
 # Deadline kinds of a client connection.
 _NO_DEADLINE = 0
@@ -217,11 +233,17 @@ class UpstreamProtocol(Protocol):
                 event = parser.nextEvent()
                 if type(event) is bytes:
                     client.responseData(event)
+                    if parser.endsHere():
+                        client.responseEnd(END)
+                        break
                 elif event is NEED_DATA or event is PAUSED:
                     break
                 elif type(event) is ResponseHead:
                     client.responseHead(event)
                     if self.tunnel or self.client is not client:
+                        break
+                    if parser.endsHere():
+                        client.responseEnd(END)
                         break
                 else:
                     client.responseEnd(event)  # type: ignore[arg-type]
@@ -565,6 +587,7 @@ class ProxyProtocol(Protocol):
         self.gate: Optional[_ReadGate] = None
         self.clientHost = "-"
         self.clientPort = 0
+        self.clientAddress: Optional[tuple[str, int]] = None
         self.localHost = ""
         self.localPort: Optional[int] = None
 
@@ -576,6 +599,7 @@ class ProxyProtocol(Protocol):
         peer = self.transport.getPeer()
         self.clientHost = getattr(peer, "host", "unix") or "unix"
         self.clientPort = getattr(peer, "port", 0) or 0
+        self.clientAddress = (self.clientHost, self.clientPort)
         local = self.transport.getHost()
         self.localHost = getattr(local, "host", "")
         self.localPort = getattr(local, "port", None)
@@ -600,10 +624,17 @@ class ProxyProtocol(Protocol):
         if self._out is _NO_BYTES:
             self._out = []
             self._pendingUp = []
-        if self._deadlineKind == _IDLE:
-            self._setDeadline(_HEAD, self.settings.headerTimeout)
-        self.parser.receiveData(data)
+        parser = self.parser
+        parser.receiveData(data)
         self._dispatch()
+        if (
+            self._deadlineKind == _IDLE
+            and self.request is None
+            and parser.headStarted()
+        ):
+            # Part of the next head arrived: it has to be complete in time.
+            # (A whole head, the usual case, never needs this deadline.)
+            self._setDeadline(_HEAD, self.settings.headerTimeout)
 
     def freshDeadlinePassed(self) -> None:
         """
@@ -640,6 +671,11 @@ class ProxyProtocol(Protocol):
                         if self.tunnel:
                             break
                         continue
+                    if parser.endsHere():
+                        # No body: the usual GET.
+                        self._requestEnd(END)
+                        if not parser.buffered():
+                            break
                 else:
                     self._requestEnd(event)  # type: ignore[arg-type]
                 if self._closed:
@@ -707,29 +743,37 @@ class ProxyProtocol(Protocol):
         self.bodyBytes = 0
         self._attempt = 0
         self.started = time.time()
-        self._setDeadline(_NO_DEADLINE, 0)
-        request.clientAddress = (self.clientHost, self.clientPort)
-        if request.version == b"HTTP/1.1":
-            self.keepAlive = b"close" not in request.headers.getTokens(b"connection")
+        self._deadlineKind = _NO_DEADLINE
+        request.clientAddress = self.clientAddress
+        headers = request.headers
+        # Most requests carry none of the fields the proxy acts on; one
+        # search of the received block tells.
+        control = headers.hasAny(_REQUEST_CONTROL_FIELDS)
+        self._upgrading = False
+        if control:
+            connection = headers.getTokens(b"connection")
+            if request.version == b"HTTP/1.1":
+                self.keepAlive = b"close" not in connection
+            else:
+                self.keepAlive = b"keep-alive" in connection
+            credentials = headers.get(b"proxy-authorization")
+            if credentials is not None:
+                request.credentials = credentials
+            if b"via" in headers and self._hasOwnVia(headers):
+                return self._respond(
+                    errorResponse(
+                        508,
+                        "This request has already passed through this proxy (forwarding loop).",
+                        request.url(),
+                    )
+                )
+            self._upgrading = b"upgrade" in connection and b"upgrade" in headers
         else:
-            self.keepAlive = b"keep-alive" in request.headers.getTokens(b"connection")
+            self.keepAlive = request.version == b"HTTP/1.1"
         if self.readClosed or factory.draining:
             self.keepAlive = False
         self.closeAfter = not self.keepAlive
-        headers = request.headers
-        credentials = headers.get(b"proxy-authorization")
-        if credentials is not None:
-            request.credentials = credentials
 
-        via = headers.get(b"via")
-        if via is not None and self._hasOwnVia(headers):
-            return self._respond(
-                errorResponse(
-                    508,
-                    "This request has already passed through this proxy (forwarding loop).",
-                    request.url(),
-                )
-            )
         if request.host is None:
             # Addressed to the proxy itself: filters still decide who may
             # see it (the access and auth filters apply to the status page).
@@ -737,9 +781,10 @@ class ProxyProtocol(Protocol):
             if chain is not None and chain.active:
                 return self._runRequestFilters(chain, request)
             return self._respond(statuspage.localResponse(request, factory))
-        if request.method == b"CONNECT":
+        method = request.method
+        if method == b"CONNECT":
             return self._connectRequest(request)
-        if self._isSelf(request):
+        if request.port == self.localPort and self._isSelf(request):
             return self._respond(
                 errorResponse(
                     508,
@@ -747,44 +792,40 @@ class ProxyProtocol(Protocol):
                     request.url(),
                 )
             )
-        maxBody = self.settings.maxBodyBytes
-        if (
-            maxBody
-            and self.parser.framing == LENGTH
-            and self.parser.remaining > maxBody
-        ):
-            return self._respond(
-                errorResponse(
-                    413,
-                    f"The request body is larger than the limit of {maxBody} bytes.",
-                    request.url(),
-                ),
-                close=True,
-            )
-        if request.method in (b"TRACE", b"OPTIONS"):
-            maxForwards = headers.get(b"max-forwards")
-            if maxForwards is not None:
-                if not maxForwards.isdigit():
-                    return self._respond(
-                        errorResponse(
-                            400, "Max-Forwards is not a number.", request.url()
+        parser = self.parser
+        framing = parser.framing
+        if framing != NO_BODY:
+            maxBody = self.settings.maxBodyBytes
+            if maxBody and framing == LENGTH and parser.remaining > maxBody:
+                return self._respond(
+                    errorResponse(
+                        413,
+                        f"The request body is larger than the limit of {maxBody} bytes.",
+                        request.url(),
+                    ),
+                    close=True,
+                )
+        if control:
+            if method == b"TRACE" or method == b"OPTIONS":
+                maxForwards = headers.get(b"max-forwards")
+                if maxForwards is not None:
+                    if not maxForwards.isdigit():
+                        return self._respond(
+                            errorResponse(
+                                400, "Max-Forwards is not a number.", request.url()
+                            )
                         )
-                    )
-                if int(maxForwards) == 0:
-                    return self._respond(statuspage.maxForwardsResponse(request))
-                headers.set(b"Max-Forwards", b"%d" % (int(maxForwards) - 1,))
-
-        self._upgrading = False
-        keep: frozenset[bytes] = frozenset()
-        if b"upgrade" in headers and b"upgrade" in headers.getTokens(b"connection"):
-            self._upgrading = True
-            keep = frozenset([b"upgrade"])
-        headers.removeHopByHop(keep)
-        if self._upgrading:
-            headers.add(b"Connection", b"Upgrade")
+                    if int(maxForwards) == 0:
+                        return self._respond(statuspage.maxForwardsResponse(request))
+                    headers.set(b"Max-Forwards", b"%d" % (int(maxForwards) - 1,))
+            if self._upgrading:
+                headers.removeHopByHop(_KEEP_UPGRADE)
+                headers.add(b"Connection", b"Upgrade")
+            else:
+                headers.removeHopByHop()
         headers.set(b"Host", request.authority)
         headers.add(b"Via", factory.viaValues[request.version])
-        self.chunkUp = self.parser.framing == CHUNKED
+        self.chunkUp = framing == CHUNKED
 
         chain = factory.chain
         if chain is not None and chain.active:
@@ -966,19 +1007,23 @@ class ProxyProtocol(Protocol):
             if self._deadlineKind == _UPSTREAM:
                 self._setDeadline(_UPSTREAM, self.settings.upstreamTimeout)
             return
-        self._setDeadline(_NO_DEADLINE, 0)
+        self._deadlineKind = _NO_DEADLINE
         self.responseStarted = True
         self._responseComplete = False
         self.status = status
-        connectionTokens = head.headers.getTokens(b"connection")
-        if b"close" in connectionTokens or (
-            head.version == b"HTTP/1.0" and b"keep-alive" not in connectionTokens
-        ):
-            # RFC 9112 sections 9.3 and 9.6: this connection ends with
-            # this response.
+        headers = head.headers
+        if headers.hasAny(_HOP_BY_HOP_FIELDS):
+            connection = headers.getTokens(b"connection")
+            if b"close" in connection or (
+                head.version == b"HTTP/1.0" and b"keep-alive" not in connection
+            ):
+                # RFC 9112 sections 9.3 and 9.6: this connection ends with
+                # this response.
+                self.upstream.closing = True  # type: ignore[union-attr]
+            headers.removeHopByHop(connection=connection)
+        elif head.version == b"HTTP/1.0":
             self.upstream.closing = True  # type: ignore[union-attr]
-        head.headers.removeHopByHop()
-        head.headers.add(b"Via", self.factory.viaValues[head.version])
+        headers.add(b"Via", self.factory.viaValues[head.version])
         chain = self.factory.chain
         if chain is not None and chain.hasResponseFilters:
             result = chain.filterResponse(request, head)  # type: ignore[arg-type]
@@ -1192,8 +1237,12 @@ class ProxyProtocol(Protocol):
             self.transport.unregisterProducer()
         if upstream.transport.producer is not None:
             upstream.transport.unregisterProducer()
-        self.gate.resume(BACKPRESSURE)  # type: ignore[union-attr]
-        upstream.gate.resume(BACKPRESSURE)  # type: ignore[union-attr]
+        gate = self.gate
+        if gate.reasons & BACKPRESSURE:  # type: ignore[union-attr]
+            gate.resume(BACKPRESSURE)  # type: ignore[union-attr]
+        gate = upstream.gate
+        if gate.reasons & BACKPRESSURE:  # type: ignore[union-attr]
+            gate.resume(BACKPRESSURE)  # type: ignore[union-attr]
 
     # -- local answers ---------------------------------------------------------
 
@@ -1291,7 +1340,9 @@ class ProxyProtocol(Protocol):
         self._setDeadline(_IDLE, self.settings.idleTimeout)
         parser = self.parser
         parser.startNextCycle()
-        self.gate.resume(PIPELINE)  # type: ignore[union-attr]
+        gate = self.gate
+        if gate.reasons & PIPELINE:  # type: ignore[union-attr]
+            gate.resume(PIPELINE)  # type: ignore[union-attr]
         if parser.buffered() and not self._dispatching:
             # A pipelined request is waiting; handle it on the next turn so
             # that we never re-enter the upstream's dataReceived.
@@ -1333,12 +1384,13 @@ class ProxyProtocol(Protocol):
             record.method = request.method.decode("latin-1")
             record.target = request.url()
             record.version = request.version.decode("latin-1")
-            for field in request.headers._fields:
-                name = field[0]
-                if name == b"user-agent":
-                    record.userAgent = field[2].decode("latin-1")
-                elif name == b"referer":
-                    record.referer = field[2].decode("latin-1")
+            headers = request.headers
+            userAgent = headers.get(b"user-agent")
+            if userAgent is not None:
+                record.userAgent = userAgent.decode("latin-1")
+            referer = headers.get(b"referer")
+            if referer is not None:
+                record.referer = referer.decode("latin-1")
         record.status = self.status if self.responseStarted or incomplete else 0
         record.contentType = self.contentType
         record.bytesIn = self.bytesIn
