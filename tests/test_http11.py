@@ -2128,3 +2128,138 @@ class ChunkedPropertyTests(SynchronousTestCase):
         self.assertIsInstance(end, EndOfMessage)
         self.assertEqual(list(end.trailers) if end.trailers is not None else [], trailers)
         self.assertEqual(parser.buffered(), 0)
+
+
+# Pieces of request heads, valid and not, for comparing the quick path with
+# the step-by-step one.
+_headPieces = {
+    "method": st.sampled_from(
+        [b"GET"] * 6 + [b"HEAD", b"POST", b"CONNECT", b"OPTIONS", b"G T", b"get", b"", b"M\x00"]
+    ),
+    "target": st.sampled_from(
+        [
+            b"/",
+            b"/a?b=c",
+            b"/a#frag",
+            b"*",
+            b"http://example.com/x",
+            b"HTTP://Example.COM:8080/x?y",
+            b"https://example.com/",
+            b"http://example.com",
+            b"http://user@example.com/",
+            b"http:///x",
+            b"http://[::1]:81/",
+            b"http://ex%41mple.com/",
+            b"http://exa mple.com/",
+            b"ftp://example.com/",
+            b"example.com:443",
+            b"/\x80\xff",
+            b"/\x7f",
+            b"/a\tb",
+        ]
+    ),
+    "version": st.sampled_from(
+        [b"HTTP/1.1"] * 4
+        + [b"HTTP/1.0"] * 2
+        + [b"HTTP/1.2", b"HTTP/2.0", b"http/1.1", b"HTTP/1.1 "]
+    ),
+    "host": st.sampled_from(
+        [[b"Host: example.com"]] * 6
+        + [[b"Host: example.com:8080"], [], [b"Host: a", b"Host: b"]]
+    ),
+    "fields": st.lists(
+        st.sampled_from(
+            [
+                b"Host: example.com",
+                b"Host:",
+                b"Host: a b",
+                b"host:example.com",
+                b"X-A: 1",
+                b"X-A:   spaced   ",
+                b"X-B: \x80\xff",
+                b"X-C: a\x00b",
+                b"X-D: a\x7fb",
+                b"X-E: a\rb",
+                b"X-E: a\nb",
+                b"X F: 1",
+                b"X-G : 1",
+                b" folded",
+                b"no colon",
+                b": empty name",
+                b"Content-Length: 3",
+                b"Content-Length: 3, 3",
+                b"Content-Length: x",
+                b"Transfer-Encoding: chunked",
+                b"Transfer-Encoding: gzip",
+                b"Connection: close",
+                b"Proxy-Connection: keep-alive",
+            ]
+        ),
+        max_size=3,
+    ),
+}
+
+
+class QuickHeadTests(SynchronousTestCase):
+    """
+    The quick request-head path accepts only what the step-by-step path
+    accepts, and gives the same result.
+    """
+
+    @settings(max_examples=1500, deadline=None)
+    @given(**_headPieces)
+    def test_sameAsChecked(
+        self,
+        method: bytes,
+        target: bytes,
+        version: bytes,
+        host: list[bytes],
+        fields: list[bytes],
+    ) -> None:
+        """
+        For any head, the quick path either declines or produces the request
+        the step-by-step path produces, framing included.
+        """
+        head = method + b" " + target + b" " + version + b"\r\n"
+        head += b"".join(field + b"\r\n" for field in host + fields) + b"\r\n"
+        end = head.find(b"\r\n\r\n")
+        quickParser = RequestParser()
+        quickParser._buffer = head
+        quick = quickParser._quickHead(head, 0, end)
+        checkedParser = RequestParser()
+        checkedParser._buffer = head
+        try:
+            checked = checkedParser._checkedHead(head, 0, end)
+        except ClientProtocolError:
+            self.assertIsNone(quick, head)
+            return
+        if quick is None:
+            return
+        self.assertEqual(
+            (quick.method, quick.target, quick.version, list(quick.headers)),
+            (checked.method, checked.target, checked.version, list(checked.headers)),
+        )
+        self.assertEqual(
+            (quick.scheme, quick.host, quick.port, quick.authority, quick.path),
+            (checked.scheme, checked.host, checked.port, checked.authority, checked.path),
+        )
+        self.assertEqual(
+            (quickParser.framing, quickParser.remaining),
+            (checkedParser.framing, checkedParser.remaining),
+        )
+
+    def test_quickPathTaken(self) -> None:
+        """
+        Ordinary proxy requests take the quick path (otherwise the test above
+        proves nothing).
+        """
+        for head in [
+            b"GET http://example.com/x HTTP/1.1\r\nHost: example.com\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: example.com\r\nX-A: 1\r\n\r\n",
+            b"POST http://example.com/ HTTP/1.0\r\nHost: example.com\r\nContent-Length: 3\r\n\r\n",
+        ]:
+            parser = RequestParser()
+            parser._buffer = head
+            self.assertIsNotNone(
+                parser._quickHead(head, 0, head.find(b"\r\n\r\n")), head
+            )
