@@ -205,7 +205,7 @@ class UpstreamProtocol(Protocol):
         self.gate: Optional[_ReadGate] = None
 
     def connectionMade(self) -> None:
-        accelerate(self.transport)
+        accelerate(self.transport, self)
         self.gate = _ReadGate(self.transport)
         self.pool.stats.upstreamConnections += 1
         self.peer = _peerOf(self)
@@ -938,8 +938,11 @@ class ProxyProtocol(Protocol):
         upstream.parser.expectResponse(self.request.method)  # type: ignore[union-attr]
         if self.factory.accessLog is not None:
             self.upstreamPeer = upstream.peer
-        self.transport.registerProducer(upstream.gate, True)
-        upstream.transport.registerProducer(self.gate, True)
+        if not self.requestDone and self.parser.framing != NO_BODY:
+            # A request body is still to come: a slow upstream pauses the
+            # client.  (Producers are registered only for bodies that
+            # stream; a message already in hand is written in one go.)
+            upstream.transport.registerProducer(self.gate, True)
         if self.requestDone:
             self._setDeadline(_UPSTREAM, self.settings.upstreamTimeout)
 
@@ -1079,7 +1082,14 @@ class ProxyProtocol(Protocol):
         if self.factory.accessLog is not None:
             contentType = headers.get(b"content-type")
             self.contentType = contentType.decode("latin-1") if contentType else None
-        framing = self.upstream.parser.framing  # type: ignore[union-attr]
+        upstream = self.upstream
+        parser = upstream.parser  # type: ignore[union-attr]
+        framing = parser.framing
+        if framing != NO_BODY and (
+            framing != LENGTH or parser.remaining > parser.buffered()
+        ):
+            # The body streams: a slow client pauses the upstream.
+            self.transport.registerProducer(upstream.gate, True)  # type: ignore[union-attr]
         self.chunkDown = False
         chain = self.factory.chain
         if chain is not None and chain.hasBodyFilters and framing != NO_BODY:
@@ -1488,7 +1498,9 @@ class ProxyProtocol(Protocol):
         if self.upstream is not upstream:
             self.upstream = upstream
             upstream.client = self
+        if self.transport.producer is None:
             self.transport.registerProducer(upstream.gate, True)
+        if upstream.transport.producer is None:
             upstream.transport.registerProducer(self.gate, True)
         if toUpstream:
             upstream.transport.write(toUpstream)

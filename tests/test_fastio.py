@@ -175,3 +175,45 @@ class RealSocketTests(unittest.TestCase):
         connecting.addCallback(connected)
         connecting.addCallback(received)
         return connecting
+
+    def test_endpointWrapperDropped(self) -> Any:
+        """
+        Given the protocol an endpoint connected, L{fastio.accelerate}
+        makes the transport deliver to it directly instead of through the
+        endpoint's pass-through wrapper, and bytes still arrive.
+        """
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+
+        received: defer.Deferred = defer.Deferred()
+
+        class Echo(protocol.Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                self.transport.write(data)
+
+        class Client(protocol.Protocol):
+            def connectionMade(self) -> None:
+                self.wrapper = self.transport.protocol
+                self.switched = fastio.accelerate(self.transport, self)
+                self.transport.write(b"ping")
+
+            def dataReceived(self, data: bytes) -> None:
+                if not received.called:
+                    received.callback(data)
+
+        port = reactor.listenTCP(
+            0, protocol.Factory.forProtocol(Echo), interface="127.0.0.1"
+        )
+        self.addCleanup(port.stopListening)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        connecting = endpoint.connect(protocol.Factory.forProtocol(Client))
+
+        def connected(client: Client) -> defer.Deferred:
+            self.addCleanup(client.transport.loseConnection)
+            self.assertTrue(client.switched)
+            self.assertIsNot(client.wrapper, client)
+            self.assertIs(client.transport.protocol, client)
+            return received
+
+        connecting.addCallback(connected)
+        connecting.addCallback(self.assertEqual, b"ping")
+        return connecting
