@@ -949,7 +949,9 @@ class ProxyProtocol(Protocol):
     def _flushUp(self) -> None:
         pending = self._pendingUp
         if pending and self.upstream is not None:
-            self.upstream.transport.writeSequence(pending)
+            self.upstream.transport.write(
+                pending[0] if len(pending) == 1 else b"".join(pending)
+            )
             self._pendingUp = []
 
     def _requestData(self, data: bytes) -> None:
@@ -1186,9 +1188,9 @@ class ProxyProtocol(Protocol):
         """
         out = self._out
         if out:
-            for chunk in out:
-                self.bytesOut += len(chunk)
-            self.transport.writeSequence(out)
+            data = out[0] if len(out) == 1 else b"".join(out)
+            self.bytesOut += len(data)
+            self.transport.write(data)
             self._out = []
 
     def upstreamFailed(self, upstream: UpstreamProtocol, reason: str) -> None:
