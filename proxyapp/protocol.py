@@ -31,7 +31,9 @@ per-request path only moves a deadline attribute, and the timer, when it
 fires early, re-arms itself for the current deadline.
 
 CONNECT and C{101 Switching Protocols} turn both connections into a byte
-splice (L{proxyapp.tunnel}).
+splice: in the kernel with L{proxyapp.splice.SpliceRelay} when both are
+plain TCP on Linux, otherwise through C{dataReceived} and C{write} with
+the read gates as producers.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from proxyapp import status as statuspage
 from proxyapp.accesslog import AccessRecord
 from proxyapp.config import Settings
 from proxyapp.fastio import accelerate
+from proxyapp.splice import SpliceRelay
 from proxyapp.http11 import (
     CHUNKED,
     END,
@@ -563,6 +566,7 @@ class ProxyProtocol(Protocol):
     _retryHead: Optional[bytes] = None
     _upgrading = False
     _dispatching = False
+    _relay: Optional[SpliceRelay] = None
     _closed = False
     status = 0
     reason = ""
@@ -1378,6 +1382,11 @@ class ProxyProtocol(Protocol):
     def _logExchange(
         self, incomplete: bool = False, reason: Optional[str] = None
     ) -> None:
+        relay = self._relay
+        if relay is not None:
+            self._relay = None
+            self.bytesIn += relay.bytesAtoB
+            self.bytesOut += relay.bytesBtoA
         stats = self.factory.stats
         stats.bytesFromClients += self.bytesIn
         stats.bytesToClients += self.bytesOut
@@ -1511,6 +1520,16 @@ class ProxyProtocol(Protocol):
             self.bytesOut += len(toClient)
         if self.readClosed:
             upstream.transport.loseWriteConnection()
+            return
+        # On Linux, two plain TCP connections with nothing buffered are
+        # joined in the kernel (splice(2)): the bytes never enter Python.
+        self._unregisterProducers(upstream)
+        relay = SpliceRelay(self.transport, upstream.transport)
+        if relay.start():
+            self._relay = relay
+        else:
+            self.transport.registerProducer(upstream.gate, True)
+            upstream.transport.registerProducer(self.gate, True)
 
     def upstreamHalfClosed(self) -> None:
         """

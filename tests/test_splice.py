@@ -1,0 +1,777 @@
+# -*- test-case-name: tests.test_splice -*-
+"""
+Tests for L{proxyapp.splice}: a spliced tunnel between two real loopback
+TCP connections moves bytes exactly, pushes back on a slow reader, passes
+half-closes on and closes both sides on errors and on calls from outside,
+without leaking descriptors; and L{SpliceRelay.start} refuses what it
+cannot take over.
+
+Every test builds client -> A (proxy, server side) and B (proxy, client
+side) -> origin on 127.0.0.1 and relays A <-> B; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any, Callable, Optional
+
+from zope.interface import implementer
+
+from twisted.internet import defer, reactor, tcp
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPullProducer
+from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.task import deferLater
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial import unittest
+
+from proxyapp import fastio, splice
+from proxyapp.splice import SpliceRelay
+
+WAIT = 5.0
+"""
+Seconds any single wait may take before the test fails.
+"""
+
+SMALL_BUFFER = 64 * 1024
+
+SEGMENT = 64 * 1024
+"""
+Largest TCP segment on loopback (TSO/GSO).
+"""
+
+
+def _bounded(d: defer.Deferred, seconds: float = WAIT) -> defer.Deferred:
+    return d.addTimeout(seconds, reactor)
+
+
+def _sleep(seconds: float) -> defer.Deferred:
+    return deferLater(reactor, seconds, lambda: None)
+
+
+@defer.inlineCallbacks
+def _until(condition: Callable[[], bool], seconds: float = WAIT) -> Any:
+    """
+    Poll C{condition} every few milliseconds until it holds.
+
+    @raise AssertionError: if it does not within C{seconds}.
+    """
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        yield _sleep(0.005)
+
+
+def _openDescriptors() -> int:
+    """
+    @return: how many sockets and pipes this process has open (other
+        files, such as the descriptor Twisted reserves on C{/dev/null} when
+        it first listens, are not the relay's business).
+    """
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink("/proc/self/fd/" + name)
+        except OSError:
+            continue
+        if target.startswith(("socket:", "pipe:")):
+            count += 1
+    return count
+
+
+@implementer(IHalfCloseableProtocol)
+class _Peer(Protocol):
+    """
+    One end of a test connection: the client, the origin, or one of the
+    proxy's two sides.
+
+    @ivar onEof: called on C{readConnectionLost}; by default closes.
+    @ivar lostType: the transport's class when C{connectionLost} ran.
+    """
+
+    transport: Any
+
+    def __init__(self, accelerate: bool = False) -> None:
+        self.accelerate = accelerate
+        self.received = bytearray()
+        self.made: defer.Deferred = defer.Deferred()
+        self.eof: defer.Deferred = defer.Deferred()
+        self.lost: defer.Deferred = defer.Deferred()
+        self.lostReason: Optional[Failure] = None
+        self.lostType: Optional[type] = None
+        self.onEof: Callable[[], None] = self._closeOnEof
+
+    def connectionMade(self) -> None:
+        if self.accelerate:
+            fastio.accelerate(self.transport)
+        self.made.callback(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def readConnectionLost(self) -> None:
+        self.eof.callback(None)
+        self.onEof()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        self.lostReason = reason
+        self.lostType = type(self.transport)
+        self.lost.callback(None)
+
+    def _closeOnEof(self) -> None:
+        self.transport.loseConnection()
+
+    def ignoreEof(self) -> None:
+        self.onEof = lambda: None
+
+
+@implementer(IPullProducer)
+class _Chunks:
+    """
+    Writes C{payload} in 64 KiB chunks, one each time the transport's
+    buffer empties, then half-closes: C{offset} bounds what the kernel
+    accepted from above (it lags by at most one chunk).
+    """
+
+    chunk = 64 * 1024
+
+    def __init__(self, transport: Any, payload: bytes) -> None:
+        self.transport = transport
+        self.payload = payload
+        self.offset = 0
+
+    def resumeProducing(self) -> None:
+        if self.offset >= len(self.payload):
+            self.transport.unregisterProducer()
+            self.transport.loseWriteConnection()
+            return
+        end = self.offset + self.chunk
+        self.transport.write(self.payload[self.offset : end])
+        self.offset = min(end, len(self.payload))
+
+    def stopProducing(self) -> None:
+        pass
+
+
+def _stuck(producer: _Chunks) -> defer.Deferred:
+    """
+    @return: a L{Deferred} firing once C{producer} has made no progress
+        for 0.2 seconds (its writes are stuck behind full buffers).
+    """
+    progress = [-1, time.monotonic()]
+
+    def stuck() -> bool:
+        if producer.offset != progress[0]:
+            progress[:] = [producer.offset, time.monotonic()]
+            return False
+        return time.monotonic() - progress[1] > 0.2
+
+    return _until(stuck)
+
+
+class _Tunnel:
+    """
+    A client connected to the proxy's side A, and the proxy's side B
+    connected to an origin, all on 127.0.0.1.
+    """
+
+    def __init__(self, testCase: unittest.TestCase) -> None:
+        self.testCase = testCase
+        self.descriptors = 0
+        self.ports: list[Any] = []
+        self.client = _Peer()
+        self.origin = _Peer()
+        self.a = _Peer()
+        self.b = _Peer()
+        testCase.addCleanup(self._cleanUp)
+
+    @defer.inlineCallbacks
+    def _cleanUp(self) -> Any:
+        """
+        After a failed test, leave a clean reactor for the next one.
+        """
+        for peer in self.peers():
+            if peer.connected and not peer.lost.called:
+                peer.transport.abortConnection()
+        for peer in self.peers():
+            if peer.connected:
+                yield _bounded(peer.lost)
+        for port in self.ports:
+            if port.connected:
+                yield port.stopListening()
+
+    def _listen(self, build: Callable[[], _Peer], smallBuffers: bool) -> Any:
+        factory = ServerFactory()
+        factory.buildProtocol = lambda addr: build()  # type: ignore[method-assign]
+        port: Any = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        if smallBuffers:
+            # Accepted sockets inherit the receive buffer; set before any
+            # connection so the advertised window fits it.
+            port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
+        self.ports.append(port)
+        return port
+
+    @defer.inlineCallbacks
+    def open(self, accelerate: bool = False, smallBuffers: bool = False) -> Any:
+        """
+        Connect everything; fires when all four protocols are connected.
+        """
+        # Count once the reactor runs (it opens its waker's pipe when it
+        # starts).
+        yield _sleep(0)
+        self.descriptors = _openDescriptors()
+        self.a.accelerate = self.b.accelerate = accelerate
+        originPort = self._listen(lambda: self.origin, smallBuffers)
+        proxyPort = self._listen(lambda: self.a, smallBuffers)
+        yield _bounded(
+            connectProtocol(
+                TCP4ClientEndpoint(reactor, "127.0.0.1", proxyPort.getHost().port),
+                self.client,
+            )
+        )
+        yield _bounded(self.a.made)
+        yield _bounded(
+            connectProtocol(
+                TCP4ClientEndpoint(reactor, "127.0.0.1", originPort.getHost().port),
+                self.b,
+            )
+        )
+        yield _bounded(self.origin.made)
+        if smallBuffers:
+            for peer in (self.client, self.b):
+                peer.transport.socket.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER
+                )
+        return self
+
+    def peers(self) -> tuple[_Peer, _Peer, _Peer, _Peer]:
+        return (self.client, self.a, self.b, self.origin)
+
+    @defer.inlineCallbacks
+    def allLost(self) -> Any:
+        for peer in self.peers():
+            yield _bounded(peer.lost)
+
+    @defer.inlineCallbacks
+    def close(self, relay: Optional[SpliceRelay] = None) -> Any:
+        """
+        Wait for every connection to be lost, stop listening, and check
+        that no descriptor (socket or pipe) is left open.
+        """
+        yield self.allLost()
+        for port in self.ports:
+            yield port.stopListening()
+        if relay is not None:
+            self.testCase.assertFalse(relay.running)
+            self.testCase.assertEqual(relay._pipes, ())
+        self.testCase.assertEqual(_openDescriptors(), self.descriptors)
+
+
+def _payload(size: int) -> bytes:
+    return os.urandom(size)
+
+
+class InternalsTests(unittest.SynchronousTestCase):
+    """
+    What the relay relies on exists, and it refuses what it cannot run.
+    """
+
+    def test_available(self) -> None:
+        """
+        On Linux with Python 3.10 or later splicing is available.
+        """
+        self.assertTrue(splice.available())
+
+    def test_supported(self) -> None:
+        """
+        The installed Twisted's TCP connection class has every method and
+        attribute the spliced transports override, call or read.
+        """
+        self.assertTrue(splice.supported())
+
+    def test_splicedClasses(self) -> None:
+        """
+        Each transport class the relay takes over has a spliced subclass,
+        so switching C{__class__} keeps every other behaviour.
+        """
+        for base in (tcp.Server, tcp.Client, fastio.FastServer, fastio.FastClient):
+            spliced = splice._SPLICED[base]
+            self.assertTrue(issubclass(spliced, base))
+            self.assertIs(splice._BASES[spliced], base)
+
+    def test_refusesTestDoubles(self) -> None:
+        """
+        L{SpliceRelay.start} returns C{False} for transports that are not
+        TCP connections, and leaves them alone.
+        """
+        a, b = StringTransport(), StringTransport()
+        relay = SpliceRelay(a, b)
+        self.assertFalse(relay.start())
+        self.assertIs(type(a), StringTransport)
+        self.assertIs(type(b), StringTransport)
+        self.assertEqual((relay.bytesAtoB, relay.bytesBtoA), (0, 0))
+
+
+class RelayTests(unittest.TestCase):
+    """
+    A started relay moves bytes between real sockets and ends cleanly.
+    """
+
+    timeout = 10
+
+    @defer.inlineCallbacks
+    def test_bothWaysExactly(self) -> Any:
+        """
+        Several MiB in each direction at once arrive byte-exact, the
+        half-closes pass through, both proxy-side protocols get no
+        C{dataReceived} and a clean C{connectionLost} on their own
+        transport classes, and no descriptor leaks.
+        """
+        tunnel = yield _Tunnel(self).open(accelerate=True)
+        self.assertIs(type(tunnel.a.transport), fastio.FastServer)
+        self.assertIs(type(tunnel.b.transport), fastio.FastClient)
+        relay = SpliceRelay(tunnel.a.transport, tunnel.b.transport)
+        self.assertTrue(relay.start())
+        self.assertTrue(relay.running)
+        up, down = _payload(6 * 2**20 + 17), _payload(5 * 2**20 + 3)
+        tunnel.client.transport.write(up)
+        tunnel.client.transport.loseWriteConnection()
+        tunnel.origin.transport.write(down)
+        tunnel.origin.transport.loseWriteConnection()
+        yield tunnel.close(relay)
+        self.assertEqual(len(tunnel.origin.received), len(up))
+        self.assertEqual(bytes(tunnel.origin.received), up)
+        self.assertEqual(bytes(tunnel.client.received), down)
+        self.assertEqual((relay.bytesAtoB, relay.bytesBtoA), (len(up), len(down)))
+        for side, cls in ((tunnel.a, fastio.FastServer), (tunnel.b, fastio.FastClient)):
+            self.assertEqual(side.received, b"")
+            self.assertFalse(side.eof.called)
+            side.lostReason.trap(ConnectionDone)
+            self.assertIs(side.lostType, cls)
+
+    @defer.inlineCallbacks
+    def test_backpressure(self) -> Any:
+        """
+        While the origin does not read, the relay stops reading the client
+        after at most one pipe plus the sockets' buffers, and does not spin
+        meanwhile; once the origin reads again everything arrives.
+        """
+        tunnel = yield _Tunnel(self).open(smallBuffers=True)
+        tunnel.origin.transport.pauseProducing()
+        relay = SpliceRelay(tunnel.a.transport, tunnel.b.transport)
+        self.assertTrue(relay.start())
+        up = _payload(8 * 2**20)
+        producer = _Chunks(tunnel.client.transport, up)
+        tunnel.client.transport.registerProducer(producer, False)
+
+        yield _stuck(producer)
+        before = time.process_time()
+        yield _sleep(0.3)
+        self.assertLess(time.process_time() - before, 0.1)
+
+        def buffer(peer: _Peer, option: int) -> int:
+            return peer.transport.socket.getsockopt(socket.SOL_SOCKET, option)
+
+        # A send may overshoot a full send buffer by one segment.
+        direction = relay._directions[0]
+        self.assertLessEqual(direction.pending, direction.pipeSize)
+        inFlightBelow = (
+            buffer(tunnel.b, socket.SO_SNDBUF)
+            + SEGMENT
+            + buffer(tunnel.origin, socket.SO_RCVBUF)
+        )
+        self.assertLessEqual(relay.bytesAtoB, inFlightBelow)
+        aheadOfRelay = (
+            _Chunks.chunk
+            + buffer(tunnel.client, socket.SO_SNDBUF)
+            + SEGMENT
+            + buffer(tunnel.a, socket.SO_RCVBUF)
+        )
+        self.assertLessEqual(
+            producer.offset, relay.bytesAtoB + direction.pipeSize + aheadOfRelay
+        )
+        self.assertLess(producer.offset, len(up) // 2)
+
+        tunnel.origin.transport.resumeProducing()
+        yield tunnel.close(relay)
+        self.assertEqual(bytes(tunnel.origin.received), up)
+        self.assertEqual(relay.bytesAtoB, len(up))
+
+    @defer.inlineCallbacks
+    def test_clientHalfCloses(self) -> Any:
+        """
+        The client's end of file reaches the origin while the other
+        direction keeps running: the origin answers after it and the
+        client gets the whole answer.
+        """
+        tunnel = yield _Tunnel(self).open()
+        relay = SpliceRelay(tunnel.a.transport, tunnel.b.transport)
+        self.assertTrue(relay.start())
+        request, answer = _payload(300_000), _payload(2 * 2**20)
+
+        def answerAfterEof() -> None:
+            self.assertFalse(tunnel.client.eof.called)
+            tunnel.origin.transport.write(answer)
+            tunnel.origin.transport.loseConnection()
+
+        tunnel.origin.onEof = answerAfterEof
+        tunnel.client.transport.write(request)
+        tunnel.client.transport.loseWriteConnection()
+        yield tunnel.close(relay)
+        self.assertEqual(bytes(tunnel.origin.received), request)
+        self.assertEqual(bytes(tunnel.client.received), answer)
+        self.assertTrue(tunnel.client.eof.called)
+        for side in (tunnel.a, tunnel.b):
+            side.lostReason.trap(ConnectionDone)
+
+    @defer.inlineCallbacks
+    def test_originHalfCloses(self) -> Any:
+        """
+        The origin's end of file reaches the client while the other
+        direction keeps running.
+        """
+        tunnel = yield _Tunnel(self).open(accelerate=True)
+        relay = SpliceRelay(tunnel.a.transport, tunnel.b.transport)
+        self.assertTrue(relay.start())
+        greeting, request = _payload(1_000_000), _payload(3 * 2**20)
+
+        def sendAfterEof() -> None:
+            self.assertFalse(tunnel.origin.eof.called)
+            tunnel.client.transport.write(request)
+            tunnel.client.transport.loseConnection()
+
+        tunnel.client.onEof = sendAfterEof
+        tunnel.origin.transport.write(greeting)
+        tunnel.origin.transport.loseWriteConnection()
+        yield tunnel.close(relay)
+        self.assertEqual(bytes(tunnel.client.received), greeting)
+        self.assertEqual(bytes(tunnel.origin.received), request)
+        self.assertEqual(
+            (relay.bytesAtoB, relay.bytesBtoA), (len(request), len(greeting))
+        )
+
+    @defer.inlineCallbacks
+    def _resetMidTransfer(self, resetClient: bool) -> Any:
+        tunnel = yield _Tunnel(self).open(accelerate=True)
+        relay = SpliceRelay(tunnel.a.transport, tunnel.b.transport)
+        self.assertTrue(relay.start())
+        if resetClient:
+            sender, resetter, survivor = tunnel.origin, tunnel.client, tunnel.origin
+        else:
+            sender, resetter, survivor = tunnel.client, tunnel.origin, tunnel.client
+        sender.transport.write(_payload(16 * 2**20))
+        yield _until(lambda: len(resetter.received) > 0)
+        resetter.transport.abortConnection()
+        yield tunnel.close(relay)
+        self.assertFalse(survivor.lostReason.check(ConnectionDone))
+        for side in (tunnel.a, tunnel.b):
+            self.assertFalse(side.lostReason.check(ConnectionDone))
+            self.assertEqual(side.received, b"")
+
+    def test_clientReset(self) -> Any:
+        """
+        A client that resets mid-transfer gets the upstream aborted: the
+        origin sees the connection lost, not a clean close.
+        """
+        return self._resetMidTransfer(resetClient=True)
+
+    def test_originReset(self) -> Any:
+        """
+        An origin that resets mid-transfer gets the client connection
+        aborted.
+        """
+        return self._resetMidTransfer(resetClient=False)
+
+    @defer.inlineCallbacks
+    def _closeFromOutside(self, side: str, abort: bool) -> Any:
+        tunnel = yield _Tunnel(self).open(accelerate=True)
+        relay = SpliceRelay(tunnel.a.transport, tunnel.b.transport)
+        self.assertTrue(relay.start())
+        up, down = _payload(16 * 2**20), _payload(16 * 2**20)
+        tunnel.client.transport.write(up)
+        tunnel.origin.transport.write(down)
+        yield _until(
+            lambda: len(tunnel.client.received) > 0 and len(tunnel.origin.received) > 0
+        )
+        transport = getattr(tunnel, side).transport
+        if abort:
+            transport.abortConnection()
+            transport.abortConnection()
+        else:
+            transport.loseConnection()
+            transport.loseConnection()
+        yield tunnel.close(relay)
+        expected = ConnectionAborted if abort else ConnectionDone
+        for proxySide in (tunnel.a, tunnel.b):
+            proxySide.lostReason.trap(expected)
+            self.assertEqual(proxySide.received, b"")
+        # What got through is a prefix of what was sent, and is counted.
+        self.assertTrue(up.startswith(tunnel.origin.received))
+        self.assertTrue(down.startswith(tunnel.client.received))
+        # Delivered counts what the proxy's sockets accepted; a peer may
+        # lose the tail of it when its connection is reset.
+        self.assertLessEqual(len(tunnel.origin.received), relay.bytesAtoB)
+        self.assertLessEqual(len(tunnel.client.received), relay.bytesBtoA)
+
+    def test_loseConnectionClientSide(self) -> Any:
+        """
+        C{loseConnection} on the client-side transport mid-transfer cuts
+        the tunnel: both connections close cleanly, nothing raises, no
+        descriptor leaks.
+        """
+        return self._closeFromOutside("a", abort=False)
+
+    def test_loseConnectionUpstreamSide(self) -> Any:
+        """
+        C{loseConnection} on the upstream transport mid-transfer cuts the
+        tunnel the same way.
+        """
+        return self._closeFromOutside("b", abort=False)
+
+    def test_abortConnectionClientSide(self) -> Any:
+        """
+        C{abortConnection} on the client-side transport aborts both
+        connections.
+        """
+        return self._closeFromOutside("a", abort=True)
+
+    def test_abortConnectionUpstreamSide(self) -> Any:
+        """
+        C{abortConnection} on the upstream transport aborts both
+        connections.
+        """
+        return self._closeFromOutside("b", abort=True)
+
+    @defer.inlineCallbacks
+    def test_drainWaitsForSlowReader(self) -> Any:
+        """
+        C{loseConnection} while the origin does not read keeps the tunnel
+        until the pipe is delivered, like Twisted flushing its buffer: the
+        origin, once it reads again, gets every byte taken from the client
+        and then a clean close.
+        """
+        tunnel = yield _Tunnel(self).open(smallBuffers=True)
+        tunnel.origin.transport.pauseProducing()
+        relay = SpliceRelay(tunnel.a.transport, tunnel.b.transport)
+        self.assertTrue(relay.start())
+        up = _payload(8 * 2**20)
+        producer = _Chunks(tunnel.client.transport, up)
+        tunnel.client.transport.registerProducer(producer, False)
+        yield _stuck(producer)
+        tunnel.a.transport.loseConnection()
+        yield _sleep(0.1)
+        self.assertTrue(relay.running)
+        self.assertGreater(relay._directions[0].pending, 0)
+        tunnel.origin.transport.resumeProducing()
+        yield tunnel.close(relay)
+        self.assertEqual(len(tunnel.origin.received), relay.bytesAtoB)
+        self.assertEqual(bytes(tunnel.origin.received), up[: relay.bytesAtoB])
+        self.assertTrue(tunnel.origin.eof.called)
+        for side in (tunnel.a, tunnel.b):
+            side.lostReason.trap(ConnectionDone)
+
+    @defer.inlineCallbacks
+    def test_reactorConnectionLost(self) -> Any:
+        """
+        C{connectionLost} delivered by the reactor to one transport (as its
+        C{_disconnectSelectable} does on an error event or at shutdown)
+        reaches that protocol with its reason and aborts the other side.
+        """
+        tunnel = yield _Tunnel(self).open()
+        relay = SpliceRelay(tunnel.a.transport, tunnel.b.transport)
+        self.assertTrue(relay.start())
+        transport = tunnel.a.transport
+        reactor.removeReader(transport)
+        reactor.removeWriter(transport)
+        transport.connectionLost(Failure(ConnectionLost()))
+        yield tunnel.close(relay)
+        tunnel.a.lostReason.trap(ConnectionLost)
+        self.assertIs(tunnel.a.lostType, tcp.Server)
+        tunnel.b.lostReason.trap(ConnectionAborted)
+
+    @defer.inlineCallbacks
+    def test_reactorReadConnectionLost(self) -> Any:
+        """
+        A hang-up the reactor reports as C{readConnectionLost} (without a
+        readable event) ends that direction like an end of file: the
+        origin sees it, the other direction keeps running, and the tunnel
+        closes cleanly once the origin closes too.
+        """
+        tunnel = yield _Tunnel(self).open()
+        relay = SpliceRelay(tunnel.a.transport, tunnel.b.transport)
+        self.assertTrue(relay.start())
+        answer = _payload(500_000)
+
+        def answerAfterEof() -> None:
+            tunnel.origin.transport.write(answer)
+            tunnel.origin.transport.loseConnection()
+
+        tunnel.origin.onEof = answerAfterEof
+        transport = tunnel.a.transport
+        reactor.removeReader(transport)
+        transport.readConnectionLost(Failure(ConnectionDone()))
+        yield tunnel.close(relay)
+        self.assertEqual(bytes(tunnel.client.received), answer)
+        self.assertTrue(tunnel.origin.eof.called)
+        self.assertFalse(tunnel.a.eof.called)
+        for side in (tunnel.a, tunnel.b):
+            side.lostReason.trap(ConnectionDone)
+
+    @defer.inlineCallbacks
+    def test_pauseProducing(self) -> Any:
+        """
+        C{pauseProducing} on a spliced transport stops the relay reading
+        from it until C{resumeProducing}.
+        """
+        tunnel = yield _Tunnel(self).open()
+        relay = SpliceRelay(tunnel.a.transport, tunnel.b.transport)
+        self.assertTrue(relay.start())
+        tunnel.a.transport.pauseProducing()
+        request = _payload(100_000)
+        tunnel.client.transport.write(request)
+        yield _sleep(0.1)
+        self.assertEqual(tunnel.origin.received, b"")
+        tunnel.a.transport.resumeProducing()
+        yield _until(lambda: len(tunnel.origin.received) == len(request))
+        self.assertEqual(bytes(tunnel.origin.received), request)
+        tunnel.a.transport.loseConnection()
+        yield tunnel.close(relay)
+
+    @defer.inlineCallbacks
+    def test_writeRefused(self) -> Any:
+        """
+        Writing to a spliced transport raises instead of interleaving bytes
+        at an arbitrary point of the stream; C{start} works only once.
+        """
+        tunnel = yield _Tunnel(self).open()
+        relay = SpliceRelay(tunnel.a.transport, tunnel.b.transport)
+        self.assertTrue(relay.start())
+        self.assertFalse(relay.start())
+        for transport in (tunnel.a.transport, tunnel.b.transport):
+            self.assertRaises(RuntimeError, transport.write, b"x")
+            self.assertRaises(RuntimeError, transport.writeSequence, [b"x"])
+            self.assertRaises(RuntimeError, transport.loseWriteConnection)
+        tunnel.b.transport.loseConnection()
+        yield tunnel.close(relay)
+
+
+class RefusalTests(unittest.TestCase):
+    """
+    L{SpliceRelay.start} returns C{False} and changes nothing when it
+    cannot take both transports over.
+    """
+
+    timeout = 10
+
+    def _refused(self, tunnel: _Tunnel) -> SpliceRelay:
+        """
+        Check that a relay cannot start on the tunnel and that the
+        transports still work as before; then close everything.
+        """
+        a, b = tunnel.a.transport, tunnel.b.transport
+        types = (type(a), type(b))
+        relay = SpliceRelay(a, b)
+        self.assertFalse(relay.start())
+        self.assertFalse(relay.running)
+        self.assertEqual((type(a), type(b)), types)
+        self.assertEqual(relay._pipes, ())
+        return relay
+
+    @defer.inlineCallbacks
+    def test_bufferedData(self) -> Any:
+        """
+        A transport with bytes still in Twisted's write buffer is refused,
+        and the bytes are still delivered.
+        """
+        tunnel = yield _Tunnel(self).open()
+        # A plain tcp.Server only sends on the next reactor turn.
+        tunnel.a.transport.write(b"buffered")
+        self._refused(tunnel)
+        yield _until(lambda: tunnel.client.received == b"buffered")
+        tunnel.a.transport.loseConnection()
+        tunnel.b.transport.loseConnection()
+        yield tunnel.close()
+
+    @defer.inlineCallbacks
+    def test_producerRegistered(self) -> Any:
+        """
+        A transport with a producer still registered is refused.
+        """
+        tunnel = yield _Tunnel(self).open()
+        tunnel.a.transport.registerProducer(tunnel.b.transport, True)
+        self._refused(tunnel)
+        tunnel.a.transport.unregisterProducer()
+        tunnel.a.transport.loseConnection()
+        tunnel.b.transport.loseConnection()
+        yield tunnel.close()
+
+    @defer.inlineCallbacks
+    def test_alreadyHalfClosed(self) -> Any:
+        """
+        A client whose end of file was already delivered is refused (the
+        relay could not pass that half-close on), and so is a transport
+        whose write side is being shut down.
+        """
+        tunnel = yield _Tunnel(self).open()
+        tunnel.a.ignoreEof()
+        tunnel.client.ignoreEof()
+        tunnel.client.transport.loseWriteConnection()
+        yield _bounded(tunnel.a.eof)
+        self._refused(tunnel)
+        # The same with the end of file not yet read by Twisted.
+        tunnel.origin.ignoreEof()
+        tunnel.b.transport.pauseProducing()
+        tunnel.origin.transport.loseWriteConnection()
+        sock = tunnel.b.transport.socket
+        yield _until(lambda: _peekEof(sock))
+        self.assertFalse(SpliceRelay(tunnel.b.transport, tunnel.a.transport).start())
+        tunnel.b.transport.resumeProducing()
+        yield _bounded(tunnel.b.eof)
+        tunnel.a.transport.loseWriteConnection()
+        self._refused(tunnel)
+        tunnel.a.transport.loseConnection()
+        tunnel.b.transport.loseConnection()
+        tunnel.client.transport.loseConnection()
+        tunnel.origin.transport.loseConnection()
+        yield tunnel.close()
+
+    @defer.inlineCallbacks
+    def test_disconnecting(self) -> Any:
+        """
+        A transport already closing is refused.
+        """
+        tunnel = yield _Tunnel(self).open()
+        tunnel.a.transport.loseConnection()
+        self._refused(tunnel)
+        tunnel.b.transport.loseConnection()
+        yield tunnel.close()
+
+    @defer.inlineCallbacks
+    def test_sameTransport(self) -> Any:
+        """
+        A transport cannot be relayed to itself, and one side being a test
+        double is enough to refuse.
+        """
+        tunnel = yield _Tunnel(self).open()
+        a = tunnel.a.transport
+        self.assertFalse(SpliceRelay(a, a).start())
+        self.assertFalse(SpliceRelay(a, StringTransport()).start())
+        self.assertIs(type(a), tcp.Server)
+        a.loseConnection()
+        tunnel.b.transport.loseConnection()
+        yield tunnel.close()
+
+
+def _peekEof(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
