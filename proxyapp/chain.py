@@ -185,6 +185,10 @@ class FilterChain:
                     index += 1
                     continue
                 return result
+            if result is value:
+                # The usual answer: carry on with the same message.
+                index += 1
+                continue
             if isinstance(result, Deferred):
                 return self._await(result, steps, index, value, call, status, request)
             if isinstance(result, Response):

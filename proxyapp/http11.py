@@ -239,8 +239,8 @@ def _parseAuthority(authority: bytes, defaultPort: Optional[int]) -> tuple[str, 
 # fragment, HTTP/1.1 or 1.0.  Anything else takes the step-by-step path.
 _QUICK_REQUEST_LINE = re.compile(
     rb"([-!#$%&'*+.^_`|~0-9A-Za-z]+) "
-    rb"(?:((?i:https?))://([^/?#\x00-\x20\x7f]+))?"
-    rb'(/[!"$-~\x80-\xff]*) HTTP/1\.([01])\r\n'
+    rb"((?:((?i:https?))://([^/?#\x00-\x20\x7f]+))?"
+    rb'(/[!"$-~\x80-\xff]*)) HTTP/1\.([01])\r\n'
 )
 
 # A block of well-formed field lines with the byte checks included (no
@@ -711,10 +711,9 @@ class RequestParser(_Parser):
         lowered = b"\n" + block.lower()
         if lowered.count(b"\nhost:") != 1:
             return None
-        method, scheme, authority, path, minor = line.groups()
+        method, target, scheme, authority, path, minor = line.groups()
         if method == b"CONNECT":
             return None
-        target = buffer[line.start(2) if scheme else line.start(4) : line.end(4)]
         request = RequestHead(
             method,
             target,
@@ -722,14 +721,14 @@ class RequestParser(_Parser):
             Headers._fromBlock(block, lowered),
         )
         if scheme is not None:
-            scheme = scheme.lower()
+            plain = scheme == b"http" or scheme.lower() == b"http"
             try:
                 request.host, request.port = parseAuthority(
-                    authority, 80 if scheme == b"http" else 443
+                    authority, 80 if plain else 443
                 )
             except ValueError:
                 return None
-            request.scheme = "http" if scheme == b"http" else "https"
+            request.scheme = "http" if plain else "https"
             request.authority = authority
             request.path = path
         else:
@@ -748,7 +747,10 @@ class RequestParser(_Parser):
                 return None
             self._startBody(framing, length)
         else:
-            self._startBody(NO_BODY, 0)
+            # _startBody(NO_BODY, 0), inline: the usual GET.
+            self.framing = NO_BODY
+            self.remaining = 0
+            self._state = _BODY_LENGTH
         return request
 
     def _checkedHead(self, buffer: bytes, offset: int, end: int) -> RequestHead:
@@ -911,11 +913,12 @@ class ResponseParser(_Parser):
             headers = Headers._fromBlock(block, lowered)
         else:
             headers = _parseFieldBlock(block, lowered, UpstreamProtocolError)
-        status = int(match.group(2))
+        minor, statusText, reason = match.groups()
+        status = int(statusText)
         if not 100 <= status <= 599:
             raise UpstreamProtocolError("invalid status code")
-        version = b"HTTP/1.0" if match.group(1) == b"0" else b"HTTP/1.1"
-        response = ResponseHead(status, match.group(3) or b"", headers, version)
+        version = b"HTTP/1.0" if minor == b"0" else b"HTTP/1.1"
+        response = ResponseHead(status, reason or b"", headers, version)
         if status < 200:
             if status == 101:
                 self._state = _SWITCHED

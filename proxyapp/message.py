@@ -148,8 +148,9 @@ class Headers:
             self._lowered = b""
         return self._fields
 
-    def _blockValues(self, lower: bytes) -> list[bytes]:
+    def _blockValues(self, lower: bytes, lowercase: bool = False) -> list[bytes]:
         """
+        @param lowercase: whether to return the values lowercased.
         @return: the values of the received fields called C{lower}.
         """
         lowered = self._lowered
@@ -157,13 +158,16 @@ class Headers:
         position = lowered.find(needle)
         if position == -1:
             return []
-        block = self._block
+        # Offsets in the lowercased copy are one more than in the block.
+        if lowercase:
+            source, shift = lowered, len(needle)
+        else:
+            source, shift = self._block, len(needle) - 1  # type: ignore[assignment]
         values = []
-        skip = len(needle) - 1
         while position != -1:
-            start = position + skip
-            values.append(block[start : block.find(b"\r", start)].strip(b" \t"))  # type: ignore[union-attr]
-            position = lowered.find(needle, start)
+            start = position + shift
+            values.append(source[start : source.find(b"\r", start)].strip(b" \t"))
+            position = lowered.find(needle, position + len(needle))
         return values
 
     def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
@@ -239,9 +243,14 @@ class Headers:
             C{name}, stripped and lowercased (for Connection, TE and the like).
         """
         tokens: list[bytes] = []
-        for value in self.getAll(name):
+        lower = name.lower()
+        values = self._blockValues(lower, True) if self._block is not None else []
+        for field in self._fields:
+            if field[0] == lower:
+                values.append(field[2].lower())
+        for value in values:
             for token in value.split(b","):
-                token = token.strip(b" \t").lower()
+                token = token.strip(b" \t")
                 if token:
                     tokens.append(token)
         return tokens
@@ -258,21 +267,18 @@ class Headers:
         the first one (or at the end if there was none).
         """
         lower = name.lower()
-        if self._block is not None:
+        block = self._block
+        if block is not None and not self._fields:
             # The usual case for Host: one field that already says so.
-            count = self._lowered.count(b"\n" + lower + b":")
-            if count == 0:
-                for field in self._fields:
-                    if field[0] == lower:
-                        break
-                else:
-                    self._fields.append([lower, name, value])
-                    return
-            elif count == 1 and self.get(lower) == value:
-                for field in self._fields:
-                    if field[0] == lower:
-                        break
-                else:
+            lowered = self._lowered
+            needle = b"\n" + lower + b":"
+            position = lowered.find(needle)
+            if position == -1:
+                self._fields.append([lower, name, value])
+                return
+            if lowered.find(needle, position + 1) == -1:
+                start = position + len(needle) - 1
+                if block[start : block.find(b"\r", start)].strip(b" \t") == value:
                     return
         fields = self._materialize()
         for index, field in enumerate(fields):
@@ -346,11 +352,17 @@ class Headers:
         """
         @return: the fields as C{name: value\\r\\n} lines.
         """
-        lines = [f[1] + b": " + f[2] + b"\r\n" for f in self._fields]
+        fields = self._fields
         block = self._block
         if block is not None:
-            if not lines:
+            if not fields:
                 return block
+            if len(fields) == 1:
+                # The usual case: Via appended to the received fields.
+                field = fields[0]
+                return block + field[1] + b": " + field[2] + b"\r\n"
+        lines = [f[1] + b": " + f[2] + b"\r\n" for f in fields]
+        if block is not None:
             lines.insert(0, block)
         return b"".join(lines)
 

@@ -838,7 +838,7 @@ class ProxyProtocol(Protocol):
 
     def _runRequestFilters(self, chain: Any, request: RequestHead) -> None:
         result = chain.filterRequest(request)
-        if isinstance(result, Deferred):
+        if result is not request and isinstance(result, Deferred):
             self.gate.pause(WAITING)  # type: ignore[union-attr]
             result.addCallback(self._requestFiltered)
             return
@@ -847,8 +847,10 @@ class ProxyProtocol(Protocol):
     def _requestFiltered(self, result: RequestHead | Response) -> None:
         if self.request is None:
             return
-        self.gate.resume(WAITING)  # type: ignore[union-attr]
-        if isinstance(result, Response):
+        gate = self.gate
+        if gate.reasons & WAITING:  # type: ignore[union-attr]
+            gate.resume(WAITING)  # type: ignore[union-attr]
+        if type(result) is not RequestHead and isinstance(result, Response):
             if result.decider is not None:
                 self.decidedBy = (result.decider, result.reason)
             self._respond(result)
