@@ -79,15 +79,19 @@ def cpuSeconds(pid: int) -> float:
     """
     seconds = 0.0
     for member in processTree(pid):
-        scheduled = _scheduledSeconds(member)
-        if scheduled is not None:
-            seconds += scheduled
-            continue
         try:
             fields = _statFields(member)
         except OSError:
             continue
-        seconds += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        ticked = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        scheduled = _scheduledSeconds(member)
+        # Threads that exited (tinyproxy runs one per connection) are in
+        # the process's ticks but no longer in any task's schedstat: then
+        # only the ticks are right.
+        if scheduled is not None and ticked - scheduled < 0.05:
+            seconds += scheduled
+        else:
+            seconds += ticked
     return seconds
 
 

@@ -100,6 +100,12 @@ C{/proc/sys/fs/pipe-user-pages-soft}) the pipe keeps its own size, which
 costs more system calls per byte but nothing else.
 """
 
+MIN_PIPE_SIZE = 64 * 1024
+"""
+Smallest pipe worth relaying through (Linux' default pipe size); with
+smaller ones L{SpliceRelay.start} declines.
+"""
+
 EVENT_BUDGET = 4 * PIPE_SIZE
 """
 Bytes one direction moves per readiness event at most, for fairness.
@@ -358,6 +364,13 @@ class SpliceRelay:
             bRead, bWrite, bSize = _openPipe()
             pipes += (bRead, bWrite)
         except OSError:
+            for fd in pipes:
+                os.close(fd)
+            return False
+        if min(aSize, bSize) < MIN_PIPE_SIZE:
+            # Past the user's pipe quota (pipe-user-pages-soft) the kernel
+            # hands out two-page pipes: more system calls per byte than the
+            # Python relay's large reads.
             for fd in pipes:
                 os.close(fd)
             return False

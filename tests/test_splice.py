@@ -701,6 +701,29 @@ class RefusalTests(unittest.TestCase):
         yield tunnel.close()
 
     @defer.inlineCallbacks
+    def test_smallPipes(self) -> Any:
+        """
+        When the kernel only gives small pipes (the user's pipe quota is
+        spent), the relay declines and closes the pipes it opened.
+        """
+        tunnel = yield _Tunnel(self).open()
+        opened: list[int] = []
+
+        def smallPipe() -> tuple[int, int, int]:
+            readFd, writeFd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            opened.extend([readFd, writeFd])
+            return readFd, writeFd, 8192
+
+        self.patch(splice, "_openPipe", smallPipe)
+        self._refused(tunnel)
+        self.assertEqual(len(opened), 4)
+        for fd in opened:
+            self.assertRaises(OSError, os.fstat, fd)
+        tunnel.a.transport.loseConnection()
+        tunnel.b.transport.loseConnection()
+        yield tunnel.close()
+
+    @defer.inlineCallbacks
     def test_producerRegistered(self) -> Any:
         """
         A transport with a producer still registered is refused.
