@@ -1,0 +1,199 @@
+"""
+Count the instructions webproxy executes per proxied request, under
+valgrind's callgrind: a deterministic measure of the per-request path that
+does not drift with the machine's load the way requests per second do.
+
+    python bench/instructions.py [--requests 2000] [--access-log PATH]
+
+It starts a small keep-alive origin in this process (1 KiB responses shaped
+like nginx's), runs the checkout's webproxy under callgrind, warms it up,
+zeroes the counters, sends C{--requests} GETs over C{--connections}
+keep-alive connections (absolute-form, one request in flight per
+connection), dumps the counters and prints user-space instructions per
+request.  Kernel work (the system calls) is not counted; see README.md for
+the wall-clock benchmark.  Needs valgrind (Debian package C{valgrind});
+everything listens on 127.0.0.1.
+
+Use it to compare two versions of the code: a change that saves work on
+the per-request path shows here as fewer instructions, run after run.
+"""
+
+import argparse
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CHECKOUT = os.path.dirname(HERE)
+
+BODY = b"x" * 1024
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"Server: nginx/1.22.1\r\n"
+    b"Date: Sun, 22 Nov 2026 03:20:00 GMT\r\n"
+    b"Content-Type: application/octet-stream\r\n"
+    b"Content-Length: 1024\r\n"
+    b"Last-Modified: Sun, 22 Nov 2026 03:17:00 GMT\r\n"
+    b"Connection: keep-alive\r\n"
+    b'ETag: "6560f1bc-400"\r\n'
+    b"Accept-Ranges: bytes\r\n"
+    b"\r\n" + BODY
+)
+
+
+def serveOrigin(listener: socket.socket) -> None:
+    """
+    Answer every request head on every connection with L{RESPONSE}.
+    """
+
+    def serve(connection: socket.socket) -> None:
+        buffered = b""
+        with connection:
+            while True:
+                data = connection.recv(65536)
+                if not data:
+                    return
+                buffered += data
+                while b"\r\n\r\n" in buffered:
+                    _, buffered = buffered.split(b"\r\n\r\n", 1)
+                    connection.sendall(RESPONSE)
+
+    while True:
+        try:
+            connection, _ = listener.accept()
+        except OSError:
+            return
+        threading.Thread(target=serve, args=(connection,), daemon=True).start()
+
+
+def freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def waitForProxy(port: int, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit("webproxy exited; see the log in the temporary directory")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit(f"webproxy did not listen on port {port} within {timeout:g} s")
+
+
+def exchange(connections: list[socket.socket], request: bytes, rounds: int) -> None:
+    """
+    Send one request on every connection, read every response; repeat.
+    """
+    for _ in range(rounds):
+        for connection in connections:
+            connection.sendall(request)
+        for connection in connections:
+            received = b""
+            while True:
+                data = connection.recv(65536)
+                if not data:
+                    raise SystemExit("the proxy closed a connection")
+                received += data
+                end = received.find(b"\r\n\r\n")
+                # The proxy adds Via and may drop Connection: compare sizes
+                # of the body, not of the whole response.
+                if end != -1 and len(received) - end - 4 >= len(BODY):
+                    break
+            if not received.startswith(b"HTTP/1.1 200 "):
+                raise SystemExit(f"unexpected response: {received[:80]!r}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--connections", type=int, default=10)
+    parser.add_argument("--access-log", default="off")
+    parser.add_argument("--python", default=sys.executable)
+    options = parser.parse_args()
+    valgrind = shutil.which("valgrind")
+    control = shutil.which("callgrind_control")
+    if not valgrind or not control:
+        raise SystemExit("needs valgrind and callgrind_control (Debian package valgrind)")
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    originPort = listener.getsockname()[1]
+    threading.Thread(target=serveOrigin, args=(listener,), daemon=True).start()
+
+    proxyPort = freePort()
+    temporary = tempfile.mkdtemp(prefix="webproxy-instructions-")
+    output = os.path.join(temporary, "callgrind.out.%p")
+    environment = dict(os.environ, PYTHONPATH=CHECKOUT)
+    argv = [
+        valgrind,
+        "--tool=callgrind",
+        f"--callgrind-out-file={output}",
+        options.python,
+        "-c",
+        "from twisted.scripts.twistd import run; run()",
+        "-n",
+        "--pidfile=",
+        "webproxy",
+        "--port",
+        str(proxyPort),
+        "--interface",
+        "127.0.0.1",
+        "--access-log",
+        options.access_log,
+    ]
+    log = open(os.path.join(temporary, "webproxy.log"), "wb")
+    process = subprocess.Popen(argv, cwd=temporary, env=environment, stdout=log, stderr=log)
+    try:
+        waitForProxy(proxyPort, process, 120)
+        request = (
+            b"GET http://127.0.0.1:%d/1k HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n"
+            % (originPort, originPort)
+        )
+        connections = [
+            socket.create_connection(("127.0.0.1", proxyPort), timeout=60)
+            for _ in range(options.connections)
+        ]
+        rounds = max(1, options.requests // options.connections)
+        exchange(connections, request, 20)
+        subprocess.run([control, "-z", str(process.pid)], check=True, capture_output=True)
+        exchange(connections, request, rounds)
+        subprocess.run([control, "-d", str(process.pid)], check=True, capture_output=True)
+        for connection in connections:
+            connection.close()
+        total = 0
+        for dump in glob.glob(os.path.join(temporary, "callgrind.out.*")):
+            with open(dump) as f:
+                for line in f:
+                    if line.startswith(("summary:", "totals:")):
+                        total = max(total, int(line.split()[1]))
+        requests = rounds * options.connections
+        print(
+            f"{total // requests} instructions per request "
+            f"({requests} requests, {options.connections} connections, "
+            f"access log {options.access_log})"
+        )
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        listener.close()
+        log.close()
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
