@@ -64,6 +64,10 @@ def decided(response: Response, name: str) -> Response:
     return response
 
 
+def _callOne(fn: Callable[..., Any], value: Any) -> Any:
+    return fn(value)
+
+
 class FilterChain:
     """
     The enabled filters, split by interface, in run order.
@@ -106,9 +110,7 @@ class FilterChain:
         @return: the head to forward, a L{Response} to answer with, or a
             L{Deferred} firing with either.
         """
-        return self._run(
-            self._request, 0, request, lambda fn, value: fn(value), 500, request
-        )
+        return self._run(self._request, 0, request, _callOne, 500, request)
 
     def filterTunnel(self, request: RequestHead) -> Union[None, Response, Deferred]:
         """

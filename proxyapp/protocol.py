@@ -255,7 +255,8 @@ class UpstreamProtocol(Protocol):
             self.closing = True
             client.upstreamFailed(self, e.reason)
             return
-        client.flushToClient()
+        if client._out:
+            client.flushToClient()
 
     readClosed = False
 
@@ -364,7 +365,9 @@ class ConnectionPool:
         """
         upstream.client = None
         upstream.received = False
-        idle = self._idle.setdefault(upstream.key, [])
+        idle = self._idle.get(upstream.key)
+        if idle is None:
+            idle = self._idle[upstream.key] = []
         if len(idle) >= self.maxIdle or upstream.closing:
             upstream.closing = True
             upstream.transport.loseConnection()
