@@ -124,7 +124,9 @@ def main() -> None:
     valgrind = shutil.which("valgrind")
     control = shutil.which("callgrind_control")
     if not valgrind or not control:
-        raise SystemExit("needs valgrind and callgrind_control (Debian package valgrind)")
+        raise SystemExit(
+            "needs valgrind and callgrind_control (Debian package valgrind)"
+        )
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -154,7 +156,9 @@ def main() -> None:
         options.access_log,
     ]
     log = open(os.path.join(temporary, "webproxy.log"), "wb")
-    process = subprocess.Popen(argv, cwd=temporary, env=environment, stdout=log, stderr=log)
+    process = subprocess.Popen(
+        argv, cwd=temporary, env=environment, stdout=log, stderr=log
+    )
     try:
         waitForProxy(proxyPort, process, 120)
         request = (
@@ -167,9 +171,13 @@ def main() -> None:
         ]
         rounds = max(1, options.requests // options.connections)
         exchange(connections, request, 20)
-        subprocess.run([control, "-z", str(process.pid)], check=True, capture_output=True)
+        subprocess.run(
+            [control, "-z", str(process.pid)], check=True, capture_output=True
+        )
         exchange(connections, request, rounds)
-        subprocess.run([control, "-d", str(process.pid)], check=True, capture_output=True)
+        subprocess.run(
+            [control, "-d", str(process.pid)], check=True, capture_output=True
+        )
         for connection in connections:
             connection.close()
         total = 0

@@ -178,9 +178,10 @@ def accelerate(transport: Any, protocol: Any = None) -> bool:
     transport.__class__ = fast
     if protocol is not None:
         wrapper = getattr(transport, "protocol", None)
-        if getattr(wrapper, "_wrappedProtocol", None) is protocol and type(
-            wrapper
-        ).__name__ == "_WrappingProtocol":
+        if (
+            getattr(wrapper, "_wrappedProtocol", None) is protocol
+            and type(wrapper).__name__ == "_WrappingProtocol"
+        ):
             transport.protocol = protocol
     try:
         transport.setTcpNoDelay(True)

@@ -76,7 +76,9 @@ class FieldNames:
     def __init__(self, names: Iterable[bytes]) -> None:
         self.names = frozenset(name.lower() for name in names)
         self._pattern = re.compile(
-            rb"\n(?:" + b"|".join(re.escape(name) for name in sorted(self.names)) + rb"):"
+            rb"\n(?:"
+            + b"|".join(re.escape(name) for name in sorted(self.names))
+            + rb"):"
         )
 
 
@@ -142,7 +144,8 @@ class Headers:
         block = self._block
         if block is not None:
             self._fields = [
-                [name.lower(), name, value] for name, value in _FIELD_LINE.findall(block)
+                [name.lower(), name, value]
+                for name, value in _FIELD_LINE.findall(block)
             ] + self._fields
             self._block = None
             self._lowered = b""

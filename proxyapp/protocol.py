@@ -102,9 +102,7 @@ IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"
 
 # Request fields the proxy acts on (Max-Forwards only for TRACE and
 # OPTIONS); a request with none of them skips all those checks.
-_REQUEST_CONTROL_FIELDS = FieldNames(
-    HOP_BY_HOP | frozenset([b"via", b"max-forwards"])
-)
+_REQUEST_CONTROL_FIELDS = FieldNames(HOP_BY_HOP | frozenset([b"via", b"max-forwards"]))
 _KEEP_UPGRADE = frozenset([b"upgrade"])
 _HOP_BY_HOP_FIELDS = FieldNames(HOP_BY_HOP)
 
