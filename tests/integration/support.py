@@ -290,6 +290,25 @@ def request(
     return conn.readResponse(method, timeout=timeout), conn
 
 
+def openTunnel(proxy: "Proxy", authority: str, trailing: bytes = b"") -> Conn:
+    """
+    Open a tunnel to C{authority} and check the proxy's 200.
+    """
+    c = proxy.connect()
+    c.send(
+        b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+        % (authority.encode(), authority.encode())
+        + trailing
+    )
+    resp = c.readResponse(b"CONNECT")
+    assert resp.status == 200, resp
+    assert (
+        b"transfer-encoding" not in resp.headerNames()
+        and b"content-length" not in resp.headerNames()
+    )
+    return c
+
+
 def splitEcho(body: bytes) -> Tuple[bytes, bytes]:
     """
     Split an C{/echo} response body into the request head the origin

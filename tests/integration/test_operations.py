@@ -30,7 +30,7 @@ import pytest
 from proxyapp import __version__
 
 from .origin import pattern
-from .support import Closed, Conn, Origin, Proxy, Response
+from .support import Closed, Conn, Origin, Proxy, Response, openTunnel
 
 MiB = 1 << 20
 
@@ -582,6 +582,76 @@ def test_drainTimeoutCutsStalledTransfer(
         ],
     )
     assert "drained: every request in flight completed" not in log
+
+
+def _openTunnel(proxy: Proxy, origin: Origin) -> Conn:
+    """
+    Open a CONNECT tunnel to the origin and make one exchange through it,
+    leaving the tunnel open.
+    """
+    conn = openTunnel(proxy, origin.authority)
+    conn.send(b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert conn.readResponse().status == 200
+    return conn
+
+
+def test_drainLetsTunnelFinish(makeProxy, origin: Origin) -> None:
+    """
+    A CONNECT tunnel open at SIGTERM keeps relaying during the drain; when
+    its client closes it, the drain completes and the proxy exits without
+    waiting for the drain timeout.
+    """
+    proxy = makeProxy("--connect-port", str(origin.port), "--drain-timeout", "20")
+    conn = _openTunnel(proxy, origin)
+    try:
+        os.kill(proxy.pid, signal.SIGTERM)
+        time.sleep(0.5)
+        assert proxy.process.proc.poll() is None, "exited with a tunnel open"
+        conn.send(b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert conn.readResponse().status == 200
+    finally:
+        conn.close()
+    code = waitExit(proxy, 10)
+    assert code == -signal.SIGTERM, (code, fullLog(proxy)[-2000:])
+    assertInOrder(
+        fullLog(proxy),
+        [
+            "stopped accepting; draining 1 connection(s) in flight for up to 20 s",
+            "drained: every request in flight completed",
+        ],
+    )
+
+
+def test_drainTimeoutCutsOpenTunnel(makeProxy, origin: Origin) -> None:
+    """
+    A CONNECT tunnel still open when the drain timeout passes is cut: the
+    client sees its connection end and the proxy exits within about 1-3
+    seconds of the signal.
+    """
+    proxy = makeProxy("--connect-port", str(origin.port), "--drain-timeout", "1")
+    conn = _openTunnel(proxy, origin)
+    try:
+        signalled = time.monotonic()
+        os.kill(proxy.pid, signal.SIGTERM)
+        code = waitExit(proxy, 6)
+        elapsed = time.monotonic() - signalled
+        assert code == -signal.SIGTERM, (code, fullLog(proxy)[-2000:])
+        assert 0.9 <= elapsed <= 3.0, elapsed
+        conn.sock.settimeout(5)
+        try:
+            assert conn.sock.recv(100) == b""
+        except ConnectionResetError:
+            pass
+    finally:
+        conn.close()
+    assertInOrder(
+        fullLog(proxy),
+        [
+            "stopped accepting; draining 1 connection(s) in flight for up to 1 s",
+            "drain timeout: closing 1 connection(s) still in flight",
+            "Server Shut Down.",
+        ],
+    )
 
 
 def test_drainTimeoutStillLogsCutRequest(

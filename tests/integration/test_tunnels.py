@@ -11,26 +11,7 @@ import ssl
 import time
 
 from .origin import pattern
-from .support import Conn, freePort, splitEcho
-
-
-def connect(proxy, authority: str, trailing: bytes = b"") -> Conn:
-    """
-    Open a tunnel to C{authority} and check the proxy's 200.
-    """
-    c = proxy.connect()
-    c.send(
-        b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n"
-        % (authority.encode(), authority.encode())
-        + trailing
-    )
-    resp = c.readResponse(b"CONNECT")
-    assert resp.status == 200, resp
-    assert (
-        b"transfer-encoding" not in resp.headerNames()
-        and b"content-length" not in resp.headerNames()
-    )
-    return c
+from .support import Conn, freePort, openTunnel, splitEcho
 
 
 def test_connectDisallowedPort(proxy, origin) -> None:
@@ -52,7 +33,7 @@ def test_connectTlsRawSocket(proxy, tlsOrigin, certificate) -> None:
     An allowed CONNECT is answered C{200 Connection established}, then TLS
     runs end to end through the tunnel (the origin's certificate verifies).
     """
-    c = connect(proxy, tlsOrigin.authority)
+    c = openTunnel(proxy, tlsOrigin.authority)
     ctx = ssl.create_default_context(cafile=str(certificate[0]))
     with ctx.wrap_socket(c.sock, server_hostname="localhost") as tls:
         tls.settimeout(5)
@@ -84,7 +65,7 @@ def test_bytesAfterConnectHeadNotLost(proxy, origin) -> None:
     Bytes sent in the same packet as the CONNECT head (here a whole HTTP
     request to a plain-HTTP origin) go through the tunnel.
     """
-    c = connect(
+    c = openTunnel(
         proxy,
         origin.authority,
         trailing=b"GET /echo?same-packet HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -104,7 +85,7 @@ def test_tunnelHalfClose(proxy, origin) -> None:
     A client that shuts down its sending side after the request still
     receives the whole response through the tunnel, then end of file.
     """
-    with connect(proxy, origin.authority) as c:
+    with openTunnel(proxy, origin.authority) as c:
         c.send(b"GET /bytes?n=300000 HTTP/1.1\r\nHost: a\r\n\r\n")
         c.sock.shutdown(socket.SHUT_WR)
         resp = c.readResponse()
@@ -119,7 +100,7 @@ def test_tunnelClientCloseClosesUpstream(makeProxy, makeOrigin) -> None:
     """
     fresh = makeOrigin()
     proxy = makeProxy("--connect-port", str(fresh.port))
-    c = connect(proxy, fresh.authority)
+    c = openTunnel(proxy, fresh.authority)
     c.send(b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n")
     assert c.readResponse().status == 200
     assert fresh.stats()["open"] == 1
@@ -135,7 +116,7 @@ def test_tunnelUpstreamCloseClosesClient(proxy, origin) -> None:
     When the origin closes its side, the client side of the tunnel is
     closed after the last bytes arrive.
     """
-    with connect(proxy, origin.authority) as c:
+    with openTunnel(proxy, origin.authority) as c:
         c.send(b"GET /close?n=5000 HTTP/1.1\r\nHost: a\r\n\r\n")
         resp = c.readResponse()
         assert resp.framing == "close"
@@ -191,7 +172,7 @@ def test_closedTunnelsDoNotDelayShutdown(makeProxy, origin) -> None:
     promptly instead of waiting for its drain timeout (10 s by default).
     """
     proxy = makeProxy("--connect-port", str(origin.port))
-    with connect(proxy, origin.authority) as c:
+    with openTunnel(proxy, origin.authority) as c:
         c.send(b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         assert c.readResponse().status == 200
     with proxy.connect() as c:
@@ -238,7 +219,7 @@ def test_closedTunnelsReleaseSockets(makeProxy, origin) -> None:
     assert proxy.get(origin.url("/echo")).status == 200
     baseline = proxy.openFiles()
     for i in range(20):
-        with connect(
+        with openTunnel(
             proxy,
             origin.authority,
             b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
