@@ -47,15 +47,11 @@ _FIELD_LINE = re.compile(
     re.MULTILINE,
 )
 
-# Any of the fixed hop-by-hop fields, found in a lowercased block that
-# starts with LF; and the lines holding them, for removing in place.
-_HOP_BY_HOP_NAME = re.compile(
-    rb"\n(?:connection|keep-alive|proxy-connection|proxy-authorization"
-    rb"|proxy-authenticate|te|upgrade):"
-)
+# The lines holding a fixed hop-by-hop field, for removing them in place.
 _HOP_BY_HOP_LINE = re.compile(
-    rb"^(?:connection|keep-alive|proxy-connection|proxy-authorization"
-    rb"|proxy-authenticate|te|upgrade):[^\r\n]*\r\n",
+    rb"^(?:"
+    + b"|".join(re.escape(name) for name in sorted(HOP_BY_HOP))
+    + rb"):[^\r\n]*\r\n",
     re.MULTILINE | re.IGNORECASE,
 )
 
@@ -80,6 +76,9 @@ class FieldNames:
             + b"|".join(re.escape(name) for name in sorted(self.names))
             + rb"):"
         )
+
+
+_HOP_BY_HOP_NAMES = FieldNames(HOP_BY_HOP)
 
 
 class Headers:
@@ -322,7 +321,7 @@ class Headers:
                 break
         else:
             block = self._block
-            if block is None or _HOP_BY_HOP_NAME.search(self._lowered) is None:
+            if block is None or not _HOP_BY_HOP_NAMES._pattern.search(self._lowered):
                 # The common case on the per-request path: nothing to
                 # remove.
                 return

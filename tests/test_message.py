@@ -5,6 +5,10 @@ Tests for L{proxyapp.message}.
 
 from __future__ import annotations
 
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from proxyapp.http11 import RequestParser
@@ -12,6 +16,7 @@ from proxyapp.message import (
     HOP_BY_HOP,
     PRODUCT,
     REASONS,
+    FieldNames,
     Headers,
     RequestHead,
     Response,
@@ -555,3 +560,129 @@ class ErrorResponseTests(SynchronousTestCase):
             (response.head.status, response.head.reason, response.body, list(response.head.headers)),
             (200, b"OK", b"ok", [(b"Content-Type", b"text/plain; charset=utf-8")]),
         )
+
+
+_names = st.sampled_from(
+    [
+        b"Host",
+        b"host",
+        b"Connection",
+        b"Proxy-Connection",
+        b"Keep-Alive",
+        b"TE",
+        b"Upgrade",
+        b"X-A",
+        b"x-a",
+        b"X-B",
+        b"Via",
+    ]
+)
+_values = st.sampled_from(
+    [b"", b"1", b"a b", b"close", b"keep-alive", b"Keep-Alive, X-A", b"upgrade", b"x-b,te"]
+)
+_operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("get"), _names),
+        st.tuples(st.just("getAll"), _names),
+        st.tuples(st.just("getTokens"), _names),
+        st.tuples(st.just("contains"), _names),
+        st.tuples(st.just("len"), st.none()),
+        st.tuples(st.just("set"), st.tuples(_names, _values)),
+        st.tuples(st.just("add"), st.tuples(_names, _values)),
+        st.tuples(st.just("remove"), _names),
+        st.tuples(st.just("removeHopByHop"), st.booleans()),
+        st.tuples(st.just("hasAny"), st.lists(_names, max_size=3)),
+        st.tuples(st.just("serialize"), st.none()),
+        st.tuples(st.just("copy"), st.none()),
+    ),
+    max_size=8,
+)
+
+
+class BlockBackedTests(SynchronousTestCase):
+    """
+    Headers kept as the received block behave exactly like headers built
+    from a list of fields.
+    """
+
+    @settings(max_examples=1500, deadline=None)
+    @given(
+        fields=st.lists(
+            st.tuples(_names, _values, st.sampled_from([b":", b": ", b":\t ", b":  "])),
+            max_size=6,
+        ),
+        operations=_operations,
+    )
+    def test_sameAsParsed(
+        self,
+        fields: list[tuple[bytes, bytes, bytes]],
+        operations: list[tuple[str, Any]],
+    ) -> None:
+        """
+        Every operation gives the same answer, and leaves the same fields,
+        on a block-backed and a list-backed L{Headers}; serialised, the
+        block-backed one keeps the received spacing.
+        """
+        block = b"".join(
+            name + separator + value + b"\r\n" for name, value, separator in fields
+        )
+        fields = [(name, value) for name, value, _ in fields]  # type: ignore[misc]
+        lazy = Headers._fromBlock(block, b"\n" + block.lower())
+        eager = Headers(fields)
+        for operation, argument in operations:
+            if operation == "get":
+                results = [h.get(argument) for h in (lazy, eager)]
+            elif operation == "getAll":
+                results = [h.getAll(argument) for h in (lazy, eager)]
+            elif operation == "getTokens":
+                results = [h.getTokens(argument) for h in (lazy, eager)]
+            elif operation == "contains":
+                results = [argument in h for h in (lazy, eager)]
+            elif operation == "len":
+                results = [len(h) for h in (lazy, eager)]
+            elif operation == "set":
+                results = [h.set(*argument) for h in (lazy, eager)]
+            elif operation == "add":
+                results = [h.add(*argument) for h in (lazy, eager)]
+            elif operation == "remove":
+                results = [h.remove(argument) for h in (lazy, eager)]
+            elif operation == "removeHopByHop":
+                keep = frozenset([b"upgrade"]) if argument else frozenset()
+                results = [h.removeHopByHop(keep) for h in (lazy, eager)]
+            elif operation == "hasAny":
+                names = FieldNames(argument or [b"x-none"])
+                results = [h.hasAny(names) for h in (lazy, eager)]
+            elif operation == "serialize":
+                results = [
+                    list(Headers._fromBlock(serialized, b"\n" + serialized.lower()))
+                    for serialized in (lazy.serialize(), eager.serialize())
+                ]
+            else:
+                lazy, eager = lazy.copy(), eager.copy()
+                results = []
+            self.assertEqual(results[:1], results[1:], (operation, argument))
+        self.assertEqual(list(lazy), list(eager))
+
+    def test_connectionListedFieldsRemoved(self) -> None:
+        """
+        A field that the received Connection header names is removed with
+        the fixed hop-by-hop fields, also when the block is cut in place.
+        """
+        block = (
+            b"Host: a\r\nConnection: keep-alive, X-A\r\nX-A: 1\r\n"
+            b"Proxy-Connection: close\r\nX-B: 2\r\n"
+        )
+        headers = Headers._fromBlock(block, b"\n" + block.lower())
+        headers.removeHopByHop()
+        self.assertEqual(list(headers), [(b"Host", b"a"), (b"X-B", b"2")])
+
+    def test_fixedNamesCutInPlace(self) -> None:
+        """
+        When Connection names nothing but connection options, the hop-by-hop
+        lines are cut out of the block and the rest is sent as received.
+        """
+        block = b"Host:a\r\nConnection: Keep-Alive\r\nX-B:  2 \r\nTE: trailers\r\n"
+        headers = Headers._fromBlock(block, b"\n" + block.lower())
+        headers.removeHopByHop()
+        headers.add(b"Via", b"1.1 p")
+        self.assertEqual(headers.serialize(), b"Host:a\r\nX-B:  2 \r\nVia: 1.1 p\r\n")
