@@ -30,7 +30,7 @@ from __future__ import annotations
 import errno
 from typing import Any, Iterable
 
-from twisted.internet import tcp
+from twisted.internet import endpoints, tcp
 
 READ_SIZE = 64 * 1024
 """
@@ -134,6 +134,10 @@ class FastClient(_FastConnectionMixin, tcp.Client):
 
 _FAST = {tcp.Server: FastServer, tcp.Client: FastClient}
 
+# The endpoints' pass-through wrapper (private: if Twisted renames it, reads
+# simply keep going through it).
+_WRAPPING_PROTOCOL = getattr(endpoints, "_WrappingProtocol", None)
+
 
 def supported() -> bool:
     """
@@ -179,8 +183,8 @@ def accelerate(transport: Any, protocol: Any = None) -> bool:
     if protocol is not None:
         wrapper = getattr(transport, "protocol", None)
         if (
-            getattr(wrapper, "_wrappedProtocol", None) is protocol
-            and type(wrapper).__name__ == "_WrappingProtocol"
+            type(wrapper) is _WRAPPING_PROTOCOL
+            and getattr(wrapper, "_wrappedProtocol", None) is protocol
         ):
             transport.protocol = protocol
     try:

@@ -243,9 +243,9 @@ _QUICK_REQUEST_LINE = re.compile(
     rb'(/[!"$-~\x80-\xff]*)) HTTP/1\.([01])\r\n'
 )
 
-# A block of well-formed field lines with the byte checks included (no
-# controls but HTAB, CR and LF only as line ends).
-_QUICK_FIELD_BLOCK = re.compile(
+# A block of well-formed field lines, each ending in CRLF, with the byte
+# checks included (no controls but HTAB, CR and LF only as line ends).
+_FIELD_BLOCK = re.compile(
     rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*"
 )
 
@@ -323,25 +323,20 @@ def _parseFields(lines: list[bytes], errorType: type) -> list[list[bytes]]:
     return fields
 
 
-# A block of well-formed field lines (control characters and bare CR or LF
-# were refused before): one C-level match per head.
-_FIELD_BLOCK = re.compile(rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+:[^\r\n]*\r\n)*")
-
-
-def _parseFieldBlock(block: bytes, lowered: bytes, errorType: type) -> Headers:
+def _rejectFieldBlock(block: bytes, errorType: type) -> ProtocolError:
     """
-    Check a block of field lines, each ending in CRLF, and wrap it in a
-    L{Headers} that parses lines only when asked; the line-by-line parser
-    names the defect when the block is malformed.
+    Name the defect of a block of field lines that L{_FIELD_BLOCK} did not
+    match, with the line-by-line parser.
 
-    @param lowered: C{b"\\n" + block.lower()}.
+    @return: the error to raise.
     """
-    if _FIELD_BLOCK.fullmatch(block) is None:
-        lines = block.split(b"\r\n")
-        lines.pop()
+    lines = block.split(b"\r\n")
+    lines.pop()
+    try:
         _parseFields(lines, errorType)
-        raise _fieldError(errorType, "malformed header field")
-    return Headers._fromBlock(block, lowered)
+    except ProtocolError as e:
+        return e
+    return _fieldError(errorType, "malformed header field")
 
 
 def _fieldError(errorType: type, reason: str) -> ProtocolError:
@@ -704,7 +699,7 @@ class RequestParser(_Parser):
         if end + 2 - lineEnd > self.maxHeaderBytes:
             return None
         block = buffer[lineEnd : end + 2]
-        if _QUICK_FIELD_BLOCK.fullmatch(block) is None:
+        if _FIELD_BLOCK.fullmatch(block) is None:
             return None
         if block.count(b"\r\n") > self.maxHeaders:
             return None
@@ -790,8 +785,10 @@ class RequestParser(_Parser):
         block = buffer[lineEnd + 2 : end + 2]
         if block.count(b"\r\n") > self.maxHeaders:
             raise ClientProtocolError(431, "too many header fields")
+        if _FIELD_BLOCK.fullmatch(block) is None:
+            raise _rejectFieldBlock(block, ClientProtocolError)
         lowered = b"\n" + block.lower()
-        headers = _parseFieldBlock(block, lowered, ClientProtocolError)
+        headers = Headers._fromBlock(block, lowered)
         request = RequestHead(method, target, version, headers)
         hosts = lowered.count(b"\nhost:")
         if hosts > 1:
@@ -898,7 +895,7 @@ class ResponseParser(_Parser):
         # check, so a well-formed head costs two C-level matches.
         match = _STATUS_LINE.fullmatch(buffer, offset, lineEnd)
         block = buffer[lineEnd + 2 : end + 2]
-        wellFormed = _QUICK_FIELD_BLOCK.fullmatch(block) is not None
+        wellFormed = _FIELD_BLOCK.fullmatch(block) is not None
         if match is None or not wellFormed:
             if _badHeadBytes(buffer[offset:end]):
                 raise UpstreamProtocolError(
@@ -908,11 +905,10 @@ class ResponseParser(_Parser):
                 raise UpstreamProtocolError("malformed status line")
         if block.count(b"\r\n") > self.maxHeaders:
             raise UpstreamProtocolError("too many response header fields")
+        if not wellFormed:
+            raise _rejectFieldBlock(block, UpstreamProtocolError)
         lowered = b"\n" + block.lower()
-        if wellFormed:
-            headers = Headers._fromBlock(block, lowered)
-        else:
-            headers = _parseFieldBlock(block, lowered, UpstreamProtocolError)
+        headers = Headers._fromBlock(block, lowered)
         minor, statusText, reason = match.groups()
         status = int(statusText)
         if not 100 <= status <= 599:

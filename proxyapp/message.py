@@ -78,7 +78,10 @@ class FieldNames:
         )
 
 
-_HOP_BY_HOP_NAMES = FieldNames(HOP_BY_HOP)
+HOP_BY_HOP_FIELDS = FieldNames(HOP_BY_HOP)
+"""
+L{HOP_BY_HOP} for L{Headers.hasAny}.
+"""
 
 
 class Headers:
@@ -321,7 +324,7 @@ class Headers:
                 break
         else:
             block = self._block
-            if block is None or not _HOP_BY_HOP_NAMES._pattern.search(self._lowered):
+            if block is None or not HOP_BY_HOP_FIELDS._pattern.search(self._lowered):
                 # The common case on the per-request path: nothing to
                 # remove.
                 return

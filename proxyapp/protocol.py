@@ -77,6 +77,7 @@ from proxyapp.http11 import (
 )
 from proxyapp.message import (
     HOP_BY_HOP,
+    HOP_BY_HOP_FIELDS,
     PRODUCT,
     FieldNames,
     RequestHead,
@@ -104,7 +105,6 @@ IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"
 # OPTIONS); a request with none of them skips all those checks.
 _REQUEST_CONTROL_FIELDS = FieldNames(HOP_BY_HOP | frozenset([b"via", b"max-forwards"]))
 _KEEP_UPGRADE = frozenset([b"upgrade"])
-_HOP_BY_HOP_FIELDS = FieldNames(HOP_BY_HOP)
 
 # Deadline kinds of a client connection.
 _NO_DEADLINE = 0
@@ -1024,7 +1024,7 @@ class ProxyProtocol(Protocol):
         self._responseComplete = False
         self.status = status
         headers = head.headers
-        if headers.hasAny(_HOP_BY_HOP_FIELDS):
+        if headers.hasAny(HOP_BY_HOP_FIELDS):
             connection = headers.getTokens(b"connection")
             if b"close" in connection or (
                 head.version == b"HTTP/1.0" and b"keep-alive" not in connection
@@ -1512,27 +1512,26 @@ class ProxyProtocol(Protocol):
         if self.upstream is not upstream:
             self.upstream = upstream
             upstream.client = self
-        if self.transport.producer is None:
-            self.transport.registerProducer(upstream.gate, True)
-        if upstream.transport.producer is None:
-            upstream.transport.registerProducer(self.gate, True)
         if toUpstream:
             upstream.transport.write(toUpstream)
         if toClient:
             self.transport.write(toClient)
             self.bytesOut += len(toClient)
+        if not self.readClosed:
+            # On Linux, two plain TCP connections with nothing buffered are
+            # joined in the kernel (splice(2)): the bytes never enter
+            # Python.  The relay wants no producers registered.
+            self._unregisterProducers(upstream)
+            relay = SpliceRelay(self.transport, upstream.transport)
+            if relay.start():
+                self._relay = relay
+                return
+        if self.transport.producer is None:
+            self.transport.registerProducer(upstream.gate, True)
+        if upstream.transport.producer is None:
+            upstream.transport.registerProducer(self.gate, True)
         if self.readClosed:
             upstream.transport.loseWriteConnection()
-            return
-        # On Linux, two plain TCP connections with nothing buffered are
-        # joined in the kernel (splice(2)): the bytes never enter Python.
-        self._unregisterProducers(upstream)
-        relay = SpliceRelay(self.transport, upstream.transport)
-        if relay.start():
-            self._relay = relay
-        else:
-            self.transport.registerProducer(upstream.gate, True)
-            upstream.transport.registerProducer(self.gate, True)
 
     def upstreamHalfClosed(self) -> None:
         """
