@@ -47,14 +47,6 @@ _FIELD_LINE = re.compile(
     re.MULTILINE,
 )
 
-# The lines holding a fixed hop-by-hop field, for removing them in place.
-_HOP_BY_HOP_LINE = re.compile(
-    rb"^(?:"
-    + b"|".join(re.escape(name) for name in sorted(HOP_BY_HOP))
-    + rb"):[^\r\n]*\r\n",
-    re.MULTILINE | re.IGNORECASE,
-)
-
 # Connection tokens whose removal the fixed hop-by-hop names already cover:
 # connection options that name no field (RFC 9112 sections 9.3 and 9.6),
 # and the fixed names themselves.
@@ -324,7 +316,11 @@ class Headers:
                 break
         else:
             block = self._block
-            if block is None or not HOP_BY_HOP_FIELDS._pattern.search(self._lowered):
+            if block is None:
+                return
+            lowered = self._lowered
+            found = HOP_BY_HOP_FIELDS._pattern.search(lowered)
+            if found is None:
                 # The common case on the per-request path: nothing to
                 # remove.
                 return
@@ -332,8 +328,19 @@ class Headers:
                 connection = self.getTokens(b"connection")
             if not keep and _CONNECTION_OPTIONS.issuperset(connection):
                 # Only fixed names to drop: cut their lines out of the
-                # block without parsing the rest.
-                block = _HOP_BY_HOP_LINE.sub(b"", block)
+                # block without parsing the rest.  A match starts at the
+                # LF before its line, which in the block (one byte
+                # shorter) is where the line starts.
+                pieces = []
+                kept = 0
+                search = HOP_BY_HOP_FIELDS._pattern.search
+                while found is not None:
+                    start = found.start()
+                    pieces.append(block[kept:start])
+                    kept = lowered.find(b"\n", start + 1)
+                    found = search(lowered, kept)
+                pieces.append(block[kept:])
+                block = b"".join(pieces)
                 self._block = block
                 self._lowered = b"\n" + block.lower()
                 return

@@ -224,8 +224,37 @@ class UpstreamProtocol(Protocol):
             self.transport.loseConnection()
             return
         self.received = True
+        whole = self.parser.wholeResponse(data)
+        if whole is not None:
+            head, close, body = whole
+            if close:
+                self.closing = True
+            if not client.relayWholeResponse(self, head, body):
+                self._wholeResponse(client, head, body)
+            return
         self.parser.receiveData(data)
         self._parse(client)
+
+    def _wholeResponse(
+        self, client: "ProxyProtocol", head: ResponseHead, body: bytes
+    ) -> None:
+        """
+        Relay a response that arrived whole in one read through the
+        client's event methods: the events L{_parse} would have produced,
+        without the parser's event loop.
+        """
+        try:
+            client.responseHead(head)
+        except UpstreamProtocolError as e:
+            self.closing = True
+            client.upstreamFailed(self, e.reason)
+            return
+        if self.client is client:
+            if body:
+                client.responseData(body)
+            client.responseEnd(END)
+        if client._out:
+            client.flushToClient()
 
     def _parse(self, client: "ProxyProtocol") -> None:
         parser = self.parser
@@ -630,6 +659,11 @@ class ProxyProtocol(Protocol):
             self._out = []
             self._pendingUp = []
         parser = self.parser
+        if self.request is None:
+            request = parser.wholeRequest(data)
+            if request is not None:
+                self._wholeRequest(request)
+                return
         parser.receiveData(data)
         self._dispatch()
         if (
@@ -693,6 +727,19 @@ class ProxyProtocol(Protocol):
         self._dispatching = False
         self._flushUp()
 
+    def _wholeRequest(self, request: RequestHead) -> None:
+        """
+        Handle a usual bodiless request that arrived whole in one read
+        (L{RequestParser.wholeRequest}): what L{_dispatch} does with its
+        head and end events, without the parser's event loop.
+        """
+        self._dispatching = True
+        self._requestHead(request, plain=True)
+        if self.request is request:
+            self._requestEnd(END)
+        self._dispatching = False
+        self._flushUp()
+
     def readConnectionLost(self) -> None:
         self.readClosed = True
         if self.tunnel:
@@ -739,7 +786,14 @@ class ProxyProtocol(Protocol):
 
     # -- requests ------------------------------------------------------------
 
-    def _requestHead(self, request: RequestHead) -> None:
+    def _requestHead(self, request: RequestHead, plain: bool = False) -> None:
+        """
+        Act on a request head: check it, run the request filters, forward.
+
+        @param plain: whether the head is known to hold none of the fields
+            the proxy acts on and a Host field equal to the target's
+            authority (L{RequestParser.wholeRequest} checked).
+        """
         factory = self.factory
         factory.stats.requests += 1
         self.request = request
@@ -753,7 +807,7 @@ class ProxyProtocol(Protocol):
         headers = request.headers
         # Most requests carry none of the fields the proxy acts on; one
         # search of the received block tells.
-        control = headers.hasAny(_REQUEST_CONTROL_FIELDS)
+        control = not plain and headers.hasAny(_REQUEST_CONTROL_FIELDS)
         self._upgrading = False
         if control:
             connection = headers.getTokens(b"connection")
@@ -828,7 +882,8 @@ class ProxyProtocol(Protocol):
                 headers.add(b"Connection", b"Upgrade")
             else:
                 headers.removeHopByHop()
-        headers.set(b"Host", request.authority)
+        if not plain:
+            headers.set(b"Host", request.authority)
         headers.add(b"Via", factory.viaValues[request.version])
         self.chunkUp = framing == CHUNKED
 
@@ -1188,6 +1243,57 @@ class ProxyProtocol(Protocol):
             upstream.closing = True  # type: ignore[union-attr]
             upstream.transport.loseConnection()  # type: ignore[union-attr]
         self._finishExchange()
+
+    def relayWholeResponse(
+        self, upstream: UpstreamProtocol, head: ResponseHead, body: bytes
+    ) -> bool:
+        """
+        Relay a final response that arrived whole in one read
+        (L{ResponseParser.wholeResponse}) in one step, when nothing about
+        the exchange needs the general path: the request is complete, the
+        connection stays open, both sides speak HTTP/1.1, and no response
+        or body filter, held event or streaming producer is involved.
+        What it does is what L{responseHead}, L{_sendResponseHead},
+        L{responseData} and L{responseEnd} together do in that case.
+
+        @return: whether it relayed the response; if not, nothing changed
+            and the caller goes through the event methods.
+        """
+        request = self.request
+        chain = self.factory.chain
+        if (
+            request is None
+            or not self.requestDone
+            or self.closeAfter
+            or request.version != b"HTTP/1.1"
+            or self._out
+            or self._held is not None
+            or self.transport.producer is not None
+            or upstream.transport.producer is not None
+            or (
+                chain is not None and (chain.hasResponseFilters or chain.hasBodyFilters)
+            )
+        ):
+            return False
+        factory = self.factory
+        self.status = head.status
+        self.responseStarted = True
+        headers = head.headers
+        headers.add(b"Via", factory.viaValues[b"HTTP/1.1"])
+        if factory.accessLog is not None:
+            contentType = headers.get(b"content-type")
+            self.contentType = contentType.decode("latin-1") if contentType else None
+        data = head.serialize() + body
+        self.bytesOut += len(data)
+        self.transport.write(data)
+        self.upstream = None
+        if upstream.closing:
+            upstream.client = None
+            upstream.transport.loseConnection()
+        else:
+            factory.pool.release(upstream)
+        self._finishExchange()
+        return True
 
     def flushToClient(self) -> None:
         """

@@ -2263,3 +2263,325 @@ class QuickHeadTests(SynchronousTestCase):
             self.assertIsNotNone(
                 parser._quickHead(head, 0, head.find(b"\r\n\r\n")), head
             )
+
+
+# Request fields for the whole-request shortcut: ordinary ones, the ones
+# the proxy acts on (which make it decline), malformed ones.
+_wholeRequestFields = st.lists(
+    st.sampled_from(
+        [
+            b"User-Agent: curl/7.88.1",
+            b"Accept: */*",
+            b"X-A:   spaced   ",
+            b"X-B: \x80\xff",
+            b"X-C: a\x00b",
+            b"X F: 1",
+            b" folded",
+            b"Host: example.com",
+            b"HOST: example.com",
+            b"Content-Length: 0",
+            b"Transfer-Encoding: chunked",
+            b"Connection: close",
+            b"connection: keep-alive",
+            b"Keep-Alive: timeout=5",
+            b"Proxy-Authorization: Basic eDp5",
+            b"Proxy-Connection: keep-alive",
+            b"TE: trailers",
+            b"Tea: green",
+            b"Upgrade: websocket",
+            b"Via: 1.1 other",
+            b"Max-Forwards: 3",
+            b"Expect: 100-continue",
+        ]
+    ),
+    max_size=4,
+)
+
+
+class WholeRequestTests(SynchronousTestCase):
+    """
+    L{RequestParser.wholeRequest} takes only what the event path takes, as
+    the event path takes it, and declines everything the proxy acts on.
+    """
+
+    @settings(max_examples=1500, deadline=None)
+    @given(
+        method=st.sampled_from([b"GET", b"HEAD", b"POST", b"CONNECT", b"get"]),
+        target=st.sampled_from(
+            [
+                b"http://example.com/a?b",
+                b"http://example.com:8080/",
+                b"http://EXAMPLE.com/",
+                b"HTTP://example.com/",
+                b"https://example.com/",
+                b"http://example.com",
+                b"http://ex%41mple.com/",
+                b"http://user@example.com/",
+                b"http://[::1]:81/",
+                b"/a",
+                b"http://example.com/#f",
+            ]
+        ),
+        version=st.sampled_from([b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.0"]),
+        host=st.sampled_from(
+            [
+                [b"Host: example.com"],
+                [b"host:example.com  "],
+                [b"Host: example.com:8080"],
+                [b"Host: [::1]:81"],
+                [b"Host: other"],
+                [],
+            ]
+        ),
+        fields=_wholeRequestFields,
+        extra=st.sampled_from([b"", b"", b"xyz", b"GET / HTTP/1.1\r\n", b"\r\n"]),
+    )
+    def test_sameAsEvents(
+        self,
+        method: bytes,
+        target: bytes,
+        version: bytes,
+        host: list[bytes],
+        fields: list[bytes],
+        extra: bytes,
+    ) -> None:
+        """
+        Whenever the shortcut takes the bytes, the event path parses them to
+        the same head, with nothing left over and the parser in the same
+        state; and it never takes a request carrying a field the proxy
+        acts on.
+        """
+        data = method + b" " + target + b" " + version + b"\r\n"
+        data += b"".join(field + b"\r\n" for field in host + fields) + b"\r\n"
+        data += extra
+        whole = RequestParser()
+        head = whole.wholeRequest(data)
+        if head is None:
+            self.assertEqual((whole.buffered(), whole.nextEvent()), (0, NEED_DATA))
+            return
+        names = {f.split(b":")[0].strip().lower() for f in fields}
+        self.assertFalse(
+            names
+            & {b"content-length", b"transfer-encoding", b"connection", b"keep-alive"}
+            | {n for n in names if n.startswith(b"proxy-")}
+            | (names & {b"te", b"upgrade", b"via", b"max-forwards"}),
+            data,
+        )
+        parser = RequestParser()
+        events = feed(parser, [data])
+        self.assertEqual(len(events), 3, events)
+        self.assertIsInstance(events[1], EndOfMessage)
+        self.assertIsNone(events[1].trailers)
+        self.assertIs(events[2], PAUSED)
+        expected = events[0]
+        self.assertEqual(
+            (head.method, head.target, head.version, list(head.headers)),
+            (expected.method, expected.target, expected.version, list(expected.headers)),
+        )
+        self.assertEqual(
+            (head.scheme, head.host, head.port, head.authority, head.path),
+            (
+                expected.scheme,
+                expected.host,
+                expected.port,
+                expected.authority,
+                expected.path,
+            ),
+        )
+        self.assertEqual(head.headers.get(b"host"), head.authority)
+        self.assertEqual(
+            (whole._state, whole.framing, whole.remaining, whole.buffered()),
+            (parser._state, parser.framing, parser.remaining, parser.buffered()),
+        )
+
+    def test_taken(self) -> None:
+        """
+        Ordinary proxied GET and HEAD requests take the shortcut (otherwise
+        the test above proves nothing).
+        """
+        for data in [
+            b"GET http://example.com/x HTTP/1.1\r\nHost: example.com\r\n\r\n",
+            b"HEAD http://example.com:81/ HTTP/1.1\r\nhost:  example.com:81 \r\n"
+            b"User-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n",
+        ]:
+            head = RequestParser().wholeRequest(data)
+            self.assertIsNotNone(head, data)
+
+    def test_declined(self) -> None:
+        """
+        The shortcut declines what it does not handle, leaving the parser
+        untouched.
+        """
+        get = b"GET http://example.com/x HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        for data in [
+            get[:-2],
+            get + get,
+            get.replace(b"Host: example.com", b"Host: example.org"),
+            get.replace(b"HTTP/1.1", b"HTTP/1.0"),
+            get.replace(b"http://example.com", b""),
+            get.replace(b"\r\n\r\n", b"\r\nVia: 1.1 x\r\n\r\n"),
+            get.replace(b"\r\n\r\n", b"\r\nProxy-Authorization: Basic eDp5\r\n\r\n"),
+        ]:
+            parser = RequestParser()
+            self.assertIsNone(parser.wholeRequest(data), data)
+            self.assertEqual(parser.nextEvent(), NEED_DATA)
+        parser = RequestParser()
+        parser.receiveData(b"G")
+        self.assertIsNone(parser.wholeRequest(get))
+
+    def test_limits(self) -> None:
+        """
+        A request over any of the parser's limits is left to the event
+        path, which answers it with the right status.
+        """
+        get = b"GET http://example.com/x HTTP/1.1\r\nHost: example.com\r\nX-A: 1\r\n\r\n"
+        for limits in [
+            {"maxRequestLine": 30},
+            {"maxHeaderBytes": 20},
+            {"maxHeaders": 1},
+        ]:
+            self.assertIsNone(RequestParser(**limits).wholeRequest(get), limits)
+            self.assertIsNotNone(RequestParser().wholeRequest(get))
+
+
+# Response fields for the whole-response shortcut.
+_wholeResponseFields = st.lists(
+    st.sampled_from(
+        [
+            b"Server: nginx/1.22.1",
+            b"Content-Type: text/plain",
+            b"X-A:   spaced   ",
+            b"X-C: a\x00b",
+            b"X F: 1",
+            b"Connection: keep-alive",
+            b"connection:  Close ",
+            b"Connection: upgrade",
+            b"Connection: keep-alive, x-a",
+            b"Keep-Alive: timeout=5",
+            b"Transfer-Encoding: chunked",
+            b"Proxy-Authenticate: Basic",
+            b"TE: trailers",
+            b"Upgrade: h2c",
+            b"Content-Length: 5",
+            b"Content-Length: x",
+        ]
+    ),
+    max_size=4,
+)
+
+
+class WholeResponseTests(SynchronousTestCase):
+    """
+    L{ResponseParser.wholeResponse} takes only what the event path takes,
+    as the event path takes it, less the Connection field it reports.
+    """
+
+    @settings(max_examples=1500, deadline=None)
+    @given(
+        method=st.sampled_from([b"GET", b"GET", b"POST", b"HEAD", b"CONNECT"]),
+        statusLine=st.sampled_from(
+            [
+                b"HTTP/1.1 200 OK",
+                b"HTTP/1.1 404 Not Found",
+                b"HTTP/1.1 200 ",
+                b"HTTP/1.1 200",
+                b"HTTP/1.1 204 No Content",
+                b"HTTP/1.1 304 Not Modified",
+                b"HTTP/1.1 100 Continue",
+                b"HTTP/1.0 200 OK",
+                b"HTTP/1.1 200 O\x00K",
+            ]
+        ),
+        length=st.sampled_from([[b"Content-Length: 5"], [b"content-length:5 "], []]),
+        fields=_wholeResponseFields,
+        body=st.sampled_from([b"hello", b"hell", b"hello!", b""]),
+    )
+    def test_sameAsEvents(
+        self,
+        method: bytes,
+        statusLine: bytes,
+        length: list[bytes],
+        fields: list[bytes],
+        body: bytes,
+    ) -> None:
+        """
+        Whenever the shortcut takes the bytes, the event path parses them to
+        the same head (but for the Connection field, whose C{close} it
+        reports), the same body and the same parser state.
+        """
+        data = statusLine + b"\r\n"
+        data += b"".join(field + b"\r\n" for field in fields[:2] + length + fields[2:])
+        data += b"\r\n" + body
+        whole = ResponseParser()
+        whole.expectResponse(method)
+        taken = whole.wholeResponse(data)
+        if taken is None:
+            self.assertEqual((whole.buffered(), whole.nextEvent()), (0, NEED_DATA))
+            return
+        head, close, received = taken
+        parser = ResponseParser()
+        parser.expectResponse(method)
+        events = merge(feed(parser, [data]))
+        expected = events[0]
+        self.assertIsInstance(expected, ResponseHead)
+        self.assertEqual(events[1:-2], [body] if body else [])
+        self.assertIsInstance(events[-2], EndOfMessage)
+        self.assertIs(events[-1], PAUSED)
+        self.assertEqual(received, body)
+        connection = expected.headers.getTokens(b"connection")
+        self.assertEqual(close, b"close" in connection)
+        self.assertLessEqual(set(connection), {b"close", b"keep-alive"})
+        expected.headers.removeHopByHop()
+        self.assertEqual(
+            (head.status, head.reason, head.version, list(head.headers)),
+            (expected.status, expected.reason, expected.version, list(expected.headers)),
+        )
+        self.assertEqual(
+            (whole._state, whole.framing, whole.remaining, whole.buffered()),
+            (parser._state, parser.framing, parser.remaining, parser.buffered()),
+        )
+
+    def test_taken(self) -> None:
+        """
+        An nginx-like response takes the shortcut, its Connection field set
+        apart.
+        """
+        parser = ResponseParser()
+        parser.expectResponse(b"GET")
+        taken = parser.wholeResponse(
+            b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 5\r\n"
+            b"Connection: keep-alive\r\nETag: \"x\"\r\n\r\nhello"
+        )
+        assert taken is not None
+        head, close, body = taken
+        self.assertEqual(
+            (head.status, head.reason, list(head.headers), close, body),
+            (
+                200,
+                b"OK",
+                [(b"Server", b"nginx"), (b"Content-Length", b"5"), (b"ETag", b'"x"')],
+                False,
+                b"hello",
+            ),
+        )
+
+    def test_declined(self) -> None:
+        """
+        The shortcut declines a response it does not handle whole, leaving
+        the parser untouched.
+        """
+        ok = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+        for method, data in [
+            (b"GET", ok[:-1]),
+            (b"GET", ok + b"HTTP/1.1"),
+            (b"HEAD", ok[:-5]),
+            (b"GET", ok.replace(b"\r\n\r\n", b"\r\nConnection: close\r\nConnection: close\r\n\r\n")),
+            (b"GET", ok.replace(b"\r\n\r\n", b"\r\nContent-Length: 5\r\n\r\n")),
+        ]:
+            parser = ResponseParser()
+            parser.expectResponse(method)
+            self.assertIsNone(parser.wholeResponse(data), data)
+            self.assertEqual(parser.buffered(), 0)
+        parser = ResponseParser(maxHeaders=0)
+        parser.expectResponse(b"GET")
+        self.assertIsNone(parser.wholeResponse(ok))

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import error
 from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -24,6 +26,7 @@ from zope.interface.verify import verifyObject
 
 from proxyapp import __version__
 from proxyapp.config import Settings
+from proxyapp.http11 import RequestParser, ResponseParser
 from proxyapp.protocol import ProxyFactory, ProxyProtocol, UpstreamProtocol
 
 PROXY_ADDRESS = IPv4Address("TCP", "127.0.0.1", 8080)
@@ -1320,6 +1323,132 @@ class SameReadTests(ProxyTestCase):
         self.reactor.advance(0)
         self.assertTrue(self.client.value().startswith(OK_DOWN + b"HTTP/1.1 400 "))
         self.assertTrue(self.client.disconnecting)
+
+
+class WholeMessageTests(ProxyTestCase):
+    """
+    A request or response that arrives whole in one read takes a shortcut
+    (L{RequestParser.wholeRequest}, L{ResponseParser.wholeResponse},
+    L{ProxyProtocol.relayWholeResponse}); what the proxy then sends either
+    way, and whether it keeps the connections, is what the event path does
+    with the same bytes in pieces.
+    """
+
+    def exchangeTwice(self, request: bytes, response: bytes, pieces: bool) -> Any:
+        """
+        Proxy C{request} and C{response} twice on one client connection,
+        each in one read or in two.
+
+        @return: everything observable: bytes sent upstream and to the
+            client, connections opened, which ones are closing.
+        """
+        self.start()
+        observed: list[Any] = []
+        for _ in range(2):
+            if self.client.disconnecting:
+                break
+            if pieces:
+                self.send(request[:7])
+                self.send(request[7:])
+            else:
+                self.send(request)
+            if len(self.reactor.tcpClients) > len(observed) // 2:
+                upstream, transport = self.accept()
+            sent = transport.value()
+            transport.clear()
+            if pieces:
+                self.reply(upstream, response[:12])
+                self.reply(upstream, response[12:])
+            else:
+                self.reply(upstream, response)
+            observed += [sent, transport.disconnecting]
+        return observed, self.client.value(), self.client.disconnecting, len(
+            self.reactor.tcpClients
+        )
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        method=st.sampled_from([b"GET", b"HEAD", b"POST"]),
+        requestFields=st.lists(
+            st.sampled_from(
+                [
+                    b"User-Agent: curl/7.88.1",
+                    b"Connection: close",
+                    b"Proxy-Connection: keep-alive",
+                    b"Via: 1.1 other",
+                    b"Content-Length: 0",
+                ]
+            ),
+            max_size=2,
+        ),
+        status=st.sampled_from([b"200 OK", b"404 Not Found", b"204 No Content"]),
+        responseFields=st.lists(
+            st.sampled_from(
+                [
+                    b"Connection: keep-alive",
+                    b"Connection: close",
+                    b"Connection: x-a",
+                    b"X-A: 1",
+                    b"Keep-Alive: timeout=5",
+                    b"Content-Type: text/plain",
+                ]
+            ),
+            max_size=3,
+        ),
+    )
+    def test_sameAsInPieces(
+        self,
+        method: bytes,
+        requestFields: list[bytes],
+        status: bytes,
+        responseFields: list[bytes],
+    ) -> None:
+        """
+        Whole or in pieces, an exchange puts the same bytes on every
+        connection and leaves the same connections open.
+        """
+        request = method + b" http://example.com/a HTTP/1.1\r\nHost: example.com\r\n"
+        request += b"".join(f + b"\r\n" for f in requestFields) + b"\r\n"
+        body = b"" if status.startswith(b"204") else b"hello"
+        response = b"HTTP/1.1 " + status + b"\r\n"
+        response += b"".join(f + b"\r\n" for f in responseFields)
+        response += b"Content-Length: %d\r\n\r\n" % (len(body),) + body
+        self.assertEqual(
+            self.exchangeTwice(request, response, False),
+            self.exchangeTwice(request, response, True),
+        )
+
+    def test_shortcutsTaken(self) -> None:
+        """
+        A plain GET and an nginx-like answer take the shortcuts (otherwise
+        the test above proves nothing).
+        """
+        taken: list[str] = []
+
+        def spy(name: str, original: Any) -> Any:
+            def wrapper(*args: Any) -> Any:
+                result = original(*args)
+                if result:
+                    taken.append(name)
+                return result
+
+            return wrapper
+
+        for name, owner, method in [
+            ("request", RequestParser, "wholeRequest"),
+            ("response", ResponseParser, "wholeResponse"),
+            ("relay", ProxyProtocol, "relayWholeResponse"),
+        ]:
+            self.patch(owner, method, spy(name, getattr(owner, method)))
+        upstream, transport = self.forward(GET)
+        self.assertEqual(transport.value(), GET_UP)
+        self.reply(
+            upstream,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello",
+        )
+        self.assertEqual(self.client.value(), OK_DOWN)
+        self.assertEqual(taken, ["request", "response", "relay"])
+        self.assertFalse(transport.disconnecting)
 
 
 class TimeoutTests(ProxyTestCase):
