@@ -64,10 +64,6 @@ def decided(response: Response, name: str) -> Response:
     return response
 
 
-def _callOne(fn: Callable[..., Any], value: Any) -> Any:
-    return fn(value)
-
-
 class FilterChain:
     """
     The enabled filters, split by interface, in run order.
@@ -110,7 +106,7 @@ class FilterChain:
         @return: the head to forward, a L{Response} to answer with, or a
             L{Deferred} firing with either.
         """
-        return self._run(self._request, 0, request, _callOne, 500, request)
+        return self._run(self._request, 0, request, None, 500, request)
 
     def filterTunnel(self, request: RequestHead) -> Union[None, Response, Deferred]:
         """
@@ -173,14 +169,20 @@ class FilterChain:
         steps: list[tuple[str, Callable[..., Any], str]],
         index: int,
         value: Any,
-        call: Callable[[Callable[..., Any], Any], Any],
+        call: Optional[Callable[[Callable[..., Any], Any], Any]],
         status: int,
         request: RequestHead,
     ) -> Any:
+        """
+        Run C{steps} from C{index} on C{value}.
+
+        @param call: how to call a step's function with the value, or
+            C{None} to call it with the value alone (request filters).
+        """
         while index < len(steps):
             name, fn, onError = steps[index]
             try:
-                result = call(fn, value)
+                result = fn(value) if call is None else call(fn, value)
             except Exception:
                 result = self._failed(Failure(), name, onError, status, request)
                 if result is None:
@@ -206,7 +208,7 @@ class FilterChain:
         steps: list[tuple[str, Callable[..., Any], str]],
         index: int,
         value: Any,
-        call: Callable[[Callable[..., Any], Any], Any],
+        call: Optional[Callable[[Callable[..., Any], Any], Any]],
         status: int,
         request: RequestHead,
     ) -> Deferred:

@@ -250,14 +250,22 @@ _FIELD_BLOCK = re.compile(
 )
 
 # The whole of the usual proxied request, when one read brings exactly that:
-# GET or HEAD of an http:// URL over HTTP/1.1, no body, well-formed fields
-# and none of those the proxy acts on (framing, hop-by-hop, Via,
-# Max-Forwards).  See L{RequestParser.wholeRequest}.
+# GET or HEAD of an http:// URL over HTTP/1.1, no body, well-formed fields,
+# one Host field, and none of the fields the proxy acts on (framing,
+# hop-by-hop, Via, Max-Forwards).  Groups: method, target, authority,
+# path, the field block, the Host field's value.  See
+# L{RequestParser.wholeRequest}.
+_PLAIN_REQUEST_FIELDS = (
+    rb"(?:(?!(?i:(?:host|content-length|transfer-encoding|connection|keep-alive"
+    rb"|te|upgrade|via|max-forwards):|proxy-))"
+    rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*"
+)
 _WHOLE_REQUEST = re.compile(
     rb"(GET|HEAD) (http://([^/?#\x00-\x20\x7f]+)(/[!\"$-~\x80-\xff]*)) HTTP/1\.1\r\n"
-    rb"((?:(?!(?i:(?:content-length|transfer-encoding|connection|keep-alive|te"
-    rb"|upgrade|via|max-forwards):|proxy-))"
-    rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n"
+    rb"("
+    + _PLAIN_REQUEST_FIELDS
+    + rb"(?i:host):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]*\r\n"
+    rb"" + _PLAIN_REQUEST_FIELDS + rb")\r\n"
 )
 
 # The head of the usual response to it: HTTP/1.1, a final status, fields
@@ -710,27 +718,23 @@ class RequestParser(_Parser):
         match = _WHOLE_REQUEST.fullmatch(data)
         if match is None:
             return None
-        method, target, authority, path, block = match.groups()
+        method, target, authority, path, block, host = match.groups()
         if (
-            match.start(5) - 2 > self.maxRequestLine
+            host != authority
+            or match.start(5) - 2 > self.maxRequestLine
             or len(block) > self.maxHeaderBytes
             or block.count(b"\r\n") > self.maxHeaders
         ):
-            return None
-        lowered = b"\n" + block.lower()
-        position = lowered.find(b"\nhost:")
-        if position == -1 or lowered.find(b"\nhost:", position + 6) != -1:
-            return None
-        # Offsets in the lowercased copy are one more than in the block.
-        start = position + 5
-        if block[start : block.find(b"\r", start)].strip(b" \t") != authority:
             return None
         try:
             host, port = parseAuthority(authority, 80)
         except ValueError:
             return None
         request = RequestHead(
-            method, target, b"HTTP/1.1", Headers._fromBlock(block, lowered)
+            method,
+            target,
+            b"HTTP/1.1",
+            Headers._fromBlock(block, b"\n" + block.lower()),
         )
         request.scheme = "http"
         request.host = host

@@ -45,7 +45,13 @@ from typing import Any, Callable, Optional
 from twisted.internet import error as ierror
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    wrapClientTLS,
+)
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IPushProducer,
@@ -464,15 +470,23 @@ class _OneUpstream(Factory):
 
 def defaultEndpointFactory(reactor: Any, connectTimeout: float) -> EndpointFactory:
     """
-    Connect to origins with L{HostnameEndpoint}.
+    Connect to origins with L{HostnameEndpoint}, or straight to an address
+    when the target names one.
 
     We use C{HostnameEndpoint} rather than C{ClientCreator.connectTCP}:
     it resolves with getaddrinfo (IPv6 as well as IPv4, and IPv6 literals),
     tries every address with RFC 8305 "happy eyeballs" fallback, and
-    applies the connect timeout across all attempts.
+    applies the connect timeout across all attempts.  It also resolves an
+    address literal, in a thread like any name; an address needs no
+    resolving, so it gets a plain TCP endpoint instead (one attempt, the
+    same timeout).
     """
 
     def endpointForTarget(host: str, port: int) -> IStreamClientEndpoint:
+        if isIPAddress(host):
+            return TCP4ClientEndpoint(reactor, host, port, timeout=connectTimeout)
+        if isIPv6Address(host):
+            return TCP6ClientEndpoint(reactor, host, port, timeout=connectTimeout)
         return HostnameEndpoint(reactor, host, port, timeout=connectTimeout)
 
     return endpointForTarget

@@ -17,7 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import error
 from twisted.internet.address import IPv4Address
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+)
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -27,7 +31,12 @@ from zope.interface.verify import verifyObject
 from proxyapp import __version__
 from proxyapp.config import Settings
 from proxyapp.http11 import RequestParser, ResponseParser
-from proxyapp.protocol import ProxyFactory, ProxyProtocol, UpstreamProtocol
+from proxyapp.protocol import (
+    ProxyFactory,
+    ProxyProtocol,
+    UpstreamProtocol,
+    defaultEndpointFactory,
+)
 
 PROXY_ADDRESS = IPv4Address("TCP", "127.0.0.1", 8080)
 CLIENT_ADDRESS = IPv4Address("TCP", "127.0.0.1", 40000)
@@ -1612,3 +1621,33 @@ class BackpressureTests(ProxyTestCase):
         self.reply(upstream, OK)
         self.assertIsNone(self.client.producer)
         self.assertIsNone(transport.producer)
+
+
+class DefaultEndpointTests(SynchronousTestCase):
+    """
+    L{defaultEndpointFactory} resolves names and connects to addresses
+    directly.
+    """
+
+    def test_kinds(self) -> None:
+        """
+        An IPv4 or IPv6 address gets a plain TCP endpoint (no resolution
+        in a thread); a name gets a L{HostnameEndpoint}; each with the
+        connect timeout.
+        """
+        reactor = MemoryReactorClock()
+        endpointFor = defaultEndpointFactory(reactor, 7.0)
+        for host, kind in [
+            ("127.0.0.1", TCP4ClientEndpoint),
+            ("::1", TCP6ClientEndpoint),
+            ("localhost", HostnameEndpoint),
+            ("127.0.0.1.example", HostnameEndpoint),
+        ]:
+            endpoint = endpointFor(host, 81)
+            self.assertIs(type(endpoint), kind, host)
+            if kind is not HostnameEndpoint:
+                endpoint.connect(ProxyFactory(reactor, Settings()))
+        self.assertEqual(
+            [(host, port, timeout) for host, port, _, timeout, _ in reactor.tcpClients],
+            [("127.0.0.1", 81, 7.0), ("::1", 81, 7.0)],
+        )

@@ -346,6 +346,13 @@ class AccessFilter:
         return None
 
     def filterRequest(self, request: RequestHead) -> Union[RequestHead, Response]:
+        address = request.clientAddress
+        if (address is None or self.clients.allows(address[0])) and not (
+            request.host is not None and self.blocked._domains
+        ):
+            # The usual case, without another call: an allowed client and
+            # no block list to look at.
+            return request
         return self._check(request) or request
 
     def filterTunnel(self, request: RequestHead) -> Optional[Response]:
