@@ -18,9 +18,14 @@ access log does not go through L{twisted.logger}: one logger event per
 request, formatted to a file, costs 42% of the proxy's throughput.
 
 The formatters avoid work that does not change from line to line: the
-calendar part of each time stamp is computed once per second and cached,
-escaping is skipped after one C{str.isascii}/C{str.isprintable} scan shows
-there is nothing to escape, and no regular expression runs per record.
+calendar part of each time stamp is computed once per second and cached;
+text that depends only on the connection (addresses, ports) is cached by
+client and upstream address; header values (user agent, referer, content
+type) seen clean before are remembered; escaping is skipped after one
+C{bytes.translate} scan (see L{_keepTable}) shows there is nothing to
+escape, and anything that does need escaping takes a separate slow path
+that is the reference; no regular expression runs per record.  Every cache
+is bounded and cleared when full.
 
 Formats
 =======
@@ -104,6 +109,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from math import floor
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from typing import IO, TYPE_CHECKING, Any, Callable, Optional
@@ -185,6 +191,31 @@ class AccessRecord:
 # Escaping.  Each escaper has a fast test (a few C-level scans of a short
 # string) and a slow per-character path taken only when the test fails.
 
+
+def _keepTable(keep: bytes) -> bytes:
+    """
+    Make a C{bytes.translate} table that tells whether bytes are all in a
+    set.
+
+    C{bytes.translate} returns its argument itself when no byte changed, so
+    C{raw.translate(table) is raw} holds exactly when every byte of C{raw}
+    is in C{keep}: one C-level scan, about three times faster than
+    C{str.isprintable}, and testing for any set of bytes at once.
+
+    @param keep: the bytes in the set.
+
+    @return: a 256-byte table mapping each byte of C{keep} to itself and
+        every other byte to a different one.
+    """
+    return bytes(code if code in keep else (code + 1) % 256 for code in range(256))
+
+
+_PRINTABLE = bytes(range(0x20, 0x7F))
+
+# Bytes that Apache writes as they are: printable ASCII except '"' and "\\".
+_APACHE_CLEAN = _keepTable(_PRINTABLE.replace(b'"', b"").replace(b"\\", b""))
+
+
 _APACHE_ESCAPES = {
     "\b": "\\b",
     "\n": "\\n",
@@ -200,6 +231,42 @@ _APACHE_TABLE: dict[int, str] = {
     code: "\\x%02x" % code for code in (*range(0x20), 0x7F)
 }
 _APACHE_TABLE.update((ord(char), escape) for char, escape in _APACHE_ESCAPES.items())
+
+
+def _apacheClean(value: str) -> bool:
+    """
+    Tell whether text needs no escaping in the combined format.
+
+    @param value: any text.
+
+    @return: C{True} if C{value} is printable ASCII without C{"} or C{\\}.
+    """
+    return value.isascii() and (raw := value.encode()).translate(_APACHE_CLEAN) is raw
+
+
+# Header values (user agents, referers) known to need no escaping.  The same
+# few values come back request after request, and a set lookup costs less
+# than a scan, the more so the longer the value.  Cleared when it has grown
+# to _CLEAN_HEADERS_LIMIT entries.
+_cleanHeaders: set[str] = set()
+_CLEAN_HEADERS_LIMIT = 1024
+
+
+def _checkHeader(value: str) -> bool:
+    """
+    Tell whether a header value needs no escaping in the combined format,
+    and remember it in L{_cleanHeaders} if so.
+
+    @param value: the header value.
+
+    @return: C{True} if C{value} is printable ASCII without C{"} or C{\\}.
+    """
+    if not _apacheClean(value):
+        return False
+    if len(_cleanHeaders) >= _CLEAN_HEADERS_LIMIT:
+        _cleanHeaders.clear()
+    _cleanHeaders.add(value)
+    return True
 
 
 def _wireBytes(char: str) -> bytes:
@@ -348,6 +415,32 @@ def _squidMediaType(contentType: Optional[str]) -> str:
     return _percentEncode(contentType)
 
 
+# Printable ASCII but the space: what Squid's method and URL fields keep.
+_SQUID_CLEAN = _keepTable(bytes(range(0x21, 0x7F)))
+
+# The media type Squid logs, by Content-Type value: the same few values come
+# back response after response.  Cleared when it has grown to
+# _SQUID_MEDIA_TYPES_LIMIT entries.
+_squidMediaTypes: dict[str, str] = {}
+_SQUID_MEDIA_TYPES_LIMIT = 256
+
+
+def _cacheSquidMediaType(contentType: str) -> str:
+    """
+    Reduce a content type to the media type Squid logs, and cache it in
+    L{_squidMediaTypes}.
+
+    @param contentType: a media type or a whole C{Content-Type} value.
+
+    @return: the same as L{_squidMediaType}.
+    """
+    mediaType = _squidMediaType(contentType)
+    if len(_squidMediaTypes) >= _SQUID_MEDIA_TYPES_LIMIT:
+        _squidMediaTypes.clear()
+    _squidMediaTypes[contentType] = mediaType
+    return mediaType
+
+
 def _hostPort(host: Optional[str], port: Optional[int]) -> str:
     """
     Join an address and a port for the combined format's C{upstream=}.
@@ -388,8 +481,13 @@ _MONTHS = (
     "Dec",
 )
 
-_combinedSecond = -1
+# The combined format's cache: the text around the time stamp for starts in
+# [_combinedFrom, _combinedUntil), which float comparisons test more cheaply
+# than int() would.
+_combinedFrom = 0.0
+_combinedUntil = 0.0
 _combinedStamp = ""
+_combinedAnonymous = ""
 _squidSecond = -1
 _squidStamp = ""
 _jsonSecond = -1
@@ -398,6 +496,9 @@ _jsonStamp = ""
 # "000" to "999": milliseconds and status codes without a format spec, which
 # costs about 0.25 us each in an f-string.
 _THREE_DIGITS = tuple("%03d" % number for number in range(1000))
+
+# Squid's elapsed milliseconds, right-aligned in six columns: "   150".
+_SQUID_ELAPSED = tuple(str(number).rjust(6) for number in range(1000))
 
 
 def _combinedTime(second: int) -> str:
@@ -434,6 +535,66 @@ def _isoTime(second: int) -> str:
 # Formatters.
 
 
+# "0" to "999": small numbers without int.__format__.
+_DECIMAL = tuple(str(number) for number in range(1000))
+
+# The text between the request line and the bytes, by status: '" 200 '.
+_COMBINED_STATUS = ('" - ',) + tuple(f'" {text} ' for text in _DECIMAL[1:])
+
+# The text between the user agent and the upstream, by duration in whole
+# milliseconds: '" 150 '.
+_COMBINED_MILLISECONDS = tuple(f'" {number} ' for number in range(1000))
+
+
+# The combined format's text from "upstream=" to the end of the line, by
+# (client host, client port, upstream host, upstream port): the same for
+# every request on a keep-alive connection.  Cleared when it has grown to
+# _COMBINED_TAILS_LIMIT entries.
+_combinedTails: dict[tuple[str, int, Optional[str], Optional[int]], str] = {}
+_COMBINED_TAILS_LIMIT = 1024
+
+
+def _combinedTail(key: tuple[str, int, Optional[str], Optional[int]]) -> str:
+    """
+    Format and cache the end of a combined line for a record without a
+    filter.
+
+    @param key: the client host and port and the upstream host and port.
+
+    @return: e.g. C{"upstream=192.0.2.1:80 filter=- client=127.0.0.1:5000\\n"}.
+    """
+    clientHost, clientPort, upstreamHost, upstreamPort = key
+    tail = (
+        f"upstream={_hostPort(upstreamHost, upstreamPort)} filter=- "
+        f"client={_hostPort(clientHost, clientPort)}\n"
+    )
+    if len(_combinedTails) >= _COMBINED_TAILS_LIMIT:
+        _combinedTails.clear()
+    _combinedTails[key] = tail
+    return tail
+
+
+def _cacheCombinedSecond(start: float) -> None:
+    """
+    Make the combined format's time stamp cache describe the second of
+    C{start}.
+
+    @param start: a record's start time.
+    """
+    global _combinedFrom, _combinedUntil, _combinedStamp, _combinedAnonymous
+    second = int(start)
+    stamp = _combinedTime(second)
+    _combinedStamp = f' [{stamp}] "'
+    _combinedAnonymous = f" - -{_combinedStamp}"
+    if second >= 0:
+        _combinedFrom = float(second)
+        _combinedUntil = second + 1.0
+    else:
+        # int() truncates towards zero, so [second, second + 1) is not
+        # this second's interval: do not cache.
+        _combinedFrom = _combinedUntil = 0.0
+
+
 def formatCombined(record: AccessRecord) -> str:
     """
     Format a record in the combined format (see the module docstring).
@@ -442,12 +603,80 @@ def formatCombined(record: AccessRecord) -> str:
 
     @return: one line ending in C{"\\n"}.
     """
-    global _combinedSecond, _combinedStamp
-    second = int(record.start)
-    if second != _combinedSecond:
-        _combinedStamp = _combinedTime(second)
-        _combinedSecond = second
+    start = record.start
+    if not _combinedFrom <= start < _combinedUntil:
+        _cacheCombinedSecond(start)
+    method = record.method
+    version = record.version
+    request = f"{method} {record.target} {version}"
+    userAgent = record.userAgent
+    referer = record.referer
+    user = record.user
+    filterName = record.filterName
+    # Whatever would need escaping, or a request line without its method
+    # or version, goes the slow way; the request line is scanned as a whole
+    # (the spaces are clean), the headers through a cache.
+    if (
+        not (method and version)
+        or not request.isascii()
+        or (raw := request.encode()).translate(_APACHE_CLEAN) is not raw
+        or (
+            userAgent is not None
+            and userAgent not in _cleanHeaders
+            and not _checkHeader(userAgent)
+        )
+        or (
+            referer is not None
+            and referer not in _cleanHeaders
+            and not _checkHeader(referer)
+        )
+        or (
+            (user is not None or filterName is not None)
+            and not _apacheClean(
+                f"{user or ''}{filterName or ''}{record.filterReason or ''}"
+            )
+        )
+    ):
+        return _formatCombinedEscaped(record)
 
+    # Nothing needs escaping from here on.
+    status = record.status
+    bytesOut = record.bytesOut
+    elapsed = floor(record.duration * 1e6 + 0.5) // 1000
+    clientHost = record.clientHost
+    if filterName is None:
+        key = (clientHost, record.clientPort, record.upstreamHost, record.upstreamPort)
+        tail = _combinedTails.get(key)
+        if tail is None:
+            tail = _combinedTail(key)
+    else:
+        reason = record.filterReason
+        tail = (
+            f"upstream={_hostPort(record.upstreamHost, record.upstreamPort)} "
+            f"filter={filterName if reason is None else f'{filterName}:{chr(34)}{reason}{chr(34)}'} "
+            f"client={_hostPort(clientHost, record.clientPort)}\n"
+        )
+    return (
+        f"{clientHost}"
+        f"{_combinedAnonymous if user is None else f' - {user or chr(34) * 2}{_combinedStamp}'}"
+        f"{request}"
+        f"{_COMBINED_STATUS[status] if 0 <= status < 1000 else _COMBINED_STATUS[0] if status < 0 else f'{chr(34)} {status} '}"
+        f'{bytesOut if bytesOut else "-"}'
+        f"""{' "-" "' if referer is None else f' "{referer}" "'}"""
+        f'{"-" if userAgent is None else userAgent}'
+        f"{_COMBINED_MILLISECONDS[elapsed] if 0 <= elapsed < 1000 else f'{chr(34)} {max(elapsed, 0)} '}"
+        f"{tail}"
+    )
+
+
+def _formatCombinedEscaped(record: AccessRecord) -> str:
+    """
+    Format a record in the combined format (see the module docstring).
+
+    @param record: the request to describe.
+
+    @return: one line ending in C{"\\n"}.
+    """
     user = record.user
     if user is None:
         userText = "-"
@@ -487,8 +716,8 @@ def formatCombined(record: AccessRecord) -> str:
         )
 
     return (
-        f"{record.clientHost} - {userText} [{_combinedStamp}] "
-        f'"{request}" {status if status > 0 else "-"} '
+        f"{record.clientHost} - {userText}{_combinedStamp}"
+        f'{request}" {status if status > 0 else "-"} '
         f'{bytesOut if bytesOut else "-"} '
         f'"{"-" if referer is None else _escapeApache(referer)}" '
         f'"{"-" if userAgent is None else _escapeApache(userAgent)}" '
@@ -531,10 +760,10 @@ def formatSquid(record: AccessRecord) -> str:
     """
     global _squidSecond, _squidStamp
     duration = record.duration
-    micros = int((record.start + duration) * 1e6 + 0.5)
-    elapsed = int(duration * 1e6 + 0.5)
-    if elapsed < 0:
-        elapsed = 0
+    end = (record.start + duration) * 1e6 + 0.5
+    # floor() is cheaper than int() and the same for non-negative numbers.
+    micros = floor(end) if end >= 0.0 else int(end)
+    elapsed = floor(duration * 1e6 + 0.5) // 1000
     second = micros // 1000000
     if second != _squidSecond:
         _squidStamp = "%9d." % (second,)
@@ -542,20 +771,41 @@ def formatSquid(record: AccessRecord) -> str:
     status = record.status
     method = record.method
     if method:
-        method = _percentEncode(method)
-        url = _percentEncode(record.target) if record.target else "-"
+        target = record.target
+        probe = f"{method}{target}"
+        if probe.isascii() and (raw := probe.encode()).translate(_SQUID_CLEAN) is raw:
+            url = target or "-"
+        else:
+            method = _percentEncode(method)
+            url = _percentEncode(target) if target else "-"
     else:
         method = "NONE"
         url = "error:invalid-request"
     upstream = record.upstreamHost
+    if record.filterName is not None:
+        result = _squidResult(record)
+    elif record.tunnel:
+        result = "TCP_TUNNEL"
+    elif upstream is not None:
+        result = "TCP_MISS"
+    else:
+        result = "NONE_NONE"
+    user = record.user
+    contentType = record.contentType
+    if contentType is None:
+        mediaType = "-"
+    else:
+        mediaType = _squidMediaTypes.get(contentType) or _cacheSquidMediaType(
+            contentType
+        )
     return (
         f"{_squidStamp}{_THREE_DIGITS[micros // 1000 % 1000]} "
-        f"{str(elapsed // 1000).rjust(6)} {record.clientHost} "
-        f"{_squidResult(record)}/"
+        f"{_SQUID_ELAPSED[elapsed] if 0 <= elapsed < 1000 else str(max(elapsed, 0)).rjust(6)} "
+        f"{record.clientHost} {result}/"
         f"{_THREE_DIGITS[status] if 0 <= status < 1000 else status} "
-        f"{record.bytesOut} {method} {url} {_squidUser(record.user)} "
-        f'{"HIER_NONE/-" if upstream is None else "HIER_DIRECT/" + upstream} '
-        f"{_squidMediaType(record.contentType)}\n"
+        f"{record.bytesOut} {method} {url} {'-' if user is None else _squidUser(user)} "
+        f'{"HIER_NONE/-" if upstream is None else f"HIER_DIRECT/{upstream}"} '
+        f"{mediaType}\n"
     )
 
 
@@ -573,15 +823,24 @@ def formatJSON(record: AccessRecord) -> str:
     if second != _jsonSecond:
         _jsonStamp = _isoTime(second)
         _jsonSecond = second
-    duration = int(record.duration * 1e6 + 0.5)
+    # floor() is cheaper than int() and, clamped at 0, the same.
+    duration = floor(record.duration * 1e6 + 0.5)
     if duration < 0:
         duration = 0
+    status = record.status
     # Optional strings are inlined rather than passed to a helper: a Python
     # call per field would cost more than the encoding itself.
     quote = encode_basestring_ascii
     user = record.user
-    upstreamHost = record.upstreamHost
-    upstreamPort = record.upstreamPort
+    key = (
+        record.clientHost,
+        record.clientPort,
+        record.upstreamHost,
+        record.upstreamPort,
+    )
+    addresses = _jsonAddresses.get(key)
+    if addresses is None:
+        addresses = _cacheJSONAddresses(key)
     referer = record.referer
     userAgent = record.userAgent
     contentType = record.contentType
@@ -589,18 +848,16 @@ def formatJSON(record: AccessRecord) -> str:
     filterReason = record.filterReason
     return (
         f'{{"time":"{_jsonStamp}.{_THREE_DIGITS[micros // 1000 % 1000]}Z",'
-        f'"client_ip":{quote(record.clientHost)},'
-        f'"client_port":{record.clientPort},'
+        f"{addresses[0]}"
         f'"user":{"null" if user is None else quote(user)},'
         f'"method":{quote(record.method)},'
         f'"target":{quote(record.target)},'
         f'"version":{quote(record.version)},'
-        f'"status":{record.status},'
+        f'"status":{_DECIMAL[status] if 0 <= status < 1000 else status},'
         f'"bytes_in":{record.bytesIn},'
         f'"bytes_out":{record.bytesOut},'
-        f'"duration_ms":{duration // 1000}.{_THREE_DIGITS[duration % 1000]},'
-        f'"upstream_ip":{"null" if upstreamHost is None else quote(upstreamHost)},'
-        f'"upstream_port":{"null" if upstreamPort is None else upstreamPort},'
+        f'"duration_ms":{_DECIMAL[duration // 1000] if duration < 1000000 else duration // 1000}.{_THREE_DIGITS[duration % 1000]},'
+        f"{addresses[1]}"
         f'"referer":{"null" if referer is None else quote(referer)},'
         f'"user_agent":{"null" if userAgent is None else quote(userAgent)},'
         f'"content_type":{"null" if contentType is None else quote(contentType)},'
@@ -608,6 +865,40 @@ def formatJSON(record: AccessRecord) -> str:
         f'"filter_reason":{"null" if filterReason is None else quote(filterReason)},'
         f'"tunnel":{"true" if record.tunnel else "false"}}}\n'
     )
+
+
+# The JSON format's address members, by (client host, client port, upstream
+# host, upstream port): the same for every request on a keep-alive
+# connection.  Cleared when it has grown to _JSON_ADDRESSES_LIMIT entries.
+_jsonAddresses: dict[tuple[str, int, Optional[str], Optional[int]], tuple[str, str]] = (
+    {}
+)
+_JSON_ADDRESSES_LIMIT = 1024
+
+
+def _cacheJSONAddresses(
+    key: tuple[str, int, Optional[str], Optional[int]],
+) -> tuple[str, str]:
+    """
+    Format and cache the address members of a JSON line.
+
+    @param key: the client host and port and the upstream host and port.
+
+    @return: the C{client_ip} and C{client_port} members, and the
+        C{upstream_ip} and C{upstream_port} members, each with its
+        trailing comma.
+    """
+    clientHost, clientPort, upstreamHost, upstreamPort = key
+    quote = encode_basestring_ascii
+    addresses = (
+        f'"client_ip":{quote(clientHost)},"client_port":{clientPort},',
+        f'"upstream_ip":{"null" if upstreamHost is None else quote(upstreamHost)},'
+        f'"upstream_port":{"null" if upstreamPort is None else upstreamPort},',
+    )
+    if len(_jsonAddresses) >= _JSON_ADDRESSES_LIMIT:
+        _jsonAddresses.clear()
+    _jsonAddresses[key] = addresses
+    return addresses
 
 
 FORMATTERS: dict[str, Callable[[AccessRecord], str]] = {
@@ -759,8 +1050,12 @@ class AccessLogWriter:
         if self._closed:
             self._reportError("Access log {file} is closed; dropping records")
             return
+        # Through a local: self._formatter(record) would compile to a
+        # LOAD_METHOD, which CPython 3.11 cannot specialise for a function
+        # stored on the instance, and costs a type and a dictionary lookup.
+        formatter = self._formatter
         try:
-            line = self._formatter(record)
+            line = formatter(record)
         except Exception:
             if not self._formatFailing:
                 self._formatFailing = True
@@ -769,8 +1064,9 @@ class AccessLogWriter:
         if self._colorize:
             line = _colourLine(line, record.status)
         self._buffer.append(line)
-        self._buffered += len(line)
-        if self._buffered >= self._bufferLimit:
+        buffered = self._buffered + len(line)
+        self._buffered = buffered
+        if buffered >= self._bufferLimit:
             self.flush()
         elif self._timer is None:
             self._timer = self._reactor.callLater(self._flushInterval, self._timedFlush)

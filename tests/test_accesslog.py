@@ -12,7 +12,11 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Any, Callable
+import time
+from typing import Any, Callable, Optional
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from twisted.internet.task import Clock
 from twisted.logger import Logger, LoggingFile, LogLevel, capturedLogs
@@ -361,7 +365,9 @@ class FormatCombinedTests(SynchronousTestCase):
             ' upstream=- filter=blocklist:"host \\"example.com\\" is listed" client=',
             formatCombined(denied),
         )
-        self.assertIn(" filter=auth client=", formatCombined(makeRecord(filterName="auth")))
+        self.assertIn(
+            " filter=auth client=", formatCombined(makeRecord(filterName="auth"))
+        )
 
     def test_duration(self) -> None:
         """
@@ -1198,3 +1204,343 @@ class OpenAccessLogTests(SynchronousTestCase):
         writer.log(makeRecord())
         writer.flush()
         self.assertEqual(realStdout.getvalue(), formatCombined(makeRecord()))
+
+
+# ---------------------------------------------------------------------------
+# Differential tests: the formatters' fast paths against plain reference
+# implementations of the documented formats, on arbitrary records.
+
+
+def wireBytes(char: str) -> bytes:
+    """
+    The bytes a character stands for, as the module docstring describes.
+
+    @param char: one character.
+
+    @return: its ISO-8859-1 byte, the byte a C{surrogateescape} surrogate
+        smuggles, or its UTF-8 encoding.
+    """
+    if ord(char) < 0x100:
+        return bytes([ord(char)])
+    if 0xDC80 <= ord(char) <= 0xDCFF:
+        return bytes([ord(char) - 0xDC00])
+    return char.encode("utf-8", "surrogatepass")
+
+
+def apacheEscape(text: str) -> str:
+    """
+    Escape text one character at a time, as C{ap_escape_logitem} does.
+
+    @param text: any text.
+
+    @return: the escaped text.
+    """
+    named = {"\b": "\\b", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
+    out = []
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char in named:
+            out.append(named[char])
+        elif " " <= char <= "~":
+            out.append(char)
+        else:
+            out.extend("\\x%02x" % byte for byte in wireBytes(char))
+    return "".join(out)
+
+
+def hostPort(host: Optional[str], port: Optional[int]) -> str:
+    """
+    Write an address as the combined format's C{upstream=} and C{client=}.
+    """
+    if host is None:
+        return "-"
+    if ":" in host:
+        host = f"[{host}]"
+    return host if port is None else f"{host}:{port}"
+
+
+def referenceCombined(record: AccessRecord) -> str:
+    """
+    Format a record in the combined format, the simple way.
+
+    @param record: the record.
+
+    @return: the line.
+    """
+    stamp = time.strftime("%d/%%s/%Y:%H:%M:%S +0000", time.gmtime(int(record.start)))
+    month = time.gmtime(int(record.start)).tm_mon
+    stamp = stamp % (
+        "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()[month - 1],
+    )
+    if record.user is None:
+        user = "-"
+    elif record.user == "":
+        user = '""'
+    else:
+        user = apacheEscape(record.user)
+    if not record.method:
+        request = "-"
+    elif record.version:
+        request = apacheEscape(f"{record.method} {record.target} {record.version}")
+    else:
+        request = apacheEscape(f"{record.method} {record.target}")
+    if record.filterName is None:
+        filterText = "-"
+    elif record.filterReason is None:
+        filterText = apacheEscape(record.filterName)
+    else:
+        filterText = (
+            f'{apacheEscape(record.filterName)}:"{apacheEscape(record.filterReason)}"'
+        )
+    referer = "-" if record.referer is None else apacheEscape(record.referer)
+    userAgent = "-" if record.userAgent is None else apacheEscape(record.userAgent)
+    milliseconds = max(int(record.duration * 1e6 + 0.5), 0) // 1000
+    return (
+        f"{record.clientHost} - {user} [{stamp}] "
+        f'"{request}" {record.status if record.status > 0 else "-"} '
+        f'{record.bytesOut if record.bytesOut else "-"} '
+        f'"{referer}" "{userAgent}" {milliseconds} '
+        f"upstream={hostPort(record.upstreamHost, record.upstreamPort)} "
+        f"filter={filterText} client={hostPort(record.clientHost, record.clientPort)}\n"
+    )
+
+
+def squidEncode(text: str) -> str:
+    """
+    Percent-encode spaces, control characters and non-ASCII, the simple way.
+    """
+    return "".join(
+        char if "!" <= char <= "~" else "".join("%%%02X" % b for b in wireBytes(char))
+        for char in text
+    )
+
+
+def squidUser(user: Optional[str]) -> str:
+    """
+    Encode a user name for Squid's format, the simple way.
+    """
+    if not user:
+        return "-"
+    out = []
+    for char in user:
+        if char in "\r\n\\":
+            out.append({"\r": "\\r", "\n": "\\n", "\\": "\\\\"}[char])
+        elif "!" <= char <= "~" and char not in "%[]":
+            out.append(char)
+        else:
+            out.extend("%%%02x" % b for b in wireBytes(char))
+    return "".join(out)
+
+
+def referenceSquid(record: AccessRecord) -> str:
+    """
+    Format a record in Squid's format, the simple way.
+
+    @param record: the record.
+
+    @return: the line.
+    """
+    micros = int((record.start + record.duration) * 1e6 + 0.5)
+    elapsed = max(int(record.duration * 1e6 + 0.5), 0) // 1000
+    if record.filterName is not None and record.status // 100 == 4:
+        result = "TCP_DENIED"
+    elif record.filterName is not None and record.status // 100 == 3:
+        result = "TCP_REDIRECT"
+    elif record.tunnel:
+        result = "TCP_TUNNEL"
+    elif record.upstreamHost is not None:
+        result = "TCP_MISS"
+    else:
+        result = "NONE_NONE"
+    if record.method:
+        request = f"{squidEncode(record.method)} {squidEncode(record.target) or '-'}"
+    else:
+        request = "NONE error:invalid-request"
+    mediaType = "-"
+    if record.contentType:
+        cut = record.contentType
+        for separator in ";\t ":
+            cut = cut.partition(separator)[0]
+        mediaType = squidEncode(cut) or "-"
+    hierarchy = (
+        "HIER_NONE/-"
+        if record.upstreamHost is None
+        else "HIER_DIRECT/" + record.upstreamHost
+    )
+    status = "%03d" % record.status if record.status >= 0 else str(record.status)
+    return (
+        f"{micros // 1000000:9d}.{micros // 1000 % 1000:03d} {elapsed:6d} "
+        f"{record.clientHost} {result}/{status} {record.bytesOut} {request} "
+        f"{squidUser(record.user)} {hierarchy} {mediaType}\n"
+    )
+
+
+def referenceJSON(record: AccessRecord) -> str:
+    """
+    Format a record as JSON, the simple way.
+
+    @param record: the record.
+
+    @return: the line.
+    """
+    micros = int(record.start * 1e6 + 0.5)
+    duration = max(int(record.duration * 1e6 + 0.5), 0)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(micros // 1000000))
+    members = [
+        ("time", json.dumps(f"{stamp}.{micros // 1000 % 1000:03d}Z")),
+        ("client_ip", json.dumps(record.clientHost)),
+        ("client_port", json.dumps(record.clientPort)),
+        ("user", json.dumps(record.user)),
+        ("method", json.dumps(record.method)),
+        ("target", json.dumps(record.target)),
+        ("version", json.dumps(record.version)),
+        ("status", json.dumps(record.status)),
+        ("bytes_in", json.dumps(record.bytesIn)),
+        ("bytes_out", json.dumps(record.bytesOut)),
+        ("duration_ms", f"{duration // 1000}.{duration % 1000:03d}"),
+        ("upstream_ip", json.dumps(record.upstreamHost)),
+        ("upstream_port", json.dumps(record.upstreamPort)),
+        ("referer", json.dumps(record.referer)),
+        ("user_agent", json.dumps(record.userAgent)),
+        ("content_type", json.dumps(record.contentType)),
+        ("filter", json.dumps(record.filterName)),
+        ("filter_reason", json.dumps(record.filterReason)),
+        ("tunnel", json.dumps(record.tunnel)),
+    ]
+    return "{" + ",".join(f'"{key}":{value}' for key, value in members) + "}\n"
+
+
+# Text that is mostly clean, as real fields are, so that both the fast and
+# the slow paths are taken, with every kind of character that needs care.
+fieldText = st.text(
+    alphabet=st.one_of(
+        st.sampled_from("aZ09/.:-_ ;%[]"),
+        st.sampled_from('"\\\x00\x01\b\t\n\v\r\x1b\x7f\x80\x85\xa0\xe9\xff'),
+        st.sampled_from("\u0100\u20ac\u2028\udc80\udcff\ud800\U0001f600"),
+        st.characters(),
+    ),
+    max_size=12,
+)
+cleanText = st.text(alphabet=st.sampled_from("aZ09/.:-_;"), max_size=12)
+anyText = st.one_of(cleanText, fieldText)
+optionalText = st.one_of(st.none(), anyText)
+host = st.one_of(
+    st.sampled_from(["127.0.0.1", "192.0.2.1", "::1", "2001:db8::1"]), cleanText
+)
+
+records = st.builds(
+    AccessRecord,
+    start=st.one_of(
+        st.floats(min_value=0, max_value=4e9),
+        st.sampled_from([START, START + 0.999, 946684799.9999999, 0.0]),
+    ),
+    duration=st.one_of(
+        st.floats(min_value=-10, max_value=1e5),
+        st.sampled_from([0.0, 0.0009995, 0.999, 0.9995, 1.0, -0.0000004]),
+    ),
+    clientHost=host,
+    clientPort=st.integers(min_value=0, max_value=65535),
+    user=optionalText,
+    method=st.one_of(st.sampled_from(["GET", "CONNECT", ""]), anyText),
+    target=anyText,
+    version=st.one_of(st.sampled_from(["HTTP/1.1", ""]), anyText),
+    status=st.integers(min_value=-2, max_value=1200),
+    bytesIn=st.integers(min_value=0, max_value=10**9),
+    bytesOut=st.integers(min_value=0, max_value=10**9),
+    upstreamHost=st.one_of(st.none(), host),
+    upstreamPort=st.one_of(st.none(), st.integers(min_value=0, max_value=65535)),
+    referer=optionalText,
+    userAgent=st.one_of(st.none(), st.sampled_from(["curl/7.88.1"]), anyText),
+    contentType=st.one_of(
+        st.none(), st.sampled_from(["text/html", "text/html; charset=utf-8"]), anyText
+    ),
+    filterName=optionalText,
+    filterReason=optionalText,
+    tunnel=st.booleans(),
+)
+
+
+class DifferentialTests(SynchronousTestCase):
+    """
+    The formatters write exactly what simple reference implementations of
+    the documented formats write, for any record.
+    """
+
+    @settings(max_examples=1500, deadline=None)
+    @given(st.lists(records, min_size=1, max_size=4))
+    def test_combined(self, batch: list[AccessRecord]) -> None:
+        """
+        L{formatCombined} matches the reference, for records logged one
+        after another (so its caches are exercised too).
+        """
+        for record in batch:
+            self.assertEqual(formatCombined(record), referenceCombined(record))
+
+    @settings(max_examples=1000, deadline=None)
+    @given(st.lists(records, min_size=1, max_size=4))
+    def test_squid(self, batch: list[AccessRecord]) -> None:
+        """
+        L{formatSquid} matches the reference.
+        """
+        for record in batch:
+            self.assertEqual(formatSquid(record), referenceSquid(record))
+
+    @settings(max_examples=1000, deadline=None)
+    @given(st.lists(records, min_size=1, max_size=4))
+    def test_json(self, batch: list[AccessRecord]) -> None:
+        """
+        L{formatJSON} matches the reference.
+        """
+        for record in batch:
+            self.assertEqual(formatJSON(record), referenceJSON(record))
+
+    def test_everyByte(self) -> None:
+        """
+        Every character from U+0000 to U+0100, alone or next to clean text,
+        in every escaped field, is written as the reference writes it: the
+        fast paths' byte tables miss none.
+        """
+        for code in range(0x101):
+            char = chr(code)
+            for text in (char, f"a{char}b"):
+                for fields in (
+                    {"target": text},
+                    {"method": text},
+                    {"version": text},
+                    {"userAgent": text},
+                    {"referer": text},
+                    {"user": text},
+                    {"filterName": text},
+                    {"filterName": "f", "filterReason": text},
+                    {"contentType": text},
+                ):
+                    record = makeRecord(**fields)
+                    self.assertEqual(
+                        formatCombined(record), referenceCombined(record), fields
+                    )
+                    self.assertEqual(
+                        formatSquid(record), referenceSquid(record), fields
+                    )
+
+    def test_cachedHeaderStaysClean(self) -> None:
+        """
+        A user agent seen clean before is still written as is, and a dirty
+        one that follows is still escaped.
+        """
+        clean = makeRecord(userAgent="Mozilla/5.0 (X11)")
+        dirty = makeRecord(userAgent='Mozilla/5.0 "(X11)')
+        for _ in range(3):
+            self.assertIn('"Mozilla/5.0 (X11)"', formatCombined(clean))
+            self.assertIn('"Mozilla/5.0 \\"(X11)"', formatCombined(dirty))
+
+    def test_connectionCaches(self) -> None:
+        """
+        Records of different connections interleaved get their own addresses
+        in every format, also after the caches have been cleared for being
+        full.
+        """
+        for port in range(3000):
+            record = makeRecord(clientPort=port, upstreamPort=port % 7 or None)
+            self.assertEqual(formatCombined(record), referenceCombined(record))
+            self.assertEqual(formatJSON(record), referenceJSON(record))
