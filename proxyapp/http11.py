@@ -262,9 +262,7 @@ _PLAIN_REQUEST_FIELDS = (
 )
 _WHOLE_REQUEST = re.compile(
     rb"(GET|HEAD) (http://([^/?#\x00-\x20\x7f]+)(/[!\"$-~\x80-\xff]*)) HTTP/1\.1\r\n"
-    rb"("
-    + _PLAIN_REQUEST_FIELDS
-    + rb"(?i:host):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]*\r\n"
+    rb"(" + _PLAIN_REQUEST_FIELDS + rb"(?i:host):([\t\x20-\x7e\x80-\xff]*)\r\n"
     rb"" + _PLAIN_REQUEST_FIELDS + rb")\r\n"
 )
 
@@ -713,6 +711,7 @@ class RequestParser(_Parser):
             self._state != _HEAD
             or self._offset < len(self._buffer)
             or not data.endswith(b"\r\n\r\n")
+            or len(data) > self.maxRequestLine + self.maxHeaderBytes + 4
         ):
             return None
         match = _WHOLE_REQUEST.fullmatch(data)
@@ -720,7 +719,7 @@ class RequestParser(_Parser):
             return None
         method, target, authority, path, block, host = match.groups()
         if (
-            host != authority
+            host.strip(b" \t") != authority
             or match.start(5) - 2 > self.maxRequestLine
             or len(block) > self.maxHeaderBytes
             or block.count(b"\r\n") > self.maxHeaders
@@ -987,15 +986,13 @@ class ResponseParser(_Parser):
         status, reason, block, connection, after = match.groups()
         if status == b"204" or status == b"304":
             return None
+        if block.count(b"\r\n") + (connection is not None) > self.maxHeaders:
+            return None
         if connection is not None:
             block += after
         lowered = b"\n" + block.lower()
         position = lowered.find(b"\ncontent-length:")
-        if (
-            position == -1
-            or lowered.find(b"\ncontent-length:", position + 16) != -1
-            or block.count(b"\r\n") > self.maxHeaders
-        ):
+        if position == -1 or lowered.find(b"\ncontent-length:", position + 16) != -1:
             return None
         # Offsets in the lowercased copy are one more than in the block.
         start = position + 15

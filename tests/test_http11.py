@@ -9,6 +9,7 @@ produce the same transcript (or the same error).
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 from hypothesis import HealthCheck, given, settings
@@ -2429,6 +2430,19 @@ class WholeRequestTests(SynchronousTestCase):
         parser.receiveData(b"G")
         self.assertIsNone(parser.wholeRequest(get))
 
+    def test_hostileHostLine(self) -> None:
+        """
+        A long run of whitespace in a Host line that then fails to match
+        costs time in proportion to its length, not more (a regression
+        test: a lazy value between two runs of optional whitespace made
+        the match try every split, seconds per request of a few KiB).
+        """
+        for tail in [b"\x01\r\n\r\n", b"x\r\nbad line\r\n\r\n"]:
+            data = b"GET http://example.com/ HTTP/1.1\r\nHost:" + b" " * 3000 + tail
+            started = time.monotonic()
+            self.assertIsNone(RequestParser().wholeRequest(data))
+            self.assertLess(time.monotonic() - started, 1.0)
+
     def test_limits(self) -> None:
         """
         A request over any of the parser's limits is left to the event
@@ -2495,6 +2509,7 @@ class WholeResponseTests(SynchronousTestCase):
         length=st.sampled_from([[b"Content-Length: 5"], [b"content-length:5 "], []]),
         fields=_wholeResponseFields,
         body=st.sampled_from([b"hello", b"hell", b"hello!", b""]),
+        maxHeaders=st.sampled_from([100, 100, 1, 2, 3]),
     )
     def test_sameAsEvents(
         self,
@@ -2503,6 +2518,7 @@ class WholeResponseTests(SynchronousTestCase):
         length: list[bytes],
         fields: list[bytes],
         body: bytes,
+        maxHeaders: int,
     ) -> None:
         """
         Whenever the shortcut takes the bytes, the event path parses them to
@@ -2512,14 +2528,14 @@ class WholeResponseTests(SynchronousTestCase):
         data = statusLine + b"\r\n"
         data += b"".join(field + b"\r\n" for field in fields[:2] + length + fields[2:])
         data += b"\r\n" + body
-        whole = ResponseParser()
+        whole = ResponseParser(maxHeaders=maxHeaders)
         whole.expectResponse(method)
         taken = whole.wholeResponse(data)
         if taken is None:
             self.assertEqual((whole.buffered(), whole.nextEvent()), (0, NEED_DATA))
             return
         head, close, received = taken
-        parser = ResponseParser()
+        parser = ResponseParser(maxHeaders=maxHeaders)
         parser.expectResponse(method)
         events = merge(feed(parser, [data]))
         expected = events[0]
