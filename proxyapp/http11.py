@@ -986,10 +986,11 @@ class ResponseParser(_Parser):
         status, reason, block, connection, after = match.groups()
         if status == b"204" or status == b"304":
             return None
-        if block.count(b"\r\n") + (connection is not None) > self.maxHeaders:
-            return None
         if connection is not None:
             block += after
+        # The Connection line counts, as in the event path.
+        if block.count(b"\r\n") + (connection is not None) > self.maxHeaders:
+            return None
         lowered = b"\n" + block.lower()
         position = lowered.find(b"\ncontent-length:")
         if position == -1 or lowered.find(b"\ncontent-length:", position + 16) != -1:
