@@ -10,6 +10,7 @@ protocol on a transport of its own.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Optional
 
@@ -1458,6 +1459,83 @@ class WholeMessageTests(ProxyTestCase):
         self.assertEqual(self.client.value(), OK_DOWN)
         self.assertEqual(taken, ["request", "response", "relay"])
         self.assertFalse(transport.disconnecting)
+
+
+class RecordingLog:
+    """
+    An access log that keeps a copy of each record it is given (the
+    protocol may refill the same record for its next exchange).
+    """
+
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+
+    def log(self, record: Any) -> None:
+        self.records.append(dataclasses.replace(record))
+
+
+class AccessRecordTests(ProxyTestCase):
+    """
+    What the protocol tells the access log about each exchange.
+    """
+
+    def test_fieldsOfEachExchange(self) -> None:
+        """
+        Each exchange on a keep-alive connection is logged with its own
+        fields: nothing carries over from the previous one (the protocol
+        refills one record per connection).
+        """
+        log = RecordingLog()
+        self.factory.accessLog = log
+        upstream, transport = self.forward(
+            b"GET http://example.com/a HTTP/1.1\r\nHost: example.com\r\n"
+            b"User-Agent: ua/1\r\nReferer: http://example.com/\r\n\r\n"
+        )
+        self.reply(
+            upstream,
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+        )
+        self.send(b"HEAD http://example.com/b HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        self.reply(upstream, b"HTTP/1.1 404 Not Found\r\nContent-Length: 5\r\n\r\n")
+        first, second = log.records
+        self.assertEqual(
+            (
+                first.method,
+                first.target,
+                first.status,
+                first.userAgent,
+                first.referer,
+                first.contentType,
+                first.upstreamHost,
+                first.upstreamPort,
+            ),
+            (
+                "GET",
+                "http://example.com/a",
+                200,
+                "ua/1",
+                "http://example.com/",
+                "text/plain",
+                "192.0.2.10",
+                80,
+            ),
+        )
+        self.assertEqual(
+            (
+                second.method,
+                second.target,
+                second.status,
+                second.userAgent,
+                second.referer,
+                second.contentType,
+                second.upstreamHost,
+            ),
+            ("HEAD", "http://example.com/b", 404, None, None, None, "192.0.2.10"),
+        )
+        self.assertEqual(
+            (first.clientHost, first.clientPort, second.clientPort), ("127.0.0.1", 40000, 40000)
+        )
+        self.assertEqual(second.bytesOut, len(self.client.value()) - first.bytesOut)
 
 
 class TimeoutTests(ProxyTestCase):
