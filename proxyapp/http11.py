@@ -20,6 +20,12 @@ events with C{nextEvent}, one at a time, like h11.  Events are:
     because the caller only restarts after the response) or takes the
     remaining bytes with C{takeBuffer} (CONNECT and 101 tunnels).
 
+For the common case there is a shortcut that skips the event loop:
+C{wholeRequest} and C{wholeResponse} take one read that holds exactly one
+usual message (a bodiless GET or HEAD; a length-delimited response with
+its whole body) with one anchored match, leave the parser as the events
+would have, and decline anything else untouched.
+
 Malformed input raises L{ClientProtocolError} (request side: carries the
 status code to answer with) or L{UpstreamProtocolError} (response side: the
 proxy answers 502 and drops that connection).  The caller must not use a

@@ -20,6 +20,15 @@ processed and written with one C{writeSequence} at its end; because of
 that, a request whose body turns out malformed in the same read never
 reaches the origin at all.
 
+The usual exchange takes a shortcut: a bodiless request that arrives whole
+in one read (L{RequestParser.wholeRequest}) goes straight to
+L{ProxyProtocol._requestHead}, and a length-delimited response that
+arrives whole (L{ResponseParser.wholeResponse}) is relayed in one step by
+L{ProxyProtocol.relayWholeResponse} when nothing about the exchange needs
+the event methods.  Either step declines without changing anything when
+in doubt, and the general path then runs on the same bytes; the tests
+compare the two.
+
 Bodies stream: each side's transport is registered as the other's
 streaming producer through a L{_ReadGate}, so a slow reader pauses the
 fast writer's socket reads.  A gate counts independent reasons to stay
