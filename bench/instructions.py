@@ -137,7 +137,9 @@ def main() -> None:
     proxyPort = freePort()
     temporary = tempfile.mkdtemp(prefix="webproxy-instructions-")
     output = os.path.join(temporary, "callgrind.out.%p")
-    environment = dict(os.environ, PYTHONPATH=CHECKOUT)
+    # A fixed hash seed: dictionaries and sets lay out the same way in every
+    # run, so the count repeats.
+    environment = dict(os.environ, PYTHONPATH=CHECKOUT, PYTHONHASHSEED="0")
     argv = [
         valgrind,
         "--tool=callgrind",

@@ -76,6 +76,24 @@ L{HOP_BY_HOP} for L{Headers.hasAny}.
 """
 
 
+# Search needles by field name as callers spell it: C{b"\\nname:"} for the
+# lowercased block, and the lowercase name.  Callers name the same few
+# fields over and over; this saves making three bytes objects per lookup.
+_NEEDLES: dict[bytes, tuple[bytes, bytes]] = {}
+
+
+def _needle(name: bytes) -> tuple[bytes, bytes]:
+    """
+    @return: C{(b"\\n" + lowercase name + b":", lowercase name)}, cached for
+        the first thousand names.
+    """
+    lower = name.lower()
+    entry = (b"\n" + lower + b":", lower)
+    if len(_NEEDLES) < 1024:
+        _NEEDLES[name] = entry
+    return entry
+
+
 class Headers:
     """
     An ordered multi-map of header fields.
@@ -177,8 +195,8 @@ class Headers:
         return len(self._fields)
 
     def __contains__(self, name: bytes) -> bool:
-        lower = name.lower()
-        if self._block is not None and b"\n" + lower + b":" in self._lowered:
+        needle, lower = _NEEDLES.get(name) or _needle(name)
+        if self._block is not None and needle in self._lowered:
             return True
         for field in self._fields:
             if field[0] == lower:
@@ -209,13 +227,11 @@ class Headers:
         """
         @return: the value of the first field called C{name}, or C{default}.
         """
-        lower = name.lower()
-        if self._block is not None:
-            lowered = self._lowered
-            needle = b"\n" + lower + b":"
-            position = lowered.find(needle)
+        needle, lower = _NEEDLES.get(name) or _needle(name)
+        block = self._block
+        if block is not None:
+            position = self._lowered.find(needle)
             if position != -1:
-                block = self._block
                 start = position + len(needle) - 1
                 return block[start : block.find(b"\r", start)].strip(b" \t")
         for field in self._fields:
