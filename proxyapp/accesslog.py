@@ -910,6 +910,13 @@ FORMATTERS: dict[str, Callable[[AccessRecord], str]] = {
 The formatters by the name users give them (C{--access-log-format}).
 """
 
+# The record fields a built-in format does not print, so that the protocol
+# need not look them up (see L{AccessLogWriter.logsContentType}).
+_UNPRINTED: dict[Callable[[AccessRecord], str], frozenset[str]] = {
+    formatCombined: frozenset(["contentType"]),
+    formatSquid: frozenset(["userAgent", "referer"]),
+}
+
 
 # ---------------------------------------------------------------------------
 # Colour, for access logs shown on a terminal.
@@ -975,6 +982,11 @@ class AccessLogWriter:
     error is reported again.
 
     @ivar file: the file object currently written to.
+    @ivar logsContentType: whether the format prints the response's
+        C{contentType} (the protocol does not look it up otherwise).
+    @ivar logsRequestHeaders: whether the format prints the request's
+        C{userAgent} and C{referer} (the protocol does not look them up
+        otherwise).
     """
 
     _log = Logger()
@@ -1008,6 +1020,9 @@ class AccessLogWriter:
         self._reactor = reactor
         self._opener = opener
         self._formatter = formatter
+        unprinted = _UNPRINTED.get(formatter, frozenset())
+        self.logsContentType = "contentType" not in unprinted
+        self.logsRequestHeaders = not {"userAgent", "referer"} <= unprinted
         self._flushInterval = flushInterval
         self._bufferLimit = bufferLimit
         self._colorizeSetting = colorize

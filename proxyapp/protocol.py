@@ -1170,7 +1170,8 @@ class ProxyProtocol(Protocol):
     def _sendResponseHead(self, head: ResponseHead) -> None:
         request = self.request
         headers = head.headers
-        if self.factory.accessLog is not None:
+        accessLog = self.factory.accessLog
+        if accessLog is not None and accessLog.logsContentType:
             contentType = headers.get(b"content-type")
             self.contentType = contentType.decode("latin-1") if contentType else None
         upstream = self.upstream
@@ -1307,7 +1308,8 @@ class ProxyProtocol(Protocol):
         self.responseStarted = True
         headers = head.headers
         headers.add(b"Via", factory.viaValues[b"HTTP/1.1"])
-        if factory.accessLog is not None:
+        accessLog = factory.accessLog
+        if accessLog is not None and accessLog.logsContentType:
             contentType = headers.get(b"content-type")
             self.contentType = contentType.decode("latin-1") if contentType else None
         data = head.serialize() + body
@@ -1546,13 +1548,16 @@ class ProxyProtocol(Protocol):
             record.method = request.method.decode("latin-1")
             record.target = request.url()
             record.version = request.version.decode("latin-1")
-            headers = request.headers
-            userAgent = headers.get(b"user-agent")
-            record.userAgent = (
-                None if userAgent is None else userAgent.decode("latin-1")
-            )
-            referer = headers.get(b"referer")
-            record.referer = None if referer is None else referer.decode("latin-1")
+            if accessLog.logsRequestHeaders:
+                headers = request.headers
+                userAgent = headers.get(b"user-agent")
+                record.userAgent = (
+                    None if userAgent is None else userAgent.decode("latin-1")
+                )
+                referer = headers.get(b"referer")
+                record.referer = None if referer is None else referer.decode("latin-1")
+            else:
+                record.userAgent = record.referer = None
         else:
             record.user = record.userAgent = record.referer = None
             record.method = record.target = record.version = ""

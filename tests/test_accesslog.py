@@ -1544,3 +1544,35 @@ class DifferentialTests(SynchronousTestCase):
             record = makeRecord(clientPort=port, upstreamPort=port % 7 or None)
             self.assertEqual(formatCombined(record), referenceCombined(record))
             self.assertEqual(formatJSON(record), referenceJSON(record))
+
+
+class FieldsPrintedTests(SynchronousTestCase):
+    """
+    L{AccessLogWriter} tells the protocol which optional fields its format
+    prints.
+    """
+
+    def test_byFormat(self) -> None:
+        """
+        The combined format prints the user agent and referer but not the
+        content type, Squid's the content type but neither header, JSON
+        all three, and so does any other formatter.
+        """
+        seen = {}
+        for name, formatter in [
+            *FORMATTERS.items(),
+            ("custom", lambda record: "x\n"),
+        ]:
+            writer = AccessLogWriter(
+                Clock(), lambda: io.StringIO(), formatter
+            )
+            seen[name] = (writer.logsContentType, writer.logsRequestHeaders)
+        self.assertEqual(
+            seen,
+            {
+                "combined": (False, True),
+                "squid": (True, False),
+                "json": (True, True),
+                "custom": (True, True),
+            },
+        )

@@ -1467,6 +1467,9 @@ class RecordingLog:
     protocol may refill the same record for its next exchange).
     """
 
+    logsContentType = True
+    logsRequestHeaders = True
+
     def __init__(self) -> None:
         self.records: list[Any] = []
 
@@ -1536,6 +1539,29 @@ class AccessRecordTests(ProxyTestCase):
             (first.clientHost, first.clientPort, second.clientPort), ("127.0.0.1", 40000, 40000)
         )
         self.assertEqual(second.bytesOut, len(self.client.value()) - first.bytesOut)
+
+    def test_onlyWhatTheFormatPrints(self) -> None:
+        """
+        Fields the log's format does not print are not looked up: no
+        content type for the combined format, no user agent or referer for
+        Squid's.
+        """
+        log = RecordingLog()
+        log.logsContentType = log.logsRequestHeaders = False
+        self.factory.accessLog = log
+        upstream, _ = self.forward(
+            b"GET http://example.com/a HTTP/1.1\r\nHost: example.com\r\n"
+            b"User-Agent: ua/1\r\nReferer: http://example.com/\r\n\r\n"
+        )
+        self.reply(
+            upstream,
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+        )
+        [record] = log.records
+        self.assertEqual(
+            (record.status, record.userAgent, record.referer, record.contentType),
+            (200, None, None, None),
+        )
 
 
 class TimeoutTests(ProxyTestCase):
