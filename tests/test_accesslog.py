@@ -1563,9 +1563,7 @@ class FieldsPrintedTests(SynchronousTestCase):
             *FORMATTERS.items(),
             ("custom", lambda record: "x\n"),
         ]:
-            writer = AccessLogWriter(
-                Clock(), lambda: io.StringIO(), formatter
-            )
+            writer = AccessLogWriter(Clock(), lambda: io.StringIO(), formatter)
             seen[name] = (writer.logsContentType, writer.logsRequestHeaders)
         self.assertEqual(
             seen,

@@ -27,7 +27,12 @@ from proxyapp.interfaces import (
     ITunnelFilter,
 )
 from proxyapp.message import RequestHead, Response, ResponseHead
-from proxyapp.testing import InMemoryProxy, makeRequestHead, makeResponse, makeResponseHead
+from proxyapp.testing import (
+    InMemoryProxy,
+    makeRequestHead,
+    makeResponse,
+    makeResponseHead,
+)
 
 
 class FilterFailed(Exception):
@@ -43,7 +48,12 @@ class RequestFilter:
     C{answer(request)} returns.
     """
 
-    def __init__(self, name: str, log: list[str], answer: Optional[Callable[[RequestHead], Any]] = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        log: list[str],
+        answer: Optional[Callable[[RequestHead], Any]] = None,
+    ) -> None:
         self.name = name
         self.log = log
         self.answer = answer
@@ -64,7 +74,10 @@ class ResponseFilter:
     """
 
     def __init__(
-        self, name: str, log: list[str], answer: Optional[Callable[[RequestHead, ResponseHead], Any]] = None
+        self,
+        name: str,
+        log: list[str],
+        answer: Optional[Callable[[RequestHead, ResponseHead], Any]] = None,
     ) -> None:
         self.name = name
         self.log = log
@@ -97,7 +110,9 @@ class Upper:
     Upper-cases a body; with C{failAfter}, raises on that many-th chunk.
     """
 
-    def __init__(self, failAfter: Optional[int] = None, failFinish: bool = False) -> None:
+    def __init__(
+        self, failAfter: Optional[int] = None, failFinish: bool = False
+    ) -> None:
         self.chunks = 0
         self.failAfter = failAfter
         self.failFinish = failFinish
@@ -131,11 +146,18 @@ def raiser(*args: object) -> Any:
     raise FilterFailed("boom")
 
 
-def chainOf(*filters: tuple[str, object], onError: str = FAIL, reactor: Any = None, deadline: float = 5.0) -> FilterChain:
+def chainOf(
+    *filters: tuple[str, object],
+    onError: str = FAIL,
+    reactor: Any = None,
+    deadline: float = 5.0,
+) -> FilterChain:
     """
     @return: a L{FilterChain} of C{(name, filter)} pairs.
     """
-    return FilterChain([EnabledFilter(name, f, onError) for name, f in filters], reactor, deadline)
+    return FilterChain(
+        [EnabledFilter(name, f, onError) for name, f in filters], reactor, deadline
+    )
 
 
 def eventsNaming(events: list[LogEvent], name: str) -> list[str]:
@@ -225,7 +247,11 @@ class ActiveTests(SynchronousTestCase):
         C{names} lists the enabled filters in run order, whatever they
         provide.
         """
-        chain = chainOf(("z", RequestFilter("z", [])), ("a", ResponseFilter("a", [])), ("m", BodyFilter(Upper)))
+        chain = chainOf(
+            ("z", RequestFilter("z", [])),
+            ("a", ResponseFilter("a", [])),
+            ("m", BodyFilter(Upper)),
+        )
         self.assertEqual(chain.names(), ["z", "a", "m"])
 
 
@@ -241,7 +267,11 @@ class OrderTests(SynchronousTestCase):
         changes.
         """
         calls: list[str] = []
-        chain = chainOf(("b", RequestFilter("b", calls)), ("a", RequestFilter("a", calls)), ("c", RequestFilter("c", calls)))
+        chain = chainOf(
+            ("b", RequestFilter("b", calls)),
+            ("a", RequestFilter("a", calls)),
+            ("c", RequestFilter("c", calls)),
+        )
         request = chain.filterRequest(makeRequestHead())
         self.assertEqual(calls, ["b", "a", "c"])
         self.assertEqual(request.headers.getAll(b"x-seen-by"), [b"b", b"a", b"c"])
@@ -251,7 +281,9 @@ class OrderTests(SynchronousTestCase):
         Response filters run in order on the response head.
         """
         calls: list[str] = []
-        chain = chainOf(("2", ResponseFilter("2", calls)), ("1", ResponseFilter("1", calls)))
+        chain = chainOf(
+            ("2", ResponseFilter("2", calls)), ("1", ResponseFilter("1", calls))
+        )
         response = chain.filterResponse(makeRequestHead(), makeResponseHead())
         self.assertEqual(calls, ["2", "1"])
         self.assertEqual(response.headers.getAll(b"x-seen-by"), [b"2", b"1"])
@@ -268,7 +300,10 @@ class OrderTests(SynchronousTestCase):
             seen.append(request)
             return request
 
-        chain = chainOf(("swap", RequestFilter("swap", [], lambda r: replacement)), ("see", RequestFilter("see", [], record)))
+        chain = chainOf(
+            ("swap", RequestFilter("swap", [], lambda r: replacement)),
+            ("see", RequestFilter("see", [], record)),
+        )
         self.assertIs(chain.filterRequest(makeRequestHead()), replacement)
         self.assertEqual(seen, [replacement])
 
@@ -278,7 +313,10 @@ class OrderTests(SynchronousTestCase):
         response-only filter for requests.
         """
         calls: list[str] = []
-        chain = chainOf(("req", RequestFilter("req", calls)), ("resp", ResponseFilter("resp", calls)))
+        chain = chainOf(
+            ("req", RequestFilter("req", calls)),
+            ("resp", ResponseFilter("resp", calls)),
+        )
         request = chain.filterRequest(makeRequestHead())
         self.assertEqual(calls, ["req"])
         chain.filterResponse(request, makeResponseHead())
@@ -317,7 +355,9 @@ class ShortCircuitTests(SynchronousTestCase):
             ("replace", ResponseFilter("replace", calls, lambda q, r: answer)),
             ("never", ResponseFilter("never", calls)),
         )
-        self.assertIs(chain.filterResponse(makeRequestHead(), makeResponseHead()), answer)
+        self.assertIs(
+            chain.filterResponse(makeRequestHead(), makeResponseHead()), answer
+        )
         self.assertEqual(answer.decider, "replace")
         self.assertEqual(calls, ["replace"])
 
@@ -374,7 +414,9 @@ class DeferredTests(SynchronousTestCase):
             ("never", RequestFilter("never", calls)),
             reactor=Clock(),
         )
-        self.assertIs(self.successResultOf(chain.filterRequest(makeRequestHead())), answer)
+        self.assertIs(
+            self.successResultOf(chain.filterRequest(makeRequestHead())), answer
+        )
         self.assertEqual(answer.decider, "async")
         self.assertEqual(calls, ["async"])
 
@@ -383,7 +425,10 @@ class DeferredTests(SynchronousTestCase):
         A Deferred firing with C{None} leaves the head as it was.
         """
         request = makeRequestHead()
-        chain = chainOf(("async", RequestFilter("async", [], lambda r: succeed(None))), reactor=Clock())
+        chain = chainOf(
+            ("async", RequestFilter("async", [], lambda r: succeed(None))),
+            reactor=Clock(),
+        )
         self.assertIs(self.successResultOf(chain.filterRequest(request)), request)
 
     def test_deferredResponseFilter(self) -> None:
@@ -397,7 +442,10 @@ class DeferredTests(SynchronousTestCase):
             reactor=Clock(),
         )
         response = makeResponseHead()
-        self.assertIs(self.successResultOf(chain.filterResponse(makeRequestHead(), response)), response)
+        self.assertIs(
+            self.successResultOf(chain.filterResponse(makeRequestHead(), response)),
+            response,
+        )
         self.assertEqual(calls, ["a", "b"])
 
     def test_deadlineMissed(self) -> None:
@@ -436,7 +484,11 @@ class DeferredTests(SynchronousTestCase):
         A response filter missing the deadline gives 502.
         """
         clock = Clock()
-        chain = chainOf(("sleepy", ResponseFilter("sleepy", [], lambda q, r: Deferred())), reactor=clock, deadline=1.0)
+        chain = chainOf(
+            ("sleepy", ResponseFilter("sleepy", [], lambda q, r: Deferred())),
+            reactor=clock,
+            deadline=1.0,
+        )
         d = chain.filterResponse(makeRequestHead(), makeResponseHead())
         clock.advance(1.0)
         self.assertEqual(self.successResultOf(d).head.status, 502)
@@ -451,7 +503,9 @@ class DeferredTests(SynchronousTestCase):
         request = makeRequestHead()
         chain = FilterChain(
             [
-                EnabledFilter("sleepy", RequestFilter("sleepy", calls, lambda r: Deferred()), PASS),
+                EnabledFilter(
+                    "sleepy", RequestFilter("sleepy", calls, lambda r: Deferred()), PASS
+                ),
                 EnabledFilter("next", RequestFilter("next", calls)),
             ],
             clock,
@@ -469,7 +523,10 @@ class DeferredTests(SynchronousTestCase):
         A filter's Deferred that fails gives 500, logged with the filter's
         name.
         """
-        chain = chainOf(("sad", RequestFilter("sad", [], lambda r: fail(FilterFailed("nope")))), reactor=Clock())
+        chain = chainOf(
+            ("sad", RequestFilter("sad", [], lambda r: fail(FilterFailed("nope")))),
+            reactor=Clock(),
+        )
         with capturedLogs() as events:
             response = self.successResultOf(chain.filterRequest(makeRequestHead()))
         self.assertEqual(response.head.status, 500)
@@ -492,9 +549,14 @@ class FailureTests(SynchronousTestCase):
         log event naming it, the client and the target.
         """
         calls: list[str] = []
-        chain = chainOf(("broken", RequestFilter("broken", calls, raiser)), ("never", RequestFilter("never", calls)))
+        chain = chainOf(
+            ("broken", RequestFilter("broken", calls, raiser)),
+            ("never", RequestFilter("never", calls)),
+        )
         with capturedLogs() as events:
-            response = chain.filterRequest(makeRequestHead(url=b"http://example.com/p", client=("192.0.2.7", 4444)))
+            response = chain.filterRequest(
+                makeRequestHead(url=b"http://example.com/p", client=("192.0.2.7", 4444))
+            )
         self.assertIsInstance(response, Response)
         self.assertEqual(response.head.status, 500)
         self.assertEqual(response.decider, "broken")
@@ -609,7 +671,9 @@ class TunnelTests(SynchronousTestCase):
         A Deferred firing with C{None} allows the tunnel (the chain's
         Deferred fires with C{None}).
         """
-        chain = chainOf(("async", TunnelFilter(lambda r: succeed(None))), reactor=Clock())
+        chain = chainOf(
+            ("async", TunnelFilter(lambda r: succeed(None))), reactor=Clock()
+        )
         d = chain.filterTunnel(self.connect())
         self.assertIsInstance(d, Deferred)
         self.assertIsNone(self.successResultOf(d))
@@ -619,7 +683,9 @@ class TunnelTests(SynchronousTestCase):
         A Deferred firing with a Response refuses the tunnel.
         """
         refusal = makeResponse(403)
-        chain = chainOf(("async", TunnelFilter(lambda r: succeed(refusal))), reactor=Clock())
+        chain = chainOf(
+            ("async", TunnelFilter(lambda r: succeed(refusal))), reactor=Clock()
+        )
         self.assertIs(self.successResultOf(chain.filterTunnel(self.connect())), refusal)
 
     def test_raises(self) -> None:
@@ -648,7 +714,9 @@ class TunnelTests(SynchronousTestCase):
         A tunnel filter missing its deadline refuses with 500.
         """
         clock = Clock()
-        chain = chainOf(("sleepy", TunnelFilter(lambda r: Deferred())), reactor=clock, deadline=0.5)
+        chain = chainOf(
+            ("sleepy", TunnelFilter(lambda r: Deferred())), reactor=clock, deadline=0.5
+        )
         d = chain.filterTunnel(self.connect())
         clock.advance(0.5)
         self.assertEqual(self.successResultOf(d).head.status, 500)
@@ -674,7 +742,11 @@ class BodyTransformTests(SynchronousTestCase):
         C{bodyTransforms} returns one callable per offering filter, in
         order; C{None} offers are left out.
         """
-        chain = chainOf(("up", BodyFilter(Upper)), ("none", BodyFilter(lambda: None)), ("up2", BodyFilter(Upper)))
+        chain = chainOf(
+            ("up", BodyFilter(Upper)),
+            ("none", BodyFilter(lambda: None)),
+            ("up2", BodyFilter(Upper)),
+        )
         transforms = chain.bodyTransforms(makeRequestHead(), makeResponseHead())
         self.assertEqual([t.name for t in transforms], ["up", "up2"])
         self.assertEqual(transforms[0](b"abc"), b"ABC")
@@ -710,7 +782,9 @@ class BodyTransformTests(SynchronousTestCase):
         A body filter whose C{bodyTransform} raises is skipped for this
         response, logged with its name; the others still apply.
         """
-        chain = chainOf(("broken", BodyFilter(lambda: raiser())), ("up", BodyFilter(Upper)))
+        chain = chainOf(
+            ("broken", BodyFilter(lambda: raiser())), ("up", BodyFilter(Upper))
+        )
         with capturedLogs() as events:
             transforms = chain.bodyTransforms(makeRequestHead(), makeResponseHead())
         self.assertEqual([t.name for t in transforms], ["up"])
@@ -733,7 +807,9 @@ class ChainInProxyTests(SynchronousTestCase):
         A raising request filter answers 500 and the origin is not
         contacted.
         """
-        proxy = InMemoryProxy([EnabledFilter("broken", RequestFilter("broken", [], raiser))], origin)
+        proxy = InMemoryProxy(
+            [EnabledFilter("broken", RequestFilter("broken", [], raiser))], origin
+        )
         response = proxy.get("http://example.com/")
         self.assertEqual(response.status, 500)
         self.assertEqual(proxy.originRequests, [])
@@ -744,7 +820,9 @@ class ChainInProxyTests(SynchronousTestCase):
         A raising response filter answers 502 instead of the origin's
         response.
         """
-        proxy = InMemoryProxy([EnabledFilter("broken", ResponseFilter("broken", [], raiser))], origin)
+        proxy = InMemoryProxy(
+            [EnabledFilter("broken", ResponseFilter("broken", [], raiser))], origin
+        )
         response = proxy.get("http://example.com/")
         self.assertEqual(response.status, 502)
         self.assertEqual(len(proxy.originRequests), 1)
@@ -754,7 +832,10 @@ class ChainInProxyTests(SynchronousTestCase):
         """
         With C{on_error = "pass"} the client gets the origin's response.
         """
-        proxy = InMemoryProxy([EnabledFilter("broken", ResponseFilter("broken", [], raiser), PASS)], origin)
+        proxy = InMemoryProxy(
+            [EnabledFilter("broken", ResponseFilter("broken", [], raiser), PASS)],
+            origin,
+        )
         response = proxy.get("http://example.com/")
         self.assertEqual(response.status, 200)
         self.assertEqual(response.body, b"abcdef" * 1000)
@@ -765,7 +846,14 @@ class ChainInProxyTests(SynchronousTestCase):
         A request filter that never answers gives the client 500 after the
         deadline (the in-memory reactor's clock runs the deadline).
         """
-        proxy = InMemoryProxy([EnabledFilter("sleepy", RequestFilter("sleepy", [], lambda r: Deferred()))], origin)
+        proxy = InMemoryProxy(
+            [
+                EnabledFilter(
+                    "sleepy", RequestFilter("sleepy", [], lambda r: Deferred())
+                )
+            ],
+            origin,
+        )
         response = proxy.get("http://example.com/")
         self.assertEqual(response.status, 500)
         self.assertIn(b"deadline", response.body)
@@ -788,7 +876,9 @@ class ChainInProxyTests(SynchronousTestCase):
         A transform that breaks mid-body does not break the response: the
         client still gets a complete, correctly framed body.
         """
-        proxy = InMemoryProxy([EnabledFilter("fragile", BodyFilter(lambda: Upper(failAfter=1)))], origin)
+        proxy = InMemoryProxy(
+            [EnabledFilter("fragile", BodyFilter(lambda: Upper(failAfter=1)))], origin
+        )
         response = proxy.get("http://example.com/")
         self.assertEqual(response.status, 200)
         self.assertEqual(response.body, b"abcdef" * 1000)
@@ -799,8 +889,17 @@ class ChainInProxyTests(SynchronousTestCase):
         A tunnel filter's refusal reaches the client and no upstream
         connection is made.
         """
-        proxy = InMemoryProxy([EnabledFilter("deny", TunnelFilter(lambda r: makeResponse(403, b"no tunnels")))], origin)
-        response = proxy.request(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+        proxy = InMemoryProxy(
+            [
+                EnabledFilter(
+                    "deny", TunnelFilter(lambda r: makeResponse(403, b"no tunnels"))
+                )
+            ],
+            origin,
+        )
+        response = proxy.request(
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+        )
         self.assertEqual(response.status, 403)
         self.assertEqual(response.body, b"no tunnels")
         self.assertEqual(proxy.connections, [])

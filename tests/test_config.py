@@ -18,7 +18,15 @@ from pathlib import Path
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from proxyapp.config import KEYS, SECTIONS, ConfigError, PortSet, Settings, checkValue, readConfigFile
+from proxyapp.config import (
+    KEYS,
+    SECTIONS,
+    ConfigError,
+    PortSet,
+    Settings,
+    checkValue,
+    readConfigFile,
+)
 from proxyapp.tap import Options
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +34,11 @@ EXAMPLE = REPO_ROOT / "webproxy.example.toml"
 
 # Keys whose default cannot be written as a TOML value (None, or a value
 # computed at start-up); the example shows them commented out.
-COMMENTED = {("server", "via_pseudonym"), ("access", "allowed_clients"), ("auth", "htpasswd")}
+COMMENTED = {
+    ("server", "via_pseudonym"),
+    ("access", "allowed_clients"),
+    ("auth", "htpasswd"),
+}
 
 
 def sectionText(text: str, section: str) -> str:
@@ -60,9 +72,17 @@ class ExampleFileTests(SynchronousTestCase):
             place = f"[{key.section}] {key.key}"
             if (key.section, key.key) in COMMENTED:
                 self.assertNotIn(key.key, self.document.get(key.section, {}), place)
-                self.assertRegex(sectionText(self.text, key.section), rf"(?m)^# {re.escape(key.key)} = ", place)
+                self.assertRegex(
+                    sectionText(self.text, key.section),
+                    rf"(?m)^# {re.escape(key.key)} = ",
+                    place,
+                )
                 continue
-            self.assertIn(key.key, self.document.get(key.section, {}), f"{place} is missing from the example")
+            self.assertIn(
+                key.key,
+                self.document.get(key.section, {}),
+                f"{place} is missing from the example",
+            )
             value = checkValue(key, self.document[key.section][key.key], place)
             self.assertEqual(value, getattr(defaults, key.attr), place)
             self.assertEqual(type(value), type(getattr(defaults, key.attr)), place)
@@ -99,8 +119,14 @@ class ExampleFileTests(SynchronousTestCase):
         """
         for key in KEYS:
             if key.option:
-                self.assertIn(f"--{key.option}", sectionText(self.text, key.section), key.key)
-        for option, section in [("--listen", "server"), ("--connect-port", "access"), ("--filter", "filters")]:
+                self.assertIn(
+                    f"--{key.option}", sectionText(self.text, key.section), key.key
+                )
+        for option, section in [
+            ("--listen", "server"),
+            ("--connect-port", "access"),
+            ("--filter", "filters"),
+        ]:
             self.assertIn(option, sectionText(self.text, section))
 
     def test_sameAsNoFile(self) -> None:
@@ -143,8 +169,8 @@ class ReadTests(FileMixin, SynchronousTestCase):
         seconds become floats; connect ports become a L{PortSet}.
         """
         path = self.write(
-            '[server]\nport = 3128\ndrain_timeout = 3\n'
-            '[timeouts]\nconnect = 2.5\n'
+            "[server]\nport = 3128\ndrain_timeout = 3\n"
+            "[timeouts]\nconnect = 2.5\n"
             '[access]\nconnect_ports = [443, "8000-8100"]\nblocked_domains = ["ads.example"]\n'
             '[filters]\nenabled = ["b", "a"]\ndeadline = 1\n'
         )
@@ -164,14 +190,18 @@ class ReadTests(FileMixin, SynchronousTestCase):
         Keys the file leaves out are not in the result (they keep their
         defaults, or the command line's values).
         """
-        self.assertEqual(readConfigFile(self.write("[server]\nport = 1\n")), {"port": 1})
+        self.assertEqual(
+            readConfigFile(self.write("[server]\nport = 1\n")), {"port": 1}
+        )
         self.assertEqual(readConfigFile(self.write("")), {})
 
     def test_filterTables(self) -> None:
         """
         C{[filter.NAME]} tables are returned as they are, keyed by name.
         """
-        path = self.write('[filter.example]\ngreeting = "hi"\non_error = "pass"\n[filter.other]\n')
+        path = self.write(
+            '[filter.example]\ngreeting = "hi"\non_error = "pass"\n[filter.other]\n'
+        )
         self.assertEqual(
             readConfigFile(path)["filterTables"],
             {"example": {"greeting": "hi", "on_error": "pass"}, "other": {}},
@@ -210,12 +240,25 @@ class ErrorTests(FileMixin, SynchronousTestCase):
         """
         A value of the wrong type names the key and what was expected.
         """
-        self.assertError('[server]\nport = "8080"\n', "[server] port", "expected a port number", "'8080'")
+        self.assertError(
+            '[server]\nport = "8080"\n',
+            "[server] port",
+            "expected a port number",
+            "'8080'",
+        )
         self.assertError("[server]\nport = 80.5\n", "[server] port")
         self.assertError("[server]\nport = true\n", "[server] port")
-        self.assertError('[timeouts]\nconnect = "10"\n', "[timeouts] connect", "expected a positive number")
-        self.assertError('[filters]\nenabled = "example"\n', "[filters] enabled", "expected a list")
-        self.assertError('[access]\nblocked_domains = ["ok", 3]\n', "[access] blocked_domains")
+        self.assertError(
+            '[timeouts]\nconnect = "10"\n',
+            "[timeouts] connect",
+            "expected a positive number",
+        )
+        self.assertError(
+            '[filters]\nenabled = "example"\n', "[filters] enabled", "expected a list"
+        )
+        self.assertError(
+            '[access]\nblocked_domains = ["ok", 3]\n', "[access] blocked_domains"
+        )
         self.assertError('[log]\nformat = "xml"\n', "[log] format", '"combined"')
 
     def test_impossibleValue(self) -> None:
@@ -223,13 +266,23 @@ class ErrorTests(FileMixin, SynchronousTestCase):
         A value of the right type but out of range names the key.
         """
         self.assertError("[server]\nport = 65536\n", "[server] port", "0-65535")
-        self.assertError("[limits]\nmax_headers = 0\n", "[limits] max_headers", "positive")
-        self.assertError("[limits]\nmax_body_bytes = -1\n", "[limits] max_body_bytes", "0 (unlimited)")
+        self.assertError(
+            "[limits]\nmax_headers = 0\n", "[limits] max_headers", "positive"
+        )
+        self.assertError(
+            "[limits]\nmax_body_bytes = -1\n",
+            "[limits] max_body_bytes",
+            "0 (unlimited)",
+        )
         self.assertError("[timeouts]\nidle = 0\n", "[timeouts] idle", "positive")
         self.assertError("[server]\ndrain_timeout = -1\n", "[server] drain_timeout")
-        self.assertError('[access]\nconnect_ports = ["70000"]\n', "[access] connect_ports")
+        self.assertError(
+            '[access]\nconnect_ports = ["70000"]\n', "[access] connect_ports"
+        )
         self.assertError("[access]\nconnect_ports = []\n", "[access] connect_ports")
-        self.assertError('[server]\nvia_pseudonym = "two words"\n', "[server] via_pseudonym")
+        self.assertError(
+            '[server]\nvia_pseudonym = "two words"\n', "[server] via_pseudonym"
+        )
 
     def test_notATable(self) -> None:
         """
@@ -271,8 +324,12 @@ class PrecedenceTests(FileMixin, SynchronousTestCase):
         An option given on the command line overrides the file's key; the
         file's other keys apply.
         """
-        path = self.write('[server]\nport = 3128\ninterface = "::1"\n[timeouts]\nconnect = 2.0\n')
-        settings = parse("--config", path, "--port", "9", "--via-pseudonym", "p")["settings"]
+        path = self.write(
+            '[server]\nport = 3128\ninterface = "::1"\n[timeouts]\nconnect = 2.0\n'
+        )
+        settings = parse("--config", path, "--port", "9", "--via-pseudonym", "p")[
+            "settings"
+        ]
         self.assertEqual(settings.port, 9)
         self.assertEqual(settings.interface, "::1")
         self.assertEqual(settings.connectTimeout, 2.0)
@@ -301,9 +358,15 @@ class PrecedenceTests(FileMixin, SynchronousTestCase):
             }.get(key.parse, (None, None))
             if fileValue is None:
                 continue
-            path = self.write(f"[{key.section}]\n{key.key} = {fileValue!r}\n", f"{key.key}.toml")
-            settings = parse("--config", path, f"--{key.option}", optionValue, "--via-pseudonym", "p")["settings"]
-            self.assertEqual(getattr(settings, key.attr), key.parse(optionValue), key.option)
+            path = self.write(
+                f"[{key.section}]\n{key.key} = {fileValue!r}\n", f"{key.key}.toml"
+            )
+            settings = parse(
+                "--config", path, f"--{key.option}", optionValue, "--via-pseudonym", "p"
+            )["settings"]
+            self.assertEqual(
+                getattr(settings, key.attr), key.parse(optionValue), key.option
+            )
 
     def test_repeatableOptionsReplace(self) -> None:
         """
@@ -314,7 +377,16 @@ class PrecedenceTests(FileMixin, SynchronousTestCase):
             '[server]\nlisten = ["tcp:1"]\n[access]\nconnect_ports = [443]\n[filters]\nenabled = ["nosuch"]\n'
         )
         settings = parse(
-            "--config", path, "--listen", "tcp:2", "--connect-port", "8443", "--filter", "access", "--via-pseudonym", "p"
+            "--config",
+            path,
+            "--listen",
+            "tcp:2",
+            "--connect-port",
+            "8443",
+            "--filter",
+            "access",
+            "--via-pseudonym",
+            "p",
         )["settings"]
         self.assertEqual(settings.listen, ["tcp:2"])
         self.assertEqual(settings.connectPorts, PortSet(["8443"]))
@@ -385,7 +457,9 @@ class PrecedenceTests(FileMixin, SynchronousTestCase):
         A filter table the filter refuses stops the start, naming the file
         and the table.
         """
-        path = self.write('[filters]\nenabled = []\n[access]\nallowed_clients = ["not an address"]\n')
+        path = self.write(
+            '[filters]\nenabled = []\n[access]\nallowed_clients = ["not an address"]\n'
+        )
         error = self.assertRaises(SystemExit, parse, "--config", path)
         self.assertIn(path, str(error.code))
         self.assertIn("allowed_clients", str(error.code))
@@ -455,4 +529,6 @@ class TwistdTests(FileMixin, SynchronousTestCase):
         A C{listen} description Twisted cannot parse is named on one line
         before anything starts.
         """
-        self.assertStops('[server]\nlisten = ["tcp:notaport"]\n', "[server] listen", "tcp:notaport")
+        self.assertStops(
+            '[server]\nlisten = ["tcp:notaport"]\n', "[server] listen", "tcp:notaport"
+        )

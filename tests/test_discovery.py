@@ -120,7 +120,9 @@ def writePluginPackage(root: Path, packageName: str, modules: dict[str, str]) ->
     package.mkdir()
     (package / "__init__.py").write_text("")
     for name, body in modules.items():
-        (package / f"{name}.py").write_text(textwrap.dedent(HEADER) + textwrap.dedent(body))
+        (package / f"{name}.py").write_text(
+            textwrap.dedent(HEADER) + textwrap.dedent(body)
+        )
 
 
 class DummyPackageMixin:
@@ -180,7 +182,10 @@ class BuiltinTests(SynchronousTestCase):
         The project's own plugin package has no broken plugins.
         """
         found = findFilterFactories()
-        self.assertEqual([p for p in found.problems if p[0].startswith("proxyapp.plugins.proxyapp")], [])
+        self.assertEqual(
+            [p for p in found.problems if p[0].startswith("proxyapp.plugins.proxyapp")],
+            [],
+        )
 
     def test_builtinImplementationsExist(self) -> None:
         """
@@ -191,7 +196,10 @@ class BuiltinTests(SynchronousTestCase):
         missing = [
             name
             for name in BUILTINS
-            if importlib.util.find_spec(f"proxyapp.filters.{found.factories[name].module}") is None
+            if importlib.util.find_spec(
+                f"proxyapp.filters.{found.factories[name].module}"
+            )
+            is None
         ]
         self.assertEqual(missing, [])
 
@@ -220,11 +228,19 @@ class BuiltinTests(SynchronousTestCase):
             except FilterError as e:
                 self.assertIn(f"[filter.{name}]", str(e))
             else:
-                provided = [i for i in FILTER_INTERFACES if i.providedBy(enabled.filter)]
+                provided = [
+                    i for i in FILTER_INTERFACES if i.providedBy(enabled.filter)
+                ]
                 self.assertTrue(provided, name)
                 for interface in provided:
                     self.assertTrue(verifyObject(interface, enabled.filter))
-            error = self.assertRaises(FilterError, buildFilter, found.factories[name], name, {"no_such_key": 1})
+            error = self.assertRaises(
+                FilterError,
+                buildFilter,
+                found.factories[name],
+                name,
+                {"no_such_key": 1},
+            )
             self.assertIn(f"[filter.{name}]", str(error))
             self.assertIn("no_such_key", str(error))
 
@@ -246,7 +262,9 @@ class DummyPackageTests(DummyPackageMixin, SynchronousTestCase):
         Valid factories are found with the module they came from.
         """
         found = self.discover()
-        self.assertEqual(sorted(found.factories), ["crashes", "good", "liar", "nothing", "second"])
+        self.assertEqual(
+            sorted(found.factories), ["crashes", "good", "liar", "nothing", "second"]
+        )
         self.assertEqual(found.origins["good"], f"{self.packageName}.dummy_good")
         self.assertEqual(found.factories["good"].description, "Tags requests.")
 
@@ -290,7 +308,9 @@ class DummyPackageTests(DummyPackageMixin, SynchronousTestCase):
         An enabled good filter is built with its table, on_error taken out.
         """
         found = self.discover()
-        [enabled] = buildFilters(["good"], {"good": {"value": "v", "on_error": "pass"}}, found)
+        [enabled] = buildFilters(
+            ["good"], {"good": {"value": "v", "on_error": "pass"}}, found
+        )
         self.assertEqual(enabled.name, "good")
         self.assertEqual(enabled.onError, PASS)
         self.assertEqual(enabled.filter.value, b"v")
@@ -360,7 +380,9 @@ class DummyPackageTests(DummyPackageMixin, SynchronousTestCase):
         A factory's ValueError becomes a L{FilterError} naming the table.
         """
         found = self.discover()
-        error = self.assertRaises(FilterError, buildFilters, ["good"], {"good": {"valu": 1}}, found)
+        error = self.assertRaises(
+            FilterError, buildFilters, ["good"], {"good": {"valu": 1}}, found
+        )
         self.assertIn("[filter.good]", str(error))
         self.assertIn("'valu'", str(error))
 
@@ -381,7 +403,9 @@ class DummyPackageTests(DummyPackageMixin, SynchronousTestCase):
         table and the key.
         """
         found = self.discover()
-        error = self.assertRaises(FilterError, buildFilters, ["good"], {"good": {"on_error": "ignore"}}, found)
+        error = self.assertRaises(
+            FilterError, buildFilters, ["good"], {"good": {"on_error": "ignore"}}, found
+        )
         self.assertIn("[filter.good] on_error", str(error))
 
     def test_describe(self) -> None:
@@ -397,8 +421,12 @@ class DummyPackageTests(DummyPackageMixin, SynchronousTestCase):
         names = [line.split()[0] for line in lines if not line.startswith("BROKEN")]
         self.assertEqual(names, sorted(names))
         broken = [line for line in lines if line.startswith("BROKEN")]
-        self.assertTrue(any(f"{self.packageName}.dummy_explodes" in line for line in broken))
-        self.assertTrue(any(f"{self.packageName}.dummy_invalid" in line for line in broken))
+        self.assertTrue(
+            any(f"{self.packageName}.dummy_explodes" in line for line in broken)
+        )
+        self.assertTrue(
+            any(f"{self.packageName}.dummy_invalid" in line for line in broken)
+        )
 
 
 class DuplicateTests(DummyPackageMixin, SynchronousTestCase):
@@ -421,7 +449,8 @@ class DuplicateTests(DummyPackageMixin, SynchronousTestCase):
         [(module, message)] = found.problems
         winner = found.origins["same"]
         self.assertEqual(
-            {module, winner}, {f"{self.packageName}.dummy_first", f"{self.packageName}.dummy_second"}
+            {module, winner},
+            {f"{self.packageName}.dummy_first", f"{self.packageName}.dummy_second"},
         )
         self.assertIn("already provided by " + winner, message)
 
@@ -442,7 +471,9 @@ class EmptyPackageTests(DummyPackageMixin, SynchronousTestCase):
         self.assertEqual(describeFilters(found), "(no filters installed)")
 
 
-def twistd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def twistd(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """
     Run C{twistd} from the checkout (so that the C{twisted/plugins/}
     dropin is found) and capture its output.
@@ -474,7 +505,11 @@ class ListFiltersTests(SynchronousTestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         found = findFilterFactories()
         for name in BUILTINS:
-            [line] = [line for line in result.stdout.splitlines() if line.split()[:1] == [name]]
+            [line] = [
+                line
+                for line in result.stdout.splitlines()
+                if line.split()[:1] == [name]
+            ]
             self.assertIn(found.factories[name].description, line)
             self.assertIn("[proxyapp.plugins.proxyapp_builtins]", line)
         self.assertNotIn("Traceback", result.stderr)
@@ -489,15 +524,21 @@ class ListFiltersTests(SynchronousTestCase):
         root = Path(tempfile.mkdtemp(prefix="webproxy-dropins-"))
         plugins = root / "proxyapp" / "plugins"
         plugins.mkdir(parents=True)
-        (plugins / "testdrop_good.py").write_text(textwrap.dedent(HEADER) + textwrap.dedent(MODULES["dummy_good"]))
-        (plugins / "testdrop_broken.py").write_text("raise RuntimeError('kaboom at import')\n")
+        (plugins / "testdrop_good.py").write_text(
+            textwrap.dedent(HEADER) + textwrap.dedent(MODULES["dummy_good"])
+        )
+        (plugins / "testdrop_broken.py").write_text(
+            "raise RuntimeError('kaboom at import')\n"
+        )
         result = twistd(
             "webproxy",
             "--list-filters",
             env={"PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(root)])},
         )
         self.assertEqual(result.returncode, 0, result.stderr)
-        [line] = [line for line in result.stdout.splitlines() if line.startswith("good ")]
+        [line] = [
+            line for line in result.stdout.splitlines() if line.startswith("good ")
+        ]
         self.assertIn("[proxyapp.plugins.testdrop_good]", line)
         self.assertIn("BROKEN proxyapp.plugins.testdrop_broken: ", result.stdout)
         self.assertIn("kaboom at import", result.stdout)
@@ -512,7 +553,8 @@ class ListFiltersTests(SynchronousTestCase):
         plugins = root / "proxyapp" / "plugins"
         plugins.mkdir(parents=True)
         (plugins / "testdrop_access.py").write_text(
-            textwrap.dedent(HEADER) + 'impostor = Factory("access", lambda config: Tag(b"x"), "Impostor.")\n'
+            textwrap.dedent(HEADER)
+            + 'impostor = Factory("access", lambda config: Tag(b"x"), "Impostor.")\n'
         )
         result = twistd(
             "webproxy",
@@ -520,6 +562,11 @@ class ListFiltersTests(SynchronousTestCase):
             env={"PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(root)])},
         )
         self.assertEqual(result.returncode, 0, result.stderr)
-        [line] = [line for line in result.stdout.splitlines() if line.startswith("access ")]
+        [line] = [
+            line for line in result.stdout.splitlines() if line.startswith("access ")
+        ]
         self.assertIn("[proxyapp.plugins.proxyapp_builtins]", line)
-        self.assertIn("BROKEN proxyapp.plugins.testdrop_access: filter name 'access' is already provided", result.stdout)
+        self.assertIn(
+            "BROKEN proxyapp.plugins.testdrop_access: filter name 'access' is already provided",
+            result.stdout,
+        )

@@ -43,17 +43,38 @@ class ClientPolicyTests(SynchronousTestCase):
             "fe80::1",
         ]:
             self.assertTrue(policy.allows(address), address)
-        for address in ["8.8.8.8", "172.32.0.1", "192.169.0.1", "2001:db8::1", "11.0.0.1"]:
+        for address in [
+            "8.8.8.8",
+            "172.32.0.1",
+            "192.169.0.1",
+            "2001:db8::1",
+            "11.0.0.1",
+        ]:
             self.assertFalse(policy.allows(address), address)
 
     def test_patterns(self) -> None:
         """
         fnmatch patterns, CIDR blocks and single addresses, IPv4 and IPv6.
         """
-        policy = ClientPolicy(["127.0.0.1", "192.168.*", "10.0.0.0/8", "fd00::/8", "2001:db8::7"])
-        for address in ["127.0.0.1", "192.168.44.1", "10.200.0.1", "fd00::1", "2001:db8::7"]:
+        policy = ClientPolicy(
+            ["127.0.0.1", "192.168.*", "10.0.0.0/8", "fd00::/8", "2001:db8::7"]
+        )
+        for address in [
+            "127.0.0.1",
+            "192.168.44.1",
+            "10.200.0.1",
+            "fd00::1",
+            "2001:db8::7",
+        ]:
             self.assertTrue(policy.allows(address), address)
-        for address in ["127.0.0.2", "192.169.0.1", "11.0.0.1", "fe00::1", "2001:db8::8", "garbage"]:
+        for address in [
+            "127.0.0.2",
+            "192.169.0.1",
+            "11.0.0.1",
+            "fe00::1",
+            "2001:db8::8",
+            "garbage",
+        ]:
             self.assertFalse(policy.allows(address), address)
 
     def test_ipv4Mapped(self) -> None:
@@ -144,10 +165,16 @@ class DomainSetTests(SynchronousTestCase):
         """
         A Unicode entry blocks its punycode form and the other way round.
         """
-        self.assertEqual(self.blocked.match("xn--bcher-kva.example"), "xn--bcher-kva.example")
+        self.assertEqual(
+            self.blocked.match("xn--bcher-kva.example"), "xn--bcher-kva.example"
+        )
         self.assertEqual(self.blocked.match("BÜCHER.example"), "xn--bcher-kva.example")
-        self.assertEqual(self.blocked.match("www.bücher.example"), "xn--bcher-kva.example")
-        self.assertEqual(self.blocked.match("b%C3%BCcher.example"), "xn--bcher-kva.example")
+        self.assertEqual(
+            self.blocked.match("www.bücher.example"), "xn--bcher-kva.example"
+        )
+        self.assertEqual(
+            self.blocked.match("b%C3%BCcher.example"), "xn--bcher-kva.example"
+        )
 
     def test_idnaBothMappings(self) -> None:
         """
@@ -255,7 +282,9 @@ class BlockFileTests(SynchronousTestCase):
         A 100,000-entry hosts-format list loads in well under a second and
         a lookup costs a few microseconds.
         """
-        path = self.write("".join(f"0.0.0.0 host{i}.ads{i % 97}.example\n" for i in range(100000)))
+        path = self.write(
+            "".join(f"0.0.0.0 host{i}.ads{i % 97}.example\n" for i in range(100000))
+        )
         start = time.perf_counter()
         f = access.makeFilter({"blocked_domains_files": [path]})
         loaded = time.perf_counter() - start
@@ -276,37 +305,54 @@ class AccessFilterTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.events: list[dict[str, Any]] = []
         self.patch(access, "log", Logger(observer=self.events.append))
-        self.filter = access.makeFilter({"allowed_clients": ["127.0.0.1"], "blocked_domains": ["blocked.example"]})
+        self.filter = access.makeFilter(
+            {"allowed_clients": ["127.0.0.1"], "blocked_domains": ["blocked.example"]}
+        )
 
     def test_interfaces(self) -> None:
         """
         The filter provides L{IRequestFilter} and L{ITunnelFilter}.
         """
-        self.assertEqual(set(verifyFilter(self.filter)), {IRequestFilter, ITunnelFilter})
+        self.assertEqual(
+            set(verifyFilter(self.filter)), {IRequestFilter, ITunnelFilter}
+        )
 
     def test_clientRefused(self) -> None:
         """
         A client outside the allow list gets 403 with a short body, for
         HTTP and CONNECT, and the refusal is logged.
         """
-        for method, target in [(b"GET", b"http://ok.example/"), (b"CONNECT", b"ok.example:443")]:
+        for method, target in [
+            (b"GET", b"http://ok.example/"),
+            (b"CONNECT", b"ok.example:443"),
+        ]:
             request = makeRequestHead(method, target, client=("127.0.0.2", 40000))
-            call = self.filter.filterTunnel if method == b"CONNECT" else self.filter.filterRequest
+            call = (
+                self.filter.filterTunnel
+                if method == b"CONNECT"
+                else self.filter.filterRequest
+            )
             response = call(request)
             self.assertIsInstance(response, Response)
             self.assertEqual(response.head.status, 403)
             self.assertLess(len(response.body), 1024)
             self.assertEqual(response.reason, "client not allowed")
-        self.assertEqual(len([e for e in self.events if e.get("client") == "127.0.0.2"]), 2)
+        self.assertEqual(
+            len([e for e in self.events if e.get("client") == "127.0.0.2"]), 2
+        )
 
     def test_blocked(self) -> None:
         """
         A blocked domain gets 403 naming it, for HTTP and CONNECT.
         """
-        response = self.filter.filterRequest(makeRequestHead(url=b"http://WWW.Blocked.Example./x"))
+        response = self.filter.filterRequest(
+            makeRequestHead(url=b"http://WWW.Blocked.Example./x")
+        )
         self.assertEqual(response.head.status, 403)
         self.assertIn(b"blocked.example", response.body)
-        response = self.filter.filterTunnel(makeRequestHead(b"CONNECT", b"blocked.example:443"))
+        response = self.filter.filterTunnel(
+            makeRequestHead(b"CONNECT", b"blocked.example:443")
+        )
         self.assertEqual(response.head.status, 403)
 
     def test_allowed(self) -> None:
@@ -316,14 +362,18 @@ class AccessFilterTests(SynchronousTestCase):
         """
         request = makeRequestHead()
         self.assertIs(self.filter.filterRequest(request), request)
-        self.assertIsNone(self.filter.filterTunnel(makeRequestHead(b"CONNECT", b"example.com:443")))
+        self.assertIsNone(
+            self.filter.filterTunnel(makeRequestHead(b"CONNECT", b"example.com:443"))
+        )
 
     def test_openWarns(self) -> None:
         """
         C{"*"} opens the proxy to everyone, with a warning at start.
         """
         access.makeFilter({"allowed_clients": ["*"]})
-        self.assertTrue(any("open to every client" in e["log_format"] for e in self.events))
+        self.assertTrue(
+            any("open to every client" in e["log_format"] for e in self.events)
+        )
 
     def test_config(self) -> None:
         """
@@ -350,7 +400,13 @@ class InMemoryTests(SynchronousTestCase):
         Blocked hosts, however written, get 403 and the proxy opens no
         upstream connection.
         """
-        proxy = InMemoryProxy([access.makeFilter({"blocked_domains": ["blocked.example", "bücher.example"]})])
+        proxy = InMemoryProxy(
+            [
+                access.makeFilter(
+                    {"blocked_domains": ["blocked.example", "bücher.example"]}
+                )
+            ]
+        )
         for url in [
             "http://blocked.example/",
             "http://BLOCKED.EXAMPLE./",
@@ -360,9 +416,13 @@ class InMemoryTests(SynchronousTestCase):
         ]:
             self.assertEqual(proxy.get(url).status, 403, url)
         # Raw UTF-8 in the target is refused by the parser already.
-        raw = "GET http://bücher.example/ HTTP/1.1\r\nHost: bücher.example\r\n\r\n".encode("utf-8")
+        raw = "GET http://bücher.example/ HTTP/1.1\r\nHost: bücher.example\r\n\r\n".encode(
+            "utf-8"
+        )
         self.assertEqual(proxy.request(raw).status, 400)
-        response = proxy.request(b"CONNECT Blocked.Example.:443 HTTP/1.1\r\nHost: blocked.example:443\r\n\r\n")
+        response = proxy.request(
+            b"CONNECT Blocked.Example.:443 HTTP/1.1\r\nHost: blocked.example:443\r\n\r\n"
+        )
         self.assertEqual(response.status, 403)
         self.assertEqual(proxy.connections, [])
         self.assertEqual(proxy.get("http://fine.example/").status, 200)
@@ -372,9 +432,14 @@ class InMemoryTests(SynchronousTestCase):
         A client outside the allow list gets 403 on HTTP and CONNECT; the
         proxy opens no connection for it.
         """
-        proxy = InMemoryProxy([access.makeFilter({"allowed_clients": ["127.0.0.1"]})], client=("127.0.0.2", 50000))
+        proxy = InMemoryProxy(
+            [access.makeFilter({"allowed_clients": ["127.0.0.1"]})],
+            client=("127.0.0.2", 50000),
+        )
         self.assertEqual(proxy.get("http://example.com/").status, 403)
-        response = proxy.request(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+        response = proxy.request(
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+        )
         self.assertEqual(response.status, 403)
         self.assertEqual(proxy.connections, [])
 

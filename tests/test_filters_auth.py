@@ -43,7 +43,11 @@ LONG_TEXT = "a very much longer text to encrypt.  This one even stretches over m
 SHORT_SALT_TEXT = "we have a short salt string but not a short password"
 ROUNDS_TEXT = "the minimum number is still observed"
 SHA_CRYPT_VECTORS = [
-    ("Hello world!", "$5$saltstring", "$5$saltstring$5B8vYYiY.CVt1RlTTf8KbXBH3hsxY/GNooZaBBGWEc5"),
+    (
+        "Hello world!",
+        "$5$saltstring",
+        "$5$saltstring$5B8vYYiY.CVt1RlTTf8KbXBH3hsxY/GNooZaBBGWEc5",
+    ),
     (
         "Hello world!",
         "$5$rounds=10000$saltstringsaltstring",
@@ -59,7 +63,11 @@ SHA_CRYPT_VECTORS = [
         "$5$rounds=1400$anotherlongsaltstring",
         "$5$rounds=1400$anotherlongsalts$Rx.j8H.h8HjEDGomFU8bDkXm3XIUnzyxf12oP84Bnq1",
     ),
-    (SHORT_SALT_TEXT, "$5$rounds=77777$short", "$5$rounds=77777$short$JiO1O3ZpDAxGJeaDIuqCoEFysAe1mZNJRs3pw0KQRd/"),
+    (
+        SHORT_SALT_TEXT,
+        "$5$rounds=77777$short",
+        "$5$rounds=77777$short$JiO1O3ZpDAxGJeaDIuqCoEFysAe1mZNJRs3pw0KQRd/",
+    ),
     (
         "a short string",
         "$5$rounds=123456$asaltof16chars..",
@@ -112,7 +120,10 @@ SHA_CRYPT_VECTORS = [
 MD5_CRYPT_VECTORS = [
     ("0.s0.l33t", "$1$deadbeef$0Huu6KHrKLVWfqa4WljDE0"),
     ("password", "$1$saltsalt$qjXMvbEw8oaL.CzflDtaK/"),
-    ("a much longer password, over sixteen bytes", "$1$12345678$PP/c4Kc.7EWyWL2a.RRb51"),
+    (
+        "a much longer password, over sixteen bytes",
+        "$1$12345678$PP/c4Kc.7EWyWL2a.RRb51",
+    ),
     ("", "$1$$qRPK7m23GJusamGpoGLby/"),
     ("password", "$apr1$saltsalt$yAAkm4libquA.ZWLHbSBq/"),
 ]
@@ -177,7 +188,11 @@ class HashTests(SynchronousTestCase):
         the salt cut at 16 characters.
         """
         for password, setting, expected in SHA_CRYPT_VECTORS:
-            self.assertEqual(shaCrypt(password.encode(), setting.encode()), expected.encode(), setting)
+            self.assertEqual(
+                shaCrypt(password.encode(), setting.encode()),
+                expected.encode(),
+                setting,
+            )
 
     def test_shaCryptVerifies(self) -> None:
         """
@@ -186,7 +201,9 @@ class HashTests(SynchronousTestCase):
         """
         for password, _, hashed in SHA_CRYPT_VECTORS[:4] + SHA_CRYPT_VECTORS[7:11]:
             self.assertTrue(verifyPassword(password.encode(), hashed.encode()), hashed)
-            self.assertFalse(verifyPassword(password.encode() + b"x", hashed.encode()), hashed)
+            self.assertFalse(
+                verifyPassword(password.encode() + b"x", hashed.encode()), hashed
+            )
 
     def test_md5CryptVectors(self) -> None:
         """
@@ -194,7 +211,9 @@ class HashTests(SynchronousTestCase):
         vectors, and L{verifyPassword} accepts them.
         """
         for password, hashed in MD5_CRYPT_VECTORS:
-            self.assertEqual(md5Crypt(password.encode(), hashed.encode()), hashed.encode())
+            self.assertEqual(
+                md5Crypt(password.encode(), hashed.encode()), hashed.encode()
+            )
             self.assertTrue(verifyPassword(password.encode(), hashed.encode()))
             self.assertFalse(verifyPassword(b"wrong", hashed.encode()))
 
@@ -205,7 +224,9 @@ class HashTests(SynchronousTestCase):
         """
         for password, hashed in BCRYPT_VECTORS:
             self.assertTrue(verifyPassword(password.encode(), hashed.encode()), hashed)
-            self.assertFalse(verifyPassword(password.encode()[:5] + b"!", hashed.encode()), hashed)
+            self.assertFalse(
+                verifyPassword(password.encode()[:5] + b"!", hashed.encode()), hashed
+            )
 
     def test_sha1(self) -> None:
         """
@@ -254,7 +275,10 @@ class HtpasswdFileTests(SynchronousTestCase):
         )
         self.assertEqual(
             entries,
-            {b"alice": b"$apr1$saltsalt$yAAkm4libquA.ZWLHbSBq/", b"bob": b"{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g="},
+            {
+                b"alice": b"$apr1$saltsalt$yAAkm4libquA.ZWLHbSBq/",
+                b"bob": b"{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=",
+            },
         )
 
     def test_missingFile(self) -> None:
@@ -314,10 +338,17 @@ class CheckerTests(SynchronousTestCase):
         self.path = self.mktemp()
         self.slow: list[bytes] = []
         self.write(
-            b"alice:" + bcrypt.hashpw(b"secret", bcrypt.gensalt(4)) + b"\nbob:$apr1$saltsalt$yAAkm4libquA.ZWLHbSBq/\n"
+            b"alice:"
+            + bcrypt.hashpw(b"secret", bcrypt.gensalt(4))
+            + b"\nbob:$apr1$saltsalt$yAAkm4libquA.ZWLHbSBq/\n"
         )
         self.passwords = HtpasswdFile(self.path, clock=lambda: self.now)
-        self.checker = HtpasswdChecker(self.passwords, cacheSeconds=60, runSlow=self.runSlow, clock=lambda: self.now)
+        self.checker = HtpasswdChecker(
+            self.passwords,
+            cacheSeconds=60,
+            runSlow=self.runSlow,
+            clock=lambda: self.now,
+        )
 
     def write(self, data: bytes) -> None:
         with open(self.path, "wb") as f:
@@ -436,10 +467,15 @@ class AuthFilterTests(SynchronousTestCase):
         return auth.makeFilter(config, runSlow=synchronously, reactor=self.clock)
 
     def request(
-        self, credentials: Optional[bytes] = None, client: str = "192.0.2.1", method: bytes = b"GET"
+        self,
+        credentials: Optional[bytes] = None,
+        client: str = "192.0.2.1",
+        method: bytes = b"GET",
     ) -> RequestHead:
         if method == b"CONNECT":
-            request = makeRequestHead(b"CONNECT", b"example.com:443", client=(client, 40000))
+            request = makeRequestHead(
+                b"CONNECT", b"example.com:443", client=(client, 40000)
+            )
         else:
             request = makeRequestHead(client=(client, 40000))
         request.credentials = credentials
@@ -449,7 +485,9 @@ class AuthFilterTests(SynchronousTestCase):
         """
         The filter provides L{IRequestFilter} and L{ITunnelFilter}.
         """
-        self.assertEqual(set(verifyFilter(self.filter)), {IRequestFilter, ITunnelFilter})
+        self.assertEqual(
+            set(verifyFilter(self.filter)), {IRequestFilter, ITunnelFilter}
+        )
         self.assertTrue(verifyObject(IRequestFilter, self.filter))
         self.assertTrue(verifyObject(ITunnelFilter, self.filter))
 
@@ -461,7 +499,10 @@ class AuthFilterTests(SynchronousTestCase):
         response = result(self.filter.filterRequest(self.request()))
         self.assertIsInstance(response, Response)
         self.assertEqual(response.head.status, 407)
-        self.assertEqual(response.head.headers.get(b"proxy-authenticate"), b'Basic realm="Test Realm", charset="UTF-8"')
+        self.assertEqual(
+            response.head.headers.get(b"proxy-authenticate"),
+            b'Basic realm="Test Realm", charset="UTF-8"',
+        )
         self.assertTrue(response.reason)
         self.assertEqual(self.filter.failures.count("192.0.2.1"), 0)
 
@@ -470,7 +511,11 @@ class AuthFilterTests(SynchronousTestCase):
         Right credentials (bcrypt, SHA-crypt, APR1 with a UTF-8 user name)
         forward the request with C{request.user} set.
         """
-        for user, password in [("alice", "secret"), ("bob", "Hello world!"), ("jörg", "password")]:
+        for user, password in [
+            ("alice", "secret"),
+            ("bob", "Hello world!"),
+            ("jörg", "password"),
+        ]:
             request = self.request(basic(user, password))
             self.assertIs(result(self.filter.filterRequest(request)), request)
             self.assertEqual(request.user, user)
@@ -535,9 +580,13 @@ class AuthFilterTests(SynchronousTestCase):
         """
         f = self.make(failure_delay=0)
         for value in [b"Basic !!!", b"Basic " + base64.b64encode(b"no-colon")]:
-            self.assertEqual(result(f.filterRequest(self.request(value))).head.status, 407)
+            self.assertEqual(
+                result(f.filterRequest(self.request(value))).head.status, 407
+            )
         self.assertEqual(f.failures.count("192.0.2.1"), 2)
-        self.assertEqual(result(f.filterRequest(self.request(b"Negotiate abc"))).head.status, 407)
+        self.assertEqual(
+            result(f.filterRequest(self.request(b"Negotiate abc"))).head.status, 407
+        )
         self.assertEqual(f.failures.count("192.0.2.1"), 2)
 
     def test_blockAfter(self) -> None:
@@ -547,7 +596,10 @@ class AuthFilterTests(SynchronousTestCase):
         clients are unaffected.
         """
         f = self.make(failure_delay=0, block_after=3, forget_after=60)
-        statuses = [result(f.filterRequest(self.request(basic("alice", "wrong")))).head.status for _ in range(3)]
+        statuses = [
+            result(f.filterRequest(self.request(basic("alice", "wrong")))).head.status
+            for _ in range(3)
+        ]
         self.assertEqual(statuses, [407, 407, 429])
         response = result(f.filterRequest(self.request(basic("alice", "secret"))))
         self.assertEqual(response.head.status, 429)
@@ -561,10 +613,15 @@ class AuthFilterTests(SynchronousTestCase):
         credentials another user verified recently reveal nothing.
         """
         f = self.make(failure_delay=0, block_after=2)
-        result(f.filterRequest(self.request(basic("alice", "secret"), client="192.0.2.9")))
+        result(
+            f.filterRequest(self.request(basic("alice", "secret"), client="192.0.2.9"))
+        )
         for _ in range(2):
             result(f.filterRequest(self.request(basic("alice", "wrong"))))
-        self.assertEqual(result(f.filterRequest(self.request(basic("alice", "secret")))).head.status, 429)
+        self.assertEqual(
+            result(f.filterRequest(self.request(basic("alice", "secret")))).head.status,
+            429,
+        )
 
     def test_forgetAfter(self) -> None:
         """
@@ -575,9 +632,15 @@ class AuthFilterTests(SynchronousTestCase):
         for _ in range(2):
             result(f.filterRequest(self.request(basic("alice", "wrong"))))
         self.clock.advance(90)
-        self.assertEqual(result(f.filterRequest(self.request(basic("alice", "secret")))).head.status, 429)
+        self.assertEqual(
+            result(f.filterRequest(self.request(basic("alice", "secret")))).head.status,
+            429,
+        )
         self.clock.advance(90)
-        self.assertEqual(result(f.filterRequest(self.request(basic("alice", "secret")))).head.status, 429)
+        self.assertEqual(
+            result(f.filterRequest(self.request(basic("alice", "secret")))).head.status,
+            429,
+        )
         self.clock.advance(100)
         request = self.request(basic("alice", "secret"))
         self.assertIs(result(f.filterRequest(request)), request)
@@ -600,7 +663,9 @@ class AuthFilterTests(SynchronousTestCase):
         colons); the scheme is case-insensitive.
         """
         self.assertEqual(auth.parseBasic(basic("u", "p:w")), (b"u", b"p:w"))
-        self.assertEqual(auth.parseBasic(b"bAsIc " + base64.b64encode(b"u:")), (b"u", b""))
+        self.assertEqual(
+            auth.parseBasic(b"bAsIc " + base64.b64encode(b"u:")), (b"u", b"")
+        )
         self.assertIsNone(auth.parseBasic(b"Bearer abc"))
         self.assertIsNone(auth.parseBasic(b"Basic dTpw=garbage"))
 
@@ -625,7 +690,10 @@ class ConfigTests(SynchronousTestCase):
         Only C{htpasswd} is required; the defaults are those documented.
         """
         f = auth.makeFilter({"htpasswd": self.path})
-        self.assertEqual((f.realm, f.failureDelay, f.maxDelay, f.blockAfter), ("webproxy", 1.0, 4.0, 20))
+        self.assertEqual(
+            (f.realm, f.failureDelay, f.maxDelay, f.blockAfter),
+            ("webproxy", 1.0, 4.0, 20),
+        )
         self.assertEqual(f.failures.forgetAfter, 300.0)
         self.assertEqual(f.checker.cacheSeconds, 60.0)
 
@@ -643,12 +711,16 @@ class ConfigTests(SynchronousTestCase):
         self.assertRejected({"htpasswd": 1}, "htpasswd")
         self.assertRejected({"htpasswd": self.path, "bogus": 1}, "bogus")
         self.assertRejected({"htpasswd": self.path, "realm": 'a"b'}, "realm")
-        self.assertRejected({"htpasswd": self.path, "failure_delay": -1}, "failure_delay")
+        self.assertRejected(
+            {"htpasswd": self.path, "failure_delay": -1}, "failure_delay"
+        )
         self.assertRejected({"htpasswd": self.path, "max_delay": "1"}, "max_delay")
         self.assertRejected({"htpasswd": self.path, "block_after": 0}, "block_after")
         self.assertRejected({"htpasswd": self.path, "block_after": True}, "block_after")
         self.assertRejected({"htpasswd": self.path, "forget_after": 0}, "forget_after")
-        self.assertRejected({"htpasswd": self.path, "cache_seconds": None}, "cache_seconds")
+        self.assertRejected(
+            {"htpasswd": self.path, "cache_seconds": None}, "cache_seconds"
+        )
         self.assertRejected({"htpasswd": self.path + ".missing"}, "htpasswd")
 
 
@@ -661,7 +733,9 @@ class InMemoryTests(SynchronousTestCase):
         path = self.mktemp()
         with open(path, "wb") as f:
             f.write(b"alice:" + bcrypt.hashpw(b"secret", bcrypt.gensalt(4)) + b"\n")
-        self.filter = auth.makeFilter({"htpasswd": path, "failure_delay": 0}, runSlow=synchronously)
+        self.filter = auth.makeFilter(
+            {"htpasswd": path, "failure_delay": 0}, runSlow=synchronously
+        )
         self.proxy = InMemoryProxy([self.filter])
         self.filter.reactor = self.proxy.reactor
 
@@ -672,7 +746,10 @@ class InMemoryTests(SynchronousTestCase):
         """
         response = self.proxy.get("http://example.com/")
         self.assertEqual(response.status, 407)
-        self.assertEqual(response.headers.get(b"proxy-authenticate"), b'Basic realm="webproxy", charset="UTF-8"')
+        self.assertEqual(
+            response.headers.get(b"proxy-authenticate"),
+            b'Basic realm="webproxy", charset="UTF-8"',
+        )
         self.assertEqual(self.proxy.originRequests, [])
 
     def test_authenticated(self) -> None:
@@ -680,7 +757,10 @@ class InMemoryTests(SynchronousTestCase):
         With the right credentials the request is forwarded, without
         Proxy-Authorization.
         """
-        response = self.proxy.get("http://example.com/", headers=[(b"Proxy-Authorization", basic("alice", "secret"))])
+        response = self.proxy.get(
+            "http://example.com/",
+            headers=[(b"Proxy-Authorization", basic("alice", "secret"))],
+        )
         self.assertEqual(response.status, 200)
         [forwarded] = self.proxy.originRequests
         self.assertNotIn(b"proxy-authorization", forwarded.head.headers)
@@ -689,7 +769,10 @@ class InMemoryTests(SynchronousTestCase):
         """
         A wrong password gets 407.
         """
-        response = self.proxy.get("http://example.com/", headers=[(b"Proxy-Authorization", basic("alice", "nope"))])
+        response = self.proxy.get(
+            "http://example.com/",
+            headers=[(b"Proxy-Authorization", basic("alice", "nope"))],
+        )
         self.assertEqual(response.status, 407)
         self.assertEqual(self.proxy.originRequests, [])
 
@@ -698,7 +781,9 @@ class InMemoryTests(SynchronousTestCase):
         CONNECT without credentials gets 407 and no upstream connection is
         made.
         """
-        response = self.proxy.request(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+        response = self.proxy.request(
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+        )
         self.assertEqual(response.status, 407)
         self.assertIn(b"Basic", response.headers.get(b"proxy-authenticate"))
         self.assertEqual(self.proxy.connections, [])
@@ -711,7 +796,8 @@ class InMemoryTests(SynchronousTestCase):
         # tunnel's 200 is not; drive the connection by hand.
         protocol = self.proxy.factory.buildProtocol(None)
         transport = StringTransport(
-            hostAddress=IPv4Address("TCP", "127.0.0.1", 3128), peerAddress=IPv4Address("TCP", "127.0.0.1", 50000)
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 3128),
+            peerAddress=IPv4Address("TCP", "127.0.0.1", 50000),
         )
         protocol.makeConnection(transport)
         protocol.dataReceived(

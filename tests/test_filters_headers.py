@@ -14,14 +14,24 @@ from twisted.trial.unittest import SynchronousTestCase
 from proxyapp.filters import headers
 from proxyapp.interfaces import IRequestFilter, IResponseFilter
 from proxyapp.message import Headers
-from proxyapp.testing import InMemoryProxy, OriginRequest, makeRequestHead, makeResponseHead, verifyFilter
+from proxyapp.testing import (
+    InMemoryProxy,
+    OriginRequest,
+    makeRequestHead,
+    makeResponseHead,
+    verifyFilter,
+)
 
 
 def echo(request: OriginRequest) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """
     An origin answering with the request head it received.
     """
-    return 200, [(b"Content-Type", b"text/plain"), (b"Server", b"origin/1")], request.head.headers.serialize()
+    return (
+        200,
+        [(b"Content-Type", b"text/plain"), (b"Server", b"origin/1")],
+        request.head.headers.serialize(),
+    )
 
 
 class HeadersFilterTests(SynchronousTestCase):
@@ -30,7 +40,10 @@ class HeadersFilterTests(SynchronousTestCase):
     """
 
     def request(
-        self, config: dict[str, Any], fields: list[tuple[bytes, bytes]], url: bytes = b"http://example.com/"
+        self,
+        config: dict[str, Any],
+        fields: list[tuple[bytes, bytes]],
+        url: bytes = b"http://example.com/",
     ) -> Headers:
         f = headers.makeFilter(config)
         request = makeRequestHead(url=url, headers=fields)
@@ -38,7 +51,10 @@ class HeadersFilterTests(SynchronousTestCase):
         return request.headers
 
     def response(
-        self, config: dict[str, Any], fields: list[tuple[bytes, bytes]], url: bytes = b"http://example.com/"
+        self,
+        config: dict[str, Any],
+        fields: list[tuple[bytes, bytes]],
+        url: bytes = b"http://example.com/",
     ) -> Headers:
         f = headers.makeFilter(config)
         response = makeResponseHead(headers=fields)
@@ -50,9 +66,13 @@ class HeadersFilterTests(SynchronousTestCase):
         The filter provides L{IRequestFilter}, and L{IResponseFilter} only
         when some rule edits responses.
         """
-        self.assertEqual(verifyFilter(headers.makeFilter({"request_set": {"X-A": "1"}})), [IRequestFilter])
         self.assertEqual(
-            set(verifyFilter(headers.makeFilter({"response_remove": ["Server"]}))), {IRequestFilter, IResponseFilter}
+            verifyFilter(headers.makeFilter({"request_set": {"X-A": "1"}})),
+            [IRequestFilter],
+        )
+        self.assertEqual(
+            set(verifyFilter(headers.makeFilter({"response_remove": ["Server"]}))),
+            {IRequestFilter, IResponseFilter},
         )
 
     def test_requestEdits(self) -> None:
@@ -66,7 +86,12 @@ class HeadersFilterTests(SynchronousTestCase):
                 "request_set": {"X-Set": "new", "X-Fresh": "f"},
                 "request_add": {"X-Add": ["a", "b"], "X-Set": "extra"},
             },
-            [(b"X-Set", b"old1"), (b"X-Drop", b"1"), (b"X-Set", b"old2"), (b"x-add", b"0")],
+            [
+                (b"X-Set", b"old1"),
+                (b"X-Drop", b"1"),
+                (b"X-Set", b"old2"),
+                (b"x-add", b"0"),
+            ],
         )
         self.assertEqual(
             list(result)[1:],
@@ -92,7 +117,9 @@ class HeadersFilterTests(SynchronousTestCase):
             },
             [(b"Server", b"x"), (b"X-Frame-Options", b"ALLOW")],
         )
-        self.assertEqual(list(result), [(b"X-Frame-Options", b"DENY"), (b"Link", b"<a>")])
+        self.assertEqual(
+            list(result), [(b"X-Frame-Options", b"DENY"), (b"Link", b"<a>")]
+        )
 
     def test_hosts(self) -> None:
         """
@@ -102,15 +129,30 @@ class HeadersFilterTests(SynchronousTestCase):
         config = {
             "request_set": {"X-Order": "top"},
             "rule": [
-                {"hosts": ["example.com"], "request_set": {"X-Order": "rule1"}, "response_add": {"X-Rule": "1"}},
+                {
+                    "hosts": ["example.com"],
+                    "request_set": {"X-Order": "rule1"},
+                    "response_add": {"X-Rule": "1"},
+                },
                 {"hosts": ["other.example"], "request_set": {"X-Order": "rule2"}},
             ],
         }
-        self.assertEqual(self.request(config, [], b"http://WWW.Example.COM./").get(b"x-order"), b"rule1")
-        self.assertEqual(self.request(config, [], b"http://other.example/").get(b"x-order"), b"rule2")
-        self.assertEqual(self.request(config, [], b"http://example.org/").get(b"x-order"), b"top")
-        self.assertEqual(self.response(config, [], b"http://a.example.com/").get(b"x-rule"), b"1")
-        self.assertIsNone(self.response(config, [], b"http://example.org/").get(b"x-rule"))
+        self.assertEqual(
+            self.request(config, [], b"http://WWW.Example.COM./").get(b"x-order"),
+            b"rule1",
+        )
+        self.assertEqual(
+            self.request(config, [], b"http://other.example/").get(b"x-order"), b"rule2"
+        )
+        self.assertEqual(
+            self.request(config, [], b"http://example.org/").get(b"x-order"), b"top"
+        )
+        self.assertEqual(
+            self.response(config, [], b"http://a.example.com/").get(b"x-rule"), b"1"
+        )
+        self.assertIsNone(
+            self.response(config, [], b"http://example.org/").get(b"x-rule")
+        )
 
     def test_topLevelHosts(self) -> None:
         """

@@ -14,7 +14,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from proxyapp.filters import privacy
 from proxyapp.interfaces import IBodyFilter, IRequestFilter, IResponseFilter
 from proxyapp.message import Headers
-from proxyapp.testing import InMemoryProxy, OriginRequest, makeRequestHead, makeResponseHead, verifyFilter
+from proxyapp.testing import (
+    InMemoryProxy,
+    OriginRequest,
+    makeRequestHead,
+    makeResponseHead,
+    verifyFilter,
+)
 
 OWN_VIA = b"1.1 webproxy-test"
 
@@ -25,7 +31,11 @@ def echo(request: OriginRequest) -> tuple[int, list[tuple[bytes, bytes]], bytes]
     """
     return (
         200,
-        [(b"Content-Type", b"text/plain"), (b"Set-Cookie", b"id=1"), (b"Via", b"1.0 upstream")],
+        [
+            (b"Content-Type", b"text/plain"),
+            (b"Set-Cookie", b"id=1"),
+            (b"Via", b"1.0 upstream"),
+        ],
         request.head.headers.serialize(),
     )
 
@@ -71,7 +81,8 @@ class PrivacyFilterTests(SynchronousTestCase):
             {IRequestFilter, IResponseFilter},
         )
         self.assertEqual(
-            set(verifyFilter(privacy.makeFilter({"via": False}))), {IRequestFilter, IResponseFilter, IBodyFilter}
+            set(verifyFilter(privacy.makeFilter({"via": False}))),
+            {IRequestFilter, IResponseFilter, IBodyFilter},
         )
 
     def test_defaultsChangeNothing(self) -> None:
@@ -100,15 +111,35 @@ class PrivacyFilterTests(SynchronousTestCase):
         X-Forwarded-For is passed, appended to, set or removed.
         """
         fields = [(b"X-Forwarded-For", b"10.0.0.1")]
-        self.assertEqual(self.filtered({"forwarded_for": "pass"}, fields).getAll(b"x-forwarded-for"), [b"10.0.0.1"])
         self.assertEqual(
-            self.filtered({"forwarded_for": "append"}, fields).getAll(b"x-forwarded-for"), [b"10.0.0.1, 192.0.2.7"]
+            self.filtered({"forwarded_for": "pass"}, fields).getAll(b"x-forwarded-for"),
+            [b"10.0.0.1"],
         )
-        self.assertEqual(self.filtered({"forwarded_for": "append"}).getAll(b"x-forwarded-for"), [b"192.0.2.7"])
-        self.assertEqual(self.filtered({"forwarded_for": "set"}, fields).getAll(b"x-forwarded-for"), [b"192.0.2.7"])
-        self.assertEqual(self.filtered({"forwarded_for": "remove"}, fields).getAll(b"x-forwarded-for"), [])
         self.assertEqual(
-            self.filtered({"forwarded_for": "set"}, client="::ffff:10.1.1.1").get(b"x-forwarded-for"), b"10.1.1.1"
+            self.filtered({"forwarded_for": "append"}, fields).getAll(
+                b"x-forwarded-for"
+            ),
+            [b"10.0.0.1, 192.0.2.7"],
+        )
+        self.assertEqual(
+            self.filtered({"forwarded_for": "append"}).getAll(b"x-forwarded-for"),
+            [b"192.0.2.7"],
+        )
+        self.assertEqual(
+            self.filtered({"forwarded_for": "set"}, fields).getAll(b"x-forwarded-for"),
+            [b"192.0.2.7"],
+        )
+        self.assertEqual(
+            self.filtered({"forwarded_for": "remove"}, fields).getAll(
+                b"x-forwarded-for"
+            ),
+            [],
+        )
+        self.assertEqual(
+            self.filtered({"forwarded_for": "set"}, client="::ffff:10.1.1.1").get(
+                b"x-forwarded-for"
+            ),
+            b"10.1.1.1",
         )
 
     def test_forwarded(self) -> None:
@@ -126,10 +157,16 @@ class PrivacyFilterTests(SynchronousTestCase):
             [b"for=10.0.0.1, for=192.0.2.7;host=www.example.com;proto=http"],
         )
         self.assertEqual(
-            self.filtered({"forwarded": "set"}, client="2001:db8::1", url=b"http://h.example:8080/").get(b"forwarded"),
+            self.filtered(
+                {"forwarded": "set"},
+                client="2001:db8::1",
+                url=b"http://h.example:8080/",
+            ).get(b"forwarded"),
             b'for="[2001:db8::1]";host="h.example:8080";proto=http',
         )
-        self.assertEqual(self.filtered({"forwarded": "remove"}, fields).getAll(b"forwarded"), [])
+        self.assertEqual(
+            self.filtered({"forwarded": "remove"}, fields).getAll(b"forwarded"), []
+        )
 
     def test_removeAndReplace(self) -> None:
         """
@@ -137,8 +174,15 @@ class PrivacyFilterTests(SynchronousTestCase):
         configured value only when the client sent them.
         """
         headers = self.filtered(
-            {"remove": ["from", "X-Client-Id"], "replace": {"User-Agent": "Mozilla/5.0", "Accept-Language": "en"}},
-            [(b"From", b"me@example.com"), (b"x-client-id", b"7"), (b"User-Agent", b"curl/8")],
+            {
+                "remove": ["from", "X-Client-Id"],
+                "replace": {"User-Agent": "Mozilla/5.0", "Accept-Language": "en"},
+            },
+            [
+                (b"From", b"me@example.com"),
+                (b"x-client-id", b"7"),
+                (b"User-Agent", b"curl/8"),
+            ],
         )
         self.assertNotIn(b"from", headers)
         self.assertNotIn(b"x-client-id", headers)
@@ -150,10 +194,19 @@ class PrivacyFilterTests(SynchronousTestCase):
         C{referer = "origin"} cuts the Referer to scheme, host and port
         (dropping credentials); C{"remove"} drops it.
         """
-        fields = [(b"Referer", b"https://user:pw@www.example.org:8443/secret/path?q=1#frag")]
-        self.assertEqual(self.filtered({"referer": "origin"}, fields).get(b"referer"), b"https://www.example.org:8443/")
+        fields = [
+            (b"Referer", b"https://user:pw@www.example.org:8443/secret/path?q=1#frag")
+        ]
+        self.assertEqual(
+            self.filtered({"referer": "origin"}, fields).get(b"referer"),
+            b"https://www.example.org:8443/",
+        )
         self.assertIsNone(self.filtered({"referer": "remove"}, fields).get(b"referer"))
-        self.assertIsNone(self.filtered({"referer": "origin"}, [(b"Referer", b"garbage")]).get(b"referer"))
+        self.assertIsNone(
+            self.filtered({"referer": "origin"}, [(b"Referer", b"garbage")]).get(
+                b"referer"
+            )
+        )
 
     def test_stripCookies(self) -> None:
         """
@@ -161,9 +214,16 @@ class PrivacyFilterTests(SynchronousTestCase):
         """
         config = {"strip_cookies_for": ["example.com"]}
         fields = [(b"Cookie", b"id=1")]
-        self.assertIsNone(self.filtered(config, fields, url=b"http://www.example.com/").get(b"cookie"))
-        self.assertIsNone(self.filtered(config, fields, url=b"http://EXAMPLE.COM./").get(b"cookie"))
-        self.assertEqual(self.filtered(config, fields, url=b"http://example.org/").get(b"cookie"), b"id=1")
+        self.assertIsNone(
+            self.filtered(config, fields, url=b"http://www.example.com/").get(b"cookie")
+        )
+        self.assertIsNone(
+            self.filtered(config, fields, url=b"http://EXAMPLE.COM./").get(b"cookie")
+        )
+        self.assertEqual(
+            self.filtered(config, fields, url=b"http://example.org/").get(b"cookie"),
+            b"id=1",
+        )
 
     def test_responseCookiesAndVia(self) -> None:
         """
@@ -176,7 +236,9 @@ class PrivacyFilterTests(SynchronousTestCase):
         request = makeRequestHead(url=b"http://a.example.com/")
         request.headers.add(b"Via", OWN_VIA)
         f.filterRequest(request)
-        response = makeResponseHead(headers=[(b"Set-Cookie", b"a=b"), (b"Via", b"1.0 upstream")])
+        response = makeResponseHead(
+            headers=[(b"Set-Cookie", b"a=b"), (b"Via", b"1.0 upstream")]
+        )
         self.assertIs(f.filterResponse(request, response), response)
         self.assertNotIn(b"set-cookie", response.headers)
         response.headers.add(b"Via", OWN_VIA)
@@ -231,14 +293,21 @@ class InMemoryTests(SynchronousTestCase):
         proxy = InMemoryProxy([f], origin=echo)
         response = proxy.get(
             "http://www.example.com/",
-            headers=[(b"From", b"me@x"), (b"User-Agent", b"curl"), (b"Cookie", b"id=1"), (b"Via", b"1.0 other")],
+            headers=[
+                (b"From", b"me@x"),
+                (b"User-Agent", b"curl"),
+                (b"Cookie", b"id=1"),
+                (b"Via", b"1.0 other"),
+            ],
         )
         self.assertEqual(response.status, 200)
         seen = received(response.body)
         self.assertEqual(seen.getAll(b"via"), [b"1.0 other"])
         self.assertEqual(seen.get(b"user-agent"), b"Mozilla/5.0")
         self.assertEqual(seen.get(b"x-forwarded-for"), b"127.0.0.1")
-        self.assertEqual(seen.get(b"forwarded"), b"for=127.0.0.1;host=www.example.com;proto=http")
+        self.assertEqual(
+            seen.get(b"forwarded"), b"for=127.0.0.1;host=www.example.com;proto=http"
+        )
         self.assertNotIn(b"from", seen)
         self.assertNotIn(b"cookie", seen)
         self.assertNotIn(b"set-cookie", response.headers)

@@ -19,7 +19,13 @@ from zope.interface.verify import verifyObject
 from proxyapp.filters import rewrite
 from proxyapp.interfaces import IBodyFilter, IBodyTransform
 from proxyapp.message import ResponseHead
-from proxyapp.testing import InMemoryProxy, OriginRequest, makeRequestHead, makeResponseHead, verifyFilter
+from proxyapp.testing import (
+    InMemoryProxy,
+    OriginRequest,
+    makeRequestHead,
+    makeResponseHead,
+    verifyFilter,
+)
 
 
 def transformFor(
@@ -64,7 +70,11 @@ class StreamingTests(SynchronousTestCase):
     """
 
     def assertEveryway(
-        self, config: dict[str, Any], body: bytes, expected: bytes, contentType: bytes = b"text/html; charset=utf-8"
+        self,
+        config: dict[str, Any],
+        body: bytes,
+        expected: bytes,
+        contentType: bytes = b"text/html; charset=utf-8",
     ) -> None:
         for chunks in splits(body):
             transform, _ = transformFor(config, contentType)
@@ -86,7 +96,12 @@ class StreamingTests(SynchronousTestCase):
         matches as on the whole body.
         """
         body = b"price: 10 EUR, 200 EUR; xEUR 7 EUR. (?<=a)"
-        config = {"search": r"(?<=: |, |; )(\d+) EUR\b", "replace": r"\1 euros", "regex": True, "max_match": 16}
+        config = {
+            "search": r"(?<=: |, |; )(\d+) EUR\b",
+            "replace": r"\1 euros",
+            "regex": True,
+            "max_match": 16,
+        }
         expected = re.sub(rb"(?<=: |, |; )(\d+) EUR\b", rb"\1 euros", body)
         self.assertEveryway(config, body, expected)
 
@@ -106,8 +121,16 @@ class StreamingTests(SynchronousTestCase):
         not at chunk boundaries.
         """
         body = b"ab\nab ab\nab"
-        self.assertEveryway({"search": "^ab", "replace": "X", "regex": True, "max_match": 4}, body, b"X\nab ab\nab")
-        self.assertEveryway({"search": "(?m)^ab", "replace": "X", "regex": True, "max_match": 4}, body, b"X\nX ab\nX")
+        self.assertEveryway(
+            {"search": "^ab", "replace": "X", "regex": True, "max_match": 4},
+            body,
+            b"X\nab ab\nab",
+        )
+        self.assertEveryway(
+            {"search": "(?m)^ab", "replace": "X", "regex": True, "max_match": 4},
+            body,
+            b"X\nX ab\nX",
+        )
 
     def test_multibyte(self) -> None:
         """
@@ -124,14 +147,20 @@ class StreamingTests(SynchronousTestCase):
         """
         body = "café crème".encode("latin-1")
         self.assertEveryway(
-            {"search": "crème", "replace": "thé"}, body, "café thé".encode("latin-1"), b"text/plain; charset=ISO-8859-1"
+            {"search": "crème", "replace": "thé"},
+            body,
+            "café thé".encode("latin-1"),
+            b"text/plain; charset=ISO-8859-1",
         )
 
     def test_ruleMaxMatch(self) -> None:
         """
         A rule's own C{max_match} bounds its hold-back.
         """
-        config = {"max_match": 1000, "rule": [{"search": "b+", "replace": "X", "regex": True, "max_match": 5}]}
+        config = {
+            "max_match": 1000,
+            "rule": [{"search": "b+", "replace": "X", "regex": True, "max_match": 5}],
+        }
         transform, _ = transformFor(config)
         transform.transform(b"a" * 100)
         self.assertEqual(len(transform.stages[0].carry), 5)
@@ -141,14 +170,23 @@ class StreamingTests(SynchronousTestCase):
         """
         Rules run in order, each on the output of the one before.
         """
-        config = {"rule": [{"search": "a", "replace": "bb"}, {"search": "bbb", "replace": "X"}]}
+        config = {
+            "rule": [
+                {"search": "a", "replace": "bb"},
+                {"search": "bbb", "replace": "X"},
+            ]
+        }
         self.assertEveryway(config, b"ab a", b"X bb")
 
     def test_emptyReplacement(self) -> None:
         """
         An empty replacement deletes.
         """
-        self.assertEveryway({"search": "<script>evil()</script>", "replace": ""}, b"a<script>evil()</script>b", b"ab")
+        self.assertEveryway(
+            {"search": "<script>evil()</script>", "replace": ""},
+            b"a<script>evil()</script>b",
+            b"ab",
+        )
 
     def test_boundedHoldBack(self) -> None:
         """
@@ -157,7 +195,10 @@ class StreamingTests(SynchronousTestCase):
         """
         for config, hold in [
             ({"search": "needle", "replace": "x"}, 6),
-            ({"search": "ne+dle", "replace": "x", "regex": True, "max_match": 100}, 100),
+            (
+                {"search": "ne+dle", "replace": "x", "regex": True, "max_match": 100},
+                100,
+            ),
         ]:
             transform, _ = transformFor(config)
             chunk = b"haystack " * 7000
@@ -176,7 +217,10 @@ class StreamingTests(SynchronousTestCase):
         """
         transform, _ = transformFor({"search": "a", "replace": "b"})
         self.assertTrue(verifyObject(IBodyTransform, transform))
-        self.assertEqual(verifyFilter(rewrite.makeFilter({"search": "a", "replace": "b"})), [IBodyFilter])
+        self.assertEqual(
+            verifyFilter(rewrite.makeFilter({"search": "a", "replace": "b"})),
+            [IBodyFilter],
+        )
 
 
 class SelectionTests(SynchronousTestCase):
@@ -207,7 +251,10 @@ class SelectionTests(SynchronousTestCase):
         A rule's own C{media_types} overrides the default.
         """
         config = {
-            "rule": [{"search": "a", "replace": "b", "media_types": ["text/css"]}, {"search": "c", "replace": "d"}]
+            "rule": [
+                {"search": "a", "replace": "b", "media_types": ["text/css"]},
+                {"search": "c", "replace": "d"},
+            ]
         }
         transform, _ = transformFor(config, b"text/css")
         self.assertEqual(run(transform, [b"ac"]), b"bc")
@@ -228,15 +275,32 @@ class SelectionTests(SynchronousTestCase):
         no-transform, 206, unknown codings, C{decode = false} with a coding,
         and unknown or non-text charsets leave the body alone.
         """
-        self.assertIsNone(transformFor(self.config, extra=[(b"Cache-Control", b"public, no-transform")])[0])
-        self.assertIsNone(transformFor(self.config, status=206)[0])
-        self.assertIsNone(transformFor(self.config, extra=[(b"Content-Encoding", b"br")])[0])
-        self.assertIsNone(transformFor(self.config, extra=[(b"Content-Encoding", b"gzip, gzip")])[0])
-        self.assertIsNone(transformFor({**self.config, "decode": False}, extra=[(b"Content-Encoding", b"gzip")])[0])
-        self.assertIsNotNone(
-            transformFor({**self.config, "decode": False}, extra=[(b"Content-Encoding", b"identity")])[0]
+        self.assertIsNone(
+            transformFor(
+                self.config, extra=[(b"Cache-Control", b"public, no-transform")]
+            )[0]
         )
-        self.assertIsNone(transformFor(self.config, b"text/html; charset=no-such-charset")[0])
+        self.assertIsNone(transformFor(self.config, status=206)[0])
+        self.assertIsNone(
+            transformFor(self.config, extra=[(b"Content-Encoding", b"br")])[0]
+        )
+        self.assertIsNone(
+            transformFor(self.config, extra=[(b"Content-Encoding", b"gzip, gzip")])[0]
+        )
+        self.assertIsNone(
+            transformFor(
+                {**self.config, "decode": False}, extra=[(b"Content-Encoding", b"gzip")]
+            )[0]
+        )
+        self.assertIsNotNone(
+            transformFor(
+                {**self.config, "decode": False},
+                extra=[(b"Content-Encoding", b"identity")],
+            )[0]
+        )
+        self.assertIsNone(
+            transformFor(self.config, b"text/html; charset=no-such-charset")[0]
+        )
         self.assertIsNone(transformFor(self.config, b"text/html; charset=base64")[0])
 
     def test_headAdjusted(self) -> None:
@@ -257,7 +321,11 @@ class SelectionTests(SynchronousTestCase):
         self.assertIsNotNone(transform)
         self.assertEqual(
             list(head.headers),
-            [(b"Content-Type", b"text/html; charset=utf-8"), (b"ETag", b'W/"v1"'), (b"Content-Encoding", b"gzip")],
+            [
+                (b"Content-Type", b"text/html; charset=utf-8"),
+                (b"ETag", b'W/"v1"'),
+                (b"Content-Encoding", b"gzip"),
+            ],
         )
 
     def test_config(self) -> None:
@@ -278,10 +346,16 @@ class SelectionTests(SynchronousTestCase):
             ({"search": "abc", "replace": "b", "max_match": 2}, "max_match"),
             ({"search": "a", "replace": "b", "max_match": 0}, "max_match"),
             ({"search": "a", "replace": "b", "decode": 1}, "decode"),
-            ({"search": "a", "replace": "b", "media_types": "text/html"}, "media_types"),
+            (
+                {"search": "a", "replace": "b", "media_types": "text/html"},
+                "media_types",
+            ),
             ({"search": "a", "replace": "b", "media_types": ["html"]}, "media_types"),
             ({"search": "a", "replace": "b", "hosts": []}, "hosts"),
-            ({"rule": [{"search": "abcd", "replace": "b", "max_match": 3}]}, "max_match"),
+            (
+                {"rule": [{"search": "abcd", "replace": "b", "max_match": 3}]},
+                "max_match",
+            ),
             ({"rule": {"search": "a", "replace": "b"}}, "rule"),
         ]:
             with self.assertRaises(ValueError) as e:
@@ -298,7 +372,9 @@ class EncodingTests(SynchronousTestCase):
     text = b"<p>the secret is out, secret!</p>\n" * 20
 
     def encoded(self, coding: bytes, body: bytes, chunks: Iterable[bytes]) -> bytes:
-        transform, head = transformFor(self.config, extra=[(b"Content-Encoding", coding)])
+        transform, head = transformFor(
+            self.config, extra=[(b"Content-Encoding", coding)]
+        )
         self.assertEqual(head.headers.get(b"content-encoding"), coding)
         return run(transform, chunks)
 
@@ -310,7 +386,8 @@ class EncodingTests(SynchronousTestCase):
         body = gzip.compress(self.text)
         for chunks in splits(body):
             self.assertEqual(
-                gzip.decompress(self.encoded(b"gzip", body, chunks)), self.text.replace(b"secret", b"public")
+                gzip.decompress(self.encoded(b"gzip", body, chunks)),
+                self.text.replace(b"secret", b"public"),
             )
 
     def test_deflate(self) -> None:
@@ -320,7 +397,9 @@ class EncodingTests(SynchronousTestCase):
         """
         expected = self.text.replace(b"secret", b"public")
         wrapped = zlib.compress(self.text)
-        out = self.encoded(b"deflate", wrapped, [wrapped[:1], wrapped[1:7], wrapped[7:]])
+        out = self.encoded(
+            b"deflate", wrapped, [wrapped[:1], wrapped[1:7], wrapped[7:]]
+        )
         self.assertEqual(zlib.decompress(out), expected)
         compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
         raw = compressor.compress(self.text) + compressor.flush()
@@ -332,13 +411,18 @@ class EncodingTests(SynchronousTestCase):
         A gzip body of several members is decoded whole.
         """
         body = gzip.compress(b"one secret ") + gzip.compress(b"two secrets")
-        self.assertEqual(gzip.decompress(self.encoded(b"x-gzip", body, [body])), b"one public two publics")
+        self.assertEqual(
+            gzip.decompress(self.encoded(b"x-gzip", body, [body])),
+            b"one public two publics",
+        )
 
     def test_notReallyCompressed(self) -> None:
         """
         A body that is not what its Content-Encoding says passes as it came.
         """
-        self.assertEqual(self.encoded(b"gzip", b"", [self.text[:50], self.text[50:]]), self.text)
+        self.assertEqual(
+            self.encoded(b"gzip", b"", [self.text[:50], self.text[50:]]), self.text
+        )
         self.assertEqual(self.encoded(b"gzip", b"", [b"\x1f"]), b"\x1f")
 
     def test_corruptMidway(self) -> None:
@@ -350,7 +434,9 @@ class EncodingTests(SynchronousTestCase):
         chunks = [body[:1000], b"\x00garbage" * 100, body[2000:]]
         out = self.encoded(b"gzip", body, chunks)
         decoded = gzip.decompress(out)
-        self.assertTrue((self.text * 100).replace(b"secret", b"public").startswith(decoded))
+        self.assertTrue(
+            (self.text * 100).replace(b"secret", b"public").startswith(decoded)
+        )
 
     def test_empty(self) -> None:
         """
@@ -358,7 +444,9 @@ class EncodingTests(SynchronousTestCase):
         gzip stream of nothing.
         """
         self.assertEqual(self.encoded(b"gzip", b"", []), b"")
-        self.assertEqual(gzip.decompress(self.encoded(b"gzip", b"", [gzip.compress(b"")])), b"")
+        self.assertEqual(
+            gzip.decompress(self.encoded(b"gzip", b"", [gzip.compress(b"")])), b""
+        )
 
     def test_bombInflatesInSteps(self) -> None:
         """
@@ -383,7 +471,11 @@ class InMemoryTests(SynchronousTestCase):
         """
         proxy = InMemoryProxy(
             [rewrite.makeFilter({"search": "hello", "replace": "goodbye"})],
-            origin=lambda request: (200, [(b"Content-Type", b"text/plain")], b"hello world, hello"),
+            origin=lambda request: (
+                200,
+                [(b"Content-Type", b"text/plain")],
+                b"hello world, hello",
+            ),
         )
         response = proxy.get("http://example.com/")
         self.assertEqual(response.body, b"goodbye world, goodbye")
@@ -395,14 +487,18 @@ class InMemoryTests(SynchronousTestCase):
         A gzip body reaches the client gzip-encoded and rewritten.
         """
 
-        def origin(request: OriginRequest) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        def origin(
+            request: OriginRequest,
+        ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
             return (
                 200,
                 [(b"Content-Type", b"text/html"), (b"Content-Encoding", b"gzip")],
                 gzip.compress(b"<b>hello</b>" * 1000),
             )
 
-        proxy = InMemoryProxy([rewrite.makeFilter({"search": "hello", "replace": "bye"})], origin=origin)
+        proxy = InMemoryProxy(
+            [rewrite.makeFilter({"search": "hello", "replace": "bye"})], origin=origin
+        )
         response = proxy.get("http://example.com/")
         self.assertEqual(response.headers.get(b"content-encoding"), b"gzip")
         self.assertEqual(gzip.decompress(response.body), b"<b>bye</b>" * 1000)
@@ -413,7 +509,11 @@ class InMemoryTests(SynchronousTestCase):
         """
         proxy = InMemoryProxy(
             [rewrite.makeFilter({"search": "hello", "replace": "goodbye"})],
-            origin=lambda request: (200, [(b"Content-Type", b"application/octet-stream")], b"hello"),
+            origin=lambda request: (
+                200,
+                [(b"Content-Type", b"application/octet-stream")],
+                b"hello",
+            ),
         )
         response = proxy.get("http://example.com/")
         self.assertEqual(response.body, b"hello")

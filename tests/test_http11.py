@@ -106,9 +106,21 @@ def describe(event: Any) -> Any:
     A comparable summary of one event.
     """
     if isinstance(event, RequestHead):
-        return ("request", event.method, event.target, event.version, list(event.headers))
+        return (
+            "request",
+            event.method,
+            event.target,
+            event.version,
+            list(event.headers),
+        )
     if isinstance(event, ResponseHead):
-        return ("response", event.status, event.reason, event.version, list(event.headers))
+        return (
+            "response",
+            event.status,
+            event.reason,
+            event.version,
+            list(event.headers),
+        )
     if isinstance(event, bytes):
         return ("body", event)
     if isinstance(event, EndOfMessage):
@@ -118,7 +130,9 @@ def describe(event: Any) -> Any:
     raise AssertionError(f"unexpected event {event!r}")
 
 
-def responseParser(method: bytes = b"GET", **kwargs: Any) -> Callable[[], ResponseParser]:
+def responseParser(
+    method: bytes = b"GET", **kwargs: Any
+) -> Callable[[], ResponseParser]:
     """
     @return: a factory of response parsers expecting the response to
         C{method}.
@@ -167,7 +181,9 @@ class ParserTestMixin:
             results.append((mode, parser, events))
         first = [describe(e) for e in results[0][2]]
         for mode, _, events in results[1:]:
-            self.assertEqual([describe(e) for e in events], first, f"{mode} differs from whole")
+            self.assertEqual(
+                [describe(e) for e in events], first, f"{mode} differs from whole"
+            )
         return results
 
     def assertTranscript(
@@ -210,7 +226,9 @@ class ParserTestMixin:
         """
         for mode, split in MODES:
             parser = factory()
-            error = self.assertRaises(ClientProtocolError, feed, parser, split(data), eof)
+            error = self.assertRaises(
+                ClientProtocolError, feed, parser, split(data), eof
+            )
             self.assertEqual((mode, error.status), (mode, status), str(error))
 
     def assertUpstreamRejected(
@@ -225,14 +243,18 @@ class ParserTestMixin:
         """
         for mode, split in MODES:
             parser = responseParser(method)()
-            error = self.assertRaises(UpstreamProtocolError, feed, parser, split(data), eof)
+            error = self.assertRaises(
+                UpstreamProtocolError, feed, parser, split(data), eof
+            )
             self.assertEqual((mode, error.status), (mode, 502), str(error))
 
 
 HOST = b"Host: example.com\r\n"
 
 
-def get(target: bytes = b"/", version: bytes = b"HTTP/1.1", extra: bytes = b"") -> bytes:
+def get(
+    target: bytes = b"/", version: bytes = b"HTTP/1.1", extra: bytes = b""
+) -> bytes:
     """
     A GET request head with a Host field and C{extra} field lines.
     """
@@ -312,7 +334,9 @@ class ParseAuthorityTests(SynchronousTestCase):
         """
         An internationalised host with capitals is normalised to lowercase punycode.
         """
-        self.assertEqual(parseAuthority(b"B%C3%9CCHER.example", 80), ("xn--bcher-kva.example", 80))
+        self.assertEqual(
+            parseAuthority(b"B%C3%9CCHER.example", 80), ("xn--bcher-kva.example", 80)
+        )
 
     def test_invalidUTF8Host(self) -> None:
         """
@@ -324,7 +348,9 @@ class ParseAuthorityTests(SynchronousTestCase):
         """
         Raw non-ASCII bytes are not allowed in an authority.
         """
-        self.assertRaises(ValueError, parseAuthority, "bücher.example".encode("utf-8"), 80)
+        self.assertRaises(
+            ValueError, parseAuthority, "bücher.example".encode("utf-8"), 80
+        )
 
     def test_percentEncodedDelimiter(self) -> None:
         """
@@ -412,7 +438,16 @@ class RequestLineTests(SynchronousTestCase, ParserTestMixin):
         """
         Every method of RFC 9110 and PATCH is parsed as given.
         """
-        for method in [b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"TRACE", b"PATCH"]:
+        for method in [
+            b"GET",
+            b"HEAD",
+            b"POST",
+            b"PUT",
+            b"DELETE",
+            b"OPTIONS",
+            b"TRACE",
+            b"PATCH",
+        ]:
             for head in self.heads(method + b" /x HTTP/1.1\r\n" + HOST + b"\r\n"):
                 self.assertEqual(head.method, method)
 
@@ -456,7 +491,11 @@ class RequestLineTests(SynchronousTestCase, ParserTestMixin):
         data = b"\r\n\r\n\r\n" + get()
         self.assertTranscript(
             data,
-            [("request", b"GET", b"/", b"HTTP/1.1", [(b"Host", b"example.com")]), ("end", None), "PAUSED"],
+            [
+                ("request", b"GET", b"/", b"HTTP/1.1", [(b"Host", b"example.com")]),
+                ("end", None),
+                "PAUSED",
+            ],
         )
 
     def test_http10(self) -> None:
@@ -502,7 +541,15 @@ class RequestLineTests(SynchronousTestCase, ParserTestMixin):
         """
         Versions that are not HTTP/1.x are refused with 400.
         """
-        for version in [b"HTTP/1", b"HTTP/1.", b"HTTP/11", b"HTTP/0.9", b"HTTP/1.10", b"HTTP/1.a", b"HTTPS/1.1"]:
+        for version in [
+            b"HTTP/1",
+            b"HTTP/1.",
+            b"HTTP/11",
+            b"HTTP/0.9",
+            b"HTTP/1.10",
+            b"HTTP/1.a",
+            b"HTTPS/1.1",
+        ]:
             self.assertRejected(get(version=version))
 
     def test_extraSpaceBetweenParts(self) -> None:
@@ -592,14 +639,20 @@ class TargetFormTests(SynchronousTestCase, ParserTestMixin):
         An explicit port in an absolute-form target is used and kept in the authority.
         """
         for head in self.heads(get(b"http://example.com:8080/")):
-            self.assertEqual((head.host, head.port, head.authority), ("example.com", 8080, b"example.com:8080"))
+            self.assertEqual(
+                (head.host, head.port, head.authority),
+                ("example.com", 8080, b"example.com:8080"),
+            )
 
     def test_httpsDefaultPort(self) -> None:
         """
         An https target without a port gets port 443.
         """
         for head in self.heads(get(b"https://example.com/x")):
-            self.assertEqual((head.scheme, head.host, head.port, head.path), ("https", "example.com", 443, b"/x"))
+            self.assertEqual(
+                (head.scheme, head.host, head.port, head.path),
+                ("https", "example.com", 443, b"/x"),
+            )
 
     def test_schemeCaseFolded(self) -> None:
         """
@@ -614,7 +667,8 @@ class TargetFormTests(SynchronousTestCase, ParserTestMixin):
         """
         for head in self.heads(get(b"http://[::1]:8080/x")):
             self.assertEqual(
-                (head.host, head.port, head.authority, head.path), ("::1", 8080, b"[::1]:8080", b"/x")
+                (head.host, head.port, head.authority, head.path),
+                ("::1", 8080, b"[::1]:8080", b"/x"),
             )
 
     def test_emptyPath(self) -> None:
@@ -629,14 +683,18 @@ class TargetFormTests(SynchronousTestCase, ParserTestMixin):
         An absolute-form target with a port and no path gets path C{/}.
         """
         for head in self.heads(get(b"http://example.com:81")):
-            self.assertEqual((head.port, head.authority, head.path), (81, b"example.com:81", b"/"))
+            self.assertEqual(
+                (head.port, head.authority, head.path), (81, b"example.com:81", b"/")
+            )
 
     def test_queryWithoutPath(self) -> None:
         """
         C{http://h?q=1} has host C{h} and path C{/?q=1}.
         """
         for head in self.heads(get(b"http://h?q=1")):
-            self.assertEqual((head.host, head.authority, head.path), ("h", b"h", b"/?q=1"))
+            self.assertEqual(
+                (head.host, head.authority, head.path), ("h", b"h", b"/?q=1")
+            )
 
     def test_pathByteExact(self) -> None:
         """
@@ -666,7 +724,9 @@ class TargetFormTests(SynchronousTestCase, ParserTestMixin):
         The target host is lowercased while the authority is kept as received.
         """
         for head in self.heads(get(b"http://ExAmple.COM/")):
-            self.assertEqual((head.host, head.authority), ("example.com", b"ExAmple.COM"))
+            self.assertEqual(
+                (head.host, head.authority), ("example.com", b"ExAmple.COM")
+            )
 
     def test_percentEncodedHost(self) -> None:
         """
@@ -728,7 +788,9 @@ class TargetFormTests(SynchronousTestCase, ParserTestMixin):
         An origin-form target leaves scheme and host unset and is its own path.
         """
         for head in self.heads(get(b"/a/b?c")):
-            self.assertEqual((head.scheme, head.host, head.path), (None, None, b"/a/b?c"))
+            self.assertEqual(
+                (head.scheme, head.host, head.path), (None, None, b"/a/b?c")
+            )
 
     def test_asteriskFormOptions(self) -> None:
         """
@@ -772,21 +834,29 @@ class TargetFormTests(SynchronousTestCase, ParserTestMixin):
         """
         CONNECT without a port is refused with 400.
         """
-        self.assertRejected(b"CONNECT example.com HTTP/1.1\r\nHost: example.com\r\n\r\n")
-        self.assertRejected(b"CONNECT example.com: HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        self.assertRejected(
+            b"CONNECT example.com HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        )
+        self.assertRejected(
+            b"CONNECT example.com: HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        )
 
     def test_connectUserinfo(self) -> None:
         """
         CONNECT with userinfo in the target is refused with 400.
         """
-        self.assertRejected(b"CONNECT u:p@example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        self.assertRejected(
+            b"CONNECT u:p@example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        )
 
     def test_connectOtherForms(self) -> None:
         """
         CONNECT with an origin-form or absolute-form target is refused with 400.
         """
         self.assertRejected(b"CONNECT / HTTP/1.1\r\nHost: example.com\r\n\r\n")
-        self.assertRejected(b"CONNECT http://example.com:443/ HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        self.assertRejected(
+            b"CONNECT http://example.com:443/ HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        )
 
     def test_invalidHostHeader(self) -> None:
         """
@@ -809,7 +879,12 @@ class HeaderFieldTests(SynchronousTestCase, ParserTestMixin):
         for head in self.heads(data):
             self.assertEqual(
                 list(head.headers),
-                [(b"Host", b"example.com"), (b"X-B", b"two"), (b"x-a", b"one"), (b"X-B", b"three")],
+                [
+                    (b"Host", b"example.com"),
+                    (b"X-B", b"two"),
+                    (b"x-a", b"one"),
+                    (b"X-B", b"three"),
+                ],
             )
 
     def test_emptyFieldValue(self) -> None:
@@ -851,7 +926,9 @@ class HeaderFieldTests(SynchronousTestCase, ParserTestMixin):
         """
         A folded continuation line that contains a colon is still refused with 400.
         """
-        self.assertRejected(get(extra=b"X-Folded: a\r\n Transfer-Encoding: chunked\r\n"))
+        self.assertRejected(
+            get(extra=b"X-Folded: a\r\n Transfer-Encoding: chunked\r\n")
+        )
 
     def test_firstLineFolded(self) -> None:
         """
@@ -937,13 +1014,17 @@ class HeaderFieldTests(SynchronousTestCase, ParserTestMixin):
         """
         Two Host fields are refused with 400.
         """
-        self.assertRejected(b"GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n")
+        self.assertRejected(
+            b"GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n"
+        )
 
     def test_duplicateIdenticalHost(self) -> None:
         """
         Two identical Host fields are still refused with 400.
         """
-        self.assertRejected(b"GET / HTTP/1.1\r\nHost: a.example\r\nhost: a.example\r\n\r\n")
+        self.assertRejected(
+            b"GET / HTTP/1.1\r\nHost: a.example\r\nhost: a.example\r\n\r\n"
+        )
 
     def test_http10WithoutHost(self) -> None:
         """
@@ -951,7 +1032,11 @@ class HeaderFieldTests(SynchronousTestCase, ParserTestMixin):
         """
         self.assertTranscript(
             b"GET http://example.com/ HTTP/1.0\r\n\r\n",
-            [("request", b"GET", b"http://example.com/", b"HTTP/1.0", []), ("end", None), "PAUSED"],
+            [
+                ("request", b"GET", b"http://example.com/", b"HTTP/1.0", []),
+                ("end", None),
+                "PAUSED",
+            ],
         )
 
 
@@ -964,19 +1049,25 @@ class FramingTests(SynchronousTestCase, ParserTestMixin):
         """
         Content-Length together with Transfer-Encoding is refused with 400.
         """
-        self.assertRejected(post(b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n"))
+        self.assertRejected(
+            post(b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n")
+        )
 
     def test_transferEncodingAndContentLength(self) -> None:
         """
         Transfer-Encoding before Content-Length is refused with 400 too.
         """
-        self.assertRejected(post(b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", b"0\r\n\r\n"))
+        self.assertRejected(
+            post(b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", b"0\r\n\r\n")
+        )
 
     def test_differingContentLengthFields(self) -> None:
         """
         Two Content-Length fields with different values are refused with 400.
         """
-        self.assertRejected(post(b"Content-Length: 5\r\nContent-Length: 6\r\n", b"hello!"))
+        self.assertRejected(
+            post(b"Content-Length: 5\r\nContent-Length: 6\r\n", b"hello!")
+        )
 
     def test_differingContentLengthList(self) -> None:
         """
@@ -991,7 +1082,13 @@ class FramingTests(SynchronousTestCase, ParserTestMixin):
         results = self.assertTranscript(
             post(b"Content-Length: 5\r\ncontent-length: 5\r\n", b"hello"),
             [
-                ("request", b"POST", b"/submit", b"HTTP/1.1", [(b"Host", b"example.com"), (b"Content-Length", b"5")]),
+                (
+                    "request",
+                    b"POST",
+                    b"/submit",
+                    b"HTTP/1.1",
+                    [(b"Host", b"example.com"), (b"Content-Length", b"5")],
+                ),
                 ("body", b"hello"),
                 ("end", None),
                 "PAUSED",
@@ -1011,7 +1108,17 @@ class FramingTests(SynchronousTestCase, ParserTestMixin):
         """
         Content-Length values that are not plain decimal digits are refused with 400.
         """
-        for value in [b"-1", b"+5", b"0x10", b"", b"1 2", b"5.0", b"five", b"1e3", b","]:
+        for value in [
+            b"-1",
+            b"+5",
+            b"0x10",
+            b"",
+            b"1 2",
+            b"5.0",
+            b"five",
+            b"1e3",
+            b",",
+        ]:
             self.assertRejected(post(b"Content-Length: " + value + b"\r\n", b"hello"))
 
     def test_hugeContentLength(self) -> None:
@@ -1024,14 +1131,20 @@ class FramingTests(SynchronousTestCase, ParserTestMixin):
         """
         A transfer coding other than chunked (gzip, chunked) is refused with 501.
         """
-        self.assertRejected(post(b"Transfer-Encoding: gzip, chunked\r\n", b"0\r\n\r\n"), 501)
+        self.assertRejected(
+            post(b"Transfer-Encoding: gzip, chunked\r\n", b"0\r\n\r\n"), 501
+        )
 
     def test_transferEncodingSplitFields(self) -> None:
         """
         Transfer-Encoding fields are combined: gzip then chunked in two fields is refused with 501.
         """
         self.assertRejected(
-            post(b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n"), 501
+            post(
+                b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+                b"0\r\n\r\n",
+            ),
+            501,
         )
 
     def test_transferEncodingChunkedGzip(self) -> None:
@@ -1056,7 +1169,7 @@ class FramingTests(SynchronousTestCase, ParserTestMixin):
         """
         A Transfer-Encoding with a non-token coding is refused with 400.
         """
-        self.assertRejected(post(b"Transfer-Encoding: \"chunked\"\r\n", b"0\r\n\r\n"))
+        self.assertRejected(post(b'Transfer-Encoding: "chunked"\r\n', b"0\r\n\r\n"))
 
     def test_transferEncodingCaseInsensitive(self) -> None:
         """
@@ -1065,7 +1178,13 @@ class FramingTests(SynchronousTestCase, ParserTestMixin):
         self.assertTranscript(
             post(b"Transfer-Encoding: Chunked\r\n", b"3\r\nabc\r\n0\r\n\r\n"),
             [
-                ("request", b"POST", b"/submit", b"HTTP/1.1", [(b"Host", b"example.com"), (b"Transfer-Encoding", b"Chunked")]),
+                (
+                    "request",
+                    b"POST",
+                    b"/submit",
+                    b"HTTP/1.1",
+                    [(b"Host", b"example.com"), (b"Transfer-Encoding", b"Chunked")],
+                ),
                 ("body", b"abc"),
                 ("end", None),
                 "PAUSED",
@@ -1076,7 +1195,9 @@ class FramingTests(SynchronousTestCase, ParserTestMixin):
         """
         A CONNECT request declaring a body is refused with 400.
         """
-        self.assertRejected(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\nContent-Length: 3\r\n\r\nabc")
+        self.assertRejected(
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\nContent-Length: 3\r\n\r\nabc"
+        )
 
 
 class ChunkedRequestTests(SynchronousTestCase, ParserTestMixin):
@@ -1101,7 +1222,9 @@ class ChunkedRequestTests(SynchronousTestCase, ParserTestMixin):
         Chunk sizes are hexadecimal, in either case, and may have leading zeros.
         """
         body = b"a" * 26 + b"b" * 11
-        data = chunkedPost(b"1A\r\n" + b"a" * 26 + b"\r\n000b\r\n" + b"b" * 11 + b"\r\n0\r\n\r\n")
+        data = chunkedPost(
+            b"1A\r\n" + b"a" * 26 + b"\r\n000b\r\n" + b"b" * 11 + b"\r\n0\r\n\r\n"
+        )
         for _, _, events in self.transcripts(data):
             self.assertEqual(events[1], body)
 
@@ -1112,7 +1235,7 @@ class ChunkedRequestTests(SynchronousTestCase, ParserTestMixin):
         data = chunkedPost(
             b"3;name\r\nabc\r\n"
             b"3 ; name = value\r\ndef\r\n"
-            b"2;a=b;c=\"quoted \\\" ;string\"\r\ngh\r\n"
+            b'2;a=b;c="quoted \\" ;string"\r\ngh\r\n'
             b"0;last\r\n\r\n"
         )
         for _, _, events in self.transcripts(data):
@@ -1127,7 +1250,13 @@ class ChunkedRequestTests(SynchronousTestCase, ParserTestMixin):
         self.assertTranscript(
             data,
             [
-                ("request", b"POST", b"/submit", b"HTTP/1.1", [(b"Host", b"example.com"), (b"Transfer-Encoding", b"chunked")]),
+                (
+                    "request",
+                    b"POST",
+                    b"/submit",
+                    b"HTTP/1.1",
+                    [(b"Host", b"example.com"), (b"Transfer-Encoding", b"chunked")],
+                ),
                 ("body", b"abc"),
                 ("end", [(b"X-Checksum", b"123"), (b"x-other", b"v")]),
                 "PAUSED",
@@ -1251,7 +1380,9 @@ class ChunkedRequestTests(SynchronousTestCase, ParserTestMixin):
         """
         A chunked request split in two at every byte position decodes to the same body and trailers.
         """
-        data = chunkedPost(b"5;x=y\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nX-T: 1\r\n\r\n")
+        data = chunkedPost(
+            b"5;x=y\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nX-T: 1\r\n\r\n"
+        )
         for index in range(len(data) + 1):
             events = feed(RequestParser(), [data[:index], data[index:]])
             self.assertEqual(
@@ -1285,7 +1416,9 @@ class LimitTests(SynchronousTestCase, ParserTestMixin):
         """
         A request line over maxRequestLine without its CRLF yet is refused with 414 already.
         """
-        self.assertRejected(self.requestLine(200), 414, requestParser(maxRequestLine=64))
+        self.assertRejected(
+            self.requestLine(200), 414, requestParser(maxRequestLine=64)
+        )
 
     def test_partialRequestLineJustOver(self) -> None:
         """
@@ -1297,7 +1430,12 @@ class LimitTests(SynchronousTestCase, ParserTestMixin):
         """
         maxRequestLine bytes without a CRLF are not refused yet.
         """
-        self.assertEqual(self.transcripts(self.requestLine(64), requestParser(maxRequestLine=64))[0][2], [])
+        self.assertEqual(
+            self.transcripts(self.requestLine(64), requestParser(maxRequestLine=64))[0][
+                2
+            ],
+            [],
+        )
 
     def test_requestLineAtLimit(self) -> None:
         """
@@ -1312,7 +1450,9 @@ class LimitTests(SynchronousTestCase, ParserTestMixin):
         A request line under the limit followed by part of the header section is not refused.
         """
         data = self.requestLine(60) + b"\r\n" + HOST + b"X-Filler: " + b"x" * 100
-        self.assertEqual(self.transcripts(data, requestParser(maxRequestLine=64))[0][2], [])
+        self.assertEqual(
+            self.transcripts(data, requestParser(maxRequestLine=64))[0][2], []
+        )
 
     def test_headerSectionTooLarge(self) -> None:
         """
@@ -1333,7 +1473,9 @@ class LimitTests(SynchronousTestCase, ParserTestMixin):
         A header section over maxHeaderBytes is refused with 431 before the head is complete.
         """
         data = b"GET / HTTP/1.1\r\n" + HOST + b"X-Big: " + b"x" * 1000
-        self.assertRejected(data, 431, requestParser(maxRequestLine=64, maxHeaderBytes=256))
+        self.assertRejected(
+            data, 431, requestParser(maxRequestLine=64, maxHeaderBytes=256)
+        )
 
     def test_partialHeaderSectionTooLargeDefaultRequestLine(self) -> None:
         """
@@ -1387,7 +1529,13 @@ class RequestBodyTests(SynchronousTestCase, ParserTestMixin):
         self.assertTranscript(
             data,
             [
-                ("request", b"POST", b"/submit", b"HTTP/1.1", [(b"Host", b"example.com"), (b"Content-Length", b"768")]),
+                (
+                    "request",
+                    b"POST",
+                    b"/submit",
+                    b"HTTP/1.1",
+                    [(b"Host", b"example.com"), (b"Content-Length", b"768")],
+                ),
                 ("body", body),
                 ("end", None),
                 "PAUSED",
@@ -1415,7 +1563,10 @@ class RequestBodyTests(SynchronousTestCase, ParserTestMixin):
         """
         data = post(b"Content-Length: 3\r\n", b"abc") + get()
         for _, _, events in self.transcripts(data):
-            self.assertEqual([describe(e) for e in events[1:]], [("body", b"abc"), ("end", None), "PAUSED"])
+            self.assertEqual(
+                [describe(e) for e in events[1:]],
+                [("body", b"abc"), ("end", None), "PAUSED"],
+            )
 
     def test_zeroContentLength(self) -> None:
         """
@@ -1424,7 +1575,13 @@ class RequestBodyTests(SynchronousTestCase, ParserTestMixin):
         self.assertTranscript(
             post(b"Content-Length: 0\r\n"),
             [
-                ("request", b"POST", b"/submit", b"HTTP/1.1", [(b"Host", b"example.com"), (b"Content-Length", b"0")]),
+                (
+                    "request",
+                    b"POST",
+                    b"/submit",
+                    b"HTTP/1.1",
+                    [(b"Host", b"example.com"), (b"Content-Length", b"0")],
+                ),
                 ("end", None),
                 "PAUSED",
             ],
@@ -1436,7 +1593,11 @@ class RequestBodyTests(SynchronousTestCase, ParserTestMixin):
         """
         self.assertTranscript(
             get(),
-            [("request", b"GET", b"/", b"HTTP/1.1", [(b"Host", b"example.com")]), ("end", None), "PAUSED"],
+            [
+                ("request", b"GET", b"/", b"HTTP/1.1", [(b"Host", b"example.com")]),
+                ("end", None),
+                "PAUSED",
+            ],
         )
 
     def test_noBodyIgnoresFollowingBytes(self) -> None:
@@ -1460,7 +1621,9 @@ class RequestBodyTests(SynchronousTestCase, ParserTestMixin):
             parser = RequestParser()
             events = feed(parser, split(first + second))
             self.assertEqual(
-                [describe(e) for e in events[1:]], [("body", b"abc"), ("end", None), "PAUSED"], mode
+                [describe(e) for e in events[1:]],
+                [("body", b"abc"), ("end", None), "PAUSED"],
+                mode,
             )
             self.assertIs(parser.nextEvent(), PAUSED)
             self.assertIs(parser.nextEvent(), PAUSED)
@@ -1468,7 +1631,17 @@ class RequestBodyTests(SynchronousTestCase, ParserTestMixin):
             events = feed(parser, [])
             self.assertEqual(
                 [describe(e) for e in events],
-                [("request", b"GET", b"/second", b"HTTP/1.1", [(b"Host", b"example.com")]), ("end", None), "PAUSED"],
+                [
+                    (
+                        "request",
+                        b"GET",
+                        b"/second",
+                        b"HTTP/1.1",
+                        [(b"Host", b"example.com")],
+                    ),
+                    ("end", None),
+                    "PAUSED",
+                ],
                 mode,
             )
 
@@ -1479,7 +1652,10 @@ class RequestBodyTests(SynchronousTestCase, ParserTestMixin):
         data = chunkedPost(b"3\r\nabc\r\n0\r\n\r\n") + get(b"/next")
         parser = RequestParser()
         events = feed(parser, bytewise(data))
-        self.assertEqual([describe(e) for e in events[1:]], [("body", b"abc"), ("end", None), "PAUSED"])
+        self.assertEqual(
+            [describe(e) for e in events[1:]],
+            [("body", b"abc"), ("end", None), "PAUSED"],
+        )
         parser.startNextCycle()
         events = feed(parser, [])
         self.assertEqual(events[0].target, b"/next")
@@ -1502,7 +1678,10 @@ class RequestBodyTests(SynchronousTestCase, ParserTestMixin):
         events = feed(parser, [post(b"Content-Length: 5\r\n", b"ab")])
         parser.startNextCycle()
         events = merge(events + feed(parser, [b"cde"]))
-        self.assertEqual([describe(e) for e in events[1:]], [("body", b"abcde"), ("end", None), "PAUSED"])
+        self.assertEqual(
+            [describe(e) for e in events[1:]],
+            [("body", b"abcde"), ("end", None), "PAUSED"],
+        )
 
     def test_connect(self) -> None:
         """
@@ -1515,7 +1694,16 @@ class RequestBodyTests(SynchronousTestCase, ParserTestMixin):
             events = feed(parser, split(head + tunnelled))
             self.assertEqual(
                 [describe(e) for e in events],
-                [("request", b"CONNECT", b"example.com:443", b"HTTP/1.1", [(b"Host", b"example.com:443")]), "PAUSED"],
+                [
+                    (
+                        "request",
+                        b"CONNECT",
+                        b"example.com:443",
+                        b"HTTP/1.1",
+                        [(b"Host", b"example.com:443")],
+                    ),
+                    "PAUSED",
+                ],
                 mode,
             )
             self.assertEqual(parser.takeBuffer(), tunnelled, mode)
@@ -1526,7 +1714,12 @@ class RequestBodyTests(SynchronousTestCase, ParserTestMixin):
         """
         for mode, split in MODES:
             parser = RequestParser()
-            feed(parser, split(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"))
+            feed(
+                parser,
+                split(
+                    b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+                ),
+            )
             self.assertEqual(parser.takeBuffer(), b"", mode)
 
     def test_connectIgnoresStartNextCycle(self) -> None:
@@ -1534,7 +1727,13 @@ class RequestBodyTests(SynchronousTestCase, ParserTestMixin):
         A CONNECT parser stays paused even if startNextCycle is called.
         """
         parser = RequestParser()
-        feed(parser, [b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n" + get()])
+        feed(
+            parser,
+            [
+                b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+                + get()
+            ],
+        )
         parser.startNextCycle()
         self.assertIs(parser.nextEvent(), PAUSED)
 
@@ -1596,7 +1795,13 @@ class RequestBodyTests(SynchronousTestCase, ParserTestMixin):
         self.assertTranscript(
             post(b"Content-Length: 2\r\n", b"ok"),
             [
-                ("request", b"POST", b"/submit", b"HTTP/1.1", [(b"Host", b"example.com"), (b"Content-Length", b"2")]),
+                (
+                    "request",
+                    b"POST",
+                    b"/submit",
+                    b"HTTP/1.1",
+                    [(b"Host", b"example.com"), (b"Content-Length", b"2")],
+                ),
                 ("body", b"ok"),
                 ("end", None),
                 "PAUSED",
@@ -1629,7 +1834,17 @@ class ResponseParserTests(SynchronousTestCase, ParserTestMixin):
         """
         self.assertTranscript(
             b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
-            [("response", 404, b"Not Found", b"HTTP/1.1", [(b"Content-Length", b"0")]), ("end", None), "PAUSED"],
+            [
+                (
+                    "response",
+                    404,
+                    b"Not Found",
+                    b"HTTP/1.1",
+                    [(b"Content-Length", b"0")],
+                ),
+                ("end", None),
+                "PAUSED",
+            ],
             responseParser(),
         )
 
@@ -1637,7 +1852,10 @@ class ResponseParserTests(SynchronousTestCase, ParserTestMixin):
         """
         A status line without a reason phrase gives an empty reason.
         """
-        for data in [b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", b"HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n"]:
+        for data in [
+            b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n",
+        ]:
             for head in self.heads(data, responseParser()):
                 self.assertEqual((head.status, head.reason), (200, b""))
 
@@ -1645,14 +1863,19 @@ class ResponseParserTests(SynchronousTestCase, ParserTestMixin):
         """
         A reason phrase may contain spaces, tabs and obs-text.
         """
-        for head in self.heads(b"HTTP/1.1 200 All\tgood caf\xe9\r\nContent-Length: 0\r\n\r\n", responseParser()):
+        for head in self.heads(
+            b"HTTP/1.1 200 All\tgood caf\xe9\r\nContent-Length: 0\r\n\r\n",
+            responseParser(),
+        ):
             self.assertEqual(head.reason, b"All\tgood caf\xe9")
 
     def test_http10(self) -> None:
         """
         An HTTP/1.0 status line keeps its version.
         """
-        for head in self.heads(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", responseParser()):
+        for head in self.heads(
+            b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", responseParser()
+        ):
             self.assertEqual(head.version, b"HTTP/1.0")
 
     def test_contentLength(self) -> None:
@@ -1661,7 +1884,12 @@ class ResponseParserTests(SynchronousTestCase, ParserTestMixin):
         """
         self.assertTranscript(
             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
-            [("response", 200, b"OK", b"HTTP/1.1", [(b"Content-Length", b"5")]), ("body", b"hello"), ("end", None), "PAUSED"],
+            [
+                ("response", 200, b"OK", b"HTTP/1.1", [(b"Content-Length", b"5")]),
+                ("body", b"hello"),
+                ("end", None),
+                "PAUSED",
+            ],
             responseParser(),
         )
 
@@ -1672,7 +1900,13 @@ class ResponseParserTests(SynchronousTestCase, ParserTestMixin):
         self.assertTranscript(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;e=1\r\nwiki\r\n5\r\npedia\r\n0\r\nExpires: never\r\n\r\n",
             [
-                ("response", 200, b"OK", b"HTTP/1.1", [(b"Transfer-Encoding", b"chunked")]),
+                (
+                    "response",
+                    200,
+                    b"OK",
+                    b"HTTP/1.1",
+                    [(b"Transfer-Encoding", b"chunked")],
+                ),
                 ("body", b"wikipedia"),
                 ("end", [(b"Expires", b"never")]),
                 "PAUSED",
@@ -1686,7 +1920,12 @@ class ResponseParserTests(SynchronousTestCase, ParserTestMixin):
         """
         self.assertTranscript(
             b"HTTP/1.1 200 OK\r\n\r\nall of this until close",
-            [("response", 200, b"OK", b"HTTP/1.1", []), ("body", b"all of this until close"), ("end", None), "PAUSED"],
+            [
+                ("response", 200, b"OK", b"HTTP/1.1", []),
+                ("body", b"all of this until close"),
+                ("end", None),
+                "PAUSED",
+            ],
             responseParser(),
             eof=True,
         )
@@ -1697,7 +1936,9 @@ class ResponseParserTests(SynchronousTestCase, ParserTestMixin):
         """
         results = self.transcripts(b"HTTP/1.0 200 OK\r\n\r\nsome", responseParser())
         for mode, parser, events in results:
-            self.assertEqual([describe(e) for e in events[1:]], [("body", b"some")], mode)
+            self.assertEqual(
+                [describe(e) for e in events[1:]], [("body", b"some")], mode
+            )
             self.assertIs(parser.nextEvent(), NEED_DATA)
             parser.receiveEOF()
             self.assertIsInstance(parser.nextEvent(), EndOfMessage)
@@ -1711,7 +1952,13 @@ class ResponseParserTests(SynchronousTestCase, ParserTestMixin):
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
             [
                 ("response", 100, b"Continue", b"HTTP/1.1", []),
-                ("response", 103, b"Early Hints", b"HTTP/1.1", [(b"Link", b"</s.css>")]),
+                (
+                    "response",
+                    103,
+                    b"Early Hints",
+                    b"HTTP/1.1",
+                    [(b"Link", b"</s.css>")],
+                ),
                 ("response", 200, b"OK", b"HTTP/1.1", [(b"Content-Length", b"2")]),
                 ("body", b"ok"),
                 ("end", None),
@@ -1732,7 +1979,13 @@ class ResponseParserTests(SynchronousTestCase, ParserTestMixin):
             self.assertEqual(
                 [describe(e) for e in events],
                 [
-                    ("response", 101, b"Switching Protocols", b"HTTP/1.1", [(b"Upgrade", b"websocket"), (b"Connection", b"Upgrade")]),
+                    (
+                        "response",
+                        101,
+                        b"Switching Protocols",
+                        b"HTTP/1.1",
+                        [(b"Upgrade", b"websocket"), (b"Connection", b"Upgrade")],
+                    ),
                     "PAUSED",
                 ],
                 mode,
@@ -1745,7 +1998,11 @@ class ResponseParserTests(SynchronousTestCase, ParserTestMixin):
         """
         self.assertTranscript(
             b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n",
-            [("response", 200, b"OK", b"HTTP/1.1", [(b"Content-Length", b"1234")]), ("end", None), "PAUSED"],
+            [
+                ("response", 200, b"OK", b"HTTP/1.1", [(b"Content-Length", b"1234")]),
+                ("end", None),
+                "PAUSED",
+            ],
             responseParser(b"HEAD"),
         )
 
@@ -1755,7 +2012,17 @@ class ResponseParserTests(SynchronousTestCase, ParserTestMixin):
         """
         self.assertTranscript(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
-            [("response", 200, b"OK", b"HTTP/1.1", [(b"Transfer-Encoding", b"chunked")]), ("end", None), "PAUSED"],
+            [
+                (
+                    "response",
+                    200,
+                    b"OK",
+                    b"HTTP/1.1",
+                    [(b"Transfer-Encoding", b"chunked")],
+                ),
+                ("end", None),
+                "PAUSED",
+            ],
             responseParser(b"HEAD"),
         )
 
@@ -1765,7 +2032,11 @@ class ResponseParserTests(SynchronousTestCase, ParserTestMixin):
         """
         self.assertTranscript(
             b"HTTP/1.1 204 No Content\r\n\r\n",
-            [("response", 204, b"No Content", b"HTTP/1.1", []), ("end", None), "PAUSED"],
+            [
+                ("response", 204, b"No Content", b"HTTP/1.1", []),
+                ("end", None),
+                "PAUSED",
+            ],
             responseParser(),
         )
 
@@ -1775,7 +2046,17 @@ class ResponseParserTests(SynchronousTestCase, ParserTestMixin):
         """
         self.assertTranscript(
             b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
-            [("response", 304, b"Not Modified", b"HTTP/1.1", [(b"Content-Length", b"10")]), ("end", None), "PAUSED"],
+            [
+                (
+                    "response",
+                    304,
+                    b"Not Modified",
+                    b"HTTP/1.1",
+                    [(b"Content-Length", b"10")],
+                ),
+                ("end", None),
+                "PAUSED",
+            ],
             responseParser(),
         )
 
@@ -1814,7 +2095,18 @@ class ResponseParserTests(SynchronousTestCase, ParserTestMixin):
         """
         self.assertTranscript(
             b"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno",
-            [("response", 403, b"Forbidden", b"HTTP/1.1", [(b"Content-Length", b"2")]), ("body", b"no"), ("end", None), "PAUSED"],
+            [
+                (
+                    "response",
+                    403,
+                    b"Forbidden",
+                    b"HTTP/1.1",
+                    [(b"Content-Length", b"2")],
+                ),
+                ("body", b"no"),
+                ("end", None),
+                "PAUSED",
+            ],
             responseParser(b"CONNECT"),
         )
 
@@ -1822,20 +2114,28 @@ class ResponseParserTests(SynchronousTestCase, ParserTestMixin):
         """
         Identical duplicate Content-Length fields in a response are accepted as one.
         """
-        for head in self.heads(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok", responseParser()):
+        for head in self.heads(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+            responseParser(),
+        ):
             self.assertEqual(head.headers.getAll(b"content-length"), [b"2"])
 
     def test_eofMidBody(self) -> None:
         """
         EOF before a Content-Length response body is complete raises UpstreamProtocolError.
         """
-        self.assertUpstreamRejected(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", eof=True)
+        self.assertUpstreamRejected(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", eof=True
+        )
 
     def test_eofMidChunkedBody(self) -> None:
         """
         EOF before the last chunk raises UpstreamProtocolError.
         """
-        self.assertUpstreamRejected(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", eof=True)
+        self.assertUpstreamRejected(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+            eof=True,
+        )
 
     def test_eofMidHead(self) -> None:
         """
@@ -1867,10 +2167,18 @@ class ResponseParserTests(SynchronousTestCase, ParserTestMixin):
         for mode, split in MODES:
             parser = responseParser()()
             events = feed(parser, split(data))
-            self.assertEqual([describe(e) for e in events[1:]], [("body", b"a"), ("end", None), "PAUSED"], mode)
+            self.assertEqual(
+                [describe(e) for e in events[1:]],
+                [("body", b"a"), ("end", None), "PAUSED"],
+                mode,
+            )
             parser.expectResponse(b"GET")
             events = feed(parser, [])
-            self.assertEqual([describe(e) for e in events[1:]], [("body", b"b"), ("end", None), "PAUSED"], mode)
+            self.assertEqual(
+                [describe(e) for e in events[1:]],
+                [("body", b"b"), ("end", None), "PAUSED"],
+                mode,
+            )
 
     def test_isIdleInitially(self) -> None:
         """
@@ -1955,37 +2263,49 @@ class MalformedResponseTests(SynchronousTestCase, ParserTestMixin):
         """
         A response with an invalid chunk size is refused.
         """
-        self.assertUpstreamRejected(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n")
+        self.assertUpstreamRejected(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"
+        )
 
     def test_missingCRLFAfterChunk(self) -> None:
         """
         A response chunk not followed by CRLF is refused.
         """
-        self.assertUpstreamRejected(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcd\r\n0\r\n\r\n")
+        self.assertUpstreamRejected(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcd\r\n0\r\n\r\n"
+        )
 
     def test_obsFold(self) -> None:
         """
         A response with obsolete line folding is refused.
         """
-        self.assertUpstreamRejected(b"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 0\r\n\r\n")
+        self.assertUpstreamRejected(
+            b"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 0\r\n\r\n"
+        )
 
     def test_bareCR(self) -> None:
         """
         A response with a bare CR in a field is refused.
         """
-        self.assertUpstreamRejected(b"HTTP/1.1 200 OK\r\nX-A: a\rb\r\nContent-Length: 0\r\n\r\n")
+        self.assertUpstreamRejected(
+            b"HTTP/1.1 200 OK\r\nX-A: a\rb\r\nContent-Length: 0\r\n\r\n"
+        )
 
     def test_bareLF(self) -> None:
         """
         A response with a bare LF in a field is refused.
         """
-        self.assertUpstreamRejected(b"HTTP/1.1 200 OK\r\nX-A: a\nb\r\nContent-Length: 0\r\n\r\n")
+        self.assertUpstreamRejected(
+            b"HTTP/1.1 200 OK\r\nX-A: a\nb\r\nContent-Length: 0\r\n\r\n"
+        )
 
     def test_nul(self) -> None:
         """
         A response with a NUL in a field is refused.
         """
-        self.assertUpstreamRejected(b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 0\r\n\r\n")
+        self.assertUpstreamRejected(
+            b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 0\r\n\r\n"
+        )
 
     def test_whitespaceBeforeColon(self) -> None:
         """
@@ -1997,26 +2317,34 @@ class MalformedResponseTests(SynchronousTestCase, ParserTestMixin):
         """
         A response with differing duplicate Content-Length fields is refused.
         """
-        self.assertUpstreamRejected(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc")
+        self.assertUpstreamRejected(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc"
+        )
 
     def test_differingContentLengthList(self) -> None:
         """
         A response with a Content-Length list of differing values is refused.
         """
-        self.assertUpstreamRejected(b"HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\nabc")
+        self.assertUpstreamRejected(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\nabc"
+        )
 
     def test_malformedContentLength(self) -> None:
         """
         A response with a malformed Content-Length is refused.
         """
         for value in [b"-1", b"+5", b"0x10", b"", b"1 2"]:
-            self.assertUpstreamRejected(b"HTTP/1.1 200 OK\r\nContent-Length: " + value + b"\r\n\r\n")
+            self.assertUpstreamRejected(
+                b"HTTP/1.1 200 OK\r\nContent-Length: " + value + b"\r\n\r\n"
+            )
 
     def test_unsupportedTransferCoding(self) -> None:
         """
         A response with a transfer coding other than chunked is refused.
         """
-        self.assertUpstreamRejected(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n")
+        self.assertUpstreamRejected(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"
+        )
 
     def test_badStatusLines(self) -> None:
         """
@@ -2047,7 +2375,10 @@ class MalformedResponseTests(SynchronousTestCase, ParserTestMixin):
 
 
 def encodeChunked(
-    chunks: list[bytes], upper: bool, extensions: list[bytes], trailers: list[tuple[bytes, bytes]]
+    chunks: list[bytes],
+    upper: bool,
+    extensions: list[bytes],
+    trailers: list[tuple[bytes, bytes]],
 ) -> bytes:
     """
     Encode C{chunks} as a chunked body with the given size case, chunk
@@ -2065,25 +2396,32 @@ def encodeChunked(
     return b"".join(out)
 
 
-_tokens = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-!#$%&'*+.^_`|~", min_size=1, max_size=8).map(
-    lambda s: s.encode("ascii")
-)
+_tokens = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyz0123456789-!#$%&'*+.^_`|~",
+    min_size=1,
+    max_size=8,
+).map(lambda s: s.encode("ascii"))
 _extensions = st.lists(
     st.one_of(
         _tokens.map(lambda t: b";" + t),
         st.tuples(_tokens, _tokens).map(lambda p: b";" + p[0] + b"=" + p[1]),
-        st.tuples(_tokens, st.binary(max_size=6).filter(lambda b: not set(b) & set(b'"\\\r\n\x7f') and all(c >= 0x20 for c in b))).map(
-            lambda p: b";" + p[0] + b'="' + p[1] + b'"'
-        ),
+        st.tuples(
+            _tokens,
+            st.binary(max_size=6).filter(
+                lambda b: not set(b) & set(b'"\\\r\n\x7f') and all(c >= 0x20 for c in b)
+            ),
+        ).map(lambda p: b";" + p[0] + b'="' + p[1] + b'"'),
     ),
     max_size=3,
 )
-_fieldNames = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-", min_size=1, max_size=10).map(
-    lambda s: s.encode("ascii")
-)
-_fieldValues = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789 ,;=/", max_size=10).map(
-    lambda s: s.strip().encode("ascii")
-)
+_fieldNames = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-",
+    min_size=1,
+    max_size=10,
+).map(lambda s: s.encode("ascii"))
+_fieldValues = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyz0123456789 ,;=/", max_size=10
+).map(lambda s: s.strip().encode("ascii"))
 
 
 class ChunkedPropertyTests(SynchronousTestCase):
@@ -2091,7 +2429,12 @@ class ChunkedPropertyTests(SynchronousTestCase):
     Property tests for chunked decoding.
     """
 
-    @settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(
+        max_examples=300,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
     @given(
         chunks=st.lists(st.binary(min_size=1, max_size=40), max_size=8),
         upper=st.booleans(),
@@ -2120,14 +2463,19 @@ class ChunkedPropertyTests(SynchronousTestCase):
             head = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
         data = head + encodeChunked(chunks, upper, extensions, trailers)
         positions = sorted({cut % (len(data) + 1) for cut in cuts})
-        pieces = [data[start:end] for start, end in zip([0] + positions, positions + [len(data)])]
+        pieces = [
+            data[start:end]
+            for start, end in zip([0] + positions, positions + [len(data)])
+        ]
         events = feed(parser, pieces)
         body = b"".join(e for e in events if isinstance(e, bytes))
         self.assertEqual(body, b"".join(chunks))
         self.assertIs(events[-1], PAUSED)
         end = events[-2]
         self.assertIsInstance(end, EndOfMessage)
-        self.assertEqual(list(end.trailers) if end.trailers is not None else [], trailers)
+        self.assertEqual(
+            list(end.trailers) if end.trailers is not None else [], trailers
+        )
         self.assertEqual(parser.buffered(), 0)
 
 
@@ -2135,7 +2483,8 @@ class ChunkedPropertyTests(SynchronousTestCase):
 # the step-by-step one.
 _headPieces = {
     "method": st.sampled_from(
-        [b"GET"] * 6 + [b"HEAD", b"POST", b"CONNECT", b"OPTIONS", b"G T", b"get", b"", b"M\x00"]
+        [b"GET"] * 6
+        + [b"HEAD", b"POST", b"CONNECT", b"OPTIONS", b"G T", b"get", b"", b"M\x00"]
     ),
     "target": st.sampled_from(
         [
@@ -2242,7 +2591,13 @@ class QuickHeadTests(SynchronousTestCase):
         )
         self.assertEqual(
             (quick.scheme, quick.host, quick.port, quick.authority, quick.path),
-            (checked.scheme, checked.host, checked.port, checked.authority, checked.path),
+            (
+                checked.scheme,
+                checked.host,
+                checked.port,
+                checked.authority,
+                checked.path,
+            ),
         )
         self.assertEqual(
             (quickParser.framing, quickParser.remaining),
@@ -2377,7 +2732,12 @@ class WholeRequestTests(SynchronousTestCase):
         expected = events[0]
         self.assertEqual(
             (head.method, head.target, head.version, list(head.headers)),
-            (expected.method, expected.target, expected.version, list(expected.headers)),
+            (
+                expected.method,
+                expected.target,
+                expected.version,
+                list(expected.headers),
+            ),
         )
         self.assertEqual(
             (head.scheme, head.host, head.port, head.authority, head.path),
@@ -2448,7 +2808,9 @@ class WholeRequestTests(SynchronousTestCase):
         A request over any of the parser's limits is left to the event
         path, which answers it with the right status.
         """
-        get = b"GET http://example.com/x HTTP/1.1\r\nHost: example.com\r\nX-A: 1\r\n\r\n"
+        get = (
+            b"GET http://example.com/x HTTP/1.1\r\nHost: example.com\r\nX-A: 1\r\n\r\n"
+        )
         for limits in [
             {"maxRequestLine": 30},
             {"maxHeaderBytes": 20},
@@ -2550,7 +2912,12 @@ class WholeResponseTests(SynchronousTestCase):
         expected.headers.removeHopByHop()
         self.assertEqual(
             (head.status, head.reason, head.version, list(head.headers)),
-            (expected.status, expected.reason, expected.version, list(expected.headers)),
+            (
+                expected.status,
+                expected.reason,
+                expected.version,
+                list(expected.headers),
+            ),
         )
         self.assertEqual(
             (whole._state, whole.framing, whole.remaining, whole.buffered()),
@@ -2566,7 +2933,7 @@ class WholeResponseTests(SynchronousTestCase):
         parser.expectResponse(b"GET")
         taken = parser.wholeResponse(
             b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 5\r\n"
-            b"Connection: keep-alive\r\nETag: \"x\"\r\n\r\nhello"
+            b'Connection: keep-alive\r\nETag: "x"\r\n\r\nhello'
         )
         assert taken is not None
         head, close, body = taken
@@ -2591,7 +2958,12 @@ class WholeResponseTests(SynchronousTestCase):
             (b"GET", ok[:-1]),
             (b"GET", ok + b"HTTP/1.1"),
             (b"HEAD", ok[:-5]),
-            (b"GET", ok.replace(b"\r\n\r\n", b"\r\nConnection: close\r\nConnection: close\r\n\r\n")),
+            (
+                b"GET",
+                ok.replace(
+                    b"\r\n\r\n", b"\r\nConnection: close\r\nConnection: close\r\n\r\n"
+                ),
+            ),
             (b"GET", ok.replace(b"\r\n\r\n", b"\r\nContent-Length: 5\r\n\r\n")),
         ]:
             parser = ResponseParser()

@@ -163,7 +163,8 @@ class HeadersTests(SynchronousTestCase):
         headers = sample()
         self.assertTrue(headers.remove(b"X-MULTI"))
         self.assertEqual(
-            list(headers), [(b"Host", b"example.com"), (b"Accept", b"text/html"), (b"Cookie", b"a=1")]
+            list(headers),
+            [(b"Host", b"example.com"), (b"Accept", b"text/html"), (b"Cookie", b"a=1")],
         )
 
     def test_removeMissing(self) -> None:
@@ -213,15 +214,21 @@ class HeadersTests(SynchronousTestCase):
         Headers are equal when their fields, names as given, match in order.
         """
         self.assertEqual(Headers([(b"A", b"1")]), Headers([(b"A", b"1")]))
-        self.assertNotEqual(Headers([(b"A", b"1"), (b"B", b"2")]), Headers([(b"B", b"2"), (b"A", b"1")]))
+        self.assertNotEqual(
+            Headers([(b"A", b"1"), (b"B", b"2")]), Headers([(b"B", b"2"), (b"A", b"1")])
+        )
         self.assertNotEqual(Headers([(b"A", b"1")]), [(b"A", b"1")])
 
     def test_getTokens(self) -> None:
         """
         getTokens splits every field of a name on commas, strips and lowercases the elements.
         """
-        headers = Headers([(b"Connection", b" Keep-Alive ,X-Foo"), (b"connection", b"\tUPGRADE")])
-        self.assertEqual(headers.getTokens(b"CONNECTION"), [b"keep-alive", b"x-foo", b"upgrade"])
+        headers = Headers(
+            [(b"Connection", b" Keep-Alive ,X-Foo"), (b"connection", b"\tUPGRADE")]
+        )
+        self.assertEqual(
+            headers.getTokens(b"CONNECTION"), [b"keep-alive", b"x-foo", b"upgrade"]
+        )
 
     def test_getTokensIgnoresEmptyElements(self) -> None:
         """
@@ -247,7 +254,9 @@ class RemoveHopByHopTests(SynchronousTestCase):
         @return: headers holding C{name} among end-to-end fields, after
             removeHopByHop.
         """
-        headers = Headers([(b"Host", b"example.com"), (name, b"value"), (b"Accept", b"*/*")])
+        headers = Headers(
+            [(b"Host", b"example.com"), (name, b"value"), (b"Accept", b"*/*")]
+        )
         headers.removeHopByHop(keep)
         return headers
 
@@ -255,7 +264,9 @@ class RemoveHopByHopTests(SynchronousTestCase):
         """
         Assert that only the end-to-end fields of L{removed} are left.
         """
-        self.assertEqual(list(headers), [(b"Host", b"example.com"), (b"Accept", b"*/*")])
+        self.assertEqual(
+            list(headers), [(b"Host", b"example.com"), (b"Accept", b"*/*")]
+        )
 
     def test_connection(self) -> None:
         """
@@ -328,7 +339,11 @@ class RemoveHopByHopTests(SynchronousTestCase):
         Upgrade is kept when asked, even when Connection names it.
         """
         headers = Headers(
-            [(b"Connection", b"Upgrade"), (b"Upgrade", b"websocket"), (b"Keep-Alive", b"timeout=5")]
+            [
+                (b"Connection", b"Upgrade"),
+                (b"Upgrade", b"websocket"),
+                (b"Keep-Alive", b"timeout=5"),
+            ]
         )
         headers.removeHopByHop(frozenset([b"upgrade"]))
         self.assertEqual(list(headers), [(b"Upgrade", b"websocket")])
@@ -389,7 +404,15 @@ class RequestHeadTests(SynchronousTestCase):
         """
         head = RequestHead(b"GET", b"/a?b")
         self.assertEqual(
-            (head.version, list(head.headers), head.path, head.scheme, head.host, head.clientAddress, head.user),
+            (
+                head.version,
+                list(head.headers),
+                head.path,
+                head.scheme,
+                head.host,
+                head.clientAddress,
+                head.user,
+            ),
             (b"HTTP/1.1", [], b"/a?b", None, None, None, None),
         )
 
@@ -397,24 +420,35 @@ class RequestHeadTests(SynchronousTestCase):
         """
         serialize of an absolute-form request gives an origin-form HTTP/1.1 request head.
         """
-        head = self.parse(b"GET http://example.com/a%2Fb?c=d HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n")
+        head = self.parse(
+            b"GET http://example.com/a%2Fb?c=d HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n"
+        )
         self.assertEqual(
-            head.serialize(), b"GET /a%2Fb?c=d HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n"
+            head.serialize(),
+            b"GET /a%2Fb?c=d HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n",
         )
 
     def test_serializeEmptyPath(self) -> None:
         """
         An absolute-form target without a path is serialized with path C{/}.
         """
-        head = self.parse(b"GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n")
-        self.assertEqual(head.serialize(), b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        head = self.parse(
+            b"GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        )
+        self.assertEqual(
+            head.serialize(), b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        )
 
     def test_serializeHTTP10AsHTTP11(self) -> None:
         """
         An HTTP/1.0 request is serialized as HTTP/1.1.
         """
-        head = self.parse(b"POST http://example.com/form HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
-        self.assertEqual(head.serialize(), b"POST /form HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        head = self.parse(
+            b"POST http://example.com/form HTTP/1.0\r\nContent-Length: 0\r\n\r\n"
+        )
+        self.assertEqual(
+            head.serialize(), b"POST /form HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+        )
 
     def test_serializeModifiedHeaders(self) -> None:
         """
@@ -422,7 +456,9 @@ class RequestHeadTests(SynchronousTestCase):
         """
         head = RequestHead(b"GET", b"/", headers=Headers([(b"Host", b"a")]))
         head.headers.add(b"Via", b"1.1 webproxy")
-        self.assertEqual(head.serialize(), b"GET / HTTP/1.1\r\nHost: a\r\nVia: 1.1 webproxy\r\n\r\n")
+        self.assertEqual(
+            head.serialize(), b"GET / HTTP/1.1\r\nHost: a\r\nVia: 1.1 webproxy\r\n\r\n"
+        )
 
     def test_url(self) -> None:
         """
@@ -440,8 +476,13 @@ class ResponseHeadTests(SynchronousTestCase):
         """
         serialize writes the status line and fields.
         """
-        head = ResponseHead(404, b"Not Found", Headers([(b"Content-Length", b"0"), (b"X-A", b"b")]))
-        self.assertEqual(head.serialize(), b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nX-A: b\r\n\r\n")
+        head = ResponseHead(
+            404, b"Not Found", Headers([(b"Content-Length", b"0"), (b"X-A", b"b")])
+        )
+        self.assertEqual(
+            head.serialize(),
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nX-A: b\r\n\r\n",
+        )
 
     def test_serializeHTTP10AsHTTP11(self) -> None:
         """
@@ -462,7 +503,9 @@ class ResponseHeadTests(SynchronousTestCase):
         A new ResponseHead is HTTP/1.1 with no fields and an empty reason.
         """
         head = ResponseHead(200)
-        self.assertEqual((head.reason, head.version, list(head.headers)), (b"", b"HTTP/1.1", []))
+        self.assertEqual(
+            (head.reason, head.version, list(head.headers)), (b"", b"HTTP/1.1", [])
+        )
 
 
 class ErrorResponseTests(SynchronousTestCase):
@@ -476,20 +519,27 @@ class ErrorResponseTests(SynchronousTestCase):
         """
         response = errorResponse(502, "upstream refused the connection")
         self.assertIsInstance(response, Response)
-        self.assertEqual((response.head.status, response.reason), (502, "upstream refused the connection"))
+        self.assertEqual(
+            (response.head.status, response.reason),
+            (502, "upstream refused the connection"),
+        )
 
     def test_htmlContentType(self) -> None:
         """
         The error page is text/html in UTF-8.
         """
         response = errorResponse(400, "bad")
-        self.assertEqual(response.head.headers.get(b"content-type"), b"text/html; charset=utf-8")
+        self.assertEqual(
+            response.head.headers.get(b"content-type"), b"text/html; charset=utf-8"
+        )
 
     def test_notCached(self) -> None:
         """
         The error page is marked not to be stored.
         """
-        self.assertEqual(errorResponse(400, "bad").head.headers.get(b"cache-control"), b"no-store")
+        self.assertEqual(
+            errorResponse(400, "bad").head.headers.get(b"cache-control"), b"no-store"
+        )
 
     def test_namesStatus(self) -> None:
         """
@@ -513,9 +563,14 @@ class ErrorResponseTests(SynchronousTestCase):
         """
         The target is HTML-escaped in the page.
         """
-        response = errorResponse(403, "blocked", "http://evil.example/<script>alert('x')</script>&\"")
+        response = errorResponse(
+            403, "blocked", "http://evil.example/<script>alert('x')</script>&\""
+        )
         self.assertNotIn(b"<script>", response.body)
-        self.assertIn(b"&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;&amp;&quot;", response.body)
+        self.assertIn(
+            b"&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;&amp;&quot;",
+            response.body,
+        )
 
     def test_escapesReason(self) -> None:
         """
@@ -557,7 +612,12 @@ class ErrorResponseTests(SynchronousTestCase):
         """
         response = simpleResponse(200, b"ok")
         self.assertEqual(
-            (response.head.status, response.head.reason, response.body, list(response.head.headers)),
+            (
+                response.head.status,
+                response.head.reason,
+                response.body,
+                list(response.head.headers),
+            ),
             (200, b"OK", b"ok", [(b"Content-Type", b"text/plain; charset=utf-8")]),
         )
 
@@ -578,7 +638,16 @@ _names = st.sampled_from(
     ]
 )
 _values = st.sampled_from(
-    [b"", b"1", b"a b", b"close", b"keep-alive", b"Keep-Alive, X-A", b"upgrade", b"x-b,te"]
+    [
+        b"",
+        b"1",
+        b"a b",
+        b"close",
+        b"keep-alive",
+        b"Keep-Alive, X-A",
+        b"upgrade",
+        b"x-b,te",
+    ]
 )
 _operations = st.lists(
     st.one_of(

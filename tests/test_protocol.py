@@ -106,7 +106,9 @@ def dechunk(data: bytes) -> tuple[bytes, bytes]:
         assert separator, "chunked body cut short"
         size = int(line.split(b";")[0], 16)
         if size == 0:
-            assert data.startswith(b"\r\n"), f"trailers or junk after last chunk: {data!r}"
+            assert data.startswith(
+                b"\r\n"
+            ), f"trailers or junk after last chunk: {data!r}"
             return body, data[2:]
         body += data[:size]
         assert data[size : size + 2] == b"\r\n", "chunk data not followed by CRLF"
@@ -135,7 +137,9 @@ class ProxyTestCase(SynchronousTestCase):
         self.settings = Settings(**overrides)
         reactor = self.reactor
         self.factory = ProxyFactory(
-            reactor, self.settings, lambda host, port: TCP4ClientEndpoint(reactor, host, port)
+            reactor,
+            self.settings,
+            lambda host, port: TCP4ClientEndpoint(reactor, host, port),
         )
         self.proxy, self.client = self.connectClient()
 
@@ -189,7 +193,9 @@ class ProxyTestCase(SynchronousTestCase):
         """
         Make an outgoing connection attempt fail.
         """
-        self.reactor.tcpClients[index][2].clientConnectionFailed(None, Failure(exception))
+        self.reactor.tcpClients[index][2].clientConnectionFailed(
+            None, Failure(exception)
+        )
 
     def target(self, index: int = -1) -> tuple[str, int]:
         host, port = self.reactor.tcpClients[index][:2]
@@ -255,16 +261,24 @@ class ForwardingTests(ProxyTestCase):
             b"GET http://example.com:8000/x HTTP/1.1\r\nHost: other.example\r\n\r\n"
         )
         self.assertEqual(self.target(), ("example.com", 8000))
-        self.assertEqual(transport.value(), b"GET /x HTTP/1.1\r\nHost: example.com:8000\r\n" + VIA + b"\r\n")
+        self.assertEqual(
+            transport.value(),
+            b"GET /x HTTP/1.1\r\nHost: example.com:8000\r\n" + VIA + b"\r\n",
+        )
 
     def test_ipv6Literal(self) -> None:
         """
         An IPv6 literal target connects to the address without brackets and
         keeps the brackets in Host.
         """
-        _, transport = self.forward(b"GET http://[::1]:8081/v6 HTTP/1.1\r\nHost: [::1]:8081\r\n\r\n")
+        _, transport = self.forward(
+            b"GET http://[::1]:8081/v6 HTTP/1.1\r\nHost: [::1]:8081\r\n\r\n"
+        )
         self.assertEqual(self.target(), ("::1", 8081))
-        self.assertEqual(transport.value(), b"GET /v6 HTTP/1.1\r\nHost: [::1]:8081\r\n" + VIA + b"\r\n")
+        self.assertEqual(
+            transport.value(),
+            b"GET /v6 HTTP/1.1\r\nHost: [::1]:8081\r\n" + VIA + b"\r\n",
+        )
 
     def test_pathAndQueryByteExact(self) -> None:
         """
@@ -274,22 +288,33 @@ class ForwardingTests(ProxyTestCase):
         _, transport = self.forward(
             b"GET http://example.com/a%2Fb/c;p=1?q=%20x&r=a+b&&s HTTP/1.1\r\nHost: example.com\r\n\r\n"
         )
-        self.assertTrue(transport.value().startswith(b"GET /a%2Fb/c;p=1?q=%20x&r=a+b&&s HTTP/1.1\r\n"))
+        self.assertTrue(
+            transport.value().startswith(
+                b"GET /a%2Fb/c;p=1?q=%20x&r=a+b&&s HTTP/1.1\r\n"
+            )
+        )
 
     def test_queryWithoutPath(self) -> None:
         """
         A target with a query but no path is sent with the path C{/}.
         """
-        _, transport = self.forward(b"GET http://example.com?x=1 HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        _, transport = self.forward(
+            b"GET http://example.com?x=1 HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        )
         self.assertTrue(transport.value().startswith(b"GET /?x=1 HTTP/1.1\r\n"))
 
     def test_extensionMethod(self) -> None:
         """
         A method the proxy does not know is forwarded unchanged.
         """
-        _, transport = self.forward(b"PROPFIND http://example.com/dav/ HTTP/1.1\r\nHost: example.com\r\nDepth: 1\r\n\r\n")
+        _, transport = self.forward(
+            b"PROPFIND http://example.com/dav/ HTTP/1.1\r\nHost: example.com\r\nDepth: 1\r\n\r\n"
+        )
         self.assertEqual(
-            transport.value(), b"PROPFIND /dav/ HTTP/1.1\r\nHost: example.com\r\nDepth: 1\r\n" + VIA + b"\r\n"
+            transport.value(),
+            b"PROPFIND /dav/ HTTP/1.1\r\nHost: example.com\r\nDepth: 1\r\n"
+            + VIA
+            + b"\r\n",
         )
 
     def test_http10RequestForwardedAsHttp11WithHost(self) -> None:
@@ -326,7 +351,9 @@ class ForwardingTests(ProxyTestCase):
         Via fields from earlier hops are kept and the proxy's own entry comes
         after them.
         """
-        _, transport = self.forward(b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nVia: 1.0 other\r\n\r\n")
+        _, transport = self.forward(
+            b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nVia: 1.0 other\r\n\r\n"
+        )
         fields = requestFields(transport.value())
         self.assertEqual(values(fields, b"Via"), [b"1.0 other", b"1.1 testproxy"])
 
@@ -350,7 +377,9 @@ class ForwardingTests(ProxyTestCase):
         )
         self.assertEqual(
             transport.value(),
-            b"POST /p HTTP/1.1\r\nHost: example.com\r\nContent-Length: 11\r\n" + VIA + b"\r\nhello world",
+            b"POST /p HTTP/1.1\r\nHost: example.com\r\nContent-Length: 11\r\n"
+            + VIA
+            + b"\r\nhello world",
         )
 
     def test_contentLengthBodyStreamsAfterConnect(self) -> None:
@@ -358,7 +387,9 @@ class ForwardingTests(ProxyTestCase):
         Body bytes arriving after the upstream connection is up are written
         upstream as they come.
         """
-        _, transport = self.forward(b"POST http://example.com/p HTTP/1.1\r\nHost: example.com\r\nContent-Length: 11\r\n\r\n")
+        _, transport = self.forward(
+            b"POST http://example.com/p HTTP/1.1\r\nHost: example.com\r\nContent-Length: 11\r\n\r\n"
+        )
         transport.clear()
         self.send(b"hello")
         self.assertEqual(transport.value(), b"hello")
@@ -375,7 +406,11 @@ class ForwardingTests(ProxyTestCase):
             b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n"
         )
         head, _, body = transport.value().partition(b"\r\n\r\n")
-        self.assertEqual(head, b"POST /p HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\n" + VIA[:-2])
+        self.assertEqual(
+            head,
+            b"POST /p HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\n"
+            + VIA[:-2],
+        )
         self.assertEqual(dechunk(body), (b"hello world", b""))
 
     def test_chunkedResponse(self) -> None:
@@ -384,7 +419,10 @@ class ForwardingTests(ProxyTestCase):
         content, and the connection stays open.
         """
         upstream, _ = self.forward(GET)
-        self.reply(upstream, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3\r\n!!!\r\n0\r\n\r\n")
+        self.reply(
+            upstream,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3\r\n!!!\r\n0\r\n\r\n",
+        )
         status, fields, body = splitResponse(self.client.value())
         self.assertEqual(status, 200)
         self.assertEqual(values(fields, b"Transfer-Encoding"), [b"chunked"])
@@ -397,7 +435,10 @@ class ForwardingTests(ProxyTestCase):
         closing the connection.
         """
         upstream, _ = self.forward(b"GET http://example.com/ HTTP/1.0\r\n\r\n")
-        self.reply(upstream, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        self.reply(
+            upstream,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        )
         _, fields, body = splitResponse(self.client.value())
         self.assertEqual(values(fields, b"Transfer-Encoding"), [])
         self.assertEqual(body, b"hello")
@@ -409,7 +450,9 @@ class ForwardingTests(ProxyTestCase):
         HTTP/1.1 client, which keeps its connection.
         """
         upstream, _ = self.forward(GET)
-        self.reply(upstream, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nhello ")
+        self.reply(
+            upstream, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nhello "
+        )
         self.reply(upstream, b"world")
         self.closeUpstream(upstream)
         status, fields, body = splitResponse(self.client.value())
@@ -424,7 +467,9 @@ class ForwardingTests(ProxyTestCase):
         as is, and the client connection is closed after it.
         """
         upstream, _ = self.forward(b"GET http://example.com/ HTTP/1.0\r\n\r\n")
-        self.reply(upstream, b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello")
+        self.reply(
+            upstream, b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello"
+        )
         self.assertFalse(self.client.disconnecting)
         self.closeUpstream(upstream)
         _, fields, body = splitResponse(self.client.value())
@@ -438,9 +483,14 @@ class ForwardingTests(ProxyTestCase):
         The response to HEAD ends with its head even though it announces a
         length, and the upstream connection is kept for reuse.
         """
-        upstream, _ = self.forward(b"HEAD http://example.com/a HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        upstream, _ = self.forward(
+            b"HEAD http://example.com/a HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        )
         self.reply(upstream, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
-        self.assertEqual(self.client.value(), b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n" + VIA + b"\r\n")
+        self.assertEqual(
+            self.client.value(),
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n" + VIA + b"\r\n",
+        )
         self.assertFalse(self.client.disconnecting)
         self.assertEqual(self.factory.pool.idleCount(), 1)
 
@@ -450,7 +500,9 @@ class ForwardingTests(ProxyTestCase):
         """
         upstream, _ = self.forward(GET)
         self.reply(upstream, b"HTTP/1.1 204 No Content\r\n\r\n")
-        self.assertEqual(self.client.value(), b"HTTP/1.1 204 No Content\r\n" + VIA + b"\r\n")
+        self.assertEqual(
+            self.client.value(), b"HTTP/1.1 204 No Content\r\n" + VIA + b"\r\n"
+        )
         self.assertFalse(self.client.disconnecting)
         self.assertEqual(self.factory.pool.idleCount(), 1)
 
@@ -460,9 +512,15 @@ class ForwardingTests(ProxyTestCase):
         upstream connection is kept.
         """
         upstream, _ = self.forward(GET)
-        self.reply(upstream, b'HTTP/1.1 304 Not Modified\r\nETag: "x"\r\nContent-Length: 10\r\n\r\n')
+        self.reply(
+            upstream,
+            b'HTTP/1.1 304 Not Modified\r\nETag: "x"\r\nContent-Length: 10\r\n\r\n',
+        )
         self.assertEqual(
-            self.client.value(), b'HTTP/1.1 304 Not Modified\r\nETag: "x"\r\nContent-Length: 10\r\n' + VIA + b"\r\n"
+            self.client.value(),
+            b'HTTP/1.1 304 Not Modified\r\nETag: "x"\r\nContent-Length: 10\r\n'
+            + VIA
+            + b"\r\n",
         )
         self.assertEqual(self.factory.pool.idleCount(), 1)
 
@@ -495,7 +553,9 @@ class ForwardingTests(ProxyTestCase):
         upstream, _ = self.forward(
             b"POST http://example.com/u HTTP/1.1\r\nHost: example.com\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
         )
-        self.reply(upstream, b"HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\n\r\n")
+        self.reply(
+            upstream, b"HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\n\r\n"
+        )
         status, fields, _ = splitResponse(self.client.value())
         self.assertEqual(status, 417)
         self.assertEqual(values(fields, b"Connection"), [b"close"])
@@ -507,7 +567,10 @@ class ForwardingTests(ProxyTestCase):
         response is.
         """
         upstream, _ = self.forward(b"GET http://example.com/ HTTP/1.0\r\n\r\n")
-        self.reply(upstream, b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n")
+        self.reply(
+            upstream,
+            b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n",
+        )
         self.assertEqual(self.client.value(), b"")
         self.reply(upstream, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         status, _, body = splitResponse(self.client.value())
@@ -525,7 +588,8 @@ class ForwardingTests(ProxyTestCase):
             b"TE: trailers\r\nUpgrade: h2c\r\nX-Kept: yes\r\n\r\n"
         )
         self.assertEqual(
-            transport.value(), b"GET / HTTP/1.1\r\nHost: example.com\r\nX-Kept: yes\r\n" + VIA + b"\r\n"
+            transport.value(),
+            b"GET / HTTP/1.1\r\nHost: example.com\r\nX-Kept: yes\r\n" + VIA + b"\r\n",
         )
 
     def test_hopByHopRemovedFromResponse(self) -> None:
@@ -541,7 +605,8 @@ class ForwardingTests(ProxyTestCase):
             b"Upgrade: h2c\r\nX-Kept: yes\r\nContent-Length: 0\r\n\r\n",
         )
         self.assertEqual(
-            self.client.value(), b"HTTP/1.1 200 OK\r\nX-Kept: yes\r\nContent-Length: 0\r\n" + VIA + b"\r\n"
+            self.client.value(),
+            b"HTTP/1.1 200 OK\r\nX-Kept: yes\r\nContent-Length: 0\r\n" + VIA + b"\r\n",
         )
 
     def test_traceMaxForwardsZeroAnsweredLocally(self) -> None:
@@ -562,7 +627,9 @@ class ForwardingTests(ProxyTestCase):
         OPTIONS with Max-Forwards 0 is answered by the proxy with an Allow
         field, without connecting anywhere.
         """
-        self.send(b"OPTIONS http://example.com/ HTTP/1.1\r\nHost: example.com\r\nMax-Forwards: 0\r\n\r\n")
+        self.send(
+            b"OPTIONS http://example.com/ HTTP/1.1\r\nHost: example.com\r\nMax-Forwards: 0\r\n\r\n"
+        )
         self.assertEqual(self.reactor.tcpClients, [])
         status, fields, _ = splitResponse(self.client.value())
         self.assertEqual(status, 200)
@@ -572,9 +639,14 @@ class ForwardingTests(ProxyTestCase):
         """
         TRACE with Max-Forwards 3 is forwarded with Max-Forwards 2.
         """
-        _, transport = self.forward(b"TRACE http://example.com/t HTTP/1.1\r\nHost: example.com\r\nMax-Forwards: 3\r\n\r\n")
+        _, transport = self.forward(
+            b"TRACE http://example.com/t HTTP/1.1\r\nHost: example.com\r\nMax-Forwards: 3\r\n\r\n"
+        )
         self.assertEqual(
-            transport.value(), b"TRACE /t HTTP/1.1\r\nHost: example.com\r\nMax-Forwards: 2\r\n" + VIA + b"\r\n"
+            transport.value(),
+            b"TRACE /t HTTP/1.1\r\nHost: example.com\r\nMax-Forwards: 2\r\n"
+            + VIA
+            + b"\r\n",
         )
 
     def test_maxForwardsIgnoredForGet(self) -> None:
@@ -582,7 +654,9 @@ class ForwardingTests(ProxyTestCase):
         Max-Forwards on a method other than TRACE and OPTIONS is forwarded
         untouched (RFC 9110 section 7.6.2).
         """
-        _, transport = self.forward(b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nMax-Forwards: 0\r\n\r\n")
+        _, transport = self.forward(
+            b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nMax-Forwards: 0\r\n\r\n"
+        )
         self.assertIn(b"\r\nMax-Forwards: 0\r\n", transport.value())
 
 
@@ -621,7 +695,9 @@ class PersistenceTests(ProxyTestCase):
         C{Connection: close} from the client closes its connection after the
         response, which says C{Connection: close}.
         """
-        upstream, _ = self.forward(b"GET http://example.com/a HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
+        upstream, _ = self.forward(
+            b"GET http://example.com/a HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n"
+        )
         self.assertFalse(self.client.disconnecting)
         self.reply(upstream, OK)
         _, fields, body = splitResponse(self.client.value())
@@ -644,7 +720,9 @@ class PersistenceTests(ProxyTestCase):
         An HTTP/1.0 client sending C{Connection: keep-alive} gets a response
         with C{Connection: keep-alive} and keeps its connection.
         """
-        upstream, _ = self.forward(b"GET http://example.com/a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        upstream, _ = self.forward(
+            b"GET http://example.com/a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        )
         self.reply(upstream, OK)
         _, fields, body = splitResponse(self.client.value())
         self.assertEqual(values(fields, b"Connection"), [b"keep-alive"])
@@ -663,7 +741,10 @@ class PersistenceTests(ProxyTestCase):
         self.assertEqual(transport.value(), GET_UP)
         self.reply(upstream, b"st")
         self.reactor.advance(0)
-        self.assertEqual(transport.value(), GET_UP + b"GET /b HTTP/1.1\r\nHost: example.com\r\n" + VIA + b"\r\n")
+        self.assertEqual(
+            transport.value(),
+            GET_UP + b"GET /b HTTP/1.1\r\nHost: example.com\r\n" + VIA + b"\r\n",
+        )
         self.reply(upstream, b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
         self.assertEqual(
             self.client.value(),
@@ -694,7 +775,9 @@ class PersistenceTests(ProxyTestCase):
         """
         upstream, _ = self.forward(GET)
         self.reply(upstream, OK)
-        self.send(b"GET http://example.com:81/ HTTP/1.1\r\nHost: example.com:81\r\n\r\n")
+        self.send(
+            b"GET http://example.com:81/ HTTP/1.1\r\nHost: example.com:81\r\n\r\n"
+        )
         self.assertEqual(len(self.reactor.tcpClients), 2)
         self.assertEqual(self.target(), ("example.com", 81))
 
@@ -783,7 +866,9 @@ class PersistenceTests(ProxyTestCase):
         upstream, _ = self.forward(GET)
         self.reply(upstream, OK)
         self.client.clear()
-        self.send(b"POST http://example.com/a HTTP/1.1\r\nHost: example.com\r\nContent-Length: 2\r\n\r\nhi")
+        self.send(
+            b"POST http://example.com/a HTTP/1.1\r\nHost: example.com\r\nContent-Length: 2\r\n\r\nhi"
+        )
         self.closeUpstream(upstream)
         self.assertEqual(len(self.reactor.tcpClients), 1)
         status, _, _ = splitResponse(self.client.value())
@@ -795,7 +880,10 @@ class PersistenceTests(ProxyTestCase):
         closed after the response, not pooled (RFC 9112 section 9.6).
         """
         upstream, transport = self.forward(GET)
-        self.reply(upstream, b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+        self.reply(
+            upstream,
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+        )
         self.assertEqual(self.factory.pool.idleCount(), 0)
         self.assertTrue(transport.disconnecting)
         self.assertFalse(self.client.disconnecting)
@@ -908,7 +996,10 @@ class UpgradeTests(ProxyTestCase):
         client, and bytes both ways afterwards pass unparsed.
         """
         upstream, transport = self.forward(self.UPGRADE)
-        self.reply(upstream, b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x02hi")
+        self.reply(
+            upstream,
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x02hi",
+        )
         status, fields, rest = splitResponse(self.client.value())
         self.assertEqual(status, 101)
         self.assertEqual(values(fields, b"Upgrade"), [b"websocket"])
@@ -927,7 +1018,10 @@ class UpgradeTests(ProxyTestCase):
         error: 502, and the upstream connection is closed.
         """
         upstream, transport = self.forward(GET)
-        self.reply(upstream, b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        self.reply(
+            upstream,
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
         status, _, _ = splitResponse(self.client.value())
         self.assertEqual(status, 502)
         self.assertTrue(transport.disconnecting)
@@ -952,7 +1046,9 @@ class ConnectTests(ProxyTestCase):
     def tunnel(self, extra: bytes = b"") -> tuple[Any, Transport]:
         self.send(self.CONNECT + extra)
         upstream, transport = self.accept()
-        self.assertEqual(self.client.value(), b"HTTP/1.1 200 Connection established\r\n\r\n")
+        self.assertEqual(
+            self.client.value(), b"HTTP/1.1 200 Connection established\r\n\r\n"
+        )
         self.client.clear()
         return upstream, transport
 
@@ -976,7 +1072,9 @@ class ConnectTests(ProxyTestCase):
         self.assertEqual(self.target(), ("example.com", 443))
         self.assertEqual(self.client.value(), b"")
         _, transport = self.accept()
-        self.assertEqual(self.client.value(), b"HTTP/1.1 200 Connection established\r\n\r\n")
+        self.assertEqual(
+            self.client.value(), b"HTTP/1.1 200 Connection established\r\n\r\n"
+        )
         self.assertEqual(transport.value(), b"")
 
     def test_trailingBytesForwarded(self) -> None:
@@ -1089,7 +1187,9 @@ class LoopTests(ProxyTestCase):
         An absolute-form request naming the proxy's own listening address is
         answered 508 without connecting.
         """
-        self.send(b"GET http://127.0.0.1:8080/ HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n")
+        self.send(
+            b"GET http://127.0.0.1:8080/ HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+        )
         status, _, _ = splitResponse(self.client.value())
         self.assertEqual(status, 508)
         self.assertEqual(self.reactor.tcpClients, [])
@@ -1099,7 +1199,9 @@ class LoopTests(ProxyTestCase):
         A request whose Via names this proxy's pseudonym is answered 508
         without connecting.
         """
-        self.send(b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nVia: 1.0 a, 1.1 testproxy\r\n\r\n")
+        self.send(
+            b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nVia: 1.0 a, 1.1 testproxy\r\n\r\n"
+        )
         status, _, _ = splitResponse(self.client.value())
         self.assertEqual(status, 508)
         self.assertEqual(self.reactor.tcpClients, [])
@@ -1109,7 +1211,9 @@ class LoopTests(ProxyTestCase):
         A Via naming another proxy whose name merely contains this one's is
         forwarded.
         """
-        self.send(b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nVia: 1.1 testproxy-2\r\n\r\n")
+        self.send(
+            b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nVia: 1.1 testproxy-2\r\n\r\n"
+        )
         self.assertEqual(len(self.reactor.tcpClients), 1)
 
 
@@ -1132,7 +1236,9 @@ class ErrorTests(ProxyTestCase):
         A header line with whitespace before the colon is answered 400 with
         an HTML page and the connection is closed, without connecting.
         """
-        self.send(b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nBad : x\r\n\r\n")
+        self.send(
+            b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nBad : x\r\n\r\n"
+        )
         self.assertErrorPage(400)
         self.assertEqual(self.reactor.tcpClients, [])
 
@@ -1160,7 +1266,11 @@ class ErrorTests(ProxyTestCase):
         A request line longer than C{maxRequestLine} is answered 414.
         """
         self.start(maxRequestLine=100)
-        self.send(b"GET http://example.com/" + b"a" * 200 + b" HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        self.send(
+            b"GET http://example.com/"
+            + b"a" * 200
+            + b" HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        )
         self.assertErrorPage(414)
         self.assertEqual(self.reactor.tcpClients, [])
 
@@ -1170,7 +1280,11 @@ class ErrorTests(ProxyTestCase):
         """
         self.start(maxHeaders=5)
         fields = b"".join(b"X-%d: %d\r\n" % (i, i) for i in range(6))
-        self.send(b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n" + fields + b"\r\n")
+        self.send(
+            b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n"
+            + fields
+            + b"\r\n"
+        )
         self.assertErrorPage(431)
         self.assertEqual(self.reactor.tcpClients, [])
 
@@ -1179,7 +1293,11 @@ class ErrorTests(ProxyTestCase):
         A header section larger than C{maxHeaderBytes} is answered 431.
         """
         self.start(maxHeaderBytes=200)
-        self.send(b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nX-Big: " + b"b" * 300 + b"\r\n\r\n")
+        self.send(
+            b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nX-Big: "
+            + b"b" * 300
+            + b"\r\n\r\n"
+        )
         self.assertErrorPage(431)
 
     def test_contentLengthOverLimit(self) -> None:
@@ -1188,7 +1306,9 @@ class ErrorTests(ProxyTestCase):
         connecting, and the connection is closed.
         """
         self.start(maxBodyBytes=10)
-        self.send(b"POST http://example.com/ HTTP/1.1\r\nHost: example.com\r\nContent-Length: 11\r\n\r\n")
+        self.send(
+            b"POST http://example.com/ HTTP/1.1\r\nHost: example.com\r\nContent-Length: 11\r\n\r\n"
+        )
         self.assertErrorPage(413)
         self.assertEqual(self.reactor.tcpClients, [])
 
@@ -1209,7 +1329,9 @@ class ErrorTests(ProxyTestCase):
         A body of exactly C{maxBodyBytes} is forwarded.
         """
         self.start(maxBodyBytes=5)
-        _, transport = self.forward(b"POST http://example.com/ HTTP/1.1\r\nHost: example.com\r\nContent-Length: 5\r\n\r\nhello")
+        _, transport = self.forward(
+            b"POST http://example.com/ HTTP/1.1\r\nHost: example.com\r\nContent-Length: 5\r\n\r\nhello"
+        )
         self.assertTrue(transport.value().endswith(b"\r\n\r\nhello"))
 
     def test_connectRefused(self) -> None:
@@ -1267,7 +1389,10 @@ class ErrorTests(ProxyTestCase):
         502 and the upstream connection is closed.
         """
         upstream, transport = self.forward(GET)
-        self.reply(upstream, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n")
+        self.reply(
+            upstream,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
         self.assertErrorPage(502, closed=False)
         self.assertTrue(transport.disconnecting)
 
@@ -1289,7 +1414,10 @@ class ErrorTests(ProxyTestCase):
         self.reply(upstream, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
         self.assertFalse(self.client.disconnecting)
         self.closeUpstream(upstream)
-        self.assertEqual(self.client.value(), b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n" + VIA + b"\r\nhello")
+        self.assertEqual(
+            self.client.value(),
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n" + VIA + b"\r\nhello",
+        )
         self.assertTrue(self.client.disconnecting)
 
 
@@ -1372,8 +1500,11 @@ class WholeMessageTests(ProxyTestCase):
             else:
                 self.reply(upstream, response)
             observed += [sent, transport.disconnecting]
-        return observed, self.client.value(), self.client.disconnecting, len(
-            self.reactor.tcpClients
+        return (
+            observed,
+            self.client.value(),
+            self.client.disconnecting,
+            len(self.reactor.tcpClients),
         )
 
     @settings(max_examples=300, deadline=None)
@@ -1536,7 +1667,8 @@ class AccessRecordTests(ProxyTestCase):
             ("HEAD", "http://example.com/b", 404, None, None, None, "192.0.2.10"),
         )
         self.assertEqual(
-            (first.clientHost, first.clientPort, second.clientPort), ("127.0.0.1", 40000, 40000)
+            (first.clientHost, first.clientPort, second.clientPort),
+            ("127.0.0.1", 40000, 40000),
         )
         self.assertEqual(second.bytesOut, len(self.client.value()) - first.bytesOut)
 
@@ -1613,7 +1745,9 @@ class TimeoutTests(ProxyTestCase):
         A request arriving on an idle connection keeps it from being closed
         by the idle timeout while the exchange is in flight.
         """
-        self.start(idleTimeout=10, headerTimeout=100, upstreamTimeout=100, poolIdleTimeout=1000)
+        self.start(
+            idleTimeout=10, headerTimeout=100, upstreamTimeout=100, poolIdleTimeout=1000
+        )
         upstream, _ = self.forward(GET)
         self.reply(upstream, OK)
         self.reactor.advance(5)
@@ -1671,7 +1805,9 @@ class BackpressureTests(ProxyTestCase):
         The upstream transport pausing its producer pauses reading from the
         client, and resuming resumes it.
         """
-        _, transport = self.forward(b"POST http://example.com/ HTTP/1.1\r\nHost: example.com\r\nContent-Length: 100\r\n\r\nsome")
+        _, transport = self.forward(
+            b"POST http://example.com/ HTTP/1.1\r\nHost: example.com\r\nContent-Length: 100\r\n\r\nsome"
+        )
         self.assertEqual(self.client.producerState, "producing")
         self.assertIsNotNone(transport.producer)
         transport.producer.pauseProducing()
@@ -1684,7 +1820,9 @@ class BackpressureTests(ProxyTestCase):
         Reading from the client pauses while the upstream connection is being
         made and resumes once it is up.
         """
-        self.send(b"POST http://example.com/ HTTP/1.1\r\nHost: example.com\r\nContent-Length: 100\r\n\r\n")
+        self.send(
+            b"POST http://example.com/ HTTP/1.1\r\nHost: example.com\r\nContent-Length: 100\r\n\r\n"
+        )
         self.assertEqual(self.client.producerState, "paused")
         self.accept()
         self.assertEqual(self.client.producerState, "producing")
@@ -1695,7 +1833,9 @@ class BackpressureTests(ProxyTestCase):
         resume reading from the client.
         """
         proxy, client = self.proxy, self.client
-        self.send(b"POST http://example.com/ HTTP/1.1\r\nHost: example.com\r\nContent-Length: 100\r\n\r\n")
+        self.send(
+            b"POST http://example.com/ HTTP/1.1\r\nHost: example.com\r\nContent-Length: 100\r\n\r\n"
+        )
         proxy.gate.pauseProducing()
         proxy.gate.resumeProducing()
         self.assertEqual(client.producerState, "paused")

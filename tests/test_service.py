@@ -90,12 +90,17 @@ class ListenTests(ConfigMixin, SynchronousTestCase):
         C{port}/C{interface} and each C{listen} description become
         listening ports sharing one L{ProxyFactory}.
         """
-        self.write('[server]\nport = 3128\ninterface = "127.0.0.2"\nlisten = ["tcp:8123", "unix:%s"]\n' % os.path.join(self.directory, "s"))
+        self.write(
+            '[server]\nport = 3128\ninterface = "127.0.0.2"\nlisten = ["tcp:8123", "unix:%s"]\n'
+            % os.path.join(self.directory, "s")
+        )
         service = self.makeService()
         service.startService()
         self.addCleanup(service.stopService)
         self.assertIsInstance(service.factory, ProxyFactory)
-        [(port1, factory1, _, interface1), (port2, factory2, _, interface2)] = self.reactor.tcpServers
+        [(port1, factory1, _, interface1), (port2, factory2, _, interface2)] = (
+            self.reactor.tcpServers
+        )
         self.assertEqual((port1, interface1), (3128, "127.0.0.2"))
         self.assertEqual(port2, 8123)
         self.assertIs(factory1, service.factory)
@@ -149,7 +154,9 @@ class ReloadTests(ConfigMixin, SynchronousTestCase):
 
     def setUp(self) -> None:
         ConfigMixin.setUp(self)
-        self.write('[limits]\nmax_headers = 50\n[access]\nblocked_domains = ["old.example"]\n')
+        self.write(
+            '[limits]\nmax_headers = 50\n[access]\nblocked_domains = ["old.example"]\n'
+        )
         self.service = self.makeService()
         self.service.startService()
         self.addCleanup(self.service.stopService)
@@ -159,8 +166,13 @@ class ReloadTests(ConfigMixin, SynchronousTestCase):
         A changed file gives the factory new settings and a new chain; the
         old chain object (still used by exchanges in flight) is untouched.
         """
-        oldSettings, oldChain = self.service.factory.settings, self.service.factory.chain
-        self.write('[limits]\nmax_headers = 60\n[access]\nblocked_domains = ["new.example"]\n[filters]\ndeadline = 2\n')
+        oldSettings, oldChain = (
+            self.service.factory.settings,
+            self.service.factory.chain,
+        )
+        self.write(
+            '[limits]\nmax_headers = 60\n[access]\nblocked_domains = ["new.example"]\n[filters]\ndeadline = 2\n'
+        )
         with capturedLogs() as events:
             self.assertTrue(self.service.reload())
         factory = self.service.factory
@@ -173,7 +185,10 @@ class ReloadTests(ConfigMixin, SynchronousTestCase):
         self.assertFalse(blocked(self.service, b"http://old.example/"))
         # The old objects are as they were.
         self.assertEqual(oldSettings.maxHeaders, 50)
-        self.assertIsInstance(oldChain.filterRequest(makeRequestHead(url=b"http://old.example/")), Response)
+        self.assertIsInstance(
+            oldChain.filterRequest(makeRequestHead(url=b"http://old.example/")),
+            Response,
+        )
         self.assertTrue(any("reloaded" in formatEvent(e) for e in events))
 
     def test_viaPseudonymKept(self) -> None:
@@ -275,7 +290,9 @@ class ReloadTests(ConfigMixin, SynchronousTestCase):
         """
         A service built without options (no file) has nothing to reload.
         """
-        service = ProxyService(Settings(viaPseudonym="p"), [], self.reactor, installSignals=False)
+        service = ProxyService(
+            Settings(viaPseudonym="p"), [], self.reactor, installSignals=False
+        )
         service.startService()
         self.addCleanup(service.stopService)
         with capturedLogs():
@@ -328,7 +345,7 @@ class DrainTests(ConfigMixin, SynchronousTestCase):
 
     def setUp(self) -> None:
         ConfigMixin.setUp(self)
-        self.write("[server]\ndrain_timeout = 2\n[log]\naccess_log = \"off\"\n")
+        self.write('[server]\ndrain_timeout = 2\n[log]\naccess_log = "off"\n')
         self.service = self.makeService()
         self.service.startService()
 

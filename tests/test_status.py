@@ -36,7 +36,9 @@ def makeFactory() -> tuple[MemoryReactorClock, ProxyFactory]:
     return reactor, ProxyFactory(reactor, Settings(viaPseudonym="testproxy"))
 
 
-def request(method: bytes, target: bytes, fields: list[tuple[bytes, bytes]] = []) -> RequestHead:
+def request(
+    method: bytes, target: bytes, fields: list[tuple[bytes, bytes]] = []
+) -> RequestHead:
     return RequestHead(method, target, b"HTTP/1.1", Headers(list(fields)))
 
 
@@ -58,7 +60,9 @@ class SnapshotTests(SynchronousTestCase):
         """
         _, factory = makeFactory()
         figures = snapshot(factory)
-        self.assertEqual((figures["name"], figures["version"]), ("webproxy", __version__))
+        self.assertEqual(
+            (figures["name"], figures["version"]), ("webproxy", __version__)
+        )
 
     def test_uptime(self) -> None:
         """
@@ -77,7 +81,10 @@ class SnapshotTests(SynchronousTestCase):
         factory.stats.tunnels = 2
         factory.stats.bytesToClients = 1234
         figures = snapshot(factory)
-        self.assertEqual((figures["requests"], figures["tunnels"], figures["bytes_to_clients"]), (7, 2, 1234))
+        self.assertEqual(
+            (figures["requests"], figures["tunnels"], figures["bytes_to_clients"]),
+            (7, 2, 1234),
+        )
         self.assertEqual(figures["idle_upstream_connections"], 0)
 
     def test_jsonSerializable(self) -> None:
@@ -135,7 +142,9 @@ class LocalResponseTests(SynchronousTestCase):
         _, factory = makeFactory()
         response = localResponse(request(b"GET", b"/"), factory)
         self.assertEqual(response.head.status, 200)
-        self.assertEqual(response.head.headers.get(b"content-type"), b"text/html; charset=utf-8")
+        self.assertEqual(
+            response.head.headers.get(b"content-type"), b"text/html; charset=utf-8"
+        )
         self.assertEqual(response.head.headers.get(b"cache-control"), b"no-store")
         self.assertIn(__version__.encode("ascii"), response.body)
 
@@ -145,7 +154,9 @@ class LocalResponseTests(SynchronousTestCase):
         """
         _, factory = makeFactory()
         response = localResponse(request(b"GET", b"/status.json?x=1"), factory)
-        self.assertEqual(response.head.headers.get(b"content-type"), b"application/json")
+        self.assertEqual(
+            response.head.headers.get(b"content-type"), b"application/json"
+        )
         self.assertEqual(set(json.loads(response.body)), KEYS)
 
     def test_unknownPath(self) -> None:
@@ -153,7 +164,9 @@ class LocalResponseTests(SynchronousTestCase):
         Another path is 404.
         """
         _, factory = makeFactory()
-        self.assertEqual(localResponse(request(b"GET", b"/nope"), factory).head.status, 404)
+        self.assertEqual(
+            localResponse(request(b"GET", b"/nope"), factory).head.status, 404
+        )
 
     def test_otherMethod(self) -> None:
         """
@@ -186,12 +199,17 @@ class MaxForwardsResponseTests(SynchronousTestCase):
         message/http.
         """
         response = maxForwardsResponse(
-            request(b"TRACE", b"http://example.com/t", [(b"Host", b"example.com"), (b"Max-Forwards", b"0")])
+            request(
+                b"TRACE",
+                b"http://example.com/t",
+                [(b"Host", b"example.com"), (b"Max-Forwards", b"0")],
+            )
         )
         self.assertEqual(response.head.status, 200)
         self.assertEqual(response.head.headers.get(b"content-type"), b"message/http")
         self.assertEqual(
-            response.body, b"TRACE http://example.com/t HTTP/1.1\r\nHost: example.com\r\nMax-Forwards: 0\r\n\r\n"
+            response.body,
+            b"TRACE http://example.com/t HTTP/1.1\r\nHost: example.com\r\nMax-Forwards: 0\r\n\r\n",
         )
 
     def test_traceStripsCredentials(self) -> None:
@@ -213,7 +231,10 @@ class MaxForwardsResponseTests(SynchronousTestCase):
                 ],
             )
         )
-        self.assertEqual(response.body, b"TRACE /t HTTP/1.1\r\nHost: example.com\r\nX-A: 1\r\nX-B: 2\r\n\r\n")
+        self.assertEqual(
+            response.body,
+            b"TRACE /t HTTP/1.1\r\nHost: example.com\r\nX-A: 1\r\nX-B: 2\r\n\r\n",
+        )
         self.assertNotIn(b"secret", response.body)
         self.assertNotIn(b"c2VjcmV0", response.body)
 
@@ -221,7 +242,9 @@ class MaxForwardsResponseTests(SynchronousTestCase):
         """
         OPTIONS is answered 200 with Allow and no body.
         """
-        response = maxForwardsResponse(request(b"OPTIONS", b"http://example.com/", [(b"Max-Forwards", b"0")]))
+        response = maxForwardsResponse(
+            request(b"OPTIONS", b"http://example.com/", [(b"Max-Forwards", b"0")])
+        )
         self.assertEqual(response.head.status, 200)
         self.assertIn(b"TRACE", response.head.headers.get(b"allow"))
         self.assertEqual(response.body, b"")

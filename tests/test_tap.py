@@ -67,8 +67,16 @@ class OptionsTests(SynchronousTestCase):
         Limits and timeouts reach the settings with their types.
         """
         settings = parse(
-            "--max-headers", "7", "--max-body-bytes", "1000", "--connect-timeout", "2.5",
-            "--pool-size", "0", "--via-pseudonym", "edge-1",
+            "--max-headers",
+            "7",
+            "--max-body-bytes",
+            "1000",
+            "--connect-timeout",
+            "2.5",
+            "--pool-size",
+            "0",
+            "--via-pseudonym",
+            "edge-1",
         )["settings"]
         self.assertEqual(settings.maxHeaders, 7)
         self.assertEqual(settings.maxBodyBytes, 1000)
@@ -80,8 +88,18 @@ class OptionsTests(SynchronousTestCase):
         """
         C{--listen} may be given several times and keeps its order.
         """
-        options = parse("--listen", "tcp:1234", "--listen", "unix:/tmp/proxy.sock", "--listen", "tcp6:1234")
-        self.assertEqual(options["settings"].listen, ["tcp:1234", "unix:/tmp/proxy.sock", "tcp6:1234"])
+        options = parse(
+            "--listen",
+            "tcp:1234",
+            "--listen",
+            "unix:/tmp/proxy.sock",
+            "--listen",
+            "tcp6:1234",
+        )
+        self.assertEqual(
+            options["settings"].listen,
+            ["tcp:1234", "unix:/tmp/proxy.sock", "tcp6:1234"],
+        )
 
     def test_connectPortRepeatable(self) -> None:
         """
@@ -116,7 +134,9 @@ class OptionsTests(SynchronousTestCase):
         """
         settings = parse("--port", "8123", "--listen", "tcp:9001")["settings"]
         self.assertTrue(settings.listenOnPort)
-        self.assertEqual(listenDescriptions(settings), ["tcp:8123:interface=127.0.0.1", "tcp:9001"])
+        self.assertEqual(
+            listenDescriptions(settings), ["tcp:8123:interface=127.0.0.1", "tcp:9001"]
+        )
 
     def writeConfig(self, text: str) -> str:
         fd, path = tempfile.mkstemp(suffix=".toml")
@@ -138,7 +158,9 @@ class OptionsTests(SynchronousTestCase):
         An option given on the command line wins over the file.
         """
         path = self.writeConfig("[server]\nport = 9000\n")
-        self.assertEqual(parse("--config", path, "--port", "9100")["settings"].port, 9100)
+        self.assertEqual(
+            parse("--config", path, "--port", "9100")["settings"].port, 9100
+        )
 
     def assertUsageError(self, argv: list[str], option: str) -> None:
         error = self.assertRaises(usage.UsageError, parse, *argv)
@@ -256,14 +278,18 @@ class ListenDescriptionsTests(SynchronousTestCase):
         C{--port} and C{--listen} together listen on both, port first.
         """
         settings = Settings(port=8123, listen=["tcp6:9000"])
-        self.assertEqual(listenDescriptions(settings), ["tcp:8123:interface=127.0.0.1", "tcp6:9000"])
+        self.assertEqual(
+            listenDescriptions(settings), ["tcp:8123:interface=127.0.0.1", "tcp6:9000"]
+        )
 
     def test_neither(self) -> None:
         """
         With neither option the default port on the default interface is
         used.
         """
-        self.assertEqual(listenDescriptions(Settings()), ["tcp:8080:interface=127.0.0.1"])
+        self.assertEqual(
+            listenDescriptions(Settings()), ["tcp:8080:interface=127.0.0.1"]
+        )
 
 
 class MakeServiceTests(SynchronousTestCase):
@@ -293,9 +319,18 @@ class MakeServiceTests(SynchronousTestCase):
         one L{ProxyFactory}.
         """
         top, reactor = self.build(
-            "--port", "8123", "--interface", "127.0.0.2", "--listen", "tcp:9001:interface=127.0.0.3",
-            "--listen", "tcp6:9002:interface=\\:\\:1", "--listen", "unix:/tmp/webproxy-test.sock",
-            "--via-pseudonym", "t",
+            "--port",
+            "8123",
+            "--interface",
+            "127.0.0.2",
+            "--listen",
+            "tcp:9001:interface=127.0.0.3",
+            "--listen",
+            "tcp6:9002:interface=\\:\\:1",
+            "--listen",
+            "unix:/tmp/webproxy-test.sock",
+            "--via-pseudonym",
+            "t",
         )
         top.startService()
         self.addCleanup(top.stopService)
@@ -303,7 +338,10 @@ class MakeServiceTests(SynchronousTestCase):
             [(port, interface) for port, _, _, interface in reactor.tcpServers],
             [(8123, "127.0.0.2"), (9001, "127.0.0.3"), (9002, "::1")],
         )
-        self.assertEqual([address for address, _, _, _, _ in reactor.unixServers], ["/tmp/webproxy-test.sock"])
+        self.assertEqual(
+            [address for address, _, _, _, _ in reactor.unixServers],
+            ["/tmp/webproxy-test.sock"],
+        )
         factories = {id(entry[1]) for entry in reactor.tcpServers + reactor.unixServers}
         self.assertEqual(len(factories), 1)
         factory = reactor.tcpServers[0][1]

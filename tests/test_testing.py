@@ -44,7 +44,9 @@ class Stamp:
         request.headers.add(b"X-Stamp", b"request")
         return request
 
-    def filterResponse(self, request: RequestHead, response: ResponseHead) -> ResponseHead:
+    def filterResponse(
+        self, request: RequestHead, response: ResponseHead
+    ) -> ResponseHead:
         response.headers.add(b"X-Stamp", b"response")
         return response
 
@@ -104,7 +106,10 @@ class HeadTests(SynchronousTestCase):
         self.assertEqual(request.scheme, "https")
         self.assertEqual(request.port, 8443)
         self.assertEqual(request.path, b"/a/b?c=d")
-        self.assertEqual(list(request.headers), [(b"Host", b"example.com:8443"), (b"X-One", b"1"), (b"X-Two", b"2")])
+        self.assertEqual(
+            list(request.headers),
+            [(b"Host", b"example.com:8443"), (b"X-One", b"1"), (b"X-Two", b"2")],
+        )
         self.assertEqual(request.clientAddress, ("192.0.2.1", 1234))
         self.assertEqual(request.user, "alice")
 
@@ -217,7 +222,12 @@ class InMemoryProxyTests(SynchronousTestCase):
         target, Host, the proxy's Via, and the body.
         """
         proxy = InMemoryProxy()
-        proxy.get("http://example.com:8080/upload", method=b"POST", body=b"data", headers=[(b"X-A", b"b")])
+        proxy.get(
+            "http://example.com:8080/upload",
+            method=b"POST",
+            body=b"data",
+            headers=[(b"X-A", b"b")],
+        )
         [request] = proxy.originRequests
         self.assertIsInstance(request, OriginRequest)
         self.assertEqual(request.head.method, b"POST")
@@ -234,7 +244,9 @@ class InMemoryProxyTests(SynchronousTestCase):
         frames it and the client gets it.
         """
 
-        def origin(request: OriginRequest) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        def origin(
+            request: OriginRequest,
+        ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
             return 404, [(b"X-Origin", b"yes")], b"missing " + request.head.target
 
         response = InMemoryProxy(origin=origin).get("http://example.com/x")
@@ -265,7 +277,9 @@ class InMemoryProxyTests(SynchronousTestCase):
         proxy = InMemoryProxy([stamp], client=("10.1.2.3", 5555))
         response = proxy.get("http://example.com/")
         self.assertEqual(response.headers.get(b"x-stamp"), b"response")
-        self.assertEqual(proxy.originRequests[0].head.headers.get(b"x-stamp"), b"request")
+        self.assertEqual(
+            proxy.originRequests[0].head.headers.get(b"x-stamp"), b"request"
+        )
         self.assertEqual(stamp.clients, [("10.1.2.3", 5555)])
         self.assertEqual(proxy.chain.names(), ["Stamp"])
 
@@ -294,9 +308,13 @@ class InMemoryProxyTests(SynchronousTestCase):
         C{request} sends raw bytes, so malformed requests can be tested.
         """
         proxy = InMemoryProxy()
-        response = proxy.request(b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        response = proxy.request(
+            b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        )
         self.assertEqual(response.status, 200)
-        bad = proxy.request(b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nBad Field: x\r\n\r\n")
+        bad = proxy.request(
+            b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nBad Field: x\r\n\r\n"
+        )
         self.assertEqual(bad.status, 400)
 
     def test_head(self) -> None:
@@ -314,7 +332,9 @@ class InMemoryProxyTests(SynchronousTestCase):
         proxy = InMemoryProxy()
         for path in ("/a", "/b", "/c"):
             self.assertEqual(proxy.get("http://example.com" + path).status, 200)
-        self.assertEqual([r.head.target for r in proxy.originRequests], [b"/a", b"/b", b"/c"])
+        self.assertEqual(
+            [r.head.target for r in proxy.originRequests], [b"/a", b"/b", b"/c"]
+        )
 
     def test_settings(self) -> None:
         """
@@ -373,7 +393,8 @@ class TutorialTests(SynchronousTestCase):
         import importlib.util
 
         spec = importlib.util.spec_from_file_location(
-            "_tutorial_example_filter", EXAMPLE / "proxyapp" / "plugins" / "webproxy_example_filter.py"
+            "_tutorial_example_filter",
+            EXAMPLE / "proxyapp" / "plugins" / "webproxy_example_filter.py",
         )
         module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
         spec.loader.exec_module(module)  # type: ignore[union-attr]
