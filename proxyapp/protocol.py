@@ -1167,13 +1167,20 @@ class ProxyProtocol(Protocol):
         self.responseStarted = False
         self._respond(response, close=not self.requestDone)
 
+    def _noteContentType(self, headers: Any) -> None:
+        """
+        Keep the response's Content-Type for the access log (there is one),
+        if its format prints it.
+        """
+        if self.factory.accessLog.logsContentType:
+            contentType = headers.get(b"content-type")
+            self.contentType = contentType.decode("latin-1") if contentType else None
+
     def _sendResponseHead(self, head: ResponseHead) -> None:
         request = self.request
         headers = head.headers
-        accessLog = self.factory.accessLog
-        if accessLog is not None and accessLog.logsContentType:
-            contentType = headers.get(b"content-type")
-            self.contentType = contentType.decode("latin-1") if contentType else None
+        if self.factory.accessLog is not None:
+            self._noteContentType(headers)
         upstream = self.upstream
         parser = upstream.parser  # type: ignore[union-attr]
         framing = parser.framing
@@ -1308,10 +1315,8 @@ class ProxyProtocol(Protocol):
         self.responseStarted = True
         headers = head.headers
         headers.add(b"Via", factory.viaValues[b"HTTP/1.1"])
-        accessLog = factory.accessLog
-        if accessLog is not None and accessLog.logsContentType:
-            contentType = headers.get(b"content-type")
-            self.contentType = contentType.decode("latin-1") if contentType else None
+        if factory.accessLog is not None:
+            self._noteContentType(headers)
         data = head.serialize() + body
         self.bytesOut += len(data)
         self.transport.write(data)

@@ -2621,6 +2621,14 @@ class QuickHeadTests(SynchronousTestCase):
             )
 
 
+def parserState(parser: Any) -> tuple[Any, ...]:
+    """
+    @return: what decides a parser's next events: its state, framing,
+        bytes remaining and bytes buffered.
+    """
+    return (parser._state, parser.framing, parser.remaining, parser.buffered())
+
+
 # Request fields for the whole-request shortcut: ordinary ones, the ones
 # the proxy acts on (which make it decline), malformed ones.
 _wholeRequestFields = st.lists(
@@ -2750,10 +2758,7 @@ class WholeRequestTests(SynchronousTestCase):
             ),
         )
         self.assertEqual(head.headers.get(b"host"), head.authority)
-        self.assertEqual(
-            (whole._state, whole.framing, whole.remaining, whole.buffered()),
-            (parser._state, parser.framing, parser.remaining, parser.buffered()),
-        )
+        self.assertEqual(parserState(whole), parserState(parser))
 
     def test_taken(self) -> None:
         """
@@ -2919,10 +2924,7 @@ class WholeResponseTests(SynchronousTestCase):
                 list(expected.headers),
             ),
         )
-        self.assertEqual(
-            (whole._state, whole.framing, whole.remaining, whole.buffered()),
-            (parser._state, parser.framing, parser.remaining, parser.buffered()),
-        )
+        self.assertEqual(parserState(whole), parserState(parser))
 
     def test_taken(self) -> None:
         """
