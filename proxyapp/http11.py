@@ -272,22 +272,47 @@ _WHOLE_REQUEST = re.compile(
     rb"" + _PLAIN_REQUEST_FIELDS + rb")\r\n"
 )
 
-# The head of the usual response to it: HTTP/1.1, a final status, fields
-# without Transfer-Encoding or any hop-by-hop field but at most one
-# Connection line saying keep-alive or close, which the match sets apart
-# (groups: status, reason, fields before Connection, its value, fields
-# after it).  See L{ResponseParser.wholeResponse}.
+# The head of the usual response to it: HTTP/1.1, a final status but 204
+# and 304, one Content-Length, no Transfer-Encoding and no hop-by-hop field
+# but at most one Connection line saying keep-alive or close.  The two
+# lines may come in either order, one alternative each.  Groups: the
+# Content-Length value and the Connection line (with its value) of the
+# first order, then the Connection line (with its value) and the
+# Content-Length value of the second.  See L{ResponseParser.wholeResponse}.
 _PLAIN_RESPONSE_FIELDS = (
-    rb"(?:(?!(?i:(?:connection|transfer-encoding|keep-alive|te|upgrade):|proxy-))"
+    rb"(?:(?!(?i:(?:connection|content-length|transfer-encoding|keep-alive|te"
+    rb"|upgrade):|proxy-))"
     rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*"
 )
+_LENGTH_LINE = rb"(?i:content-length):[ \t]*([0-9]{1,18})[ \t]*\r\n"
+_CONNECTION_LINE = rb"((?i:connection):[ \t]*((?i:keep-alive|close))[ \t]*\r\n)"
 _WHOLE_RESPONSE = re.compile(
-    rb"HTTP/1\.1 ([2-5][0-9][0-9]) ([\t\x20-\x7e\x80-\xff]*)\r\n"
-    rb"(" + _PLAIN_RESPONSE_FIELDS + rb")"
-    rb"(?:(?i:connection):[ \t]*((?i:keep-alive|close))[ \t]*\r\n"
-    rb"(" + _PLAIN_RESPONSE_FIELDS + rb"))?"
-    rb"\r\n"
+    rb"HTTP/1\.1 (?!204|304)[2-5][0-9][0-9] [\t\x20-\x7e\x80-\xff]*\r\n"
+    + _PLAIN_RESPONSE_FIELDS
+    + rb"(?:"
+    + (_LENGTH_LINE + _PLAIN_RESPONSE_FIELDS)
+    + rb"(?:"
+    + (_CONNECTION_LINE + _PLAIN_RESPONSE_FIELDS)
+    + rb")?|"
+    + (_CONNECTION_LINE + _PLAIN_RESPONSE_FIELDS)
+    + (_LENGTH_LINE + _PLAIN_RESPONSE_FIELDS)
+    + rb")\r\n"
 )
+
+
+def wholeResponseHead(head: bytes) -> ResponseHead:
+    """
+    Make the L{ResponseHead} of a head that L{ResponseParser.wholeResponse}
+    returned (it checked every byte: status line, then field lines).
+    """
+    lineEnd = head.find(b"\r\n")
+    block = head[lineEnd + 2 :]
+    return ResponseHead(
+        int(head[9:12]),
+        head[13:lineEnd],
+        Headers._fromBlock(block, b"\n" + block.lower()),
+    )
+
 
 _ABSOLUTE_FORM = re.compile(rb"(https?)://([^/?#]*)([^#]*)", re.IGNORECASE)
 
@@ -960,7 +985,7 @@ class ResponseParser(_Parser):
         self._state = _HEAD
         self._searchFrom = 0
 
-    def wholeResponse(self, data: bytes) -> Optional[tuple[ResponseHead, bool, bytes]]:
+    def wholeResponse(self, data: bytes) -> Optional[tuple[bytes, bool, bytes]]:
         """
         Take C{data}, just received, as one whole response if it is exactly
         the usual one and nothing else is buffered: HTTP/1.1, a final
@@ -973,13 +998,17 @@ class ResponseParser(_Parser):
 
         The Connection field is taken out of the head (RFC 9112 section
         9.6; neither option names another field) and reported as a flag.
+        The head comes back as bytes, ready to relay: no head object is
+        made unless something needs one (L{wholeResponseHead}).
+
         This is the per-request path's shortcut: one C-level match instead
         of the event loop.  Everything it declines, it leaves untouched
         for L{receiveData} and L{nextEvent}.
 
-        @return: C{(head, close, body)}, C{close} telling whether the
-            upstream said C{Connection: close}; or C{None} if C{data} is
-            anything else.
+        @return: C{(head, close, body)}: C{head} the status line and the
+            field lines, each ending in CRLF, less the Connection line and
+            the empty line; C{close} whether the upstream said
+            C{Connection: close}; or C{None} if C{data} is anything else.
         """
         if self._state != _HEAD or self._offset < len(self._buffer):
             return None
@@ -989,31 +1018,30 @@ class ResponseParser(_Parser):
         match = _WHOLE_RESPONSE.match(data)
         if match is None:
             return None
-        status, reason, block, connection, after = match.groups()
-        if status == b"204" or status == b"304":
-            return None
-        if connection is not None:
-            block += after
+        end = match.end()
+        # Field lines are at least 4 bytes each: short heads need no count.
         # The Connection line counts, as in the event path.
-        if block.count(b"\r\n") + (connection is not None) > self.maxHeaders:
+        if end > 4 * self.maxHeaders and data.count(b"\r\n", 0, end) - 2 > (
+            self.maxHeaders
+        ):
             return None
-        lowered = b"\n" + block.lower()
-        position = lowered.find(b"\ncontent-length:")
-        if position == -1 or lowered.find(b"\ncontent-length:", position + 16) != -1:
-            return None
-        # Offsets in the lowercased copy are one more than in the block.
-        start = position + 15
-        value = block[start : block.find(b"\r", start)].strip(b" \t")
-        bodyStart = match.end()
-        if not _DIGITS.fullmatch(value) or int(value) != len(data) - bodyStart:
+        length, connection, value, connectionFirst, valueFirst, lengthAfter = (
+            match.groups()
+        )
+        if length is None:
+            length, connection, value = lengthAfter, connectionFirst, valueFirst
+        if int(length) != len(data) - end:
             return None
         self.framing = LENGTH
         self.remaining = 0
         self._state = _DONE
+        if connection is None:
+            return data[: end - 2], False, data[end:]
+        cut, resume = match.span(2 if connectionFirst is None else 4)
         return (
-            ResponseHead(int(status), reason, Headers._fromBlock(block, lowered)),
-            connection is not None and connection.lower() == b"close",
-            data[bodyStart:],
+            data[:cut] + data[resume : end - 2],
+            len(value) == 5,  # close, not keep-alive
+            data[end:],
         )
 
     def nextEvent(self) -> Event:

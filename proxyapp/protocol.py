@@ -89,6 +89,7 @@ from proxyapp.http11 import (
     RequestParser,
     ResponseParser,
     UpstreamProtocolError,
+    wholeResponseHead,
 )
 from proxyapp.message import (
     HOP_BY_HOP,
@@ -248,7 +249,7 @@ class UpstreamProtocol(Protocol):
             if close:
                 self.closing = True
             if not client.relayWholeResponse(self, head, body):
-                self._wholeResponse(client, head, body)
+                self._wholeResponse(client, wholeResponseHead(head), body)
             return
         self.parser.receiveData(data)
         self._parse(client)
@@ -537,6 +538,9 @@ class ProxyFactory(ServerFactory):
             b"HTTP/1.0": b"1.0 " + pseudonym,
             b"HTTP/1.1": b"1.1 " + pseudonym,
         }
+        # The Via line and the empty line closing a head, for the relay of
+        # whole responses.
+        self.viaLine = b"Via: " + self.viaValues[b"HTTP/1.1"] + b"\r\n\r\n"
         self.viaToken = settings.viaPseudonym.encode("ascii").lower()
         self.connections: set[ProxyProtocol] = set()
         self._fresh: deque[tuple[float, ProxyProtocol]] = deque()
@@ -1280,7 +1284,7 @@ class ProxyProtocol(Protocol):
         self._finishExchange()
 
     def relayWholeResponse(
-        self, upstream: UpstreamProtocol, head: ResponseHead, body: bytes
+        self, upstream: UpstreamProtocol, head: bytes, body: bytes
     ) -> bool:
         """
         Relay a final response that arrived whole in one read
@@ -1289,13 +1293,16 @@ class ProxyProtocol(Protocol):
         connection stays open, both sides speak HTTP/1.1, and no response
         or body filter, held event or streaming producer is involved.
         What it does is what L{responseHead}, L{_sendResponseHead},
-        L{responseData} and L{responseEnd} together do in that case.
+        L{responseData} and L{responseEnd} together do in that case, on
+        the received bytes: the head as received (less its Connection
+        line), the Via line, the body.
 
         @return: whether it relayed the response; if not, nothing changed
             and the caller goes through the event methods.
         """
         request = self.request
-        chain = self.factory.chain
+        factory = self.factory
+        chain = factory.chain
         if (
             request is None
             or not self.requestDone
@@ -1310,14 +1317,12 @@ class ProxyProtocol(Protocol):
             )
         ):
             return False
-        factory = self.factory
-        self.status = head.status
+        self.status = int(head[9:12])
         self.responseStarted = True
-        headers = head.headers
-        headers.add(b"Via", factory.viaValues[b"HTTP/1.1"])
-        if factory.accessLog is not None:
-            self._noteContentType(headers)
-        data = head.serialize() + body
+        accessLog = factory.accessLog
+        if accessLog is not None and accessLog.logsContentType:
+            self._noteContentType(wholeResponseHead(head).headers)
+        data = b"".join((head, factory.viaLine, body))
         self.bytesOut += len(data)
         self.transport.write(data)
         self.upstream = None

@@ -26,6 +26,7 @@ from proxyapp.http11 import (
     ResponseParser,
     UpstreamProtocolError,
     parseAuthority,
+    wholeResponseHead,
 )
 from proxyapp.message import Headers, RequestHead, ResponseHead
 
@@ -2901,7 +2902,10 @@ class WholeResponseTests(SynchronousTestCase):
         if taken is None:
             self.assertEqual((whole.buffered(), whole.nextEvent()), (0, NEED_DATA))
             return
-        head, close, received = taken
+        relayed, close, received = taken
+        head = wholeResponseHead(relayed)
+        # The bytes to relay are the head as parsed, with no empty line.
+        self.assertEqual(head.serialize(), relayed + b"\r\n")
         parser = ResponseParser(maxHeaders=maxHeaders)
         parser.expectResponse(method)
         events = merge(feed(parser, [data]))
@@ -2938,7 +2942,12 @@ class WholeResponseTests(SynchronousTestCase):
             b'Connection: keep-alive\r\nETag: "x"\r\n\r\nhello'
         )
         assert taken is not None
-        head, close, body = taken
+        relayed, close, body = taken
+        self.assertEqual(
+            relayed,
+            b'HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 5\r\nETag: "x"\r\n',
+        )
+        head = wholeResponseHead(relayed)
         self.assertEqual(
             (head.status, head.reason, list(head.headers), close, body),
             (
