@@ -16,8 +16,9 @@ transfers outgrow.  Here:
     at a time on bulk streams, and sets C{TCP_NODELAY} (required together with sending at once,
     or small writes wait for delayed ACKs);
   - L{acceleratePolling} replaces an C{EPollReactor}'s C{doIteration} with
-    the same loop minus the per-event logging context
-    (C{_doReadOrWrite} still logs and disconnects on exceptions).
+    the same loop minus the per-event logging context, calling C{doRead}
+    itself for a plain read event (exceptions are logged and disconnect,
+    as in C{_doReadOrWrite}, which handles every other event).
 
 Both check that the attributes they rely on exist and do nothing
 otherwise, so a Twisted upgrade that changes them costs speed, not
@@ -28,9 +29,12 @@ with Twisted 24.7 to 26.10.
 from __future__ import annotations
 
 import errno
+import select
+import sys
 from typing import Any, Iterable
 
 from twisted.internet import endpoints, tcp
+from twisted.python import log
 
 READ_SIZE = 64 * 1024
 """
@@ -196,7 +200,10 @@ def accelerate(transport: Any, protocol: Any = None) -> bool:
 
 def acceleratePolling(reactor: Any) -> bool:
     """
-    Drop the per-event logging context from an epoll reactor's loop.
+    Drop the per-event logging context from an epoll reactor's loop, and
+    dispatch the usual event (readable, nothing else) to C{doRead} without
+    going through C{_doReadOrWrite}: an exception or a returned reason
+    disconnects the selectable as there.
 
     @return: whether the reactor was changed (only C{EPollReactor}s are).
     """
@@ -207,12 +214,20 @@ def acceleratePolling(reactor: Any) -> bool:
     if type(reactor) is not EPollReactor:
         return False
     if not all(
-        hasattr(reactor, name) for name in ("_poller", "_selectables", "_doReadOrWrite")
+        hasattr(reactor, name)
+        for name in (
+            "_poller",
+            "_selectables",
+            "_doReadOrWrite",
+            "_disconnectSelectable",
+        )
     ):
         return False
     poller = reactor._poller
     selectables = reactor._selectables
     doReadOrWrite = reactor._doReadOrWrite
+    disconnect = reactor._disconnectSelectable
+    readable = select.EPOLLIN
 
     def doPoll(timeout: Any) -> None:
         if timeout is None:
@@ -225,8 +240,20 @@ def acceleratePolling(reactor: Any) -> bool:
             raise
         for fd, event in events:
             selectable = selectables.get(fd)
-            if selectable is not None:
+            if selectable is None:
+                continue
+            if event != readable or selectable.fileno() == -1:
                 doReadOrWrite(selectable, fd, event)
+                continue
+            # The usual event, readable and nothing else: what
+            # _doReadOrWrite does for it, one call less.
+            try:
+                why = selectable.doRead()
+            except BaseException:
+                why = sys.exc_info()[1]
+                log.err()
+            if why:
+                disconnect(selectable, why, True)
 
     reactor.doIteration = doPoll  # type: ignore[method-assign]
     reactor.doPoll = doPoll  # type: ignore[method-assign]

@@ -749,11 +749,14 @@ class RequestParser(_Parser):
         if match is None:
             return None
         method, target, authority, path, block, host = match.groups()
+        size = len(block)
         if (
             host.strip(b" \t") != authority
             or match.start(5) - 2 > self.maxRequestLine
-            or len(block) > self.maxHeaderBytes
-            or block.count(b"\r\n") > self.maxHeaders
+            or size > self.maxHeaderBytes
+            # Field lines are at least 4 bytes each: short blocks need no count.
+            or size > 4 * self.maxHeaders
+            and block.count(b"\r\n") > self.maxHeaders
         ):
             return None
         try:

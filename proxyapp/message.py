@@ -388,7 +388,7 @@ class Headers:
             if len(fields) == 1:
                 # The usual case: Via appended to the received fields.
                 field = fields[0]
-                return block + field[1] + b": " + field[2] + b"\r\n"
+                return b"".join((block, field[1], b": ", field[2], b"\r\n"))
         lines = [f[1] + b": " + f[2] + b"\r\n" for f in fields]
         if block is not None:
             lines.insert(0, block)
@@ -466,13 +466,15 @@ class RequestHead:
         """
         @return: the head as sent upstream: origin-form target, HTTP/1.1.
         """
-        return (
-            self.method
-            + b" "
-            + self.path
-            + b" HTTP/1.1\r\n"
-            + self.headers.serialize()
-            + b"\r\n"
+        return b"".join(
+            (
+                self.method,
+                b" ",
+                self.path,
+                b" HTTP/1.1\r\n",
+                self.headers.serialize(),
+                b"\r\n",
+            )
         )
 
 
@@ -507,10 +509,12 @@ class ResponseHead:
         """
         @return: the head as the proxy sends it (always as HTTP/1.1).
         """
-        return (
-            b"HTTP/1.1 %d %s\r\n" % (self.status, self.reason)
-            + self.headers.serialize()
-            + b"\r\n"
+        return b"".join(
+            (
+                b"HTTP/1.1 %d %s\r\n" % (self.status, self.reason),
+                self.headers.serialize(),
+                b"\r\n",
+            )
         )
 
 

@@ -925,11 +925,14 @@ class ProxyProtocol(Protocol):
 
     def _runRequestFilters(self, chain: Any, request: RequestHead) -> None:
         result = chain.filterRequest(request)
-        if result is not request and isinstance(result, Deferred):
+        if result is request and request.host is not None:
+            # The usual answer, at once: forward the head as it is.
+            self._forward(request)
+        elif isinstance(result, Deferred):
             self.gate.pause(WAITING)  # type: ignore[union-attr]
             result.addCallback(self._requestFiltered)
-            return
-        self._requestFiltered(result)
+        else:
+            self._requestFiltered(result)
 
     def _requestFiltered(self, result: RequestHead | Response) -> None:
         if self.request is None:

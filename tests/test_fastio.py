@@ -10,6 +10,7 @@ import socket
 from typing import Any
 
 from twisted.internet import abstract, defer, protocol, reactor, tcp
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactor
 from twisted.trial import unittest
 
@@ -101,6 +102,60 @@ class PollingTests(unittest.SynchronousTestCase):
         right.send(b"x")
         fresh.doIteration(1.0)
         self.assertEqual(reads, [b"x"])
+
+    def test_readFailuresDisconnect(self) -> None:
+        """
+        A read event whose C{doRead} raises is logged, and the selectable
+        is disconnected with the exception; one whose C{doRead} returns a
+        reason is disconnected with it.  Neither stops the loop.
+        """
+        from twisted.internet.epollreactor import EPollReactor
+        from twisted.python.failure import Failure
+
+        fresh = EPollReactor()
+        self.addCleanup(fresh._poller.close)
+        self.assertTrue(fastio.acceleratePolling(fresh))
+        lost: list[tuple[str, Any]] = []
+
+        class Reader(abstract.FileDescriptor):
+            def __init__(
+                self, name: str, sock: socket.socket, outcome: Exception
+            ) -> None:
+                abstract.FileDescriptor.__init__(self, reactor=fresh)
+                self.name = name
+                self.sock = sock
+                self.outcome = outcome
+
+            def fileno(self) -> int:
+                return self.sock.fileno()
+
+            def doRead(self) -> Any:
+                self.sock.recv(100)
+                if self.name == "raises":
+                    raise self.outcome
+                return self.outcome
+
+            def connectionLost(self, reason: Failure) -> None:
+                lost.append((self.name, reason.value))
+
+        pairs = [socket.socketpair() for _ in range(2)]
+        for left, right in pairs:
+            self.addCleanup(left.close)
+            self.addCleanup(right.close)
+            right.send(b"x")
+        boom = ValueError("boom")
+        done = ConnectionDone("read side done")
+        fresh.addReader(Reader("raises", pairs[0][0], boom))
+        fresh.addReader(Reader("returns", pairs[1][0], done))
+        fresh.doIteration(1.0)
+        self.assertEqual(
+            sorted((name, type(value)) for name, value in lost),
+            [("raises", ValueError), ("returns", ConnectionDone)],
+        )
+        self.assertIn(("raises", boom), lost)
+        self.assertEqual(self.flushLoggedErrors(ValueError)[0].value, boom)
+        self.assertNotIn(pairs[0][0].fileno(), fresh._selectables)
+        self.assertNotIn(pairs[1][0].fileno(), fresh._selectables)
 
 
 class _Collect(protocol.Protocol):
