@@ -272,6 +272,12 @@ _WHOLE_REQUEST = re.compile(
     rb"" + _PLAIN_REQUEST_FIELDS + rb")\r\n"
 )
 
+# A Connection or Proxy-Connection line saying keep-alive, with the CRLF
+# before it (so only at a line start): what the request shortcut sets apart.
+_KEEP_ALIVE_LINE = re.compile(
+    rb"\r\n(?i:(?:proxy-)?connection):[ \t]*(?i:keep-alive)[ \t]*(?=\r\n)"
+)
+
 # The head of the usual response to it: HTTP/1.1, a final status but 204
 # and 304, one Content-Length, no Transfer-Encoding and no hop-by-hop field
 # but at most one Connection line saying keep-alive or close.  The two
@@ -728,8 +734,11 @@ class RequestParser(_Parser):
         HEAD of an C{http://} URL over HTTP/1.1, no body, well-formed
         fields, a Host field equal to the target's authority, and none of
         the fields the proxy acts on (framing, hop-by-hop, Via,
-        Max-Forwards).  The parser is then left as after L{nextEvent}
-        returned the head and the message ended (bodiless, C{PAUSED}).
+        Max-Forwards) but for a C{Connection} and a C{Proxy-Connection}
+        line saying C{keep-alive}, which browsers send: those are taken
+        out of the head (RFC 9112 section 9.6; they repeat HTTP/1.1's
+        default).  The parser is then left as after L{nextEvent} returned
+        the head and the message ended (bodiless, C{PAUSED}).
 
         This is the per-request path's shortcut: one C-level match instead
         of the event loop.  Everything it declines, it leaves untouched
@@ -746,17 +755,28 @@ class RequestParser(_Parser):
         ):
             return None
         match = _WHOLE_REQUEST.fullmatch(data)
+        setApart = lines = 0
         if match is None:
-            return None
+            # What browsers send: Connection or Proxy-Connection saying
+            # keep-alive, HTTP/1.1's default, hop-by-hop and not forwarded.
+            # Set those lines apart; the rest must match.
+            stripped, lines = _KEEP_ALIVE_LINE.subn(b"", data, 2)
+            if not lines:
+                return None
+            match = _WHOLE_REQUEST.fullmatch(stripped)
+            if match is None:
+                return None
+            setApart = len(data) - len(stripped)
         method, target, authority, path, block, host = match.groups()
-        size = len(block)
+        # The limits count the lines set apart, as the event path does.
+        size = len(block) + setApart
         if (
             host.strip(b" \t") != authority
             or match.start(5) - 2 > self.maxRequestLine
             or size > self.maxHeaderBytes
             # Field lines are at least 4 bytes each: short blocks need no count.
             or size > 4 * self.maxHeaders
-            and block.count(b"\r\n") > self.maxHeaders
+            and block.count(b"\r\n") + lines > self.maxHeaders
         ):
             return None
         try:

@@ -2648,9 +2648,13 @@ _wholeRequestFields = st.lists(
             b"Transfer-Encoding: chunked",
             b"Connection: close",
             b"connection: keep-alive",
+            b"Connection:Keep-Alive ",
+            b"Connection: keep-alive, close",
             b"Keep-Alive: timeout=5",
             b"Proxy-Authorization: Basic eDp5",
             b"Proxy-Connection: keep-alive",
+            b"proxy-connection:  KEEP-ALIVE",
+            b"Proxy-Connection: close",
             b"TE: trailers",
             b"Tea: green",
             b"Upgrade: websocket",
@@ -2712,9 +2716,10 @@ class WholeRequestTests(SynchronousTestCase):
     ) -> None:
         """
         Whenever the shortcut takes the bytes, the event path parses them to
-        the same head, with nothing left over and the parser in the same
-        state; and it never takes a request carrying a field the proxy
-        acts on.
+        the same head (less the hop-by-hop fields the proxy removes), with
+        nothing left over and the parser in the same state; and it never
+        takes a request carrying a field the proxy acts on, but for
+        Connection and Proxy-Connection saying keep-alive.
         """
         data = method + b" " + target + b" " + version + b"\r\n"
         data += b"".join(field + b"\r\n" for field in host + fields) + b"\r\n"
@@ -2724,14 +2729,19 @@ class WholeRequestTests(SynchronousTestCase):
         if head is None:
             self.assertEqual((whole.buffered(), whole.nextEvent()), (0, NEED_DATA))
             return
-        names = {f.split(b":")[0].strip().lower() for f in fields}
-        self.assertFalse(
-            names
-            & {b"content-length", b"transfer-encoding", b"connection", b"keep-alive"}
-            | {n for n in names if n.startswith(b"proxy-")}
-            | (names & {b"te", b"upgrade", b"via", b"max-forwards"}),
-            data,
-        )
+        for field in fields:
+            name, _, value = field.partition(b":")
+            name = name.strip().lower()
+            if name in (b"connection", b"proxy-connection"):
+                self.assertEqual(value.strip(b" \t").lower(), b"keep-alive", data)
+            else:
+                self.assertNotIn(
+                    name,
+                    {b"content-length", b"transfer-encoding", b"keep-alive"}
+                    | {b"te", b"upgrade", b"via", b"max-forwards"},
+                    data,
+                )
+                self.assertFalse(name.startswith(b"proxy-"), data)
         parser = RequestParser()
         events = feed(parser, [data])
         self.assertEqual(len(events), 3, events)
@@ -2739,6 +2749,7 @@ class WholeRequestTests(SynchronousTestCase):
         self.assertIsNone(events[1].trailers)
         self.assertIs(events[2], PAUSED)
         expected = events[0]
+        expected.headers.removeHopByHop()
         self.assertEqual(
             (head.method, head.target, head.version, list(head.headers)),
             (
@@ -2773,6 +2784,22 @@ class WholeRequestTests(SynchronousTestCase):
         ]:
             head = RequestParser().wholeRequest(data)
             self.assertIsNotNone(head, data)
+
+    def test_keepAliveSetApart(self) -> None:
+        """
+        A browser's C{Proxy-Connection: keep-alive} and C{Connection:
+        keep-alive} lines are taken out of the head the shortcut takes.
+        """
+        head = RequestParser().wholeRequest(
+            b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n"
+            b"Proxy-Connection: keep-alive\r\nUpgrade-Insecure-Requests: 1\r\n"
+            b"connection: Keep-Alive\r\nAccept: */*\r\n\r\n"
+        )
+        assert head is not None
+        self.assertEqual(
+            head.headers.serialize(),
+            b"Host: example.com\r\nUpgrade-Insecure-Requests: 1\r\nAccept: */*\r\n",
+        )
 
     def test_declined(self) -> None:
         """
@@ -2824,6 +2851,11 @@ class WholeRequestTests(SynchronousTestCase):
         ]:
             self.assertIsNone(RequestParser(**limits).wholeRequest(get), limits)
             self.assertIsNotNone(RequestParser().wholeRequest(get))
+        # A line set apart still counts.
+        browser = get.replace(b"X-A: 1", b"Proxy-Connection: keep-alive")
+        for limits in [{"maxHeaderBytes": 30}, {"maxHeaders": 1}]:
+            self.assertIsNone(RequestParser(**limits).wholeRequest(browser), limits)
+        self.assertIsNotNone(RequestParser().wholeRequest(browser))
 
 
 # Response fields for the whole-response shortcut.

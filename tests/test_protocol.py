@@ -1516,6 +1516,7 @@ class WholeMessageTests(ProxyTestCase):
                     b"User-Agent: curl/7.88.1",
                     b"Connection: close",
                     b"Proxy-Connection: keep-alive",
+                    b"connection: Keep-Alive",
                     b"Via: 1.1 other",
                     b"Content-Length: 0",
                 ]
