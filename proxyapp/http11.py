@@ -316,7 +316,7 @@ def wholeResponseHead(head: bytes) -> ResponseHead:
     return ResponseHead(
         int(head[9:12]),
         head[13:lineEnd],
-        Headers._fromBlock(block, b"\n" + block.lower()),
+        Headers._fromBlock(block),
     )
 
 
@@ -787,7 +787,7 @@ class RequestParser(_Parser):
             method,
             target,
             b"HTTP/1.1",
-            Headers._fromBlock(block, b"\n" + block.lower()),
+            Headers._fromBlock(block),
         )
         request.scheme = "http"
         request.host = host

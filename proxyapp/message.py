@@ -126,15 +126,16 @@ class Headers:
                 self._fields.append([name.lower(), name, value])
 
     @classmethod
-    def _fromBlock(cls, block: bytes, lowered: bytes) -> "Headers":
+    def _fromBlock(cls, block: bytes, lowered: Optional[bytes] = None) -> "Headers":
         """
         Adopt a block of field lines the parser validated.
 
-        @param lowered: C{b"\\n" + block.lower()}.
+        @param lowered: C{b"\\n" + block.lower()}, if the caller has made
+            it already; made here otherwise.
         """
         headers = cls.__new__(cls)
         headers._block = block
-        headers._lowered = lowered
+        headers._lowered = b"\n" + block.lower() if lowered is None else lowered
         headers._fields = []
         return headers
 

@@ -1614,15 +1614,15 @@ class AccessRecordTests(ProxyTestCase):
     What the protocol tells the access log about each exchange.
     """
 
-    def test_fieldsOfEachExchange(self) -> None:
+    def exchangeWithFields(self, log: RecordingLog) -> Any:
         """
-        Each exchange on a keep-alive connection is logged with its own
-        fields: nothing carries over from the previous one (the protocol
-        refills one record per connection).
+        Log to C{log}, and proxy a GET with a User-Agent and a Referer
+        answered with a Content-Type.
+
+        @return: the upstream protocol, still connected.
         """
-        log = RecordingLog()
         self.factory.accessLog = log
-        upstream, transport = self.forward(
+        upstream, _ = self.forward(
             b"GET http://example.com/a HTTP/1.1\r\nHost: example.com\r\n"
             b"User-Agent: ua/1\r\nReferer: http://example.com/\r\n\r\n"
         )
@@ -1630,6 +1630,16 @@ class AccessRecordTests(ProxyTestCase):
             upstream,
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
         )
+        return upstream
+
+    def test_fieldsOfEachExchange(self) -> None:
+        """
+        Each exchange on a keep-alive connection is logged with its own
+        fields: nothing carries over from the previous one (the protocol
+        refills one record per connection).
+        """
+        log = RecordingLog()
+        upstream = self.exchangeWithFields(log)
         self.send(b"HEAD http://example.com/b HTTP/1.1\r\nHost: example.com\r\n\r\n")
         self.reply(upstream, b"HTTP/1.1 404 Not Found\r\nContent-Length: 5\r\n\r\n")
         first, second = log.records
@@ -1681,15 +1691,7 @@ class AccessRecordTests(ProxyTestCase):
         """
         log = RecordingLog()
         log.logsContentType = log.logsRequestHeaders = False
-        self.factory.accessLog = log
-        upstream, _ = self.forward(
-            b"GET http://example.com/a HTTP/1.1\r\nHost: example.com\r\n"
-            b"User-Agent: ua/1\r\nReferer: http://example.com/\r\n\r\n"
-        )
-        self.reply(
-            upstream,
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
-        )
+        self.exchangeWithFields(log)
         [record] = log.records
         self.assertEqual(
             (record.status, record.userAgent, record.referer, record.contentType),
