@@ -72,7 +72,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from proxyapp import status as statuspage
-from proxyapp.accesslog import AccessRecord
 from proxyapp.config import Settings
 from proxyapp.fastio import accelerate
 from proxyapp.splice import SpliceRelay
@@ -103,9 +102,6 @@ from proxyapp.message import (
 )
 
 log = Logger()
-
-# No upstream address, no deciding filter (for the access record).
-_NO_PEER = (None, None)
 
 # Placeholder until a connection sends anything; a tuple, so that any
 # accidental use before then fails loudly instead of sharing state.
@@ -633,7 +629,6 @@ class ProxyProtocol(Protocol):
     upstreamPeer: Optional[tuple[str, int]] = None
     decidedBy: Optional[tuple[str, str]] = None
     contentType: Optional[str] = None
-    _record: Optional[AccessRecord] = None
 
     def __init__(self, factory: ProxyFactory) -> None:
         self.factory = factory
@@ -652,7 +647,7 @@ class ProxyProtocol(Protocol):
         self.gate: Optional[_ReadGate] = None
         self.clientHost = "-"
         self.clientPort = 0
-        self.clientAddress: Optional[tuple[str, int]] = None
+        self.clientAddress = (self.clientHost, self.clientPort)
         self.localHost = ""
         self.localPort: Optional[int] = None
 
@@ -1546,42 +1541,21 @@ class ProxyProtocol(Protocol):
         if accessLog is None or (request is None and not self.tunnel):
             self.bytesIn = self.bytesOut = 0
             return
-        # One record per connection, every field but the client's set
-        # anew for each exchange: the writer formats it at once and keeps
-        # nothing, and filling a record costs less than making one.
-        record = self._record
-        if record is None:
-            record = self._record = AccessRecord(
-                clientHost=self.clientHost, clientPort=self.clientPort
+        accessLog.logExchange(
+            (
+                self.clientAddress,
+                request,
+                self.started,
+                time.time(),
+                self.status if self.responseStarted or incomplete else 0,
+                self.bytesIn,
+                self.bytesOut,
+                self.upstreamPeer,
+                self.decidedBy,
+                self.contentType,
+                self.tunnel,
             )
-        record.start = self.started
-        record.duration = time.time() - self.started
-        if request is not None:
-            record.user = request.user
-            record.method = request.method.decode("latin-1")
-            record.target = request.url()
-            record.version = request.version.decode("latin-1")
-            if accessLog.logsRequestHeaders:
-                headers = request.headers
-                userAgent = headers.get(b"user-agent")
-                record.userAgent = (
-                    None if userAgent is None else userAgent.decode("latin-1")
-                )
-                referer = headers.get(b"referer")
-                record.referer = None if referer is None else referer.decode("latin-1")
-            else:
-                record.userAgent = record.referer = None
-        else:
-            record.user = record.userAgent = record.referer = None
-            record.method = record.target = record.version = ""
-        record.status = self.status if self.responseStarted or incomplete else 0
-        record.contentType = self.contentType
-        record.bytesIn = self.bytesIn
-        record.bytesOut = self.bytesOut
-        record.tunnel = self.tunnel
-        record.upstreamHost, record.upstreamPort = self.upstreamPeer or _NO_PEER
-        record.filterName, record.filterReason = self.decidedBy or _NO_PEER
-        accessLog.log(record)
+        )
         self.bytesIn = self.bytesOut = 0
         self.upstreamPeer = None
         self.decidedBy = None

@@ -26,11 +26,15 @@ from proxyapp.accesslog import (
     FORMATTERS,
     AccessLogWriter,
     AccessRecord,
+    Exchange,
+    _combinedLines,
     formatCombined,
     formatJSON,
     formatSquid,
     openAccessLog,
+    recordFromExchange,
 )
+from proxyapp.message import Headers, RequestHead
 
 # 1700000000 is 2023-11-14T22:13:20Z.
 START = 1700000000.123
@@ -78,6 +82,42 @@ def makeRecord(**fields: Any) -> AccessRecord:
     )
     values.update(fields)
     return AccessRecord(**values)
+
+
+def makeExchange(
+    *,
+    request: Optional[RequestHead] = None,
+    status: int = 200,
+    upstream: Optional[tuple[str, int]] = ("93.184.216.34", 80),
+    decidedBy: Optional[tuple[str, Optional[str]]] = None,
+    contentType: Optional[str] = "text/html",
+) -> Exchange:
+    """
+    Make an exchange as the protocol logs it: by default, a proxied GET
+    with a User-Agent that took 0.15 s.
+
+    @return: the exchange.
+    """
+    if request is None:
+        request = RequestHead(
+            b"GET",
+            b"http://example.com/",
+            b"HTTP/1.1",
+            Headers._fromBlock(b"Host: example.com\r\nUser-Agent: curl/8.4.0\r\n"),
+        )
+    return (
+        ("127.0.0.1", 54321),
+        request,
+        START,
+        START + 0.15,
+        status,
+        78,
+        1234,
+        upstream,
+        decidedBy,
+        contentType,
+        False,
+    )
 
 
 def connectRecord(**fields: Any) -> AccessRecord:
@@ -233,6 +273,87 @@ class AccessRecordTests(SynchronousTestCase):
         record.status = 404
         record.bytesOut += 10
         self.assertEqual((record.status, record.bytesOut), (404, 10))
+
+
+class RecordFromExchangeTests(SynchronousTestCase):
+    """
+    Tests for L{recordFromExchange}.
+    """
+
+    def test_proxied(self) -> None:
+        """
+        Every field of the record comes from the exchange; text is decoded
+        from the wire with ISO-8859-1.
+        """
+        request = RequestHead(
+            b"GET",
+            b"http://example.com/\xe9",
+            b"HTTP/1.1",
+            Headers._fromBlock(
+                b"Host: example.com\r\nreferer: http://a/\r\nUSER-AGENT: ua\xff\r\n"
+            ),
+        )
+        request.user = "alice"
+        record = recordFromExchange(
+            makeExchange(
+                request=request,
+                status=403,
+                decidedBy=("blocklist", "example.com"),
+                contentType="text/plain",
+            )
+        )
+        self.assertEqual(
+            record,
+            makeRecord(
+                duration=START + 0.15 - START,
+                user="alice",
+                target="http://example.com/\xe9",
+                status=403,
+                referer="http://a/",
+                userAgent="ua\xff",
+                contentType="text/plain",
+                filterName="blocklist",
+                filterReason="example.com",
+            ),
+        )
+
+    def test_addedFields(self) -> None:
+        """
+        Fields added to the head after it was received are found too.
+        """
+        request = RequestHead(b"GET", b"http://example.com/")
+        request.headers.add(b"User-Agent", b"added")
+        record = recordFromExchange(makeExchange(request=request))
+        self.assertEqual((record.userAgent, record.referer), ("added", None))
+
+    def test_withoutRequestHeaders(self) -> None:
+        """
+        Asked not to, it leaves the user agent and referer unset.
+        """
+        record = recordFromExchange(makeExchange(), requestHeaders=False)
+        self.assertEqual((record.method, record.userAgent), ("GET", None))
+
+    def test_noRequest(self) -> None:
+        """
+        An exchange without a request head, no upstream and no deciding
+        filter has those fields at their defaults.
+        """
+        exchange = makeExchange(upstream=None)
+        record = recordFromExchange((exchange[0], None) + exchange[2:])
+        self.assertEqual(
+            (
+                record.method,
+                record.target,
+                record.version,
+                record.user,
+                record.userAgent,
+                record.upstreamHost,
+                record.upstreamPort,
+                record.filterName,
+                record.filterReason,
+            ),
+            ("", "", "", None, None, None, None, None, None),
+        )
 
 
 class FormatCombinedTests(SynchronousTestCase):
@@ -976,6 +1097,156 @@ class WriterTests(SynchronousTestCase):
         self.assertEqual(stdout.getvalue(), self.line)
 
 
+class ExchangeWriterTests(SynchronousTestCase):
+    """
+    Tests for L{AccessLogWriter.logExchange}: exchanges are kept as they
+    are and formatted a batch at a time.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.file = RecordingFile()
+
+    def makeWriter(
+        self, formatter: Callable[[AccessRecord], str] = formatCombined, **kwargs: Any
+    ) -> AccessLogWriter:
+        """
+        Make a writer on L{file} and L{clock}.
+
+        @param formatter: the format, combined by default.
+        @param kwargs: more arguments for L{AccessLogWriter}.
+
+        @return: the writer.
+        """
+        return AccessLogWriter(self.clock, lambda: self.file, formatter, **kwargs)
+
+    def test_writtenWhenTimerFires(self) -> None:
+        """
+        Exchanges are formatted and written together when the flush timer
+        fires, as their records would be.
+        """
+        writer = self.makeWriter(flushInterval=1.0)
+        exchanges = [makeExchange(status=200), makeExchange(status=404)]
+        for exchange in exchanges:
+            writer.logExchange(exchange)
+        self.clock.advance(0.9)
+        self.assertEqual(self.file.getvalue(), "")
+        self.clock.advance(0.1)
+        self.assertEqual(self.file.writes, 1)
+        self.assertEqual(
+            self.file.getvalue(),
+            "".join(formatCombined(recordFromExchange(e)) for e in exchanges),
+        )
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_batchLimit(self) -> None:
+        """
+        Exchanges are written once C{bufferLimit} characters' worth of
+        them wait (128 characters each), without waiting for the timer.
+        """
+        writer = self.makeWriter(bufferLimit=3 * 128)
+        writer.logExchange(makeExchange())
+        writer.logExchange(makeExchange())
+        self.assertEqual(self.file.writes, 0)
+        writer.logExchange(makeExchange())
+        self.assertEqual(self.file.writes, 1)
+        self.assertEqual(len(self.file.getvalue().splitlines()), 3)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_bufferLimitZero(self) -> None:
+        """
+        With C{bufferLimit=0} each exchange is written at once.
+        """
+        writer = self.makeWriter(bufferLimit=0)
+        writer.logExchange(makeExchange())
+        self.assertEqual(self.file.writes, 1)
+
+    def test_orderKept(self) -> None:
+        """
+        Records logged between exchanges are written in the order they
+        were logged.
+        """
+        writer = self.makeWriter()
+        writer.logExchange(makeExchange(status=201))
+        writer.log(makeRecord(status=202))
+        writer.logExchange(makeExchange(status=203))
+        writer.flush()
+        statuses = [
+            line.split('" ')[1][:3] for line in self.file.getvalue().splitlines()
+        ]
+        self.assertEqual(statuses, ["201", "202", "203"])
+
+    def test_everyFormat(self) -> None:
+        """
+        Each format writes an exchange as it writes the record made from
+        it, with the request fields the format prints.
+        """
+        for name, formatter in FORMATTERS.items():
+            self.file = RecordingFile()
+            writer = self.makeWriter(formatter)
+            writer.logExchange(makeExchange())
+            writer.flush()
+            record = recordFromExchange(makeExchange(), writer.logsRequestHeaders)
+            self.assertEqual(self.file.getvalue(), formatter(record), name)
+
+    def test_coloured(self) -> None:
+        """
+        Coloured, each line of a batch gets its own status's colour.
+        """
+        writer = self.makeWriter(colorize=True)
+        writer.logExchange(makeExchange(status=200))
+        writer.logExchange(makeExchange(status=404))
+        writer.flush()
+        first, second = self.file.getvalue().splitlines()
+        self.assertTrue(first.startswith("\x1b[32m"))
+        self.assertTrue(second.startswith("\x1b[33m"))
+
+    def test_failedBatchFormattedOneByOne(self) -> None:
+        """
+        If formatting a batch fails, each exchange is formatted on its own:
+        the ones that cannot be are dropped, the rest written, and the
+        failure is reported once.
+        """
+        writer = self.makeWriter()
+        exchanges = [makeExchange(status=201), makeExchange(status=202)]
+        broken: Any = ("not", "an", "exchange")
+        with capturedLogs() as events:
+            writer.logExchange(exchanges[0])
+            writer.logExchange(broken)
+            writer.logExchange(exchanges[1])
+            writer.flush()
+        self.assertEqual(
+            self.file.getvalue(),
+            "".join(formatCombined(recordFromExchange(e)) for e in exchanges),
+        )
+        self.assertEqual(len(events), 1)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def test_afterClose(self) -> None:
+        """
+        An exchange logged after L{AccessLogWriter.close} is dropped and
+        that is reported.
+        """
+        writer = self.makeWriter()
+        writer.close()
+        with capturedLogs() as events:
+            writer.logExchange(makeExchange())
+        writer.flush()
+        self.assertEqual(len(events), 1)
+        self.assertEqual(self.file.writes, 0)
+
+    def test_closeWritesWaiting(self) -> None:
+        """
+        L{AccessLogWriter.close} writes the exchanges still waiting.
+        """
+        writer = self.makeWriter()
+        writer.logExchange(makeExchange())
+        writer.close()
+        self.assertEqual(
+            self.file.getvalue(), formatCombined(recordFromExchange(makeExchange()))
+        )
+
+
 class ColourTests(SynchronousTestCase):
     """
     Tests for colouring access log lines.
@@ -1461,6 +1732,86 @@ records = st.builds(
 )
 
 
+# Bytes as they come off the wire: mostly clean, with every kind of byte the
+# combined format escapes.
+cleanBytes = st.text(alphabet=st.sampled_from("aZ09/.:-_;"), max_size=12).map(
+    str.encode
+)
+wire = st.one_of(
+    cleanBytes,
+    st.lists(
+        st.sampled_from(
+            list(b'aZ09/.:-_ ;%[]"\\\x00\x01\x08\t\x0b\x1b\x7f\x80\x85\xa0\xe9\xff')
+        ),
+        max_size=12,
+    ).map(bytes),
+)
+# Header values as a validated block can hold them: no CR or LF.
+fieldNames = st.sampled_from(
+    [b"Host", b"User-Agent", b"user-agent", b"Referer", b"REFERER", b"X-Other"]
+)
+fieldLists = st.lists(
+    st.tuples(fieldNames, st.one_of(st.sampled_from([b"curl/7.88.1"]), wire)),
+    max_size=4,
+)
+
+
+@st.composite
+def exchanges(draw: Callable[..., Any]) -> Exchange:
+    """
+    Make any exchange the protocol could log: with or without a request,
+    its fields received as a block or built as a list, and fields added
+    after receipt.
+    """
+    request = None
+    if draw(st.integers(min_value=0, max_value=9)):
+        fields = draw(fieldLists)
+        if draw(st.booleans()):
+            headers = Headers._fromBlock(
+                b"".join(name + b": " + value + b"\r\n" for name, value in fields)
+            )
+        else:
+            headers = Headers(fields)
+        for name, value in draw(fieldLists):
+            headers.add(name, value)
+        request = RequestHead(
+            draw(st.one_of(st.sampled_from([b"GET", b"CONNECT", b""]), wire)),
+            draw(wire),
+            draw(st.one_of(st.sampled_from([b"HTTP/1.1", b""]), wire)),
+            headers,
+        )
+        request.user = draw(optionalText)
+    start = draw(
+        st.one_of(
+            st.floats(min_value=0, max_value=4e9),
+            st.sampled_from([START, START + 0.999, 946684799.9999999, 0.0]),
+        )
+    )
+    duration = draw(
+        st.one_of(
+            st.floats(min_value=-10, max_value=1e5),
+            st.sampled_from([0.0, 0.0009995, 0.999, 0.9995, 1.0, -0.0000004]),
+        )
+    )
+    return (
+        (draw(host), draw(st.integers(min_value=0, max_value=65535))),
+        request,
+        start,
+        start + duration,
+        draw(st.integers(min_value=-2, max_value=1200)),
+        draw(st.integers(min_value=0, max_value=10**9)),
+        draw(st.integers(min_value=0, max_value=10**9)),
+        draw(
+            st.one_of(
+                st.none(), st.tuples(host, st.integers(min_value=0, max_value=65535))
+            )
+        ),
+        draw(st.one_of(st.none(), st.tuples(anyText, optionalText))),
+        draw(optionalText),
+        draw(st.booleans()),
+    )
+
+
 class DifferentialTests(SynchronousTestCase):
     """
     The formatters write exactly what simple reference implementations of
@@ -1494,6 +1845,69 @@ class DifferentialTests(SynchronousTestCase):
         """
         for record in batch:
             self.assertEqual(formatJSON(record), referenceJSON(record))
+
+    @settings(max_examples=1500, deadline=None)
+    @given(st.lists(exchanges(), min_size=1, max_size=4))
+    def test_combinedExchanges(self, batch: list[Exchange]) -> None:
+        """
+        The combined format's batch formatter writes each exchange as
+        L{formatCombined} writes the record made from it.
+        """
+        self.assertEqual(
+            _combinedLines(batch),
+            [formatCombined(recordFromExchange(exchange)) for exchange in batch],
+        )
+
+    def test_durationsOfExchanges(self) -> None:
+        """
+        The batch formatter rounds durations as L{formatCombined} does,
+        also right at the edge of a millisecond.
+        """
+        request = RequestHead(b"GET", b"/")
+        batch = [
+            (("127.0.0.1", 1), request, 1000.0, 1000.0 + duration, 200, 0, 0)
+            + (None, None, None, False)
+            for duration in (0.0009995, 0.0009994, 0.9995, 0.15, 1.0, 5.0, -0.0004)
+        ]
+        lines = _combinedLines(batch)  # type: ignore[arg-type]
+        self.assertEqual(
+            lines,
+            [formatCombined(recordFromExchange(e)) for e in batch],  # type: ignore[arg-type]
+        )
+        self.assertEqual(
+            [line.split('" ')[-1].split()[0] for line in lines],
+            ["1", "0", "999", "150", "1000", "5000", "0"],
+        )
+
+    def test_everyByteOfExchanges(self) -> None:
+        """
+        Every byte, alone or next to clean bytes, in every field of an
+        exchange's request, is written by the combined format's batch
+        formatter as by L{formatCombined}.
+        """
+        batch = []
+        for code in range(0x100):
+            byte = bytes([code])
+            for value in (byte, b"a" + byte + b"b"):
+                for method, target, version in (
+                    (value, b"/", b"HTTP/1.1"),
+                    (b"GET", value, b"HTTP/1.1"),
+                    (b"GET", b"/", value),
+                ):
+                    batch.append(
+                        makeExchange(request=RequestHead(method, target, version))
+                    )
+                if code not in b"\r\n":
+                    for name in (b"User-Agent", b"Referer"):
+                        block = b"Host: a\r\n" + name + b": " + value + b"\r\n"
+                        request = RequestHead(
+                            b"GET", b"/", b"HTTP/1.1", Headers._fromBlock(block)
+                        )
+                        batch.append(makeExchange(request=request))
+        self.assertEqual(
+            _combinedLines(batch),
+            [formatCombined(recordFromExchange(exchange)) for exchange in batch],
+        )
 
     def test_everyByte(self) -> None:
         """

@@ -10,7 +10,6 @@ protocol on a transport of its own.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any, Optional
 
@@ -30,6 +29,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from proxyapp import __version__
+from proxyapp.accesslog import AccessRecord, Exchange, recordFromExchange
 from proxyapp.config import Settings
 from proxyapp.http11 import RequestParser, ResponseParser
 from proxyapp.protocol import (
@@ -1595,18 +1595,18 @@ class WholeMessageTests(ProxyTestCase):
 
 class RecordingLog:
     """
-    An access log that keeps a copy of each record it is given (the
-    protocol may refill the same record for its next exchange).
+    An access log that keeps the record made from each exchange it is
+    given, as the real writer makes it when it formats the exchange.
     """
 
     logsContentType = True
     logsRequestHeaders = True
 
     def __init__(self) -> None:
-        self.records: list[Any] = []
+        self.records: list[AccessRecord] = []
 
-    def log(self, record: Any) -> None:
-        self.records.append(dataclasses.replace(record))
+    def logExchange(self, exchange: Exchange) -> None:
+        self.records.append(recordFromExchange(exchange, self.logsRequestHeaders))
 
 
 class AccessRecordTests(ProxyTestCase):
@@ -1635,8 +1635,7 @@ class AccessRecordTests(ProxyTestCase):
     def test_fieldsOfEachExchange(self) -> None:
         """
         Each exchange on a keep-alive connection is logged with its own
-        fields: nothing carries over from the previous one (the protocol
-        refills one record per connection).
+        fields: nothing carries over from the previous one.
         """
         log = RecordingLog()
         upstream = self.exchangeWithFields(log)
