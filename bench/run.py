@@ -635,10 +635,13 @@ class Benchmark:
         # charge all of it to one side.
         half = max(1, self.args.duration // 2)
         runs: dict[str, list[loadgen.WrkResult]] = {"off": [], "on": []}
+        cpu = {"off": 0.0, "on": 0.0}
         written = 0
         for side in ("off", "on", "on", "off"):
             port = target.port if side == "off" else target.loggedPort
+            server = target.server if side == "off" else target.logged
             size = logSize(target.accessLog)
+            before = procstat.cpuSeconds(server.pid) if server else 0.0
             runs[side].append(
                 loadgen.runWrk(
                     self.programs["wrk"],
@@ -650,17 +653,33 @@ class Benchmark:
                     port,
                 )
             )
+            if server:
+                cpu[side] += procstat.cpuSeconds(server.pid) - before
             if side == "on":
                 written += logSize(target.accessLog) - size
         rates = {
             side: sum(r.requests for r in results) / sum(r.seconds for r in results)
             for side, results in runs.items()
         }
+        # Proxy CPU per request, which does not depend on whether the proxy
+        # or the load generator was the bottleneck.
+        cpuPer10k = {
+            side: cpu[side] / sum(r.requests for r in results) * 1e4
+            for side, results in runs.items()
+            if target.server and sum(r.requests for r in results)
+        }
         onRequests = sum(r.requests for r in runs["on"])
         metrics: dict[str, object] = {
             "rps_off": rates["off"],
             "rps_on": rates["on"],
             "ratio": rates["on"] / rates["off"] if rates["off"] else None,
+            "cpu_s_per_10k_off": cpuPer10k.get("off"),
+            "cpu_s_per_10k_on": cpuPer10k.get("on"),
+            "cpu_ratio": (
+                cpuPer10k["on"] / cpuPer10k["off"]
+                if cpuPer10k.get("off") and "on" in cpuPer10k
+                else None
+            ),
             "rps_each": [
                 (side, r.requestsPerSecond)
                 for side, r in zip(

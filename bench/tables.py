@@ -143,6 +143,30 @@ def rows(bigMiB: int, idle: int, limitRate: str) -> list[Row]:
             _ratio,
             ratio=False,
         ),
+        Row(
+            "access_log",
+            "1 KiB GET, c=50, access log",
+            "cpu_s_per_10k_off",
+            "proxy CPU s / 10k req, log off",
+            _seconds,
+            True,
+        ),
+        Row(
+            "access_log",
+            "1 KiB GET, c=50, access log",
+            "cpu_s_per_10k_on",
+            "proxy CPU s / 10k req, log on",
+            _seconds,
+            True,
+        ),
+        Row(
+            "access_log",
+            "1 KiB GET, c=50, access log",
+            "cpu_ratio",
+            "proxy CPU per request, on / off",
+            _ratio,
+            ratio=False,
+        ),
     ]
     return result
 

@@ -8,13 +8,14 @@ Theory of operation
 When an exchange ends, the protocol hands L{AccessLogWriter.logExchange} a
 plain tuple of what it knows (an L{Exchange}: addresses, times, status,
 byte counts, the request head itself) and the writer appends it to a list;
-that is all the work done per request.  The writer formats the waiting
-exchanges together when a few dozen of them have gathered, or when a
-C{flushInterval} timer fires (started by the first exchange after a flush,
-so an idle proxy has no timer), and writes the lines in one C{write}.
-Formatting in a batch keeps the formatter's code and caches hot, and the
-combined format's batch formatter reads the tuples directly; other formats
-format the L{AccessRecord} that L{recordFromExchange} makes of each.
+nothing is looked up, decoded or formatted while the request ends.  The
+writer formats the waiting exchanges together when a few dozen of them
+have gathered, or when a C{flushInterval} timer fires (started by the first
+exchange after a flush, so an idle proxy has no timer), and writes the
+lines in one C{write}.  The combined format's batch formatter reads the
+tuples directly, which costs about half as much as filling a record and
+formatting it; other formats format the L{AccessRecord} that
+L{recordFromExchange} makes of each.
 Records can also be logged directly with L{AccessLogWriter.log}, which
 formats at once; lines are written in the order they were logged either
 way.  This is why the access log does not go through L{twisted.logger}: one
@@ -855,9 +856,9 @@ def _combinedLines(exchanges: list[Exchange]) -> list[str]:
 
     Each line is C{formatCombined(recordFromExchange(exchange))}.  The
     exchanges a proxy sees most (no user, no deciding filter, nothing to
-    escape) are formatted straight from the tuple, which costs less than
-    half as much as making a record and formatting that; the rest are
-    formatted through a record.
+    escape) are formatted straight from the tuple, which costs about half
+    as much as making a record and formatting that; the rest are formatted
+    through a record.
 
     @param exchanges: what the protocol logged.
 
@@ -1279,8 +1280,8 @@ class AccessLogWriter:
         """
         Keep an exchange to be formatted with the next batch.
 
-        This is all the work done per request: the batch is formatted and
-        written when C{bufferLimit} characters' worth of exchanges (at 128
+        This is all the work done as the request ends: the batch is
+        formatted and written when C{bufferLimit} characters' worth of exchanges (at 128
         characters a line, at most 64 exchanges) are waiting, or when the
         flush timer fires.
 
