@@ -227,7 +227,15 @@ L{AccessRecord}.  In order:
 """
 
 
-def recordFromExchange(exchange: Exchange, requestHeaders: bool = True) -> AccessRecord:
+# An exchange's upstream or deciding filter when it has none.
+_NOTHING = (None, None)
+
+
+def recordFromExchange(
+    exchange: Exchange,
+    requestHeaders: bool = True,
+    record: Optional[AccessRecord] = None,
+) -> AccessRecord:
     """
     Make the record that describes an exchange.
 
@@ -235,8 +243,11 @@ def recordFromExchange(exchange: Exchange, requestHeaders: bool = True) -> Acces
     @param requestHeaders: whether to look up the C{User-Agent} and
         C{Referer} fields; a format that does not print them leaves them
         L{None}.
+    @param record: a record to fill in (every attribute is set) instead of
+        making a new one: a writer formatting a batch reuses one, which
+        costs about half as much as making one per exchange.
 
-    @return: a new record.
+    @return: C{record}, or a new record.
     """
     (
         (clientHost, clientPort),
@@ -251,18 +262,22 @@ def recordFromExchange(exchange: Exchange, requestHeaders: bool = True) -> Acces
         contentType,
         tunnel,
     ) = exchange
-    record = AccessRecord(
-        start=start,
-        duration=end - start,
-        clientHost=clientHost,
-        clientPort=clientPort,
-        status=status,
-        bytesIn=bytesIn,
-        bytesOut=bytesOut,
-        contentType=contentType,
-        tunnel=tunnel,
-    )
-    if request is not None:
+    if record is None:
+        record = AccessRecord()
+    record.start = start
+    record.duration = end - start
+    record.clientHost = clientHost
+    record.clientPort = clientPort
+    record.status = status
+    record.bytesIn = bytesIn
+    record.bytesOut = bytesOut
+    record.contentType = contentType
+    record.tunnel = tunnel
+    record.userAgent = record.referer = None
+    if request is None:
+        record.user = None
+        record.method = record.target = record.version = ""
+    else:
         record.user = request.user
         record.method = request.method.decode("latin-1")
         record.target = request.url()
@@ -275,10 +290,8 @@ def recordFromExchange(exchange: Exchange, requestHeaders: bool = True) -> Acces
                 record.userAgent = userAgent.decode("latin-1")
             if referer is not None:
                 record.referer = referer.decode("latin-1")
-    if upstream is not None:
-        record.upstreamHost, record.upstreamPort = upstream
-    if decidedBy is not None:
-        record.filterName, record.filterReason = decidedBy
+    record.upstreamHost, record.upstreamPort = upstream or _NOTHING
+    record.filterName, record.filterReason = decidedBy or _NOTHING
     return record
 
 
@@ -828,9 +841,6 @@ def _formatCombinedEscaped(record: AccessRecord) -> str:
 # to _CLEAN_HEADERS_LIMIT entries.
 _cleanHeaderTexts: dict[bytes, str] = {}
 
-# An exchange's upstream when it has none, as the combined tails' key has it.
-_NO_UPSTREAM = (None, None)
-
 
 def _cleanHeaderText(value: bytes) -> Optional[str]:
     """
@@ -908,7 +918,7 @@ def _combinedLines(exchanges: list[Exchange]) -> list[str]:
         # The same key as formatCombined's: (client host, client port,
         # upstream host, upstream port).
         key: tuple[str, int, Optional[str], Optional[int]]
-        key = client + (upstream or _NO_UPSTREAM)  # type: ignore[assignment]
+        key = client + (upstream or _NOTHING)  # type: ignore[assignment]
         tail = _combinedTails.get(key)
         if tail is None:
             tail = _combinedTail(key)
@@ -1244,6 +1254,8 @@ class AccessLogWriter:
         self._bufferLimit = bufferLimit
         self._formatExchanges = _BATCH_FORMATTERS.get(formatter)
         self._pending: list[Exchange] = []
+        # Filled anew for each exchange formatted through a record.
+        self._scratch = AccessRecord()
         self._pendingLimit = max(1, min(_BATCH_LIMIT, bufferLimit // _LINE_ESTIMATE))
         self._colorizeSetting = colorize
         self._buffer: list[str] = []
@@ -1364,7 +1376,9 @@ class AccessLogWriter:
             lines = []
             for exchange in exchanges:
                 try:
-                    record = recordFromExchange(exchange, self.logsRequestHeaders)
+                    record = recordFromExchange(
+                        exchange, self.logsRequestHeaders, self._scratch
+                    )
                 except Exception:
                     if not self._formatFailing:
                         self._formatFailing = True

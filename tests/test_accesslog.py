@@ -333,6 +333,25 @@ class RecordFromExchangeTests(SynchronousTestCase):
         record = recordFromExchange(makeExchange(), requestHeaders=False)
         self.assertEqual((record.method, record.userAgent), ("GET", None))
 
+    def test_refill(self) -> None:
+        """
+        A record given to fill in is filled completely: nothing of the
+        exchange it described before carries over.
+        """
+        request = RequestHead(
+            b"GET",
+            b"http://example.com/",
+            headers=Headers._fromBlock(b"User-Agent: a\r\nReferer: b\r\n"),
+        )
+        request.user = "alice"
+        busy = makeExchange(request=request, decidedBy=("auth", "no"))
+        exchange = makeExchange(upstream=None)
+        bare = (exchange[0], None) + exchange[2:]
+        for later in (exchange, bare):
+            record = recordFromExchange(busy)
+            self.assertIs(recordFromExchange(later, True, record), record)  # type: ignore[arg-type]
+            self.assertEqual(record, recordFromExchange(later))  # type: ignore[arg-type]
+
     def test_noRequest(self) -> None:
         """
         An exchange without a request head, no upstream and no deciding
