@@ -416,19 +416,28 @@ class Benchmark:
 
     # Measuring
 
+    def wrk(
+        self, path: str, connections: int, duration: int, port: int | None
+    ) -> loadgen.WrkResult:
+        """
+        Run wrk on the load CPU against the origin's C{path}, through the
+        proxy on C{port} (directly when L{None}).
+        """
+        return loadgen.runWrk(
+            self.programs["wrk"],
+            self.loadCpu,
+            self.httpPort,
+            path,
+            connections,
+            duration,
+            port,
+        )
+
     def measureSmall(self, target: Target, connections: int) -> dict:
         pid = target.server.pid if target.server else None
         before = procstat.cpuSeconds(pid) if pid else 0.0
         other = self.otherLoad(pid)
-        result = loadgen.runWrk(
-            self.programs["wrk"],
-            self.loadCpu,
-            self.httpPort,
-            "/1k",
-            connections,
-            self.args.duration,
-            target.port,
-        )
+        result = self.wrk("/1k", connections, self.args.duration, target.port)
         load = other.finish() if other else {}
         cpu = procstat.cpuSeconds(pid) - before if pid else None
         return (
@@ -469,15 +478,7 @@ class Benchmark:
         return metrics
 
     def measureMedium(self, target: Target) -> dict:
-        result = loadgen.runWrk(
-            self.programs["wrk"],
-            self.loadCpu,
-            self.httpPort,
-            "/1m",
-            10,
-            self.args.duration,
-            target.port,
-        )
+        result = self.wrk("/1m", 10, self.args.duration, target.port)
         return self.wrkMetrics(result)
 
     def warmBigFile(self) -> None:
@@ -634,6 +635,7 @@ class Benchmark:
         # frequency) weighs on both sides alike, where off-then-on would
         # charge all of it to one side.
         half = max(1, self.args.duration // 2)
+        sequence: list[tuple[str, loadgen.WrkResult]] = []
         runs: dict[str, list[loadgen.WrkResult]] = {"off": [], "on": []}
         cpu = {"off": 0.0, "on": 0.0}
         written = 0
@@ -642,17 +644,9 @@ class Benchmark:
             server = target.server if side == "off" else target.logged
             size = logSize(target.accessLog)
             before = procstat.cpuSeconds(server.pid) if server else 0.0
-            runs[side].append(
-                loadgen.runWrk(
-                    self.programs["wrk"],
-                    self.loadCpu,
-                    self.httpPort,
-                    "/1k",
-                    50,
-                    half,
-                    port,
-                )
-            )
+            result = self.wrk("/1k", 50, half, port)
+            sequence.append((side, result))
+            runs[side].append(result)
             if server:
                 cpu[side] += procstat.cpuSeconds(server.pid) - before
             if side == "on":
@@ -680,13 +674,7 @@ class Benchmark:
                 if cpuPer10k.get("off") and "on" in cpuPer10k
                 else None
             ),
-            "rps_each": [
-                (side, r.requestsPerSecond)
-                for side, r in zip(
-                    ("off", "on", "on", "off"),
-                    (runs["off"][0], runs["on"][0], runs["on"][1], runs["off"][1]),
-                )
-            ],
+            "rps_each": [(side, r.requestsPerSecond) for side, r in sequence],
             "log_bytes_per_request": written / onRequests if onRequests else None,
             "wrk_errors_off": [r.errors for r in runs["off"]],
             "wrk_errors_on": [r.errors for r in runs["on"]],
@@ -749,15 +737,7 @@ class Benchmark:
             if self.alive(target):
                 # Warm up: connections, caches, allocator.
                 try:
-                    loadgen.runWrk(
-                        self.programs["wrk"],
-                        self.loadCpu,
-                        self.httpPort,
-                        "/1k",
-                        50,
-                        1,
-                        target.port,
-                    )
+                    self.wrk("/1k", 50, 1, target.port)
                 except Exception as e:
                     log(f"{target.name} warm-up failed: {e}")
         for round in range(1, self.args.rounds + 1):
