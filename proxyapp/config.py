@@ -109,6 +109,7 @@ class Settings:
     headerTimeout: float = 30.0
     idleTimeout: float = 120.0
     upstreamTimeout: float = 120.0
+    readTimeout: float = 900.0
     poolSize: int = 64
     poolIdleTimeout: float = 30.0
     accessLog: str = "-"
@@ -338,6 +339,17 @@ KEYS = [
         "upstream-timeout",
         float,
         "Seconds to wait for an upstream's response head (else 504).",
+    ),
+    Key(
+        "timeouts",
+        "read",
+        "readTimeout",
+        _POSITIVE,
+        "read-timeout",
+        float,
+        "Seconds a request body, response body or tunnel may go without a byte "
+        "moving either way (then it is cut off; a stalled request body gets 408, "
+        "or 504 when the upstream stopped reading it).",
     ),
     Key(
         "pool",

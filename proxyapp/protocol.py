@@ -126,6 +126,7 @@ _NO_DEADLINE = 0
 _IDLE = 1
 _HEAD = 2
 _UPSTREAM = 3
+_TRANSFER = 4
 
 EndpointFactory = Callable[[str, int], IStreamClientEndpoint]
 
@@ -205,6 +206,7 @@ class UpstreamProtocol(Protocol):
     received = False
     idleSince = 0.0
     closing = False
+    bytesStreamed = 0
 
     peer: Optional[tuple[str, int]] = None
 
@@ -247,6 +249,9 @@ class UpstreamProtocol(Protocol):
             if not client.relayWholeResponse(self, head, body):
                 self._wholeResponse(client, wholeResponseHead(head), body)
             return
+        # Counted for the stall watch (see L{ProxyProtocol._bytesMoved}):
+        # a body filter may hold bytes back from the client.
+        self.bytesStreamed += len(data)
         self.parser.receiveData(data)
         self._parse(client)
 
@@ -1034,6 +1039,7 @@ class ProxyProtocol(Protocol):
             # client.  (Producers are registered only for bodies that
             # stream; a message already in hand is written in one go.)
             upstream.transport.registerProducer(self.gate, True)
+            self._watchTransfer()
         if self.requestDone:
             self._setDeadline(_UPSTREAM, self.settings.upstreamTimeout)
 
@@ -1191,6 +1197,7 @@ class ProxyProtocol(Protocol):
         ):
             # The body streams: a slow client pauses the upstream.
             self.transport.registerProducer(upstream.gate, True)  # type: ignore[union-attr]
+            self._watchTransfer()
         self.chunkDown = False
         chain = self.factory.chain
         if chain is not None and chain.hasBodyFilters and framing != NO_BODY:
@@ -1384,7 +1391,11 @@ class ProxyProtocol(Protocol):
             return
         self._respond(errorResponse(502, "The upstream connection closed before a response; the request was not retried because it is not idempotent.", request.url()), close=not self.requestDone)  # type: ignore[union-attr]
 
-    def _detachUpstream(self) -> None:
+    def _detachUpstream(self, abort: bool = False) -> None:
+        """
+        End the current exchange's use of its upstream connection and close
+        it (cleanly, or with a reset if C{abort}: its peer is not reading).
+        """
         upstream = self.upstream
         if upstream is None:
             return
@@ -1392,7 +1403,10 @@ class ProxyProtocol(Protocol):
         upstream.client = None
         upstream.closing = True
         self._unregisterProducers(upstream)
-        upstream.transport.loseConnection()
+        if abort:
+            upstream.transport.abortConnection()
+        else:
+            upstream.transport.loseConnection()
 
     def _unregisterProducers(self, upstream: UpstreamProtocol) -> None:
         if self.transport.producer is not None:
@@ -1607,7 +1621,6 @@ class ProxyProtocol(Protocol):
         self.factory.stats.tunnels += 1
         self.status = 200
         self.responseStarted = True
-        self._setDeadline(_NO_DEADLINE, 0)
         self.upstreamPeer = upstream.peer
         self._out.append(b"HTTP/1.1 200 Connection established\r\n\r\n")
         self.flushToClient()
@@ -1617,7 +1630,6 @@ class ProxyProtocol(Protocol):
         upstream = self.upstream
         self.status = 101
         self.responseStarted = True
-        self._setDeadline(_NO_DEADLINE, 0)
         headers = head.headers
         headers.removeHopByHop(frozenset([b"upgrade"]))
         headers.add(b"Connection", b"Upgrade")
@@ -1636,6 +1648,7 @@ class ProxyProtocol(Protocol):
         """
         self.tunnel = True
         upstream.tunnel = True
+        self._watchTransfer()
         # Whatever was held back as a pipelined request is tunnel data now.
         self.gate.resume(PIPELINE)  # type: ignore[union-attr]
         if self.upstream is not upstream:
@@ -1748,6 +1761,9 @@ class ProxyProtocol(Protocol):
         if remaining > 0:
             self._timer = self.reactor.callLater(remaining, self._timedOut)
             return
+        if kind == _TRANSFER:
+            self._checkTransfer()
+            return
         self._deadlineKind = _NO_DEADLINE
         if kind == _UPSTREAM:
             request = self.request
@@ -1775,6 +1791,98 @@ class ProxyProtocol(Protocol):
                 timeout=self.settings.headerTimeout,
             )
         self._close()
+
+    # -- stalled transfers -------------------------------------------------------
+
+    _moved = 0
+    _movedAt = 0.0
+
+    def _bytesMoved(self) -> int:
+        """
+        @return: a count that grows whenever a byte of the current transfer
+            moves: from or to the client, from the upstream, or through
+            the splice relay.
+        """
+        moved = self.bytesIn + self.bytesOut
+        upstream = self.upstream
+        if upstream is not None:
+            moved += upstream.bytesStreamed
+        relay = self._relay
+        if relay is not None:
+            moved += relay.bytesAtoB + relay.bytesBtoA
+        return moved
+
+    def _watchTransfer(self) -> None:
+        """
+        Watch a request body, response body or tunnel from now until the
+        exchange ends: once no byte has moved either way for
+        C{readTimeout} seconds, it is cut off (L{_stalled}).
+
+        Nothing is done per byte.  A timer compares the byte counters every
+        quarter of the timeout, so a transfer is cut off between one and
+        one and a quarter timeouts after its last byte, never sooner.
+        """
+        self._moved = self._bytesMoved()
+        self._movedAt = self.reactor.seconds()
+        self._setDeadline(_TRANSFER, self.settings.readTimeout / 4)
+
+    def _checkTransfer(self) -> None:
+        now = self.reactor.seconds()
+        moved = self._bytesMoved()
+        if moved != self._moved:
+            self._moved = moved
+            self._movedAt = now
+        timeout = self.settings.readTimeout
+        left = self._movedAt + timeout - now
+        if left > 0:
+            self._setDeadline(_TRANSFER, min(timeout / 4, left))
+            return
+        self._deadlineKind = _NO_DEADLINE
+        self._stalled()
+
+    def _stalled(self) -> None:
+        """
+        No byte moved for C{readTimeout} seconds.  A request body still
+        coming in is answered (408 if the client stopped sending, 504 if
+        the upstream stopped reading); anything else is cut off with
+        resets, since one side is not reading and a clean close would wait
+        for it forever.
+        """
+        timeout = self.settings.readTimeout
+        request = self.request
+        if not self.tunnel and not self.responseStarted and request is not None:
+            upstreamStopped = self.gate.reasons & BACKPRESSURE  # type: ignore[union-attr]
+            self._detachUpstream(abort=True)
+            if upstreamStopped:
+                status, why = (
+                    504,
+                    f"The upstream server stopped reading the request body for {timeout:g} seconds.",
+                )
+            else:
+                status, why = (
+                    408,
+                    f"The request body stalled: nothing arrived for {timeout:g} seconds.",
+                )
+            self._respond(errorResponse(status, why, request.url()), close=True)
+            return
+        log.info(
+            "{client}:{port} {what} stalled: no byte moved for {timeout:g} s; cut off",
+            client=self.clientHost,
+            port=self.clientPort,
+            what=(
+                f"tunnel to {request.url()}"
+                if self.tunnel and request is not None
+                else (
+                    f"response for {request.url()}"
+                    if request is not None
+                    else "transfer"
+                )
+            ),
+            timeout=timeout,
+        )
+        self._detachUpstream(abort=True)
+        self._closed = True
+        self.transport.abortConnection()
 
     # -- drain -----------------------------------------------------------------------
 

@@ -26,12 +26,15 @@ from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from proxyapp import __version__
 from proxyapp.accesslog import AccessRecord, Exchange, recordFromExchange
+from proxyapp.chain import EnabledFilter, FilterChain
 from proxyapp.config import Settings
 from proxyapp.http11 import RequestParser, ResponseParser
+from proxyapp.interfaces import IBodyFilter
 from proxyapp.protocol import (
     ProxyFactory,
     ProxyProtocol,
@@ -1782,6 +1785,171 @@ class TimeoutTests(ProxyTestCase):
         self.reactor.advance(8)
         self.assertFalse(self.client.disconnecting)
         self.assertNotIn(b"504", self.client.value())
+
+
+@implementer(IBodyFilter)
+class _Withholding:
+    """
+    A body filter that sends nothing of the body until it is complete.
+    """
+
+    def bodyTransform(self, request: Any, response: Any) -> Any:
+        held: list[bytes] = []
+
+        class Transform:
+            def transform(self, chunk: bytes) -> bytes:
+                held.append(chunk)
+                return b""
+
+            def finish(self) -> bytes:
+                return b"".join(held)
+
+        return Transform()
+
+
+class StallTests(ProxyTestCase):
+    """
+    A request body, response body or tunnel that stops moving for
+    C{readTimeout} seconds is cut off.
+    """
+
+    POST = (
+        b"POST http://example.com/up HTTP/1.1\r\nHost: example.com\r\n"
+        b"Content-Length: 10\r\n\r\nabc"
+    )
+    PARTIAL = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nsome"
+
+    def start(self, **overrides: Any) -> None:
+        overrides.setdefault("idleTimeout", 1000)
+        overrides.setdefault("upstreamTimeout", 1000)
+        overrides.setdefault("poolIdleTimeout", 1000)
+        super().start(**overrides)
+
+    def wait(self, seconds: float) -> None:
+        """
+        Let C{seconds} pass in steps of a quarter second, so that timers run
+        on time as on a real reactor (one big C{advance} runs them late).
+        """
+        self.reactor.pump([0.25] * round(seconds * 4))
+
+    def test_stalledResponseCutOff(self) -> None:
+        """
+        A response body that stops arriving is cut off with resets on both
+        connections no sooner than C{readTimeout} seconds after its last
+        byte, and no later than a quarter of that after.
+        """
+        self.start(readTimeout=8)
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, self.PARTIAL)
+        self.wait(7.75)
+        self.assertFalse(self.client.disconnecting)
+        self.assertFalse(transport.disconnecting)
+        self.wait(2.25)
+        self.assertTrue(self.client.disconnected)
+        self.assertTrue(transport.disconnected)
+        self.assertIn(b"some", self.client.value())
+
+    def test_movingResponseNotCutOff(self) -> None:
+        """
+        A slow response body that keeps moving is not cut off, however long
+        it takes in all; the watch starts over from its last byte.
+        """
+        self.start(readTimeout=8)
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, self.PARTIAL)
+        for _ in range(10):
+            self.wait(7)
+            self.reply(upstream, b"x")
+        self.assertFalse(self.client.disconnecting)
+        self.wait(7.75)
+        self.assertFalse(self.client.disconnecting)
+        self.wait(2.25)
+        self.assertTrue(self.client.disconnected)
+
+    def test_withheldBodyCountsAsMoving(self) -> None:
+        """
+        Body bytes arriving from the upstream keep the exchange alive even
+        while a body filter holds them back from the client.
+        """
+        self.start(readTimeout=8)
+        self.factory.chain = FilterChain([EnabledFilter("withhold", _Withholding())])
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, self.PARTIAL)
+        self.client.clear()
+        for _ in range(5):
+            self.wait(7)
+            self.reply(upstream, b"x")
+        self.assertEqual(self.client.value(), b"")
+        self.assertFalse(self.client.disconnecting)
+        self.reply(upstream, b"y" * 91)
+        self.assertIn(b"somexxxxx" + b"y" * 91, self.client.value())
+
+    def test_finishedExchangeNotWatched(self) -> None:
+        """
+        Once the response is complete the watch ends: an idle keep-alive
+        connection is governed by C{idleTimeout} alone.
+        """
+        self.start(readTimeout=8, idleTimeout=100)
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, self.PARTIAL)
+        self.reply(upstream, b"x" * 96)
+        self.wait(99)
+        self.assertFalse(self.client.disconnecting)
+        self.wait(1)
+        self.assertTrue(self.client.disconnecting)
+        self.assertFalse(self.client.disconnected)
+
+    def test_stalledUploadGets408(self) -> None:
+        """
+        A request body that stops arriving gets a 408 and the upstream
+        connection, holding half a request, is reset.
+        """
+        self.start(readTimeout=8)
+        upstream, transport = self.forward(self.POST)
+        self.wait(7)
+        self.send(b"de")
+        self.wait(7.75)
+        self.assertEqual(self.client.value(), b"")
+        self.wait(2.25)
+        status, _, _ = splitResponse(self.client.value())
+        self.assertEqual(status, 408)
+        self.assertTrue(self.client.disconnecting)
+        self.assertTrue(transport.disconnected)
+
+    def test_upstreamNotReadingUploadGets504(self) -> None:
+        """
+        A request body held back because the upstream stopped reading it
+        gets a 504.
+        """
+        self.start(readTimeout=8)
+        upstream, transport = self.forward(self.POST)
+        transport.producer.pauseProducing()
+        self.wait(10)
+        status, _, body = splitResponse(self.client.value())
+        self.assertEqual(status, 504)
+        self.assertIn(b"stopped reading", body)
+        self.assertTrue(transport.disconnected)
+
+    def test_idleTunnelCutOff(self) -> None:
+        """
+        A tunnel is cut off once no byte moved in either direction for
+        C{readTimeout} seconds; bytes either way keep it open.
+        """
+        self.start(readTimeout=8)
+        self.send(ConnectTests.CONNECT)
+        upstream, transport = self.accept()
+        for i in range(6):
+            self.wait(7)
+            if i % 2:
+                self.send(b"ping")
+            else:
+                self.reply(upstream, b"pong")
+        self.assertFalse(self.client.disconnecting)
+        self.wait(7.75)
+        self.assertFalse(self.client.disconnecting)
+        self.wait(2.25)
+        self.assertTrue(self.client.disconnected)
+        self.assertTrue(transport.disconnected)
 
 
 class BackpressureTests(ProxyTestCase):

@@ -598,6 +598,12 @@ class OriginProtocol(Protocol):
             self.later(delay, self.simple, 200, b"slow\n")
         elif path == "/hang":
             pass
+        elif path == "/stall":
+            # Half of the announced body, then nothing more, ever.
+            n = int(q.get("n", "100"))
+            self.transport.write(
+                self.head(200, [(b"Content-Length", b"%d" % (2 * n))]) + b"s" * n
+            )
         elif path == "/drop":
             self.transport.loseConnection()
             self.disconnected = True

@@ -1,6 +1,6 @@
 """
 Integration tests: every wait of the proxy is bounded (connect, request
-head, keep-alive idle, upstream response head).
+head, keep-alive idle, upstream response head, a stalled body or tunnel).
 
 One proxy with 1 second timeouts serves the whole module.
 """
@@ -13,16 +13,16 @@ from typing import Iterator, List
 
 import pytest
 
-from .support import Proxy
+from .support import Proxy, openTunnel
 
 TIMEOUT = 1.0
 
 
 @pytest.fixture(scope="module")
-def quickProxy(workdir) -> Iterator[Proxy]:
+def quickProxy(workdir, origin) -> Iterator[Proxy]:
     """
-    A proxy whose connect, header, idle and upstream timeouts are all one
-    second.
+    A proxy whose connect, header, idle, upstream and read timeouts are all
+    one second, allowed to CONNECT to the origin.
     """
     p = Proxy(
         workdir,
@@ -35,6 +35,10 @@ def quickProxy(workdir) -> Iterator[Proxy]:
             str(TIMEOUT),
             "--upstream-timeout",
             str(TIMEOUT),
+            "--read-timeout",
+            str(TIMEOUT),
+            "--connect-port",
+            str(origin.port),
         ],
     )
     yield p
@@ -176,3 +180,61 @@ def test_activeKeepAliveNotClosed(quickProxy, origin) -> None:
             )
             assert c.readResponse().status == 200
             time.sleep(TIMEOUT * 0.5)
+
+
+def test_stalledResponseCutOff(quickProxy, origin) -> None:
+    """
+    A response body that stops halfway is cut off once --read-timeout has
+    passed without a byte (and not long after): the client has the head
+    and the half, then the connection ends.
+    """
+    with quickProxy.connect() as c:
+        c.send(
+            b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % origin.url("/stall?n=100").encode()
+        )
+        start = time.monotonic()
+        closed, data = c.waitClosed(TIMEOUT + 3)
+        elapsed = time.monotonic() - start
+    assert closed, "stalled response still open"
+    assert data.startswith(b"HTTP/1.1 200 "), data
+    assert data.endswith(b"\r\n\r\n" + b"s" * 100), data
+    assert TIMEOUT * 0.8 <= elapsed < TIMEOUT * 1.25 + 1, elapsed
+
+
+def test_stalledUploadGets408(quickProxy, origin) -> None:
+    """
+    A request body that stops halfway gets 408 once --read-timeout has
+    passed without a byte.
+    """
+    with quickProxy.connect() as c:
+        c.send(
+            b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+            % origin.url("/upload").encode()
+            + b"u" * 10
+        )
+        start = time.monotonic()
+        resp = c.readResponse(timeout=TIMEOUT + 3)
+        elapsed = time.monotonic() - start
+        assert resp.status == 408, resp
+        closed, _ = c.waitClosed(3)
+    assert closed
+    assert TIMEOUT * 0.8 <= elapsed < TIMEOUT * 1.25 + 1, elapsed
+
+
+def test_idleTunnelCutOff(quickProxy, origin) -> None:
+    """
+    A tunnel in use stays open past --read-timeout; once idle for that
+    long it is closed.
+    """
+    with openTunnel(quickProxy, origin.authority) as c:
+        start = time.monotonic()
+        for i in range(5):
+            c.send(b"GET /echo?i=%d HTTP/1.1\r\nHost: a\r\n\r\n" % i)
+            assert c.readResponse().status == 200
+            time.sleep(TIMEOUT * 0.5)
+        assert time.monotonic() - start > TIMEOUT * 2
+        idleSince = time.monotonic()
+        closed, extra = c.waitClosed(TIMEOUT + 3)
+        elapsed = time.monotonic() - idleSince
+    assert closed and extra == b"", extra
+    assert TIMEOUT * 0.5 <= elapsed < TIMEOUT * 1.25 + 1, elapsed
