@@ -127,6 +127,7 @@ _IDLE = 1
 _HEAD = 2
 _UPSTREAM = 3
 _TRANSFER = 4
+_CLOSING = 5
 
 EndpointFactory = Callable[[str, int], IStreamClientEndpoint]
 
@@ -1534,10 +1535,18 @@ class ProxyProtocol(Protocol):
             self._dispatch()
 
     def _close(self) -> None:
+        """
+        Close the client connection once what it buffers has been sent.  A
+        client that stops reading would keep it open forever: after
+        C{readTimeout} seconds it is reset instead.
+        """
         self._closed = True
-        if self.transport.producer is not None:
-            self.transport.unregisterProducer()
-        self.transport.loseConnection()
+        transport = self.transport
+        if transport.producer is not None:
+            transport.unregisterProducer()
+        transport.loseConnection()
+        if not transport.disconnected:
+            self._setDeadline(_CLOSING, self.settings.readTimeout)
 
     def _logExchange(
         self, incomplete: bool = False, reason: Optional[str] = None
@@ -1782,6 +1791,15 @@ class ProxyProtocol(Protocol):
                 ),
                 close=True,
             )
+            return
+        if kind == _CLOSING:
+            log.info(
+                "{client}:{port} reset: the client read nothing of the rest for {timeout:g} s",
+                client=self.clientHost,
+                port=self.clientPort,
+                timeout=self.settings.readTimeout,
+            )
+            self.transport.abortConnection()
             return
         if kind == _HEAD:
             log.info(

@@ -1899,6 +1899,23 @@ class StallTests(ProxyTestCase):
         self.assertTrue(self.client.disconnecting)
         self.assertFalse(self.client.disconnected)
 
+    def test_unreadCloseReset(self) -> None:
+        """
+        A connection closing after its response, whose client does not read
+        the rest, is reset C{readTimeout} seconds later.
+        """
+        self.start(readTimeout=8)
+        upstream, _ = self.forward(
+            b"GET http://example.com/a HTTP/1.1\r\nHost: example.com\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        self.reply(upstream, OK)
+        self.assertTrue(self.client.disconnecting)
+        self.wait(7.75)
+        self.assertFalse(self.client.disconnected)
+        self.wait(0.25)
+        self.assertTrue(self.client.disconnected)
+
     def test_stalledUploadGets408(self) -> None:
         """
         A request body that stops arriving gets a 408 and the upstream

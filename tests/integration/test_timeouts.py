@@ -7,6 +7,7 @@ One proxy with 1 second timeouts serves the whole module.
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from typing import Iterator, List
@@ -238,3 +239,43 @@ def test_idleTunnelCutOff(quickProxy, origin) -> None:
         elapsed = time.monotonic() - idleSince
     assert closed and extra == b"", extra
     assert TIMEOUT * 0.5 <= elapsed < TIMEOUT * 1.25 + 1, elapsed
+
+
+def openClients(proxy: Proxy) -> int:
+    """
+    @return: the client connections the proxy has open, besides the one
+        asking.
+    """
+    with proxy.connect() as c:
+        c.send(
+            b"GET /status.json HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+            b"Connection: close\r\n\r\n" % proxy.port
+        )
+        resp = c.readResponse()
+    assert resp.status == 200, resp
+    return json.loads(resp.body)["client_connections"] - 1
+
+
+def test_clientNotReadingReleased(quickProxy, origin) -> None:
+    """
+    A client that asks for a large response and never reads any of it is
+    disconnected about --read-timeout after the proxy's buffers filled, so
+    it holds no connection or memory for longer.
+    """
+    before = openClients(quickProxy)
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        c.connect(("127.0.0.1", quickProxy.port))
+        c.sendall(
+            b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            % origin.url("/bytes?n=20000000").encode()
+        )
+        time.sleep(0.5)
+        assert openClients(quickProxy) == before + 1
+        deadline = time.monotonic() + TIMEOUT * 1.25 + 3
+        while openClients(quickProxy) > before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert openClients(quickProxy) == before
+    finally:
+        c.close()
