@@ -15,6 +15,7 @@ import tempfile
 import tomllib
 from pathlib import Path
 
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -451,6 +452,27 @@ class PrecedenceTests(FileMixin, SynchronousTestCase):
         error = self.assertRaises(SystemExit, parse, "--config", path)
         self.assertIn(path, str(error.code))
         self.assertIn("[filter.nosuch]", str(error.code))
+
+    def test_tableOfFilterNotEnabled(self) -> None:
+        """
+        A C{[filter.NAME]} table of an installed filter that is not enabled
+        starts the proxy with a warning naming the table and the file.
+        """
+        path = self.write('[filter.headers]\nrequest_remove = ["X-A"]\n')
+        with capturedLogs() as events:
+            parse("--config", path)
+        warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn(path, warnings[0])
+        self.assertIn("[filter.headers]", warnings[0])
+        self.assertIn("not in [filters] enabled", warnings[0])
+        path = self.write(
+            '[filters]\nenabled = ["headers"]\n[filter.headers]\nrequest_remove = ["X-A"]\n',
+            "enabled.toml",
+        )
+        with capturedLogs() as events:
+            parse("--config", path)
+        self.assertEqual([e for e in events if e["log_level"] == LogLevel.warn], [])
 
     def test_badFilterTable(self) -> None:
         """

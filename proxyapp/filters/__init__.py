@@ -13,8 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.logger import Logger
+
 from proxyapp.chain import EnabledFilter
 from proxyapp.config import ConfigError, Settings
+
+log = Logger()
 
 
 def accessTable(settings: Settings) -> dict[str, Any]:
@@ -74,6 +78,14 @@ def buildChainFilters(settings: Settings) -> list[EnabledFilter]:
             raise ConfigError(
                 f"{where}[filter.{name}]: no installed filter is called {name!r}"
             )
+        # Probably a filter someone meant to enable; its table is not even
+        # checked, since building an unused filter could have effects.
+        log.warn(
+            "{where}[filter.{name}] is set, but {name!r} is not in [filters] "
+            "enabled; its settings are not used",
+            where=where,
+            name=name,
+        )
     return filters
 
 
