@@ -762,8 +762,12 @@ class Benchmark:
                 except Exception as e:
                     log(f"{target.name} warm-up failed: {e}")
         for round in range(1, self.args.rounds + 1):
+            # Every other round measures the targets in reverse order, so
+            # that a machine growing steadily faster or slower during a
+            # round does not favour the targets measured first.
+            order = self.targets if round % 2 else self.targets[::-1]
             for scenario in self.args.scenarios:
-                for target in self.targets:
+                for target in order:
                     if scenario == "access_log" and target.port is None:
                         continue
                     if not self.alive(target):
