@@ -37,7 +37,12 @@ back) so that one reason going away does not undo another.
 
 Timeouts use one lazily re-armed C{DelayedCall} per client connection: the
 per-request path only moves a deadline attribute, and the timer, when it
-fires early, re-arms itself for the current deadline.
+fires early, re-arms itself for the current deadline.  Each phase of a
+connection has one deadline: the request head (C{headerTimeout}), the
+upstream's response head (C{upstreamTimeout}), a body or tunnel moving no
+byte (C{readTimeout}, checked by comparing byte counters, never per byte),
+a keep-alive wait (C{idleTimeout}) and a close the client does not let
+finish (C{readTimeout} again).
 
 CONNECT and C{101 Switching Protocols} turn both connections into a byte
 splice: in the kernel with L{proxyapp.splice.SpliceRelay} when both are
