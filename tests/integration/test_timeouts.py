@@ -244,7 +244,7 @@ def test_idleTunnelCutOff(quickProxy, origin) -> None:
 def openClients(proxy: Proxy) -> int:
     """
     @return: the client connections the proxy has open, besides the one
-        asking.
+        asking (which is closed before this returns).
     """
     with proxy.connect() as c:
         c.send(
@@ -252,6 +252,9 @@ def openClients(proxy: Proxy) -> int:
             b"Connection: close\r\n\r\n" % proxy.port
         )
         resp = c.readResponse()
+        # Once the proxy has closed this connection it no longer counts it.
+        closed, _ = c.waitClosed(3)
+    assert closed
     assert resp.status == 200, resp
     return json.loads(resp.body)["client_connections"] - 1
 
