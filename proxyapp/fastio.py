@@ -143,6 +143,18 @@ _FAST = {tcp.Server: FastServer, tcp.Client: FastClient}
 _WRAPPING_PROTOCOL = getattr(endpoints, "_WrappingProtocol", None)
 
 
+def unsent(transport: Any) -> int:
+    """
+    @return: bytes written to C{transport} that it still buffers, not yet
+        accepted by the kernel; 0 for transports that do not say (TLS, test
+        doubles).  Its peer reading them makes this fall.
+    """
+    try:
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    except (AttributeError, TypeError):
+        return 0
+
+
 def supported() -> bool:
     """
     @return: whether this Twisted's TCP transport classes have the methods

@@ -78,7 +78,7 @@ from zope.interface import implementer
 
 from proxyapp import status as statuspage
 from proxyapp.config import Settings
-from proxyapp.fastio import accelerate
+from proxyapp.fastio import accelerate, unsent
 from proxyapp.splice import SpliceRelay
 from proxyapp.http11 import (
     CHUNKED,
@@ -323,8 +323,24 @@ class UpstreamProtocol(Protocol):
     def writeConnectionLost(self) -> None:
         pass
 
+    _abortTimer: Any = None
+
+    def abortLater(self, seconds: float) -> None:
+        """
+        Reset this (closing) connection in C{seconds} unless it is closed
+        by then.
+        """
+        self._abortTimer = self.pool.reactor.callLater(seconds, self._abortNow)
+
+    def _abortNow(self) -> None:
+        self._abortTimer = None
+        self.transport.abortConnection()
+
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.closing = True
+        if self._abortTimer is not None:
+            self._abortTimer.cancel()
+            self._abortTimer = None
         self.pool.stats.upstreamConnections -= 1
         client = self.client
         if client is None:
@@ -741,6 +757,8 @@ class ProxyProtocol(Protocol):
                     break
                 elif type(event) is RequestHead:
                     self._requestHead(event)
+                    if self._filtering:
+                        break
                     if self.request is None or self.tunnel:
                         # Answered locally and waiting for the next cycle,
                         # or switched protocols.
@@ -812,6 +830,10 @@ class ProxyProtocol(Protocol):
             if self.tunnel:
                 upstream.closing = True
                 upstream.transport.loseConnection()
+                if not upstream.transport.disconnected:
+                    # What the client sent last still goes out, but an
+                    # upstream that reads none of it is reset in time.
+                    upstream.abortLater(self.settings.readTimeout)
             elif not (self.requestDone and self.responseDone()):
                 # The client gave up mid-exchange: abort (RST), so that an
                 # origin still working on the request learns at once.
@@ -935,12 +957,18 @@ class ProxyProtocol(Protocol):
             # The usual answer, at once: forward the head as it is.
             self._forward(request)
         elif isinstance(result, Deferred):
+            # The body stays in the parser until the head is forwarded (or
+            # answered): L{_dispatch} stops while this is set.
+            self._filtering = True
             self.gate.pause(WAITING)  # type: ignore[union-attr]
             result.addCallback(self._requestFiltered)
         else:
             self._requestFiltered(result)
 
+    _filtering = False
+
     def _requestFiltered(self, result: RequestHead | Response) -> None:
+        self._filtering = False
         if self.request is None:
             return
         gate = self.gate
@@ -1376,7 +1404,7 @@ class ProxyProtocol(Protocol):
             self._out = []
             self._logExchange(incomplete=True, reason=reason)
             self.request = None
-            self.transport.loseConnection()
+            self._close()
             return
         self._out = []
         self._respond(errorResponse(502, f"The upstream server sent an invalid response: {reason}.", self.request.url()), close=not self.requestDone)  # type: ignore[union-attr]
@@ -1483,7 +1511,7 @@ class ProxyProtocol(Protocol):
                 port=self.clientPort,
                 reason=reason,
             )
-            self.transport.loseConnection()
+            self._close()
             return
         self.closeAfter = True
         self.requestDone = True
@@ -1542,8 +1570,9 @@ class ProxyProtocol(Protocol):
     def _close(self) -> None:
         """
         Close the client connection once what it buffers has been sent.  A
-        client that stops reading would keep it open forever: after
-        C{readTimeout} seconds it is reset instead.
+        client that stops reading would keep it open forever: once nothing
+        has moved for C{readTimeout} seconds it is reset instead (and so is
+        a tunnel's upstream that stopped reading).
         """
         self._closed = True
         transport = self.transport
@@ -1551,7 +1580,7 @@ class ProxyProtocol(Protocol):
             transport.unregisterProducer()
         transport.loseConnection()
         if not transport.disconnected:
-            self._setDeadline(_CLOSING, self.settings.readTimeout)
+            self._watchTransfer(_CLOSING)
 
     def _logExchange(
         self, incomplete: bool = False, reason: Optional[str] = None
@@ -1716,7 +1745,7 @@ class ProxyProtocol(Protocol):
         if upstream is not None:
             self._unregisterProducers(upstream)
             self.upstream = None
-        self.transport.loseConnection()
+        self._close()
 
     # -- loops -------------------------------------------------------------------
 
@@ -1775,7 +1804,7 @@ class ProxyProtocol(Protocol):
         if remaining > 0:
             self._timer = self.reactor.callLater(remaining, self._timedOut)
             return
-        if kind == _TRANSFER:
+        if kind == _TRANSFER or kind == _CLOSING:
             self._checkTransfer()
             return
         self._deadlineKind = _NO_DEADLINE
@@ -1797,15 +1826,6 @@ class ProxyProtocol(Protocol):
                 close=True,
             )
             return
-        if kind == _CLOSING:
-            log.info(
-                "{client}:{port} reset: the client read nothing of the rest for {timeout:g} s",
-                client=self.clientHost,
-                port=self.clientPort,
-                timeout=self.settings.readTimeout,
-            )
-            self.transport.abortConnection()
-            return
         if kind == _HEAD:
             log.info(
                 "{client}:{port} closed: request head not received within {timeout:g} s",
@@ -1822,20 +1842,24 @@ class ProxyProtocol(Protocol):
 
     def _bytesMoved(self) -> int:
         """
-        @return: a count that grows whenever a byte of the current transfer
-            moves: from or to the client, from the upstream, or through
-            the splice relay.
+        @return: a count that changes whenever a byte of the current
+            transfer moves: from the client, to the client (when it reads
+            it), from the upstream, to the upstream (when it reads it), or
+            through the splice relay.
         """
-        moved = self.bytesIn + self.bytesOut
+        # Bytes handed to a transport count once its peer takes them: a
+        # slow reader draining a full buffer is progress, and the upstream
+        # stays paused until that buffer is empty.
+        moved = self.bytesIn + self.bytesOut - unsent(self.transport)
         upstream = self.upstream
         if upstream is not None:
-            moved += upstream.bytesStreamed
+            moved += upstream.bytesStreamed - unsent(upstream.transport)
         relay = self._relay
         if relay is not None:
             moved += relay.bytesAtoB + relay.bytesBtoA
         return moved
 
-    def _watchTransfer(self) -> None:
+    def _watchTransfer(self, kind: int = _TRANSFER) -> None:
         """
         Watch a request body, response body or tunnel from now until the
         exchange ends: once no byte has moved either way for
@@ -1847,7 +1871,7 @@ class ProxyProtocol(Protocol):
         """
         self._moved = self._bytesMoved()
         self._movedAt = self.reactor.seconds()
-        self._setDeadline(_TRANSFER, self.settings.readTimeout / 4)
+        self._setDeadline(kind, self.settings.readTimeout / 4)
 
     def _checkTransfer(self) -> None:
         now = self.reactor.seconds()
@@ -1857,10 +1881,20 @@ class ProxyProtocol(Protocol):
             self._movedAt = now
         timeout = self.settings.readTimeout
         left = self._movedAt + timeout - now
+        kind = self._deadlineKind
         if left > 0:
-            self._setDeadline(_TRANSFER, min(timeout / 4, left))
+            self._setDeadline(kind, min(timeout / 4, left))
             return
         self._deadlineKind = _NO_DEADLINE
+        if kind == _CLOSING:
+            log.info(
+                "{client}:{port} reset: the client read nothing more for {timeout:g} s",
+                client=self.clientHost,
+                port=self.clientPort,
+                timeout=timeout,
+            )
+            self._abortAll()
+            return
         self._stalled()
 
     def _stalled(self) -> None:
@@ -1874,12 +1908,18 @@ class ProxyProtocol(Protocol):
         timeout = self.settings.readTimeout
         request = self.request
         if not self.tunnel and not self.responseStarted and request is not None:
-            upstreamStopped = self.gate.reasons & BACKPRESSURE  # type: ignore[union-attr]
+            # The upstream is at fault if it stopped reading the body, or if
+            # the client still waits for its 100 Continue (RFC 9110 section
+            # 10.1.1) before sending any.
+            upstreamStopped = self.gate.reasons & BACKPRESSURE or (  # type: ignore[union-attr]
+                self.bodyBytes == 0
+                and b"100-continue" in request.headers.getTokens(b"expect")
+            )
             self._detachUpstream(abort=True)
             if upstreamStopped:
                 status, why = (
                     504,
-                    f"The upstream server stopped reading the request body for {timeout:g} seconds.",
+                    f"The upstream server stopped reading the request body, or sent no 100 Continue, for {timeout:g} seconds.",
                 )
             else:
                 status, why = (
@@ -1903,6 +1943,12 @@ class ProxyProtocol(Protocol):
             ),
             timeout=timeout,
         )
+        self._abortAll()
+
+    def _abortAll(self) -> None:
+        """
+        Reset the client connection and the upstream one, if any.
+        """
         self._detachUpstream(abort=True)
         self._closed = True
         self.transport.abortConnection()

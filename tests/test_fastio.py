@@ -185,6 +185,7 @@ class _Send(protocol.Protocol):
         for start in range(0, len(self.payload), 700_000):
             self.transport.write(self.payload[start : start + 700_000])
         self.transport.writeSequence([b"tail-", b"end"])
+        self.unsentAfterWrites = fastio.unsent(self.transport)
 
 
 class RealSocketTests(unittest.TestCase):
@@ -200,6 +201,7 @@ class RealSocketTests(unittest.TestCase):
         payload = bytes(range(256)) * 20_000 + b"tail-end"
         done: defer.Deferred = defer.Deferred()
         servers: list[_Collect] = []
+        clients: list[_Send] = []
 
         def build(addr: Any) -> _Collect:
             server = _Collect(done, len(payload))
@@ -218,9 +220,14 @@ class RealSocketTests(unittest.TestCase):
             self.addCleanup(client.transport.loseConnection)
             self.assertTrue(client.switched)
             self.assertIs(type(client.transport), fastio.FastClient)
+            # Several megabytes cannot all go into the kernel at once: the
+            # rest waits in the transport, and unsent() says how much.
+            self.assertTrue(0 < client.unsentAfterWrites < len(payload))
+            clients.append(client)
             return done
 
         def received(data: bytes) -> None:
+            self.assertEqual(fastio.unsent(clients[0].transport), 0)
             self.assertTrue(servers[0].switched)
             self.assertIs(type(servers[0].transport), fastio.FastServer)
             self.assertEqual(len(data), len(payload))
@@ -230,6 +237,17 @@ class RealSocketTests(unittest.TestCase):
         connecting.addCallback(connected)
         connecting.addCallback(received)
         return connecting
+
+    def test_unsentOfOtherTransports(self) -> None:
+        """
+        L{fastio.unsent} is 0 for transports that do not say what they
+        buffer.
+        """
+        from twisted.internet.testing import StringTransport
+
+        transport = StringTransport()
+        transport.write(b"buffered in a way unsent() cannot see")
+        self.assertEqual(fastio.unsent(transport), 0)
 
     def test_endpointWrapperDropped(self) -> Any:
         """

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import error
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
@@ -34,7 +35,7 @@ from proxyapp.accesslog import AccessRecord, Exchange, recordFromExchange
 from proxyapp.chain import EnabledFilter, FilterChain
 from proxyapp.config import Settings
 from proxyapp.http11 import RequestParser, ResponseParser
-from proxyapp.interfaces import IBodyFilter
+from proxyapp.interfaces import IBodyFilter, IRequestFilter
 from proxyapp.protocol import (
     ProxyFactory,
     ProxyProtocol,
@@ -1916,6 +1917,124 @@ class StallTests(ProxyTestCase):
         self.wait(0.25)
         self.assertTrue(self.client.disconnected)
 
+    @staticmethod
+    def holding(transport: Transport, count: int) -> None:
+        """
+        Make C{transport} report C{count} written bytes its peer has not
+        read yet, as a TCP transport's buffer does.
+        """
+        transport.dataBuffer = b"x" * count  # type: ignore[attr-defined]
+        transport.offset = 0  # type: ignore[attr-defined]
+        transport._tempDataLen = 0  # type: ignore[attr-defined]
+
+    def readSlowlyThenStop(self, flag: str) -> None:
+        """
+        Let the client read 10 bytes of a 1,000-byte buffer every 7 s for
+        70 s, its transport's C{flag} staying false, then stop: it is cut
+        off 8 to 10 s later.
+        """
+        self.holding(self.client, 1000)
+        for _ in range(10):
+            self.wait(7)
+            self.client.offset += 10  # type: ignore[attr-defined]
+        self.assertFalse(getattr(self.client, flag))
+        self.wait(7.75)
+        self.assertFalse(getattr(self.client, flag))
+        self.wait(2.25)
+        self.assertTrue(self.client.disconnected)
+
+    def test_drainingClientNotCutOff(self) -> None:
+        """
+        A client slowly reading what the proxy buffered for it is moving
+        bytes, though nothing new arrives from the upstream meanwhile (it
+        stays paused until the buffer is empty): it is not cut off.
+        """
+        self.start(readTimeout=8)
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, self.PARTIAL)
+        self.readSlowlyThenStop("disconnecting")
+
+    def test_closeWaitsForDrainingClient(self) -> None:
+        """
+        A closing connection whose client still reads what was buffered is
+        not reset while it reads; once it stops, it is, C{readTimeout}
+        seconds later.
+        """
+        self.start(readTimeout=8)
+        upstream, _ = self.forward(
+            b"GET http://example.com/a HTTP/1.1\r\nHost: example.com\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        self.reply(upstream, OK)
+        self.assertTrue(self.client.disconnecting)
+        self.readSlowlyThenStop("disconnected")
+
+    def test_upstreamFailureMidResponseWatchesClose(self) -> None:
+        """
+        A response cut short by its upstream closes the client connection;
+        a client that reads nothing more of it is reset C{readTimeout}
+        seconds later, not later.
+        """
+        self.start(readTimeout=8)
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, self.PARTIAL)
+        self.wait(3)
+        self.holding(self.client, 1000)
+        self.closeUpstream(upstream)
+        self.assertTrue(self.client.disconnecting)
+        self.wait(7.75)
+        self.assertFalse(self.client.disconnected)
+        self.wait(2.25)
+        self.assertTrue(self.client.disconnected)
+
+    def test_expectContinueStallIs504(self) -> None:
+        """
+        A client that asked for C{100 Continue} and waits for it before
+        sending its body is not the one stalling: it gets a 504.
+        """
+        self.start(readTimeout=8)
+        upstream, transport = self.forward(
+            b"POST http://example.com/up HTTP/1.1\r\nHost: example.com\r\n"
+            b"Expect: 100-continue\r\nContent-Length: 10\r\n\r\n"
+        )
+        self.wait(10)
+        status, _, body = splitResponse(self.client.value())
+        self.assertEqual(status, 504)
+        self.assertIn(b"100 Continue", body)
+        self.assertTrue(transport.disconnected)
+
+    def test_tunnelUpstreamNotReadingReset(self) -> None:
+        """
+        When a tunnel's client is gone, what it sent last still goes to
+        the upstream, but an upstream that reads none of it is reset
+        C{readTimeout} seconds later; one that closes in time leaves no
+        timer behind.
+        """
+        self.start(readTimeout=8)
+        self.send(ConnectTests.CONNECT)
+        upstream, transport = self.accept()
+        self.send(b"data the upstream never reads")
+        self.proxy.connectionLost(Failure(error.ConnectionDone()))
+        self.assertTrue(transport.disconnecting)
+        self.wait(7.75)
+        self.assertFalse(transport.disconnected)
+        self.wait(0.25)
+        self.assertTrue(transport.disconnected)
+
+        proxy, client = self.connectClient()
+        self.send(ConnectTests.CONNECT, proxy)
+        upstream, transport = self.accept()
+        proxy.connectionLost(Failure(error.ConnectionDone()))
+        self.closeUpstream(upstream)
+        self.assertEqual(
+            [
+                call
+                for call in self.reactor.getDelayedCalls()
+                if call.func.__name__ == "_abortNow"
+            ],
+            [],
+        )
+
     def test_stalledUploadGets408(self) -> None:
         """
         A request body that stops arriving gets a 408 and the upstream
@@ -1967,6 +2086,69 @@ class StallTests(ProxyTestCase):
         self.wait(2.25)
         self.assertTrue(self.client.disconnected)
         self.assertTrue(transport.disconnected)
+
+
+@implementer(IRequestFilter)
+class _Deciding:
+    """
+    A request filter that answers later, through a L{Deferred}.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Deferred, Any]] = []
+
+    def filterRequest(self, request: Any) -> Deferred:
+        d: Deferred = Deferred()
+        self.pending.append((d, request))
+        return d
+
+
+class RequestFilterTests(ProxyTestCase):
+    """
+    Requests whose filters answer later.
+    """
+
+    def test_bodyFollowsHeadAfterLateDecision(self) -> None:
+        """
+        A body that arrived with its head waits while the filters decide,
+        and goes upstream after the head.
+        """
+        deciding = _Deciding()
+        self.factory.chain = FilterChain([EnabledFilter("deciding", deciding)])
+        self.send(
+            b"POST http://example.com/up HTTP/1.1\r\nHost: example.com\r\n"
+            b"Content-Length: 3\r\n\r\nabc"
+        )
+        self.assertEqual(self.reactor.tcpClients, [])
+        d, request = deciding.pending[0]
+        d.callback(request)
+        _, transport = self.accept()
+        self.assertTrue(transport.value().startswith(b"POST /up HTTP/1.1\r\n"))
+        self.assertTrue(transport.value().endswith(b"\r\n\r\nabc"))
+
+    def test_chunkedBodyAndNextRequestAfterLateDecision(self) -> None:
+        """
+        The same for a chunked body, and a pipelined request behind it is
+        handled after the exchange.
+        """
+        deciding = _Deciding()
+        self.factory.chain = FilterChain([EnabledFilter("deciding", deciding)])
+        self.send(
+            b"POST http://example.com/up HTTP/1.1\r\nHost: example.com\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n" + GET
+        )
+        d, request = deciding.pending[0]
+        d.callback(request)
+        upstream, transport = self.accept()
+        head, _, body = transport.value().partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"POST /up HTTP/1.1"))
+        self.assertEqual(body, b"3\r\nabc\r\n0\r\n\r\n")
+        self.reply(upstream, OK)
+        self.reactor.advance(0)
+        self.assertEqual(len(deciding.pending), 2)
+        d, request = deciding.pending[1]
+        d.callback(request)
+        self.assertTrue(transport.value().endswith(GET_UP))
 
 
 class BackpressureTests(ProxyTestCase):

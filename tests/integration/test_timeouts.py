@@ -238,7 +238,9 @@ def test_idleTunnelCutOff(quickProxy, origin) -> None:
         closed, extra = c.waitClosed(TIMEOUT + 3)
         elapsed = time.monotonic() - idleSince
     assert closed and extra == b"", extra
-    assert TIMEOUT * 0.5 <= elapsed < TIMEOUT * 1.25 + 1, elapsed
+    # The cut comes at least TIMEOUT after the tunnel's last byte, which
+    # passed about TIMEOUT / 2 before idleSince (less any lateness).
+    assert TIMEOUT * 0.3 <= elapsed < TIMEOUT * 1.25 + 1, elapsed
 
 
 def openClients(proxy: Proxy) -> int:
@@ -262,8 +264,9 @@ def openClients(proxy: Proxy) -> int:
 def test_clientNotReadingReleased(quickProxy, origin) -> None:
     """
     A client that asks for a large response and never reads any of it is
-    disconnected about --read-timeout after the proxy's buffers filled, so
-    it holds no connection or memory for longer.
+    disconnected about --read-timeout after the proxy's buffers filled
+    (the transfer stalls: the upstream stays paused), so it holds no
+    connection or memory for longer.
     """
     before = openClients(quickProxy)
     c = socket.socket()
