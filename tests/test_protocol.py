@@ -11,7 +11,7 @@ protocol on a transport of its own.
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -1826,6 +1826,24 @@ class StallTests(ProxyTestCase):
         overrides.setdefault("poolIdleTimeout", 1000)
         super().start(**overrides)
 
+    def moveThenStop(
+        self, move: Callable[[int], object], times: int, flag: str = "disconnecting"
+    ) -> None:
+        """
+        Call C{move} every 7 s, C{times} times (with readTimeout=8 the
+        client transport's C{flag} stays false), then stop: the client is
+        cut off no sooner than 8 s and no later than 10 s after the last
+        move.
+        """
+        for i in range(times):
+            self.wait(7)
+            move(i)
+        self.assertFalse(getattr(self.client, flag))
+        self.wait(7.75)
+        self.assertFalse(getattr(self.client, flag))
+        self.wait(2.25)
+        self.assertTrue(self.client.disconnected)
+
     def wait(self, seconds: float) -> None:
         """
         Let C{seconds} pass in steps of a quarter second, so that timers run
@@ -1858,14 +1876,7 @@ class StallTests(ProxyTestCase):
         self.start(readTimeout=8)
         upstream, transport = self.forward(GET)
         self.reply(upstream, self.PARTIAL)
-        for _ in range(10):
-            self.wait(7)
-            self.reply(upstream, b"x")
-        self.assertFalse(self.client.disconnecting)
-        self.wait(7.75)
-        self.assertFalse(self.client.disconnecting)
-        self.wait(2.25)
-        self.assertTrue(self.client.disconnected)
+        self.moveThenStop(lambda i: self.reply(upstream, b"x"), 10)
 
     def test_withheldBodyCountsAsMoving(self) -> None:
         """
@@ -1927,21 +1938,11 @@ class StallTests(ProxyTestCase):
         transport.offset = 0  # type: ignore[attr-defined]
         transport._tempDataLen = 0  # type: ignore[attr-defined]
 
-    def readSlowlyThenStop(self, flag: str) -> None:
+    def readSlowly(self) -> None:
         """
-        Let the client read 10 bytes of a 1,000-byte buffer every 7 s for
-        70 s, its transport's C{flag} staying false, then stop: it is cut
-        off 8 to 10 s later.
+        The client reads 10 more bytes of what the proxy buffered for it.
         """
-        self.holding(self.client, 1000)
-        for _ in range(10):
-            self.wait(7)
-            self.client.offset += 10  # type: ignore[attr-defined]
-        self.assertFalse(getattr(self.client, flag))
-        self.wait(7.75)
-        self.assertFalse(getattr(self.client, flag))
-        self.wait(2.25)
-        self.assertTrue(self.client.disconnected)
+        self.client.offset += 10  # type: ignore[attr-defined]
 
     def test_drainingClientNotCutOff(self) -> None:
         """
@@ -1952,7 +1953,8 @@ class StallTests(ProxyTestCase):
         self.start(readTimeout=8)
         upstream, _ = self.forward(GET)
         self.reply(upstream, self.PARTIAL)
-        self.readSlowlyThenStop("disconnecting")
+        self.holding(self.client, 1000)
+        self.moveThenStop(lambda i: self.readSlowly(), 10)
 
     def test_closeWaitsForDrainingClient(self) -> None:
         """
@@ -1967,7 +1969,8 @@ class StallTests(ProxyTestCase):
         )
         self.reply(upstream, OK)
         self.assertTrue(self.client.disconnecting)
-        self.readSlowlyThenStop("disconnected")
+        self.holding(self.client, 1000)
+        self.moveThenStop(lambda i: self.readSlowly(), 10, flag="disconnected")
 
     def test_upstreamFailureMidResponseWatchesClose(self) -> None:
         """
@@ -2076,17 +2079,9 @@ class StallTests(ProxyTestCase):
         self.start(readTimeout=8)
         self.send(ConnectTests.CONNECT)
         upstream, transport = self.accept()
-        for i in range(6):
-            self.wait(7)
-            if i % 2:
-                self.send(b"ping")
-            else:
-                self.reply(upstream, b"pong")
-        self.assertFalse(self.client.disconnecting)
-        self.wait(7.75)
-        self.assertFalse(self.client.disconnecting)
-        self.wait(2.25)
-        self.assertTrue(self.client.disconnected)
+        self.moveThenStop(
+            lambda i: self.send(b"ping") if i % 2 else self.reply(upstream, b"pong"), 6
+        )
         self.assertTrue(transport.disconnected)
 
 
