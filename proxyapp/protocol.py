@@ -1901,7 +1901,8 @@ class ProxyProtocol(Protocol):
         """
         No byte moved for C{readTimeout} seconds.  A request body still
         coming in is answered (408 if the client stopped sending, 504 if
-        the upstream stopped reading); anything else is cut off with
+        the upstream stopped reading it or owes the client a C{100
+        Continue}); anything else is cut off with
         resets, since one side is not reading and a clean close would wait
         for it forever.
         """
