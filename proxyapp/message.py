@@ -52,6 +52,13 @@ _FIELD_LINE = re.compile(
 # and the fixed names themselves.
 _CONNECTION_OPTIONS = HOP_BY_HOP | frozenset([b"close"])
 
+# Fields that Connection may not nominate for removal: the message's framing
+# was decided by them when it was parsed, so dropping one would forward a
+# message whose body the next hop reads differently (a request smuggled
+# inside another's body; a response the client cannot delimit), and the
+# request's Host names where it goes.
+_NEVER_NOMINATED = frozenset([b"content-length", b"transfer-encoding", b"host"])
+
 
 class FieldNames:
     """
@@ -321,7 +328,9 @@ class Headers:
     ) -> None:
         """
         Remove the hop-by-hop fields (RFC 9110 section 7.6.1): Connection,
-        every field Connection names, and L{HOP_BY_HOP}.
+        every field Connection names, and L{HOP_BY_HOP}.  Content-Length,
+        Transfer-Encoding and Host stay even when Connection names them:
+        the message was framed by them as received.
 
         @param keep: lowercase names to keep even so (C{b"upgrade"} while a
             protocol upgrade is being negotiated).
@@ -366,6 +375,7 @@ class Headers:
         drop = set(HOP_BY_HOP)
         drop.update(connection)
         drop.difference_update(keep)
+        drop.difference_update(_NEVER_NOMINATED)
         self._fields = [f for f in self._materialize() if f[0] not in drop]
 
     def copy(self) -> "Headers":

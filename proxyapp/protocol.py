@@ -318,6 +318,8 @@ class UpstreamProtocol(Protocol):
         if self.tunnel and self.client is not None:
             self.client.upstreamHalfClosed()
         else:
+            # Never handed out of the pool again.
+            self.closing = True
             self.transport.loseConnection()
 
     def writeConnectionLost(self) -> None:
@@ -351,6 +353,16 @@ class UpstreamProtocol(Protocol):
             return
         if not self.received and self.reused:
             client.reusedConnectionDied(self)
+            return
+        if not (
+            self.readClosed or reason is None or reason.check(ierror.ConnectionDone)
+        ):
+            # A reset, or TLS cut without its closing alert: not the end of
+            # a body delimited by the close (RFC 9112 section 9.8), so never
+            # relayed as a complete one.
+            client.upstreamFailed(
+                self, f"the upstream connection was lost ({reason.getErrorMessage()})"
+            )
             return
         self.parser.receiveEOF()
         self._parse(client)
@@ -414,7 +426,17 @@ class ConnectionPool:
         if scheme == "https":
             from twisted.internet.ssl import optionsForClientTLS
 
-            endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+            try:
+                options = optionsForClientTLS(host)
+            except (UnicodeError, ValueError) as e:
+                # A name the parser takes (an underscore, say) that IDNA
+                # refuses: no certificate could be checked against it.
+                return defer.fail(
+                    ierror.ConnectError(
+                        string=f"no TLS certificate can name this host ({e})"
+                    )
+                )
+            endpoint = wrapClientTLS(options, endpoint)
         settings = self.settings
         d = endpoint.connect(
             _OneUpstream(
@@ -651,6 +673,9 @@ class ProxyProtocol(Protocol):
     _dispatching = False
     _relay: Optional[SpliceRelay] = None
     _closed = False
+    # The response going out has no length or chunks: its end is the
+    # connection's close (the connection ends with it, so never reset).
+    _closeDelimited = False
     status = 0
     reason = ""
     upstreamPeer: Optional[tuple[str, int]] = None
@@ -760,9 +785,10 @@ class ProxyProtocol(Protocol):
                     if self._filtering:
                         break
                     if self.request is None or self.tunnel:
-                        # Answered locally and waiting for the next cycle,
-                        # or switched protocols.
-                        if self.tunnel:
+                        # Answered locally and waiting for the next cycle
+                        # (or closing: the rest is not read), or switched
+                        # protocols.
+                        if self.tunnel or self._closed:
                             break
                         continue
                     if parser.endsHere():
@@ -1057,7 +1083,12 @@ class ProxyProtocol(Protocol):
                 502,
                 f"Could not connect to {request.host} port {request.port}: {reason.getErrorMessage()}",
             )
-        self._respond(errorResponse(status, why, target), close=not self.requestDone)
+        # A CONNECT that failed closes: its client may already be sending
+        # what it meant for the tunnel.
+        self._respond(
+            errorResponse(status, why, target),
+            close=not self.requestDone or request.method == b"CONNECT",
+        )
 
     def _attach(self, upstream: UpstreamProtocol) -> None:
         """
@@ -1247,11 +1278,11 @@ class ProxyProtocol(Protocol):
                 headers.set(b"Transfer-Encoding", b"chunked")
                 self.chunkDown = True
             else:
-                self.closeAfter = True
+                self.closeAfter = self._closeDelimited = True
         elif framing == CHUNKED:
             if request.version != b"HTTP/1.1":  # type: ignore[union-attr]
                 headers.remove(b"Transfer-Encoding")
-                self.closeAfter = True
+                self.closeAfter = self._closeDelimited = True
             else:
                 self.chunkDown = True
         if not self.requestDone:
@@ -1400,11 +1431,18 @@ class ProxyProtocol(Protocol):
         self._detachUpstream()
         if self.responseStarted:
             # Part of the response is out: the only honest signal left is
-            # to cut the client connection short.
+            # to cut the client connection short.  A body with a length or
+            # chunks shows it is incomplete when the connection closes; one
+            # delimited by the close would look complete, so that
+            # connection is reset instead.
             self._out = []
             self._logExchange(incomplete=True, reason=reason)
             self.request = None
-            self._close()
+            if self._closeDelimited:
+                self._closed = True
+                self.transport.abortConnection()
+            else:
+                self._close()
             return
         self._out = []
         self._respond(errorResponse(502, f"The upstream server sent an invalid response: {reason}.", self.request.url()), close=not self.requestDone)  # type: ignore[union-attr]
@@ -1503,6 +1541,9 @@ class ProxyProtocol(Protocol):
         The client sent something malformed: answer, then close, because we
         can no longer tell where its next request would start.
         """
+        if self._closed:
+            # Already answered and closing; this is about bytes after it.
+            return
         self._detachUpstream()
         if self.responseStarted and not self._responseComplete:
             log.info(

@@ -2261,3 +2261,172 @@ class DefaultEndpointTests(SynchronousTestCase):
             [(host, port, timeout) for host, port, _, timeout, _ in reactor.tcpClients],
             [("127.0.0.1", 81, 7.0), ("::1", 81, 7.0)],
         )
+
+
+class ReviewedFramingTests(ProxyTestCase):
+    """
+    Framing and connection-state cases a review found wrong: each test
+    failed on the code before its fix.
+    """
+
+    def test_connectionCannotNominateRequestContentLength(self) -> None:
+        """
+        A request whose Connection field names Content-Length is forwarded
+        with its Content-Length: dropping it would make the origin read the
+        body as a second request that no filter saw (smuggling).
+        """
+        body = b"GET /admin HTTP/1.1\r\nHost: internal.example\r\n\r\n"
+        _, transport = self.forward(
+            b"POST http://example.com/ HTTP/1.1\r\nHost: example.com\r\n"
+            b"Content-Length: %d\r\nConnection: Content-Length\r\n\r\n" % len(body)
+            + body
+        )
+        sent = transport.value()
+        fields = requestFields(sent)
+        self.assertEqual(values(fields, b"content-length"), [b"%d" % len(body)])
+        self.assertEqual(values(fields, b"connection"), [])
+        self.assertTrue(sent.endswith(b"\r\n\r\n" + body))
+
+    def test_connectionCannotNominateRequestTransferEncoding(self) -> None:
+        """
+        The same for a chunked request naming Transfer-Encoding, and for
+        Host.
+        """
+        _, transport = self.forward(
+            b"POST http://example.com/ HTTP/1.1\r\nHost: example.com\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: transfer-encoding, host\r\n"
+            b"\r\n5\r\nhello\r\n0\r\n\r\n"
+        )
+        fields = requestFields(transport.value())
+        self.assertEqual(values(fields, b"transfer-encoding"), [b"chunked"])
+        self.assertEqual(values(fields, b"host"), [b"example.com"])
+
+    def test_connectionCannotNominateResponseFraming(self) -> None:
+        """
+        A response whose Connection field names its framing keeps it, so
+        the client can find the body's end.
+        """
+        upstream, _ = self.forward(GET)
+        self.reply(
+            upstream,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
+            b"Connection: content-length\r\n\r\nhello",
+        )
+        _, fields, body = splitResponse(self.client.value())
+        self.assertEqual(values(fields, b"content-length"), [b"5"])
+        self.assertEqual(body, b"hello")
+        self.client.clear()
+        self.send(GET)
+        self.reply(
+            upstream,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: Transfer-Encoding\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        )
+        _, fields, body = splitResponse(self.client.value())
+        self.assertEqual(values(fields, b"transfer-encoding"), [b"chunked"])
+        self.assertEqual(dechunk(body), (b"hello", b""))
+
+    def test_resetIsNotTheEndOfACloseDelimitedBody(self) -> None:
+        """
+        An upstream reset in the middle of a body delimited by the close
+        (or a TLS connection cut without its closing alert, which Twisted
+        reports the same way) is a failure: the HTTP/1.1 client gets no
+        last chunk.
+        """
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, b"HTTP/1.1 200 OK\r\n\r\npartial")
+        upstream.connectionLost(Failure(error.ConnectionLost()))
+        _, fields, body = splitResponse(self.client.value())
+        self.assertEqual(values(fields, b"transfer-encoding"), [b"chunked"])
+        self.assertEqual(body, b"7\r\npartial\r\n")
+        self.assertTrue(self.client.disconnecting)
+
+    def test_cleanCloseEndsACloseDelimitedBody(self) -> None:
+        """
+        A clean close does end it (the counterpart of the test above).
+        """
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, b"HTTP/1.1 200 OK\r\n\r\npartial")
+        self.closeUpstream(upstream)
+        _, _, body = splitResponse(self.client.value())
+        self.assertEqual(dechunk(body), (b"partial", b""))
+
+    def test_truncatedBodyWithoutLengthResetsClient(self) -> None:
+        """
+        A response cut short whose body goes to the client delimited by the
+        close (here: a chunked one de-chunked for an HTTP/1.0 client) resets
+        the client connection, since a clean close would say "complete".
+        """
+        upstream, _ = self.forward(b"GET http://example.com/a HTTP/1.0\r\n\r\n")
+        self.reply(
+            upstream,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        )
+        self.closeUpstream(upstream)
+        _, _, body = splitResponse(self.client.value())
+        self.assertEqual(body, b"hello")
+        self.assertTrue(self.client.disconnected)
+
+    def test_truncatedBodyWithLengthClosesClient(self) -> None:
+        """
+        With a length the client can tell for itself: a clean close, so it
+        gets every byte that came.
+        """
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+        self.closeUpstream(upstream)
+        self.assertTrue(self.client.disconnecting)
+        self.assertFalse(self.client.disconnected)
+
+    def test_failedConnectCloses(self) -> None:
+        """
+        A CONNECT whose connection failed is answered with a close: the
+        parser was switched to the tunnel, so a next request on the same
+        connection would never be read.
+        """
+        self.send(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+        self.failConnect(error.ConnectionRefusedError())
+        status, fields, _ = splitResponse(self.client.value())
+        self.assertEqual(status, 502)
+        self.assertEqual(values(fields, b"connection"), [b"close"])
+        self.assertTrue(self.client.disconnecting)
+
+    def test_oneAnswerWhenBodyArrivesWithRefusedHead(self) -> None:
+        """
+        A request refused on its head (413 here) whose body came in the
+        same read is answered once; the body is not parsed.
+        """
+        self.start(maxBodyBytes=10)
+        self.send(
+            b"POST http://example.com/ HTTP/1.1\r\nHost: example.com\r\n"
+            b"Content-Length: 20\r\n\r\n" + b"x" * 20
+        )
+        out = self.client.value()
+        self.assertEqual(out.count(b"HTTP/1.1 "), 1)
+        self.assertEqual(splitResponse(out)[0], 413)
+
+    def test_httpsTargetIdnaRefuses(self) -> None:
+        """
+        An https target whose host name IDNA refuses (an underscore) gets a
+        502 naming the reason, not a traceback and a dropped connection.
+        """
+        self.send(
+            b"GET https://my_host.example.com/ HTTP/1.1\r\n"
+            b"Host: my_host.example.com\r\n\r\n"
+        )
+        status, _, body = splitResponse(self.client.value())
+        self.assertEqual(status, 502)
+        self.assertIn(b"no TLS certificate can name this host", body)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_halfClosedIdleUpstreamNotReused(self) -> None:
+        """
+        A pooled connection whose origin half-closed is never handed out
+        again, even before it has finished closing.
+        """
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, OK)
+        upstream.readConnectionLost()
+        self.assertTrue(transport.disconnecting)
+        self.send(GET)
+        self.assertEqual(len(self.reactor.tcpClients), 2)
