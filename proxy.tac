@@ -4,7 +4,8 @@ Run webproxy with C{twistd -ny proxy.tac}.
 
 The service is built by the same C{proxyapp.tap.makeService} that
 C{twistd webproxy} uses.  Options come from the environment:
-C{WEBPROXY_PORT} (default 8080) and C{WEBPROXY_ARGS}, any further
+C{WEBPROXY_PORT}, the same as C{--port} (when unset, the configuration
+file's port or the default, 8080), and C{WEBPROXY_ARGS}, any further
 C{twistd webproxy} options as one shell-quoted string.
 """
 
@@ -16,8 +17,9 @@ from twisted.application import service
 from proxyapp import tap
 
 options = tap.Options()
+port = os.environ.get("WEBPROXY_PORT")
 options.parseOptions(
-    ["--port", os.environ.get("WEBPROXY_PORT", "8080")]
+    (["--port", port] if port else [])
     + shlex.split(os.environ.get("WEBPROXY_ARGS", ""))
 )
 application = service.Application("webproxy")

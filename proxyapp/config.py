@@ -12,6 +12,8 @@ Precedence: built-in defaults, then the file, then the command line.
 
 from __future__ import annotations
 
+import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
@@ -151,7 +153,7 @@ def _number(low: float, strict: bool, what: str) -> Callable[[Any], Optional[str
     def check(value: Any) -> Optional[str]:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return what
-        if value < low or (strict and value == low):
+        if not math.isfinite(value) or value < low or (strict and value == low):
             return what
         return None
 
@@ -177,10 +179,14 @@ def _strings(value: Any) -> Optional[str]:
     return "a list of non-empty strings"
 
 
+# RFC 9110 section 5.6.2: what a Via received-by pseudonym may be.
+_TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+\Z")
+
+
 def _pseudonym(value: Any) -> Optional[str]:
-    if isinstance(value, str) and value and not any(c in value for c in " ,\t()"):
+    if isinstance(value, str) and _TOKEN.match(value):
         return None
-    return "one token without spaces, commas or parentheses"
+    return "one token of ASCII letters, digits and !#$%&'*+-.^_`|~"
 
 
 def _ports(value: Any) -> Optional[str]:

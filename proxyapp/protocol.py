@@ -137,6 +137,11 @@ _CLOSING = 5
 EndpointFactory = Callable[[str, int], IStreamClientEndpoint]
 
 
+# The request of an exchange whose head could not be parsed (answered 400,
+# 414 or 431); the access log gets no request for it.
+_UNPARSED = RequestHead(b"", b"", b"")
+
+
 @implementer(IPushProducer)
 class _ReadGate:
     """
@@ -491,6 +496,37 @@ class ConnectionPool:
         if self._idle:
             self._sweeper = self.reactor.callLater(self.idleTimeout / 2, self._sweep)
 
+    def reconfigure(
+        self, settings: Settings, endpointForTarget: Optional[EndpointFactory] = None
+    ) -> None:
+        """
+        Take new settings (SIGHUP): pool size, idle timeout, connect
+        timeout and response head limits apply to the connections opened,
+        released or swept from now on; idle connections beyond the new size
+        are closed now.
+
+        @param endpointForTarget: a new endpoint factory (the default one
+            holds the connect timeout), or C{None} to keep the current one.
+        """
+        self.settings = settings
+        self.maxIdle = settings.poolSize
+        self.idleTimeout = settings.poolIdleTimeout
+        if endpointForTarget is not None:
+            self.endpointForTarget = endpointForTarget
+        for key, idle in list(self._idle.items()):
+            # The most recently used stay (take() pops from the end).
+            while len(idle) > self.maxIdle:
+                upstream = idle.pop(0)
+                upstream.closing = True
+                upstream.transport.loseConnection()
+            if not idle:
+                del self._idle[key]
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        if self._idle:
+            self._sweeper = self.reactor.callLater(self.idleTimeout / 2, self._sweep)
+
     def idleCount(self) -> int:
         """
         @return: how many idle connections the pool holds.
@@ -571,6 +607,8 @@ class ProxyFactory(ServerFactory):
         self.reactor = reactor
         self.settings = settings
         self.stats = Stats(reactor.seconds())
+        # The default endpoints hold the connect timeout: rebuilt on reload.
+        self._defaultEndpoints = endpointForTarget is None
         if endpointForTarget is None:
             endpointForTarget = defaultEndpointFactory(reactor, settings.connectTimeout)
         self.pool = ConnectionPool(reactor, endpointForTarget, settings, self.stats)
@@ -600,6 +638,14 @@ class ProxyFactory(ServerFactory):
         """
         self.settings = settings
         self.chain = chain
+        self.pool.reconfigure(
+            settings,
+            (
+                defaultEndpointFactory(self.reactor, settings.connectTimeout)
+                if self._defaultEndpoints
+                else None
+            ),
+        )
 
     def watchFresh(self, protocol: "ProxyProtocol", deadline: float) -> None:
         """
@@ -1558,9 +1604,10 @@ class ProxyProtocol(Protocol):
         self.requestDone = True
         self.responseStarted = False
         if self.request is None:
-            # The head itself was malformed: log it under a placeholder.
+            # The head itself was malformed: answered under a placeholder,
+            # logged as a request that was never parsed.
             self.started = time.time()
-            self.request = RequestHead(b"-", b"-", b"-")
+            self.request = _UNPARSED
             target = ""
         else:
             target = self.request.url()
@@ -1639,6 +1686,8 @@ class ProxyProtocol(Protocol):
         if accessLog is None or (request is None and not self.tunnel):
             self.bytesIn = self.bytesOut = 0
             return
+        if request is _UNPARSED:
+            request = None
         accessLog.logExchange(
             (
                 self.clientAddress,

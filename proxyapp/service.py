@@ -108,6 +108,7 @@ class ProxyService(service.Service):
         )
         if chain.active:
             log.info("filters: {names}", names=", ".join(chain.names()))
+        self._startFailures: Optional[list[str]] = []
         for description in self.descriptions:
             endpoint = endpoints.serverFromString(self.reactor, description)
             d = endpoint.listen(self.factory)
@@ -117,6 +118,18 @@ class ProxyService(service.Service):
                 callbackArgs=(description,),
                 errbackArgs=(description,),
             )
+        failures, self._startFailures = self._startFailures, None
+        if failures:
+            # Listening failed at once (as TCP, UNIX and SSL endpoints do):
+            # twistd has no exit status of its own to set, so the start
+            # itself fails, with one line and status 1 for service managers
+            # and scripts.
+            for port in self.ports:
+                port.stopListening()
+            self.ports = []
+            if self.accessLog is not None:
+                self.accessLog.close()
+            raise SystemExit("webproxy: " + "; ".join(failures))
         if self.installSignals:
             self._installSignals()
 
@@ -150,13 +163,18 @@ class ProxyService(service.Service):
             description=description,
         )
 
+    _startFailures: Optional[list[str]] = None
+
     def _listenFailed(self, reason: Any, description: str) -> None:
-        log.critical(
-            "cannot listen on {description}: {error}",
-            description=description,
-            error=reason.getErrorMessage(),
-        )
-        self.reactor.callWhenRunning(self._stopReactor)
+        message = f"cannot listen on {description}: {reason.getErrorMessage()}"
+        if self._startFailures is not None:
+            # Said once, by startService's SystemExit.
+            self._startFailures.append(message)
+        else:
+            # A listen that failed later (an endpoint that listens
+            # asynchronously): stop.
+            log.critical("{message}", message=message)
+            self.reactor.callWhenRunning(self._stopReactor)
 
     def _stopReactor(self) -> None:
         if self.reactor.running:
@@ -234,10 +252,18 @@ class ProxyService(service.Service):
 
     def stopService(self) -> defer.Deferred:
         service.Service.stopService(self)
+        # Our signal handlers stay until the drain is over: a logrotate
+        # SIGUSR1 during the drain must reopen the log, not (as the default
+        # action would) kill the process and lose the records waiting.
+        d = defer.ensureDeferred(self._drain())
+        d.addBoth(self._restoreSignals)
+        return d
+
+    def _restoreSignals(self, result: Any) -> Any:
         for number, handler in self._oldHandlers.items():
             signal.signal(number, handler)
         self._oldHandlers.clear()
-        return defer.ensureDeferred(self._drain())
+        return result
 
     async def _drain(self) -> None:
         factory = self.factory
@@ -272,7 +298,11 @@ class ProxyService(service.Service):
             await task.deferLater(self.reactor, 0, lambda: None)
         else:
             log.info("drained: every request in flight completed")
+        log.info(
+            "closing {idle} idle upstream connection(s)", idle=factory.pool.idleCount()
+        )
         factory.pool.closeAll()
         factory.stopWatching()
         if self.accessLog is not None:
             self.accessLog.close()
+            log.info("access log flushed and closed")

@@ -178,6 +178,14 @@ def loadSettings(options: Options) -> Settings:
     where = "--listen" if options["listen"] else f"{path}: [server] listen"
     for description in settings.listen:
         checkEndpoint(description, where)
+    if settings.listenOnPort:
+        try:
+            checkEndpoint(listenDescriptions(settings)[0], "")
+        except ConfigError:
+            message = f"{settings.interface!r} is not an address to listen on"
+            if options["interface"] is not None:
+                raise usage.UsageError(f"--interface: {message}")
+            raise ConfigError(f"{path}: [server] interface: {message}")
     return settings
 
 
@@ -193,7 +201,10 @@ def checkEndpoint(description: str, where: str) -> None:
 
     try:
         endpoints.serverFromString(MemoryReactor(), description)
-    except (ValueError, TypeError, KeyError) as e:
+    except Exception as e:
+        # ValueError and friends for bad syntax, OSError for a missing
+        # certificate file (ssl:), RuntimeError for a dangling backslash:
+        # whatever an endpoint parser raises means the same to the user.
         raise ConfigError(
             f"{where}: {description!r} is not a valid endpoint description such as tcp:8080 ({e})"
         )

@@ -285,6 +285,32 @@ class ErrorTests(FileMixin, SynchronousTestCase):
             '[server]\nvia_pseudonym = "two words"\n', "[server] via_pseudonym"
         )
 
+    def test_notFinite(self) -> None:
+        """
+        TOML's C{nan} and C{inf} are refused for every number of seconds: a
+        drain deadline of C{now + nan} is never reached, and Twisted's
+        timers refuse it with a traceback.
+        """
+        for value in ("nan", "inf", "+inf", "-nan"):
+            self.assertError(
+                f"[server]\ndrain_timeout = {value}\n", "[server] drain_timeout"
+            )
+            self.assertError(f"[timeouts]\nconnect = {value}\n", "[timeouts] connect")
+            self.assertError(f"[timeouts]\nread = {value}\n", "[timeouts] read")
+
+    def test_viaPseudonymToken(self) -> None:
+        """
+        The Via pseudonym is one RFC 9110 token: a non-ASCII one used to
+        pass and crash the start, and CR LF used to pass and be written
+        into every forwarded head (header injection).
+        """
+        for value in ("prøxy", "p\\r\\nX-Injected: 1", "a/b", "a;b", ""):
+            self.assertError(
+                f'[server]\nvia_pseudonym = "{value}"\n', "[server] via_pseudonym"
+            )
+        path = self.write('[server]\nvia_pseudonym = "proxy-1.example_b~"\n')
+        self.assertEqual(readConfigFile(path)["viaPseudonym"], "proxy-1.example_b~")
+
     def test_notATable(self) -> None:
         """
         A section given as a plain value, or a C{filter.NAME} that is not a

@@ -31,7 +31,12 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from proxyapp import __version__
-from proxyapp.accesslog import AccessRecord, Exchange, recordFromExchange
+from proxyapp.accesslog import (
+    AccessRecord,
+    Exchange,
+    formatSquid,
+    recordFromExchange,
+)
 from proxyapp.chain import EnabledFilter, FilterChain
 from proxyapp.config import Settings
 from proxyapp.http11 import RequestParser, ResponseParser
@@ -1699,6 +1704,24 @@ class AccessRecordTests(ProxyTestCase):
         self.assertEqual(
             (record.status, record.userAgent, record.referer, record.contentType),
             (200, None, None, None),
+        )
+
+    def test_unparsedHead(self) -> None:
+        """
+        A head that could not be parsed is logged as a request that never
+        was (Squid's C{NONE error:invalid-request}, combined's C{"-"}), not
+        as a request with method, target and version C{-}.
+        """
+        log = RecordingLog()
+        self.factory.accessLog = log
+        self.send(b"GARBAGE\r\n\r\n")
+        [record] = log.records
+        self.assertEqual(
+            (record.status, record.method, record.target, record.version),
+            (400, "", "", ""),
+        )
+        self.assertEqual(
+            formatSquid(record).split()[5:7], ["NONE", "error:invalid-request"]
         )
 
 

@@ -17,7 +17,7 @@ import tempfile
 from typing import Any
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import CannotListenError, ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
@@ -146,6 +146,54 @@ class ListenTests(ConfigMixin, SynchronousTestCase):
         self.assertEqual(signal.getsignal(signal.SIGHUP), previous)
 
 
+class FakeAccessLog:
+    """
+    Records that the service closed its access log.
+    """
+
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class RefusingReactor(Reactor):
+    """
+    A memory reactor on which TCP ports cannot listen (a port in use).
+    """
+
+    def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:  # type: ignore[override]
+        raise CannotListenError(interface, port, OSError(98, "Address already in use"))
+
+
+class ListenFailureTests(ConfigMixin, SynchronousTestCase):
+    """
+    A listener that cannot listen stops the start.
+    """
+
+    def test_startFails(self) -> None:
+        """
+        C{startService} raises C{SystemExit} with one line naming the
+        description and the error (twistd then exits with status 1; it
+        used to log the error, stop the reactor and exit 0), having closed
+        what it had opened.
+        """
+        self.write("")
+        self.reactor = RefusingReactor()
+        service = self.makeService("--port", "3128")
+        service.accessLog = FakeAccessLog()
+        with capturedLogs():
+            error = self.assertRaises(SystemExit, service.startService)
+        message = str(error)
+        self.assertTrue(
+            message.startswith("webproxy: cannot listen on tcp:3128"), message
+        )
+        self.assertIn("Address already in use", message)
+        self.assertNotIn("\n", message)
+        self.assertEqual(service.ports, [])
+        self.assertTrue(service.accessLog.closed)
+
+
 class ReloadTests(ConfigMixin, SynchronousTestCase):
     """
     L{ProxyService.reload} swaps settings and filter chain atomically, or
@@ -190,6 +238,28 @@ class ReloadTests(ConfigMixin, SynchronousTestCase):
             Response,
         )
         self.assertTrue(any("reloaded" in formatEvent(e) for e in events))
+
+    def test_poolAndConnectTimeout(self) -> None:
+        """
+        The pool's size and idle timeout, the connect timeout (held by the
+        default endpoints too) and the response head limits reach the
+        upstream pool; they used to stay as first built.
+        """
+        pool = self.service.factory.pool
+        oldEndpoints = pool.endpointForTarget
+        self.write(
+            "[pool]\nsize = 0\nidle_timeout = 5\n[timeouts]\nconnect = 2\n"
+            "[limits]\nmax_headers = 60\n"
+        )
+        with capturedLogs():
+            self.assertTrue(self.service.reload())
+        self.assertIs(self.service.factory.pool, pool)
+        self.assertEqual((pool.maxIdle, pool.idleTimeout), (0, 5.0))
+        self.assertEqual(pool.settings.connectTimeout, 2.0)
+        self.assertEqual(pool.settings.maxHeaders, 60)
+        self.assertIsNot(pool.endpointForTarget, oldEndpoints)
+        endpoint = pool.endpointForTarget("192.0.2.1", 80)
+        self.assertEqual(endpoint._timeout, 2.0)
 
     def test_viaPseudonymKept(self) -> None:
         """
@@ -402,6 +472,44 @@ class DrainTests(ConfigMixin, SynchronousTestCase):
             self.successResultOf(d)
         self.assertTrue(busy.aborted)
         self.assertTrue(any("drain timeout" in formatEvent(e) for e in events))
+
+    def test_stepsLogged(self) -> None:
+        """
+        Every step of the drain is logged, to the access log's close.
+        """
+        service = self.makeService()
+        service.accessLog = accessLog = FakeAccessLog()
+        with capturedLogs() as events:
+            service.startService()
+            self.successResultOf(service.stopService())
+        text = [formatEvent(e) for e in events]
+        for step in (
+            "stopped accepting",
+            "drained",
+            "closing 0 idle upstream connection(s)",
+            "access log flushed and closed",
+        ):
+            self.assertTrue(any(step in line for line in text), (step, text))
+        self.assertTrue(accessLog.closed)
+
+    def test_signalsKeptWhileDraining(self) -> None:
+        """
+        SIGUSR1 and SIGHUP keep their handlers until the drain is over: a
+        logrotate SIGUSR1 meanwhile used to meet the default action, which
+        kills the process and loses the access log's waiting records.
+        """
+        previous = signal.getsignal(signal.SIGUSR1)
+        service = self.makeService(installSignals=True)
+        service.startService()
+        busy = FakeConnection(service.factory, busy=True)
+        with capturedLogs():
+            d = service.stopService()
+            self.assertEqual(signal.getsignal(signal.SIGUSR1), service._onUser1)
+            self.assertEqual(signal.getsignal(signal.SIGHUP), service._onHangup)
+            busy.isBusy = False
+            self.reactor.advance(0.05)
+            self.successResultOf(d)
+        self.assertEqual(signal.getsignal(signal.SIGUSR1), previous)
 
     def test_stopsListeningFirst(self) -> None:
         """

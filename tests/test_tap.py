@@ -227,6 +227,34 @@ class OptionsTests(SynchronousTestCase):
         """
         self.assertUsageError(["--listen", "8080"], "--listen")
 
+    def test_timeoutNotFinite(self) -> None:
+        """
+        C{--drain-timeout nan} (and C{inf}) is a usage error naming the
+        option: the drain would never end.
+        """
+        self.assertUsageError(["--drain-timeout", "nan"], "--drain-timeout")
+        self.assertUsageError(["--connect-timeout", "inf"], "--connect-timeout")
+
+    def test_listenAnyParserError(self) -> None:
+        """
+        Whatever an endpoint parser raises is a usage error naming the
+        option, not a traceback: a missing certificate file (C{ssl:}), a
+        dangling backslash, a systemd descriptor that is not there.
+        """
+        for description in (
+            "ssl:19443:privateKey=/nonexistent/key.pem",
+            "tcp:8080:interface=x\\",
+            "systemd:domain=INET:index=0",
+        ):
+            self.assertUsageError(["--listen", description], "--listen")
+
+    def test_interfaceChecked(self) -> None:
+        """
+        The C{--interface} that C{--port} listens on is checked the same
+        way.
+        """
+        self.assertUsageError(["--interface", "x\\"], "--interface")
+
     def test_viaPseudonymWithSpace(self) -> None:
         """
         A C{--via-pseudonym} with a space is a usage error naming the option.

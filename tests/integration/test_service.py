@@ -118,6 +118,54 @@ def test_tacRunsSameService(workdir, origin) -> None:
         proxy.stop()
 
 
+def test_tacPortFromConfigFile(workdir, origin) -> None:
+    """
+    Without C{WEBPROXY_PORT}, C{proxy.tac} listens where the configuration
+    file says (it used to pass C{--port 8080} always, which overrode it).
+    """
+    port = freePort()
+    config = workdir / ("tac-%d.toml" % port)
+    config.write_text("[server]\nport = %d\n" % port)
+    proxy = Proxy(
+        workdir,
+        argv=[*TWISTD, "-n", "-y", str(REPO_ROOT / "proxy.tac"), "--pidfile="],
+        env={"WEBPROXY_ARGS": "--config %s" % config},
+        port=port,
+    )
+    try:
+        assert throughProxy(port, origin).startswith(b"GET /echo?via-")
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.parametrize("where", ["port", "interface"])
+def test_cannotListenExitsNonZero(workdir, where) -> None:
+    """
+    A port in use, or an interface the host does not have, stops the start
+    with one line naming it and a non-zero exit status (it used to log the
+    error and then exit 0, which service managers count as a clean stop).
+    """
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        if where == "port":
+            args = ["--port", str(port), "--interface", "127.0.0.1"]
+        else:
+            args = ["--port", str(freePort()), "--interface", "192.0.2.1"]
+        r = subprocess.run(
+            [*TWISTD, "-n", "--pidfile=", "webproxy", *args],
+            capture_output=True,
+            timeout=30,
+            cwd=str(workdir),
+            env=childEnv(),
+        )
+    output = (r.stdout + r.stderr).decode()
+    assert r.returncode == 1, output
+    assert "Traceback" not in output, output
+    assert "webproxy: cannot listen on tcp:" in output, output
+
+
 def test_listenEndpoints(makeProxy, origin, workdir) -> None:
     """
     C{--listen} takes Twisted endpoint strings, repeatable: the proxy
