@@ -87,6 +87,26 @@ class ClientPolicyTests(SynchronousTestCase):
         self.assertTrue(policy.allows("::ffff:192.168.0.9"))
         self.assertFalse(policy.allows("::ffff:8.8.8.8"))
 
+    def test_ipv4MappedEntries(self) -> None:
+        """
+        Entries written in IPv4-mapped form (address, block or pattern)
+        match the clients they name, which are matched as IPv4.
+        """
+        policy = ClientPolicy(
+            ["::ffff:10.1.2.3", "::FFFF:172.16.0.0/108", "::ffff:192.168.*"]
+        )
+        for address in [
+            "10.1.2.3",
+            "::ffff:10.1.2.3",
+            "172.16.9.9",
+            "::ffff:172.16.9.9",
+            "192.168.7.7",
+            "::ffff:192.168.7.7",
+        ]:
+            self.assertTrue(policy.allows(address), address)
+        for address in ["10.1.2.4", "172.32.0.1", "::ffff:8.8.8.8", "::1"]:
+            self.assertFalse(policy.allows(address), address)
+
     def test_everyone(self) -> None:
         """
         C{"*"} allows every address.
@@ -206,6 +226,29 @@ class DomainSetTests(SynchronousTestCase):
         self.assertEqual(self.blocked.match("2001:db8:0::1"), "2001:db8::1")
         self.assertEqual(self.blocked.match("[2001:db8::1]"), "2001:db8::1")
         self.assertIsNone(self.blocked.match("1password.com"))
+
+    def test_ipv4InIPv6(self) -> None:
+        """
+        An IPv4 entry blocks the IPv6 literals that reach it: IPv4-mapped
+        in either notation and the well-known NAT64 prefix; and an entry
+        written in one of those forms blocks the IPv4 address.
+        """
+        for host in [
+            "::ffff:10.9.8.7",
+            "[::ffff:10.9.8.7]",
+            "[::FFFF:a09:807]:80",
+            "0:0:0:0:0:ffff:10.9.8.7",
+            "64:ff9b::10.9.8.7",
+            "[64:ff9b::a09:807]",
+        ]:
+            self.assertEqual(self.blocked.match(host), "10.9.8.7", host)
+        self.assertIsNone(self.blocked.match("::ffff:10.9.8.8"))
+        self.assertIsNone(self.blocked.match("::10.9.8.7"))
+        blocked = DomainSet()
+        blocked.add("[::ffff:192.0.2.1]")
+        self.assertEqual(blocked.match("192.0.2.1"), "192.0.2.1")
+        self.assertEqual(normaliseHost("::1"), "::1")
+        self.assertEqual(normaliseHost("::ffff:7f00:1"), "127.0.0.1")
 
     def test_lookupCostsLabels(self) -> None:
         """
@@ -426,6 +469,25 @@ class InMemoryTests(SynchronousTestCase):
         self.assertEqual(response.status, 403)
         self.assertEqual(proxy.connections, [])
         self.assertEqual(proxy.get("http://fine.example/").status, 200)
+
+    def test_blockedMappedLiteral(self) -> None:
+        """
+        A blocked IPv4 address written as an IPv4-mapped IPv6 literal (which
+        an IPv6 socket connects to as IPv4) gets 403 on HTTP and CONNECT.
+        """
+        proxy = InMemoryProxy([access.makeFilter({"blocked_domains": ["10.1.2.3"]})])
+        for url in [
+            "http://10.1.2.3/",
+            "http://[::ffff:10.1.2.3]/",
+            "http://[::ffff:a01:203]:8080/",
+        ]:
+            self.assertEqual(proxy.get(url).status, 403, url)
+        for target in [b"[::ffff:10.1.2.3]:443", b"[::FFFF:A01:203]:443"]:
+            response = proxy.request(
+                b"CONNECT " + target + b" HTTP/1.1\r\nHost: " + target + b"\r\n\r\n"
+            )
+            self.assertEqual(response.status, 403, target)
+        self.assertEqual(proxy.connections, [])
 
     def test_clientRefused(self) -> None:
         """

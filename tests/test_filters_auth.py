@@ -17,16 +17,19 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.task import Clock
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from proxyapp.filters import auth
+from proxyapp.config import ConfigError, Settings
+from proxyapp.filters import auth, buildChainFilters
 from proxyapp.filters.htpasswd import (
     HtpasswdChecker,
     HtpasswdFile,
+    dummyHash,
+    hashWork,
     isSlowHash,
     md5Crypt,
     parseHtpasswd,
@@ -397,6 +400,67 @@ class CheckerTests(SynchronousTestCase):
         self.check(b"mallory", b"secret").trap(UnauthorizedLogin)
         self.assertEqual(len(self.slow), 1)
 
+    def test_unknownUserCheckedAgainstCostliest(self) -> None:
+        """
+        With mixed hash kinds an unknown user is checked against a dummy
+        hash of the costliest kind and cost in the file, not the first
+        entry's (an APR1 check costs next to nothing beside bcrypt): made
+        once per reading of the file, matching no entry.
+        """
+        costly = bcrypt.hashpw(b"secret", bcrypt.gensalt(6))
+        self.write(
+            b"bob:$apr1$saltsalt$yAAkm4libquA.ZWLHbSBq/\n"
+            + b"alice:"
+            + bcrypt.hashpw(b"secret", bcrypt.gensalt(4))
+            + b"\ncarol:"
+            + costly
+            + b"\n"
+        )
+        self.now += 5
+        self.check(b"mallory", b"secret").trap(UnauthorizedLogin)
+        [dummy] = self.slow
+        self.assertTrue(dummy.startswith(b"$2b$06$"), dummy)
+        self.assertNotEqual(dummy[7:29], costly[7:29])
+        self.check(b"eve", b"password").trap(UnauthorizedLogin)
+        self.assertEqual(self.slow, [dummy, dummy])
+        self.write(b"bob:" + shaCrypt(b"pw", b"$5$rounds=2000$salt") + b"\n")
+        self.now += 5
+        self.check(b"mallory", b"pw").trap(UnauthorizedLogin)
+        self.assertTrue(self.slow[2].startswith(b"$5$rounds=2000$"), self.slow[2])
+
+    def test_dummyHash(self) -> None:
+        """
+        L{dummyHash} keeps the kind and cost of the costliest hash given
+        (by L{hashWork}), with a fresh salt; checking a password against it
+        really runs that hash and fails.
+        """
+        apr1 = b"$apr1$saltsalt$yAAkm4libquA.ZWLHbSBq/"
+        sha = shaCrypt(b"pw", b"$6$rounds=20000$salt")
+        cheap = bcrypt.hashpw(b"pw", bcrypt.gensalt(4))
+        self.assertIsNone(dummyHash([]))
+        self.assertIsNone(dummyHash([b"plain"]))
+        dummy = dummyHash([apr1, sha, cheap])
+        assert dummy is not None
+        self.assertTrue(dummy.startswith(b"$6$rounds=20000$"), dummy)
+        self.assertEqual(len(dummy.rsplit(b"$", 1)[1]), len(sha.rsplit(b"$", 1)[1]))
+        self.assertFalse(verifyPassword(b"pw", dummy))
+        self.assertEqual(
+            shaCrypt(b"pw", dummy).rsplit(b"$", 1)[0], dummy.rsplit(b"$", 1)[0]
+        )
+        dummy = dummyHash([apr1, bcrypt.hashpw(b"pw", bcrypt.gensalt(5)), cheap])
+        assert dummy is not None
+        self.assertTrue(dummy.startswith(b"$2b$05$"), dummy)
+        self.assertEqual(len(dummy), 60)
+        # A well-formed hash: the bcrypt package checks, and does not refuse.
+        self.assertFalse(bcrypt.checkpw(b"pw", dummy))
+        dummy = dummyHash([SHA1_VECTOR[1].encode(), apr1])
+        assert dummy is not None
+        self.assertTrue(dummy.startswith(b"$apr1$"))
+        self.assertFalse(verifyPassword(b"password", dummy))
+        self.assertGreater(hashWork(b"$2b$12$" + b"." * 53), hashWork(sha))
+        self.assertGreater(hashWork(sha), hashWork(apr1))
+        self.assertEqual(hashWork(b"$2b$03$" + b"." * 53), 0)
+
     def test_cached(self) -> None:
         """
         A successful check is remembered: the same credentials again cost
@@ -657,6 +721,170 @@ class AuthFilterTests(SynchronousTestCase):
         self.assertEqual(counter.count("192.0.2.0"), 0)
         self.assertEqual(counter.count("192.0.2.4"), 1)
 
+    def queue(self, f: auth.AuthFilter) -> list[tuple["Deferred[Any]", Any, Any]]:
+        """
+        Make C{f}'s slow checks wait, as in a busy thread pool, until
+        L{finish}.
+
+        @return: the waiting checks.
+        """
+        checks: list[tuple["Deferred[Any]", Any, Any]] = []
+
+        def runSlow(function: Callable[..., Any], *args: Any) -> "Deferred[Any]":
+            d: "Deferred[Any]" = Deferred()
+            checks.append((d, function, args))
+            return d
+
+        f.checker.runSlow = runSlow
+        return checks
+
+    def finish(self, checks: list[tuple["Deferred[Any]", Any, Any]]) -> None:
+        """
+        Let the waiting checks end.
+        """
+        for d, function, args in checks:
+            if not d.called:
+                d.callback(function(*args))
+
+    def test_parallelGuessesBounded(self) -> None:
+        """
+        A check counts against C{block_after} from the moment it starts:
+        of many parallel guesses from one client at most C{block_after} are
+        checked, the others get 503 (checks still running) without a check.
+        """
+        f = self.make(failure_delay=0, block_after=3)
+        checks = self.queue(f)
+        answers = [
+            f.filterRequest(self.request(basic("alice", f"guess{i}")))
+            for i in range(20)
+        ]
+        self.assertEqual(len(checks), 3)
+        self.assertEqual(f.failures.count("192.0.2.1"), 3)
+        for d in answers[:3]:
+            self.assertNoResult(d)
+        refused = [result(a) for a in answers[3:]]
+        self.assertEqual({r.head.status for r in refused}, {503})
+        self.assertEqual(refused[0].head.headers.get(b"retry-after"), b"1")
+        self.finish(checks)
+        self.assertEqual([result(a).head.status for a in answers[:3]], [407, 407, 429])
+        response = result(f.filterRequest(self.request(basic("alice", "secret"))))
+        self.assertEqual(response.head.status, 429)
+        self.assertEqual(len(checks), 3)
+        other = self.request(basic("alice", "secret"), client="192.0.2.2")
+        f.filterRequest(other)
+        self.assertEqual(len(checks), 4)
+
+    def test_successTakenOff(self) -> None:
+        """
+        A running check counts like a failure until it succeeds; then it is
+        taken off again.
+        """
+        f = self.make(failure_delay=0, block_after=2)
+        checks = self.queue(f)
+        first = self.request(basic("alice", "secret"))
+        second = self.request(basic("bob", "Hello world!"))
+        answers = [f.filterRequest(first), f.filterRequest(second)]
+        self.assertEqual(f.failures.count("192.0.2.1"), 2)
+        self.assertEqual(f.failures.running("192.0.2.1"), 2)
+        self.finish(checks)
+        self.assertEqual([result(a) for a in answers], [first, second])
+        self.assertEqual((first.user, second.user), ("alice", "bob"))
+        self.assertEqual(f.failures.count("192.0.2.1"), 0)
+        self.assertEqual(f.checking, 0)
+
+    def test_checksCapped(self) -> None:
+        """
+        At most C{max_checks} checks run at once over all clients; beyond
+        that an attempt gets 503 without a check and without counting as a
+        failure.  Credentials verified recently need no check and pass.
+        """
+        f = self.make(failure_delay=0, max_checks=2)
+        result(f.filterRequest(self.request(basic("jörg", "password"))))
+        checks = self.queue(f)
+        pending = [
+            f.filterRequest(self.request(basic("alice", "secret"), client=client))
+            for client in ("192.0.2.1", "192.0.2.2")
+        ]
+        self.assertEqual(f.checking, 2)
+        busy = result(
+            f.filterRequest(self.request(basic("bob", "wrong"), client="192.0.2.3"))
+        )
+        self.assertEqual(busy.head.status, 503)
+        self.assertEqual(busy.head.headers.get(b"retry-after"), b"1")
+        self.assertNotIn(b"proxy-authenticate", busy.head.headers)
+        self.assertEqual(len(checks), 2)
+        self.assertEqual(f.failures.count("192.0.2.3"), 0)
+        cached = self.request(basic("jörg", "password"), client="192.0.2.3")
+        self.assertIs(f.filterRequest(cached), cached)
+        self.finish(checks)
+        self.assertEqual(f.checking, 0)
+        for d in pending:
+            self.assertIsInstance(result(d), RequestHead)
+        d = f.filterRequest(self.request(basic("bob", "wrong"), client="192.0.2.3"))
+        self.assertEqual(len(checks), 3)
+        self.finish(checks)
+        self.assertEqual(result(d).head.status, 407)
+
+    def test_delayCountsCheckTime(self) -> None:
+        """
+        The throttle delay runs from the attempt's arrival: a check that
+        took 1.5 s does not add to a 4 s delay.
+        """
+        f = self.make(failure_delay=4, max_delay=4)
+        checks = self.queue(f)
+        d = f.filterRequest(self.request(basic("alice", "wrong")))
+        self.clock.advance(1.5)
+        self.finish(checks)
+        self.clock.advance(2.49)
+        self.assertNoResult(d)
+        self.clock.advance(0.01)
+        self.assertEqual(self.successResultOf(d).head.status, 407)
+
+    def test_answersBeforeDeadline(self) -> None:
+        """
+        Given the filter deadline, the filter answers a little before it:
+        a throttled failure at the latest then, and a check still running
+        with 503.  That check stays counted until it really ends.
+        """
+        f = self.make(failure_delay=4.8, max_delay=4.8, deadline=5)
+        self.assertEqual(f.answerWithin, 4.5)
+        checks = self.queue(f)
+        d = f.filterRequest(self.request(basic("alice", "wrong")))
+        self.finish(checks)
+        self.clock.advance(4.49)
+        self.assertNoResult(d)
+        self.clock.advance(0.01)
+        self.assertEqual(self.successResultOf(d).head.status, 407)
+        d = f.filterRequest(self.request(basic("alice", "wrong")))
+        self.clock.advance(4.49)
+        self.assertNoResult(d)
+        self.clock.advance(0.01)
+        self.assertEqual(self.successResultOf(d).head.status, 503)
+        self.assertEqual(f.checking, 1)
+        self.assertEqual(f.failures.running("192.0.2.1"), 1)
+        self.finish(checks)
+        self.assertEqual(f.checking, 0)
+        self.assertEqual(f.failures.count("192.0.2.1"), 2)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_cancelledKeepsCounting(self) -> None:
+        """
+        When the chain gives up on an answer (its deadline cancels the
+        L{Deferred}), the check still counts as running until it ends, and
+        no timer is left behind.
+        """
+        f = self.make(failure_delay=1, deadline=5)
+        checks = self.queue(f)
+        d = f.filterRequest(self.request(basic("alice", "wrong")))
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(f.checking, 1)
+        self.finish(checks)
+        self.assertEqual(f.checking, 0)
+        self.assertEqual(f.failures.count("192.0.2.1"), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_parseBasic(self) -> None:
         """
         L{auth.parseBasic} decodes user and password (which may contain
@@ -696,6 +924,7 @@ class ConfigTests(SynchronousTestCase):
         )
         self.assertEqual(f.failures.forgetAfter, 300.0)
         self.assertEqual(f.checker.cacheSeconds, 60.0)
+        self.assertEqual((f.maxChecks, f.deadline, f.answerWithin), (32, None, None))
 
     def test_coreTable(self) -> None:
         """
@@ -723,6 +952,65 @@ class ConfigTests(SynchronousTestCase):
         )
         self.assertRejected({"htpasswd": self.path + ".missing"}, "htpasswd")
 
+    def test_deadline(self) -> None:
+        """
+        Given the filter deadline, a C{max_delay} set in the table must be
+        below it (the message names both settings); the default one is cut
+        to fit.
+        """
+        f = auth.makeFilter({"htpasswd": self.path, "deadline": 5, "max_delay": 4})
+        self.assertEqual(f.deadline, 5.0)
+        with self.assertRaises(ValueError) as e:
+            auth.makeFilter({"htpasswd": self.path, "deadline": 5, "max_delay": 5})
+        self.assertIn("max_delay", str(e.exception))
+        self.assertIn("[filters] deadline", str(e.exception))
+        self.assertRejected(
+            {"htpasswd": self.path, "deadline": 4, "max_delay": 4}, "max_delay"
+        )
+        self.assertEqual(
+            auth.makeFilter({"htpasswd": self.path, "deadline": 4}).maxDelay, 3.6
+        )
+        for bad in (0, -1, "5", True, float("nan")):
+            self.assertRejected({"htpasswd": self.path, "deadline": bad}, "deadline")
+        self.assertRejected({"htpasswd": self.path, "max_checks": 0}, "max_checks")
+        self.assertRejected({"htpasswd": self.path, "max_checks": 1.5}, "max_checks")
+        self.assertRejected(
+            {"htpasswd": self.path, "max_delay": float("nan")}, "max_delay"
+        )
+
+    def chainFilters(self, **overrides: Any) -> Any:
+        settings = Settings(htpasswd=self.path, **overrides)
+        return buildChainFilters(settings)
+
+    def test_chainPassesDeadline(self) -> None:
+        """
+        The proxy builds the filter with C{[filters] deadline}, so a
+        C{max_delay} that does not fit under it stops the start.
+        """
+        [_, enabled] = self.chainFilters(filterDeadline=2.5)
+        self.assertEqual(enabled.filter.deadline, 2.5)
+        # The default max_delay (4 s) is cut to fit.
+        self.assertEqual(enabled.filter.maxDelay, 2.25)
+        error = self.assertRaises(
+            ConfigError,
+            self.chainFilters,
+            filterDeadline=3.0,
+            filterTables={"auth": {"max_delay": 4.0}},
+        )
+        self.assertIn("max_delay", str(error))
+
+    def test_cannotFailOpen(self) -> None:
+        """
+        C{[filter.auth] on_error = "pass"} (an error or a missed deadline
+        would let a request through unauthenticated) is refused, as is a
+        C{deadline} of its own.
+        """
+        for key, value in (("on_error", "pass"), ("on_error", "fail"), ("deadline", 9)):
+            error = self.assertRaises(
+                ConfigError, self.chainFilters, filterTables={"auth": {key: value}}
+            )
+            self.assertIn(f"[filter.auth] {key}", str(error))
+
 
 class InMemoryTests(SynchronousTestCase):
     """
@@ -730,7 +1018,7 @@ class InMemoryTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        path = self.mktemp()
+        self.path = path = self.mktemp()
         with open(path, "wb") as f:
             f.write(b"alice:" + bcrypt.hashpw(b"secret", bcrypt.gensalt(4)) + b"\n")
         self.filter = auth.makeFilter(
@@ -808,3 +1096,24 @@ class InMemoryTests(SynchronousTestCase):
         self.proxy.reactor.advance(0)
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 "))
         self.assertEqual(self.proxy.connections, [("example.com", 443)])
+
+    def test_throttledWithinChainDeadline(self) -> None:
+        """
+        A throttled wrong guess whose check took 1.5 s still gets its 407
+        within the chain's 5 s deadline with C{max_delay = 4} (not 500 at
+        1.5 + 4 s).
+        """
+        f = auth.makeFilter({"htpasswd": self.path, "failure_delay": 4})
+        proxy = InMemoryProxy([f])
+        f.reactor = proxy.reactor
+
+        def slowly(function: Callable[..., Any], *args: Any) -> "Deferred[Any]":
+            return deferLater(proxy.reactor, 1.5, function, *args)
+
+        f.checker.runSlow = slowly
+        response = proxy.get(
+            "http://example.com/",
+            headers=[(b"Proxy-Authorization", basic("alice", "nope"))],
+        )
+        self.assertEqual(response.status, 407)
+        self.assertEqual(proxy.originRequests, [])

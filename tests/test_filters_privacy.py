@@ -12,7 +12,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from proxyapp.filters import privacy
-from proxyapp.interfaces import IBodyFilter, IRequestFilter, IResponseFilter
+from proxyapp.interfaces import IRequestFilter, IResponseFilter
 from proxyapp.message import Headers
 from proxyapp.testing import (
     InMemoryProxy,
@@ -72,8 +72,8 @@ class PrivacyFilterTests(SynchronousTestCase):
 
     def test_interfaces(self) -> None:
         """
-        The filter always provides L{IRequestFilter}; L{IResponseFilter} and
-        L{IBodyFilter} only when it has work on responses.
+        The filter always provides L{IRequestFilter}; L{IResponseFilter}
+        only when it has work on responses.
         """
         self.assertEqual(verifyFilter(privacy.makeFilter({})), [IRequestFilter])
         self.assertEqual(
@@ -82,7 +82,7 @@ class PrivacyFilterTests(SynchronousTestCase):
         )
         self.assertEqual(
             set(verifyFilter(privacy.makeFilter({"via": False}))),
-            {IRequestFilter, IResponseFilter, IBodyFilter},
+            {IRequestFilter, IResponseFilter},
         )
 
     def test_defaultsChangeNothing(self) -> None:
@@ -105,6 +105,81 @@ class PrivacyFilterTests(SynchronousTestCase):
         """
         headers = self.filtered({"via": False}, [(b"Via", b"1.0 other")])
         self.assertEqual(headers.getAll(b"via"), [b"1.0 other"])
+
+    def test_viaOffList(self) -> None:
+        """
+        C{via = false} removes only the proxy's element from a
+        comma-separated Via list, whatever its case or comment, and keeps
+        the other elements (commas in comments included) and fields.
+        """
+        headers = self.filtered(
+            {"via": False},
+            [
+                (b"Via", b"1.0 a (x, y), 1.1 WebProxy-Test (old), 1.1 b"),
+                (b"Via", b"1.1 webproxy-test"),
+                (b"Via", b"2 c, 1.1 webproxy-tester"),
+            ],
+        )
+        self.assertEqual(
+            headers.getAll(b"via"),
+            [b"1.0 a (x, y), 1.1 b", b"2 c, 1.1 webproxy-tester"],
+        )
+
+    def test_viaOffEachVersion(self) -> None:
+        """
+        The proxy's Via names the version of the message it received: one
+        filter removes C{1.0 <pseudonym>} and C{1.1 <pseudonym>} alike, in
+        any order, from requests and responses.
+        """
+        f = privacy.makeFilter({"via": False})
+        for version in [b"HTTP/1.1", b"HTTP/1.0", b"HTTP/1.1"]:
+            own = version[5:] + b" webproxy-test"
+            request = makeRequestHead(
+                url=b"http://example.com/",
+                headers=[(b"Via", b"1.0 other")],
+                version=version,
+            )
+            request.headers.add(b"Via", own)
+            f.filterRequest(request)
+            self.assertEqual(request.headers.getAll(b"via"), [b"1.0 other"], version)
+            response = makeResponseHead(headers=[(b"Via", b"1.1 upstream")])
+            response.version = version
+            response.headers.add(b"Via", own)
+            f.filterResponse(request, response)
+            self.assertEqual(
+                response.headers.getAll(b"via"), [b"1.1 upstream"], version
+            )
+
+    def test_viaOffNotLearnt(self) -> None:
+        """
+        A request to the proxy itself, which carries no Via of the proxy's,
+        teaches the filter nothing: its client's Via stays, and the next
+        forwarded request loses the proxy's Via all the same.
+        """
+        f = privacy.makeFilter({"via": False})
+        local = makeRequestHead(
+            url=b"/", headers=[(b"Host", b"proxy"), (b"Via", b"1.1 bogus")]
+        )
+        self.assertIsNone(local.host)
+        f.filterRequest(local)
+        self.assertEqual(local.headers.getAll(b"via"), [b"1.1 bogus"])
+        headers = self.filtered({"via": False}, [(b"Via", b"1.1 bogus")])
+        self.assertEqual(headers.getAll(b"via"), [b"1.1 bogus"])
+        request = makeRequestHead(headers=[(b"Via", b"1.1 bogus")])
+        request.headers.add(b"Via", OWN_VIA)
+        f.filterRequest(request)
+        self.assertEqual(request.headers.getAll(b"via"), [b"1.1 bogus"])
+
+    def test_viaOffNoOwnField(self) -> None:
+        """
+        When the last Via field is not one the proxy could have added (a
+        list, or a version other than the message's), nothing is removed.
+        """
+        f = privacy.makeFilter({"via": False})
+        for value in [b"1.1 a, 1.1 b", b"1.0 a", b"1.1 a (comment)"]:
+            response = makeResponseHead(headers=[(b"Via", b"1.1 a"), (b"Via", value)])
+            f.filterResponse(makeRequestHead(), response)
+            self.assertEqual(response.headers.getAll(b"via"), [b"1.1 a", value])
 
     def test_forwardedFor(self) -> None:
         """
@@ -228,21 +303,17 @@ class PrivacyFilterTests(SynchronousTestCase):
     def test_responseCookiesAndVia(self) -> None:
         """
         Set-Cookie is removed from listed domains' responses; with
-        C{via = false} the proxy's own Via is removed from responses,
-        whether it is there when the response filters run or added before
-        the body transforms are asked for.
+        C{via = false} the proxy's own Via, which the core adds before the
+        response filters run, is removed from responses.
         """
         f = privacy.makeFilter({"via": False, "strip_cookies_for": ["example.com"]})
         request = makeRequestHead(url=b"http://a.example.com/")
-        request.headers.add(b"Via", OWN_VIA)
-        f.filterRequest(request)
         response = makeResponseHead(
             headers=[(b"Set-Cookie", b"a=b"), (b"Via", b"1.0 upstream")]
         )
+        response.headers.add(b"Via", OWN_VIA)
         self.assertIs(f.filterResponse(request, response), response)
         self.assertNotIn(b"set-cookie", response.headers)
-        response.headers.add(b"Via", OWN_VIA)
-        self.assertIsNone(f.bodyTransform(request, response))
         self.assertEqual(response.headers.getAll(b"via"), [b"1.0 upstream"])
 
     def test_config(self) -> None:
@@ -322,3 +393,42 @@ class InMemoryTests(SynchronousTestCase):
         self.assertEqual(received(response.body).getAll(b"via"), [OWN_VIA])
         self.assertEqual(response.headers.getAll(b"via"), [b"1.0 upstream", OWN_VIA])
         self.assertEqual(response.headers.get(b"set-cookie"), b"id=1")
+
+    def test_viaOffEveryVersion(self) -> None:
+        """
+        With C{via = false} the proxy's Via reaches neither side, whichever
+        HTTP version the client and the origin speak, in any order.
+        """
+        proxy = InMemoryProxy([privacy.makeFilter({"via": False})], origin=echo)
+        self.assertEqual(proxy.get("http://www.example.com/").status, 200)
+        response = proxy.request(
+            b"GET http://www.example.com/ HTTP/1.0\r\nHost: www.example.com\r\n"
+            b"Via: 1.1 a, 1.0 b\r\n\r\n"
+        )
+        self.assertEqual(response.status, 200)
+        self.assertEqual(received(response.body).getAll(b"via"), [b"1.1 a, 1.0 b"])
+        self.assertEqual(response.headers.getAll(b"via"), [b"1.0 upstream"])
+
+        def http10(request: OriginRequest) -> bytes:
+            return (
+                b"HTTP/1.0 200 OK\r\nVia: 1.1 upstream\r\n"
+                b"Content-Length: 2\r\n\r\nhi"
+            )
+
+        proxy = InMemoryProxy([privacy.makeFilter({"via": False})], origin=http10)
+        response = proxy.get("http://www.example.com/")
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.headers.getAll(b"via"), [b"1.1 upstream"])
+
+    def test_viaOffAfterStatusPage(self) -> None:
+        """
+        A request for the proxy's own status page carrying a Via field of
+        the client's does not stop the filter removing the proxy's Via from
+        the requests after it.
+        """
+        proxy = InMemoryProxy([privacy.makeFilter({"via": False})], origin=echo)
+        proxy.request(b"GET / HTTP/1.1\r\nHost: proxy\r\nVia: 1.1 bogus\r\n\r\n")
+        response = proxy.get("http://www.example.com/")
+        self.assertEqual(response.status, 200)
+        self.assertEqual(received(response.body).getAll(b"via"), [])
+        self.assertEqual(response.headers.getAll(b"via"), [b"1.0 upstream"])

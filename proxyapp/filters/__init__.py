@@ -50,23 +50,40 @@ def buildChainFilters(settings: Settings) -> list[EnabledFilter]:
 
     where = f"{settings.configFile}: " if settings.configFile else ""
     discovered = findFilterFactories()
+    tables = dict(settings.filterTables)
+    if "auth" in tables:
+        authTable = dict(tables["auth"])
+        for key, instead in (
+            ("on_error", "the auth filter always fails closed"),
+            ("deadline", "it is [filters] deadline"),
+        ):
+            if key in authTable:
+                raise ConfigError(
+                    f"{where}[filter.auth] {key}: not settable; {instead}"
+                )
+        # The auth filter answers before the chain's deadline, and checks
+        # that its throttling delay fits under it.
+        authTable["deadline"] = settings.filterDeadline
+        tables["auth"] = authTable
     try:
         filters = [
             buildFilter(_builtin(discovered, "access"), "access", accessTable(settings))
         ]
         if settings.htpasswd is not None:
             # [auth] carries the common keys; [filter.auth] may tune the rest
-            # (max_delay, block_after, forget_after, cache_seconds).
-            authTable = dict(settings.filterTables.get("auth", {}))
+            # (max_delay, block_after, forget_after, cache_seconds,
+            # max_checks).
+            authTable = dict(tables.get("auth", {}))
             authTable.update(
                 htpasswd=settings.htpasswd,
                 realm=settings.authRealm,
                 failure_delay=settings.authFailureDelay,
+                deadline=settings.filterDeadline,
             )
             filters.append(buildFilter(_builtin(discovered, "auth"), "auth", authTable))
         implicit = {f.name for f in filters}
         enabled = [name for name in settings.filters if name not in implicit]
-        filters += buildFilters(enabled, settings.filterTables, discovered)
+        filters += buildFilters(enabled, tables, discovered)
     except FilterError as e:
         raise ConfigError(f"{where}{e}")
     if "access" in settings.filterTables:

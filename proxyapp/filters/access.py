@@ -5,7 +5,8 @@ nobody may reach through it (HTTP and CONNECT alike).
 
 Client patterns are fnmatch wildcards (C{192.168.*}), CIDR blocks
 (C{10.0.0.0/8}, C{fd00::/8}) or single addresses; IPv4-mapped IPv6
-addresses (C{::ffff:10.1.2.3}) match as their IPv4 form.  With no
+addresses (C{::ffff:10.1.2.3}), clients and entries alike, match as their
+IPv4 form.  With no
 C{allowed_clients}, loopback and the private ranges are allowed, so a proxy
 bound to a public address is never an open proxy by accident.
 
@@ -18,8 +19,11 @@ compared: case, trailing dots, a port, percent-encoding, brackets around
 IPv6 literals, IDNA (a Unicode name is stored as its punycode form, under
 both the IDNA 2003 mapping the request parser uses and the UTS 46 / IDNA
 2008 one browsers use, so C{faß.de} blocks both C{fass.de} and
-C{xn--fa-hia.de}), and IPv4 addresses in the numeric forms C{inet_aton}
-accepts (C{2130706433}, C{0x7f.1}) are reduced to dotted quads.
+C{xn--fa-hia.de}), IPv4 addresses in the numeric forms C{inet_aton}
+accepts (C{2130706433}, C{0x7f.1}) are reduced to dotted quads, and IPv6
+literals that reach an IPv4 address (IPv4-mapped C{::ffff:10.1.2.3} or
+C{::ffff:a01:203}, and the well-known NAT64 prefix C{64:ff9b::/96}) are
+reduced to that IPv4 address, so blocking C{10.1.2.3} blocks them too.
 
 Configuration (C{[access]})::
 
@@ -111,22 +115,68 @@ def _hostForms(host: str) -> list[str]:
     return forms
 
 
+# RFC 6052's well-known NAT64 prefix: on a network with a NAT64 gateway,
+# 64:ff9b::a.b.c.d reaches a.b.c.d.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
 def _canonicalAddress(host: str) -> str:
     """
     @return: the canonical text of an IP address in any form the resolver
         accepts (C{inet_aton}'s numeric forms for IPv4), or C{host}
-        unchanged if it is no address.
+        unchanged if it is no address.  An IPv6 address that reaches an
+        IPv4 one is that IPv4 address: IPv4-mapped (C{::ffff:a.b.c.d},
+        which an C{AF_INET6} socket connects to as IPv4) and the
+        well-known NAT64 prefix (C{64:ff9b::a.b.c.d}).
     """
     try:
-        return str(ipaddress.ip_address(host))
+        address = ipaddress.ip_address(host)
     except ValueError:
         pass
+    else:
+        if isinstance(address, ipaddress.IPv6Address):
+            mapped = _embeddedIPv4(address)
+            if mapped is not None:
+                return str(mapped)
+        return str(address)
     if ":" not in host:
         try:
             return socket.inet_ntoa(socket.inet_aton(host))
         except OSError:
             pass
     return host
+
+
+def _embeddedIPv4(address: ipaddress.IPv6Address) -> Optional[ipaddress.IPv4Address]:
+    """
+    @return: the IPv4 address C{address} reaches, if it is IPv4-mapped or
+        in the well-known NAT64 prefix, else C{None}.
+    """
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _mappedNetwork(network: _Network) -> _Network:
+    """
+    @return: C{network} as an IPv4 block if it lies within the IPv4-mapped
+        range (C{::ffff:10.0.0.0/104} is C{10.0.0.0/8}), since clients'
+        mapped addresses are matched in their IPv4 form; else C{network}.
+    """
+    if (
+        isinstance(network, ipaddress.IPv6Network)
+        and network.prefixlen >= 96
+        and network.network_address in _MAPPED
+    ):
+        return ipaddress.IPv4Network(
+            (int(network.network_address) & 0xFFFFFFFF, network.prefixlen - 96)
+        )
+    return network
 
 
 class ClientPolicy:
@@ -143,15 +193,21 @@ class ClientPolicy:
             if pattern == "*":
                 continue
             try:
-                self._networks.append(ipaddress.ip_network(pattern, strict=False))
-                continue
+                network = ipaddress.ip_network(pattern, strict=False)
             except ValueError:
                 pass
+            else:
+                self._networks.append(_mappedNetwork(network))
+                continue
             if not any(c in pattern for c in "*?["):
                 raise ValueError(
                     f"allowed_clients: {pattern!r} is not an address, a CIDR block or an fnmatch pattern"
                 )
-            self._globs.append(pattern.lower())
+            glob = pattern.lower()
+            if glob.startswith("::ffff:") and ":" not in glob[7:]:
+                # Clients' mapped addresses are matched in their IPv4 form.
+                glob = glob[7:]
+            self._globs.append(glob)
         self._cache: dict[str, bool] = {}
 
     def allows(self, host: str) -> bool:

@@ -243,6 +243,85 @@ def isSlowHash(hashed: bytes) -> bool:
     return hashKind(hashed) in ("bcrypt", "sha-crypt")
 
 
+_BCRYPT64 = b"./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def _shaCryptRounds(hashed: bytes) -> int:
+    rest = hashed[3:]
+    if rest.startswith(b"rounds="):
+        text = rest[7:].partition(b"$")[0]
+        if text.isdigit():
+            return min(max(int(text), ROUNDS_MIN), ROUNDS_MAX)
+    return ROUNDS_DEFAULT
+
+
+def hashWork(hashed: bytes) -> int:
+    """
+    Estimate what checking a password against C{hashed} costs, in rough
+    microseconds (bcrypt: about 60 per unit of 2 ** cost; SHA-crypt: about
+    one per round; MD5-crypt: its 1000 rounds).  Only the order matters.
+
+    @return: the estimate; 0 for unsupported or malformed hashes.
+    """
+    kind = hashKind(hashed)
+    if kind == "bcrypt":
+        cost = hashed[4:6]
+        if not cost.isdigit() or hashed[6:7] != b"$" or not 4 <= int(cost) <= 31:
+            return 0  # the bcrypt package refuses it without hashing
+        return 60 * 2 ** int(cost)
+    if kind == "sha-crypt":
+        return _shaCryptRounds(hashed)
+    if kind == "md5-crypt":
+        return 1000
+    if kind == "sha1":
+        return 1
+    return 0
+
+
+def _randomChars(alphabet: bytes, n: int) -> bytes:
+    return bytes(secrets.choice(alphabet) for _ in range(n))
+
+
+def dummyHash(hashes: Any) -> Optional[bytes]:
+    """
+    Make a hash of the same kind and cost as the costliest of C{hashes}
+    (by L{hashWork}), with a random salt and a random hash value: checking
+    any password against it costs what checking against that entry costs,
+    and (but for a 2 ** -128 chance) fails.  Nothing is hashed here, so
+    this is cheap even for bcrypt.
+
+    @return: the dummy hash, or C{None} if C{hashes} holds no supported
+        hash.
+    """
+    costliest = max(hashes, key=hashWork, default=None)
+    if costliest is None or not hashWork(costliest):
+        return None
+    kind = hashKind(costliest)
+    if kind == "bcrypt":
+        # A real salt (its last character only carries 4 bits), then any
+        # 31 characters for the hash, which is only compared.
+        import bcrypt
+
+        setting = bcrypt.gensalt(int(costliest[4:6]), prefix=b"2b")
+        return setting + _randomChars(_BCRYPT64, 31)
+    if kind == "sha-crypt":
+        magic = costliest[:3]
+        rounds = b""
+        if costliest[3:].startswith(b"rounds="):
+            rounds = b"rounds=%d$" % _shaCryptRounds(costliest)
+        length = 43 if magic == b"$5$" else 86
+        return (
+            magic
+            + rounds
+            + _randomChars(_CRYPT64, 16)
+            + b"$"
+            + _randomChars(_CRYPT64, length)
+        )
+    if kind == "md5-crypt":
+        return b"$apr1$" + _randomChars(_CRYPT64, 8) + b"$" + _randomChars(_CRYPT64, 22)
+    return b"{SHA}" + base64.b64encode(secrets.token_bytes(20))
+
+
 def verifyPassword(password: bytes, hashed: bytes) -> bool:
     """
     Check a password against one stored hash, in constant time with
@@ -293,6 +372,7 @@ class HtpasswdFile:
         self.path = path
         self.clock = clock
         self._entries: dict[bytes, bytes] = {}
+        self._dummy: Optional[bytes] = None
         self._signature: Optional[tuple[int, int, int]] = None
         self._checked = float("-inf")
         self._load(strict=True)
@@ -315,9 +395,11 @@ class HtpasswdFile:
                 error=e.strerror,
             )
             self._entries = {}
+            self._dummy = None
             self._signature = None
             return
         self._entries = parseHtpasswd(data, self.path)
+        self._dummy = dummyHash(self._entries.values())
         self._signature = signature
 
     def _maybeReload(self) -> None:
@@ -344,14 +426,16 @@ class HtpasswdFile:
         self._maybeReload()
         return self._entries.get(user)
 
-    def anyEntry(self) -> Optional[bytes]:
+    def dummyEntry(self) -> Optional[bytes]:
         """
-        @return: some user's hash (to spend the same effort on unknown
-            users as on known ones), or C{None} if there are no users.
+        @return: a hash of the costliest kind and cost in the file (see
+            L{hashWork}) that no password matches, made when the file was
+            read; unknown users are checked against it, so that they cost
+            at least as much as any known user and response times do not
+            tell which names exist.  C{None} if there are no users.
         """
-        for hashed in self._entries.values():
-            return hashed
-        return None
+        self._maybeReload()
+        return self._dummy
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -482,9 +566,9 @@ class HtpasswdChecker:
         hashed = self.passwords.entry(username)
         known = hashed is not None
         if hashed is None:
-            # Spend what a real check costs, so that response times do not
-            # tell which user names exist.
-            hashed = self.passwords.anyEntry()
+            # Spend at least what the costliest real check costs, so that
+            # response times do not tell which user names exist.
+            hashed = self.passwords.dummyEntry()
             if hashed is None:
                 return fail(UnauthorizedLogin("no such user"))
 

@@ -30,13 +30,16 @@ Field names in C{remove} and C{replace} are matched case-insensitively.
 Fields the proxy manages itself (framing, Host, hop-by-hop fields) cannot
 be listed.
 
-The proxy adds its Via entry to a request before the filters run, so with
-C{via = false} the filter learns that entry from the first request (it is
-the last Via field) and removes exactly that value from then on.  On
-responses the core adds Via after the response filters, so the filter
-removes it when the core asks for a body transform (see
-L{PrivacyFilter.bodyTransform}); responses without a body keep it until
-the core adds Via before the response filters.
+With C{via = false} the filter removes the Via elements whose received-by
+is the proxy's pseudonym, from requests and responses, and keeps every
+other element (of a comma-separated list too).  The core appends its Via
+field (C{1.0 <pseudonym>} or C{1.1 <pseudonym>}, after the version of the
+message it received) to every request it forwards and every response it
+relays, before the filters see them; so the pseudonym is the received-by
+of the last Via field of each such message, read afresh each time and
+never carried from one message to the next.  A request addressed to the
+proxy itself (its status page) gets no Via from the core, and the filter
+removes nothing from it.
 """
 
 from __future__ import annotations
@@ -48,26 +51,90 @@ from zope.interface import alsoProvides, implementer
 
 from proxyapp.filters.access import DomainSet
 from proxyapp.filters.headers import TOKEN_CHARS, checkFieldName, checkFieldValue
-from proxyapp.interfaces import IBodyFilter, IRequestFilter, IResponseFilter
+from proxyapp.interfaces import IRequestFilter, IResponseFilter
 from proxyapp.message import Headers, RequestHead, ResponseHead
 
 MODES = ("pass", "append", "set", "remove")
 REFERER_MODES = ("pass", "origin", "remove")
 
 
-def removeValue(headers: Headers, name: bytes, value: bytes) -> None:
+def _viaElements(value: bytes) -> list[bytes]:
     """
-    Remove the fields called C{name} whose value is exactly C{value},
-    keeping the others (with their names as sent) in order.
+    Split a Via field value into its elements at the commas outside
+    comments (which may nest and hold quoted pairs, RFC 9110 section 5.6.5).
+
+    @return: the elements, without surrounding whitespace, empty ones
+        dropped.
     """
-    lower = name.lower()
-    fields = [(n, v) for n, v in headers if n.lower() == lower]
-    if not any(v == value for _, v in fields):
+    elements = []
+    depth = 0
+    escaped = False
+    start = 0
+    for i, c in enumerate(value):
+        if escaped:
+            escaped = False
+        elif depth and c == 0x5C:  # backslash
+            escaped = True
+        elif c == 0x28:  # (
+            depth += 1
+        elif c == 0x29 and depth:  # )
+            depth -= 1
+        elif c == 0x2C and not depth:  # ,
+            elements.append(value[start:i].strip())
+            start = i + 1
+    elements.append(value[start:].strip())
+    return [e for e in elements if e]
+
+
+def _receivedBy(element: bytes) -> Optional[bytes]:
+    """
+    @return: the received-by of a Via element, lowercase, or C{None} if it
+        has none.
+    """
+    parts = element.split(None, 2)
+    return parts[1].lower() if len(parts) >= 2 else None
+
+
+def ownViaToken(headers: Headers, version: bytes) -> Optional[bytes]:
+    """
+    @return: the proxy's pseudonym (lowercase) as the received-by of the
+        Via field the core appended to a message of C{version}: the last Via
+        field, if it is exactly C{<version number> <pseudonym>}; else
+        C{None}.
+    """
+    values = headers.getAll(b"via")
+    if not values:
+        return None
+    parts = values[-1].split()
+    if len(parts) != 2 or parts[0] != version.rpartition(b"/")[2]:
+        return None
+    if b"," in parts[1] or b"(" in parts[1]:
+        return None
+    return parts[1].lower()
+
+
+def removeVia(headers: Headers, token: bytes) -> None:
+    """
+    Remove the Via elements whose received-by is C{token} (lowercase),
+    keeping the other elements, in order, and fields left empty out.
+    """
+    fields = [(n, v) for n, v in headers if n.lower() == b"via"]
+    kept = []
+    changed = False
+    for name, value in fields:
+        elements = _viaElements(value)
+        others = [e for e in elements if _receivedBy(e) != token]
+        if len(others) != len(elements):
+            changed = True
+            if others:
+                kept.append((name, b", ".join(others)))
+        else:
+            kept.append((name, value))
+    if not changed:
         return
-    headers.remove(name)
-    for n, v in fields:
-        if v != value:
-            headers.add(n, v)
+    headers.remove(b"via")
+    for name, value in kept:
+        headers.add(name, value)
 
 
 def _clientIP(
@@ -122,11 +189,9 @@ class PrivacyFilter:
     Removes or rewrites what identifies the client (and, optionally, the
     proxy) to the origin.
 
-    It also provides L{IResponseFilter} when it has something to do on
-    responses (C{strip_cookies_for}, C{via = false}) and L{IBodyFilter}
-    with C{via = false}, so that an unused hook costs the proxy nothing.
-
-    @ivar ownVia: the value of the Via field this proxy adds, once learnt.
+    It also provides L{IResponseFilter} only when it has something to do
+    on responses (C{strip_cookies_for}, C{via = false}), so that an unused
+    hook costs the proxy nothing.
     """
 
     def __init__(
@@ -148,21 +213,16 @@ class PrivacyFilter:
         self.stripCookiesFor = (
             stripCookiesFor if stripCookiesFor is not None else DomainSet()
         )
-        self.ownVia: Optional[bytes] = None
         if not via or len(self.stripCookiesFor):
             alsoProvides(self, IResponseFilter)
-        if not via:
-            alsoProvides(self, IBodyFilter)
 
     def filterRequest(self, request: RequestHead) -> RequestHead:
         headers = request.headers
-        if not self.via:
-            if self.ownVia is None:
-                values = headers.getAll(b"via")
-                if values:
-                    self.ownVia = values[-1]
-            if self.ownVia is not None:
-                removeValue(headers, b"via", self.ownVia)
+        if not self.via and request.host is not None:
+            # Only a request with a target carries the core's Via.
+            token = ownViaToken(headers, request.version)
+            if token is not None:
+                removeVia(headers, token)
         if self.forwardedFor != "pass":
             self._forwardedFor(request, headers)
         if self.forwarded != "pass":
@@ -237,22 +297,11 @@ class PrivacyFilter:
             and self.stripCookiesFor.match(request.host)
         ):
             response.headers.remove(b"set-cookie")
-        if not self.via and self.ownVia is not None:
-            # Effective once the core adds its Via before response filters.
-            removeValue(response.headers, b"via", self.ownVia)
+        if not self.via:
+            token = ownViaToken(response.headers, response.version)
+            if token is not None:
+                removeVia(response.headers, token)
         return response
-
-    def bodyTransform(self, request: RequestHead, response: ResponseHead) -> None:
-        """
-        Provided only with C{via = false}: the core adds its Via entry to
-        responses after the response filters and before asking for body
-        transforms, so this is where it can be taken out again.
-
-        @return: C{None}: the body itself is never changed.
-        """
-        if self.ownVia is not None:
-            removeValue(response.headers, b"via", self.ownVia)
-        return None
 
 
 def _choice(config: dict[str, Any], key: str, choices: tuple[str, ...]) -> str:
