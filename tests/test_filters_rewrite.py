@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import gzip
 import re
+import tracemalloc
 import zlib
 from typing import Any, Iterable, Optional
 
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from proxyapp.chain import EnabledFilter, FilterChain
 from proxyapp.filters import rewrite
 from proxyapp.interfaces import IBodyFilter, IBodyTransform
 from proxyapp.message import ResponseHead
@@ -455,9 +457,171 @@ class EncodingTests(SynchronousTestCase):
         """
         bomb = gzip.compress(b"\0" * (20 << 20))
         inflater = rewrite._Inflater("gzip")
-        pieces = inflater.inflate(bomb)
+        pieces = list(inflater.inflate(bomb))
         self.assertEqual(sum(len(p) for p in pieces), 20 << 20)
         self.assertLessEqual(max(len(p) for p in pieces), rewrite.INFLATE_STEP)
+
+    def test_bombStreams(self) -> None:
+        """
+        A chunk that inflates 1000-fold is decoded, rewritten and
+        re-compressed piece by piece: the memory it takes is bounded by
+        the inflate step and zlib's buffers, not by what it inflates to.
+        """
+        inflated = 32 << 20
+        bomb = gzip.compress(b"\0" * inflated, 9)
+        self.assertLess(len(bomb), 64 * 1024)
+        transform, _ = transformFor(
+            {"search": "a", "replace": "b"},
+            extra=[(b"Content-Encoding", b"gzip")],
+        )
+        tracemalloc.start()
+        try:
+            out = transform.transform(bomb)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        # Inflating the chunk whole would take 32 MiB.
+        self.assertLess(peak, 4 << 20, f"peak {peak / 2**20:.1f} MiB")
+        out += transform.finish()
+        self.assertEqual(gzip.decompress(out), b"\0" * inflated)
+
+    def test_inflateIsLazy(self) -> None:
+        """
+        L{rewrite._Inflater.inflate} inflates a piece only when the one
+        before has been taken.
+        """
+        bomb = gzip.compress(b"\0" * (20 << 20))
+        inflater = rewrite._Inflater("gzip")
+        pieces = inflater.inflate(bomb)
+        self.assertEqual(len(next(pieces)), rewrite.INFLATE_STEP)
+        self.assertFalse(inflater.decompressor.eof)
+        self.assertEqual(sum(len(p) for p in pieces), (20 << 20) - rewrite.INFLATE_STEP)
+        self.assertTrue(inflater.decompressor.eof)
+
+    def test_gzipPadding(self) -> None:
+        """
+        NUL padding after a gzip member is skipped, also between members,
+        and is not kept however long it is.
+        """
+        one, two = gzip.compress(b"one secret "), gzip.compress(b"two secrets")
+        transform, _ = transformFor(self.config, extra=[(b"Content-Encoding", b"gzip")])
+        out = [transform.transform(one)]
+        for _ in range(64):
+            out.append(transform.transform(b"\0" * 65536))
+        self.assertLess(len(transform.inflater.decompressor.unused_data), 65536)
+        out.append(transform.transform(b"\0\0" + two + b"\0"))
+        out.append(transform.finish())
+        self.assertEqual(gzip.decompress(b"".join(out)), b"one public two publics")
+
+
+class CharsetTests(SynchronousTestCase):
+    """
+    A replacement the body's charset cannot encode, and a rule that fails
+    mid-body, never cost the client any of the body.
+    """
+
+    def test_unencodableReplacementUntouched(self) -> None:
+        """
+        When a replacement cannot be encoded in the body's charset, the
+        body is left untouched (no transform, head as it was); where it
+        can, it is rewritten.
+        """
+        config = {"search": "world", "replace": "w\u2192rld"}
+        transform, head = transformFor(
+            config,
+            b"text/plain; charset=iso-8859-1",
+            extra=[(b"Content-Length", b"16")],
+        )
+        self.assertIsNone(transform)
+        self.assertEqual(head.headers.get(b"content-length"), b"16")
+        transform, _ = transformFor(config, b"text/plain; charset=utf-8")
+        self.assertEqual(
+            run(transform, [b"hello wo", b"rld, bye"]),
+            "hello w\u2192rld, bye".encode("utf-8"),
+        )
+        # Another rule that does encode does not make the body rewritable.
+        both = {"rule": [{"search": "hello", "replace": "hi"}, config]}
+        self.assertIsNone(transformFor(both, b"text/plain; charset=latin-1")[0])
+
+    def test_unencodableThroughChain(self) -> None:
+        """
+        Through the filter chain, such a body reaches the client whole.
+        """
+        f = rewrite.makeFilter({"search": "world", "replace": "w\u2192rld"})
+        chain = FilterChain([EnabledFilter("rewrite", f)])
+        head = makeResponseHead(
+            200, [(b"Content-Type", b"text/plain; charset=iso-8859-1")]
+        )
+        self.assertEqual(chain.bodyTransforms(makeRequestHead(), head), [])
+
+    def test_regexTemplateLiteral(self) -> None:
+        """
+        For a regex rule, the template's own text is checked (octal
+        escapes included); what its groups copy comes from the page.
+        """
+        octal = {"search": "(e)", "replace": r"\351\1", "regex": True}
+        self.assertIsNone(transformFor(octal, b"text/plain; charset=us-ascii")[0])
+        transform, _ = transformFor(octal, b"text/plain; charset=latin-1")
+        self.assertEqual(run(transform, [b"be"]), b"b\xe9e")
+        groups = {"search": "(?P<w>[^ ]+) (.)", "replace": r"\2\g<w>", "regex": True}
+        transform, _ = transformFor(groups, b"text/plain; charset=us-ascii")
+        self.assertEqual(run(transform, [b"ab c"]), b"cab")
+
+    def test_encodeErrorKeepsHeldText(self) -> None:
+        """
+        Should encoding fail anyway (the check bypassed here), the text the
+        stages held back is still sent, unencodable characters as C{?}; a
+        gzip body stays one valid gzip stream.
+        """
+        rule = rewrite.Rule("world", "w\u2192rld", False, ["text/*"], None, 100)
+        transform = rewrite.RewriteTransform([rule], "iso-8859-1", None)
+        self.assertEqual(
+            run(transform, [b"hello wo", b"rld, bye"]), b"hello w?rld, bye"
+        )
+        transform = rewrite.RewriteTransform([rule], "iso-8859-1", "gzip")
+        body = gzip.compress(b"hello world, bye \xff")
+        out = run(transform, [body[:15], body[15:]])
+        self.assertEqual(gzip.decompress(out), b"hello w?rld, bye \xff")
+
+    def raisingTransform(self, coding: Optional[str]) -> rewrite.RewriteTransform:
+        """
+        @return: a transform whose second rule raises on its second match.
+        """
+        rules = [
+            rewrite.Rule("hello", "hi", False, ["text/*"], None, 100),
+            rewrite.Rule("world", "there", False, ["text/*"], None, 100),
+        ]
+        calls = []
+
+        def replacement(match: "re.Match[str]") -> str:
+            calls.append(match)
+            if len(calls) > 1:
+                raise RuntimeError("broken rule")
+            return "there"
+
+        rules[1].replacement = replacement  # type: ignore[method-assign]
+        return rewrite.RewriteTransform(rules, "utf-8", coding)
+
+    def test_raisingRuleKeepsHeldText(self) -> None:
+        """
+        A rule that raises mid-body costs no text: what the stages held is
+        sent as it is (here rule 1 has already rewritten the second
+        "hello", rule 2 not the second "world") and the rest passes
+        without rules.
+        """
+        chunks = [b"hello world, hello wo", b"rld, hello world", b" bye"]
+        out = run(self.raisingTransform(None), chunks)
+        self.assertEqual(out, b"hi there, hi world, hi world bye")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        # Compressed, the rule breaks at another point; the stream is valid
+        # and only whole replacements differ from the original.
+        body = gzip.compress(b"".join(chunks))
+        out = run(self.raisingTransform("gzip"), [body[:20], body[20:40], body[40:]])
+        self.assertEqual(
+            gzip.decompress(out).replace(b"hi", b"hello").replace(b"there", b"world"),
+            b"".join(chunks),
+        )
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
 class InMemoryTests(SynchronousTestCase):

@@ -38,15 +38,33 @@ search string's length, a regex rule at most C{max_match} characters
 (plus as much already-sent text as context for lookbehind and C{\\b}).  A
 regex match is accepted once C{max_match} characters from its start are
 known, so matches up to C{max_match} long are found exactly as in the
-whole body; longer ones may be cut short at a chunk boundary.  Memory per
-body is therefore bounded by the rules' hold-back, the largest chunk and
-zlib's buffers, whatever the body's size; decompression is done in
-64 KiB steps so that a compression bomb cannot inflate a chunk at once.
+whole body; longer ones may be cut short at a chunk boundary.
+
+Memory per body is bounded by the rules' hold-back, the largest chunk and
+zlib's buffers, whatever the body's size or compression ratio: a
+compressed chunk is fed to zlib in 64 KiB slices and inflated in 64 KiB
+steps, and each step is decoded, rewritten and compressed again before
+the next is inflated, so a compression bomb never exists inflated in
+memory (only the re-compressed output of the chunk is kept until it is
+returned).  NUL padding between gzip members is skipped; anything after
+the end of a deflate stream is ignored, not kept.
+
+The text of a replacement (for a regex rule, the template's literal
+text) must be encodable in the body's charset: when it is not (say
+C{"\u2192"} on an ISO-8859-1 page), the body is left untouched and a
+warning logged, decided when the response head arrives, so the client
+always gets either the rewritten body or the original.  As a last resort
+the transform never loses text it holds back: should a rule raise
+mid-body, the text the stages hold is sent as it is and the rest of the
+body passes through decoded and re-encoded without rules (so a gzip body
+stays one valid gzip stream); should encoding still fail, unencodable
+characters become C{"?"}.
 
 A body is left untouched when its media type or host matches no rule, when
 the response says C{Cache-Control: no-transform}, for 206 Partial Content,
 for content codings other than gzip and deflate (or any coding with
-C{decode = false}), and for charsets Python does not know.  A rewritten
+C{decode = false}), for charsets Python does not know, and when a
+replacement cannot be encoded in the charset.  A rewritten
 response loses Content-Length (the core re-frames it), Content-MD5 and
 digest fields, and Accept-Ranges; its ETag becomes weak.
 
@@ -61,7 +79,7 @@ import codecs
 import re
 import zlib
 from fnmatch import fnmatchcase
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -77,6 +95,8 @@ DEFAULT_MAX_MATCH = 4096
 MAX_MAX_MATCH = 1 << 20
 INFLATE_STEP = 65536
 MAX_RAW = 1 << 20
+
+FALLBACK_ERRORS = "proxyapp.rewrite"
 
 TOP_KEYS = ("media_types", "hosts", "max_match", "decode", "rule")
 RULE_KEYS = ("search", "replace", "regex", "media_types", "hosts", "max_match")
@@ -101,6 +121,8 @@ class Rule:
     @ivar hold: how many characters a stage holds back at a chunk end.
     @ivar context: how many characters of already-sent text a stage keeps
         for lookbehind (0 for literal rules).
+    @ivar literal: the text a replacement adds besides the page's own text
+        (the template expanded with empty groups for regex rules).
     """
 
     def __init__(
@@ -125,6 +147,7 @@ class Rule:
             self.hold = len(search)
             self.context = 0
         self.replace = replace
+        self.literal = _literalText(self.pattern, replace) if regex else replace
 
     def appliesTo(self, mediaType: str, host: Optional[str]) -> bool:
         if self.hosts is not None and (host is None or self.hosts.match(host) is None):
@@ -133,6 +156,51 @@ class Rule:
 
     def replacement(self, match: "re.Match[str]") -> str:
         return match.expand(self.replace) if self.regex else self.replace
+
+    def encodableIn(self, charset: str) -> bool:
+        """
+        @return: whether what this rule adds can be encoded in C{charset}
+            (groups only copy the page's own text, which can).
+        """
+        try:
+            codecs.encode(self.literal, charset, "surrogateescape")
+        except UnicodeError:
+            return False
+        return True
+
+
+def _literalText(pattern: "re.Pattern[str]", template: str) -> str:
+    """
+    @return: C{template} expanded as for a match of C{pattern} whose groups
+        are all empty: the text the template adds by itself.
+    """
+    names = {index: name for name, index in pattern.groupindex.items()}
+    empty = "".join(
+        f"(?P<{names[index]}>)" if index in names else "()"
+        for index in range(1, pattern.groups + 1)
+    )
+    match = re.compile(empty).fullmatch("")
+    assert match is not None
+    return match.expand(template)
+
+
+def _fallbackError(error: UnicodeError) -> tuple[Any, int]:
+    """
+    The last-resort encoding error handler: C{surrogateescape} for the
+    undecodable bytes a body may carry, C{"?"} for anything else.
+    """
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    text = error.object
+    start = end = error.start
+    while end < error.end and 0xDC80 <= ord(text[end]) <= 0xDCFF:
+        end += 1
+    if end > start:
+        return bytes(ord(c) - 0xDC00 for c in text[start:end]), end
+    return "?", start + 1
+
+
+codecs.register_error(FALLBACK_ERRORS, _fallbackError)
 
 
 class Stage:
@@ -211,37 +279,53 @@ class _Inflater:
             zlib.MAX_WBITS if self.zlibWrapped else -zlib.MAX_WBITS
         )
 
-    def inflate(self, data: bytes) -> list[bytes]:
+    def inflate(self, data: bytes) -> Iterator[bytes]:
         """
-        @return: the decoded pieces, each at most L{INFLATE_STEP} bytes.
-        @raise zlib.error: for a corrupt stream.
+        Decode C{data} lazily: zlib gets it in L{INFLATE_STEP} slices and
+        each piece is inflated only when the one before has been taken, so
+        at most one piece (and zlib's window) exists at a time.
+
+        @return: an iterator of the decoded pieces, each at most
+            L{INFLATE_STEP} bytes.
+        @raise zlib.error: (while iterating) for a corrupt stream.
         """
         if self.decompressor is None:
             data = self.pending + data
             if len(data) < 2:
                 self.pending = data
-                return []
+                return
             self.pending = b""
             self._start(data)
-        pieces = []
+        view = memoryview(data)
+        for offset in range(0, len(view), INFLATE_STEP):
+            # Slices, so that zlib's copy of the unconsumed input (made at
+            # every step) stays small however far the chunk inflates.
+            yield from self._inflate(view[offset : offset + INFLATE_STEP])
+
+    def _inflate(self, data: Any) -> Iterator[bytes]:
         while True:
             d = self.decompressor
+            if d.eof:
+                if self.coding != "gzip":
+                    # Nothing follows a deflate stream; ignore (not keep)
+                    # whatever does.
+                    return
+                # Another gzip member may follow, maybe after NUL padding.
+                data = bytes(data).lstrip(b"\0")
+                if not data:
+                    return
+                d = self.decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
             piece = d.decompress(data, INFLATE_STEP)
             if piece:
-                pieces.append(piece)
-            data = d.unconsumed_tail
+                yield piece
             if d.eof:
-                rest = d.unused_data
-                if rest and self.coding == "gzip" and rest.strip(b"\0"):
-                    # Another gzip member follows.
-                    self.decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                    data = rest
-                    continue
-                return pieces
+                data = d.unused_data
+                continue
+            data = d.unconsumed_tail
             if not data and len(piece) < INFLATE_STEP:
                 # All input used and zlib has no more output for now (a
                 # full step may mean it has: ask again).
-                return pieces
+                return
 
     def finish(self) -> list[bytes]:
         if self.decompressor is None:
@@ -270,6 +354,7 @@ class RewriteTransform:
         self.stages = [Stage(rule) for rule in rules]
         self.decoder = codecs.getincrementaldecoder(charset)("surrogateescape")
         self.encoder = codecs.getincrementalencoder(charset)("surrogateescape")
+        self.charset = charset
         self.inflater = _Inflater(coding) if coding is not None else None
         self.deflater: Any = None
         self.passthrough = False
@@ -283,11 +368,43 @@ class RewriteTransform:
 
     def _text(self, data: bytes, final: bool) -> bytes:
         text = self.decoder.decode(data, final)
-        for stage in self.stages:
+        for index, stage in enumerate(self.stages):
             if not text and not final:
                 break
-            text = stage.feed(text, final)
-        return self.encoder.encode(text, final)
+            try:
+                text = stage.feed(text, final)
+            except Exception:
+                log.failure(
+                    "rewrite: rule {index} raised; the rest of the body passes without rules",
+                    index=index + 1,
+                )
+                text = self._salvage(index, text)
+                break
+        try:
+            return self.encoder.encode(text, final)
+        except UnicodeEncodeError as e:
+            # Not expected (replacements are checked against the charset
+            # before a transform is made), but never lose the text.
+            log.warn(
+                "rewrite: cannot encode the rewritten body in {charset} ({error}); unencodable characters become '?'",
+                charset=self.charset,
+                error=str(e),
+            )
+            self.encoder.errors = FALLBACK_ERRORS
+            return self.encoder.encode(text, final)
+
+    def _salvage(self, index: int, text: str) -> str:
+        """
+        Stage C{index} raised on C{text}: drop the stages and give back,
+        in body order, all the text they held (later stages hold earlier
+        text), so that nothing is lost.
+        """
+        stages = self.stages
+        held = [stage.carry for stage in reversed(stages[index:])]
+        held.append(text)
+        held.extend(stage.carry for stage in reversed(stages[:index]))
+        self.stages = []
+        return "".join(held)
 
     def transform(self, chunk: bytes) -> bytes:
         if self.passthrough:
@@ -304,22 +421,31 @@ class RewriteTransform:
             self.rawSize += len(chunk)
             if self.rawSize > MAX_RAW:
                 self.raw = None
+        out: list[bytes] = []
         try:
-            pieces = inflater.inflate(chunk)
+            # Each piece is rewritten and compressed before the next is
+            # inflated: only compressed output accumulates.
+            for piece in inflater.inflate(chunk):
+                out.append(self._recompress(piece))
         except zlib.error as e:
-            return self._corrupt(e)
-        if not pieces:
+            return self._corrupt(e, out)
+        if not out:
             return b""
-        if self.deflater is None:
-            self.deflater = inflater.deflater()
         self.emitted = True
         self.raw = None
-        deflater = self.deflater
-        out = [deflater.compress(self._text(piece, False)) for piece in pieces]
-        out.append(deflater.flush(zlib.Z_SYNC_FLUSH))
+        out.append(self.deflater.flush(zlib.Z_SYNC_FLUSH))
         return b"".join(out)
 
-    def _corrupt(self, error: Exception) -> bytes:
+    def _recompress(self, piece: bytes) -> bytes:
+        if self.deflater is None:
+            self.deflater = self.inflater.deflater()  # type: ignore[union-attr]
+        return self.deflater.compress(self._text(piece, False))
+
+    def _corrupt(self, error: Exception, out: list[bytes]) -> bytes:
+        """
+        @param out: the compressed output of the current chunk so far
+            (not sent yet).
+        """
         if not self.emitted and self.raw is not None:
             # Nothing sent yet: the body is not what its coding says, so
             # send it as it came.
@@ -332,7 +458,8 @@ class RewriteTransform:
             error=str(error),
         )
         self.dropping = True
-        return self._close()
+        out.append(self._close())
+        return b"".join(out)
 
     def _close(self) -> bytes:
         """
@@ -353,13 +480,12 @@ class RewriteTransform:
         try:
             pieces = inflater.finish()
         except zlib.error as e:
-            return self._corrupt(e)
+            return self._corrupt(e, [])
         if not self.sawInput:
             return b""
         if self.deflater is None:
             self.deflater = inflater.deflater()
-        deflater = self.deflater
-        out = [deflater.compress(self._text(piece, False)) for piece in pieces]
+        out = [self._recompress(piece) for piece in pieces]
         out.append(self._close())
         return b"".join(out)
 
@@ -431,6 +557,15 @@ class RewriteFilter:
                 target=request.url(),
             )
             return None
+        for rule in rules:
+            if not rule.encodableIn(charset):
+                log.warn(
+                    "rewrite: the replacement for {search!r} cannot be encoded in {charset}; body of {target} left untouched",
+                    search=rule.search,
+                    charset=charset,
+                    target=request.url(),
+                )
+                return None
         for name in _DROPPED_FIELDS:
             headers.remove(name)
         etag = headers.get(b"etag")
