@@ -198,7 +198,14 @@ class FilterChain:
             if isinstance(result, Response):
                 return decided(result, name)
             if result is not None:
-                value = result
+                if not isinstance(result, type(value)):
+                    answer = self._failed(
+                        _wrongType(result, value), name, onError, status, request
+                    )
+                    if answer is not None:
+                        return answer
+                else:
+                    value = result
             index += 1
         return value
 
@@ -219,6 +226,8 @@ class FilterChain:
         def succeeded(result: Any) -> Any:
             if isinstance(result, Response):
                 return decided(result, name)
+            if result is not None and not isinstance(result, type(value)):
+                return failed(_wrongType(result, value))
             return self._run(
                 steps,
                 index + 1,
@@ -275,6 +284,21 @@ class FilterChain:
         response = errorResponse(status, f"The filter {name!r} {why}.", request.url())
         response.reason = f"filter error: {why}"
         return decided(response, name)
+
+
+def _wrongType(result: Any, value: Any) -> Failure:
+    """
+    @return: the failure of a filter that answered with something that is
+        neither the kind of message it was given, a L{Response} nor
+        C{None}.
+    """
+    try:
+        raise TypeError(
+            f"it returned {type(result).__name__}, not {type(value).__name__},"
+            " Response or None"
+        )
+    except TypeError:
+        return Failure()
 
 
 def _client(request: RequestHead) -> str:

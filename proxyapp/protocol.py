@@ -1006,7 +1006,13 @@ class ProxyProtocol(Protocol):
                             )
                         )
                     if int(maxForwards) == 0:
-                        return self._respond(statuspage.maxForwardsResponse(request))
+                        # This proxy is the final recipient: it answers, once
+                        # the filters (access, auth) have let the request by.
+                        local = statuspage.maxForwardsResponse(request)
+                        chain = factory.chain
+                        if chain is not None and chain.active:
+                            return self._runRequestFilters(chain, request, local)
+                        return self._respond(local)
                     headers.set(b"Max-Forwards", b"%d" % (int(maxForwards) - 1,))
             if self._upgrading:
                 headers.removeHopByHop(_KEEP_UPGRADE)
@@ -1023,9 +1029,15 @@ class ProxyProtocol(Protocol):
             return self._runRequestFilters(chain, request)
         self._forward(request)
 
-    def _runRequestFilters(self, chain: Any, request: RequestHead) -> None:
+    def _runRequestFilters(
+        self, chain: Any, request: RequestHead, local: Optional[Response] = None
+    ) -> None:
+        """
+        Run the request filters, then forward the request, or answer it
+        with C{local} if given (the proxy is its final recipient).
+        """
         result = chain.filterRequest(request)
-        if result is request and request.host is not None:
+        if result is request and request.host is not None and local is None:
             # The usual answer, at once: forward the head as it is.
             self._forward(request)
         elif isinstance(result, Deferred):
@@ -1033,13 +1045,15 @@ class ProxyProtocol(Protocol):
             # answered): L{_dispatch} stops while this is set.
             self._filtering = True
             self.gate.pause(WAITING)  # type: ignore[union-attr]
-            result.addCallback(self._requestFiltered)
+            result.addCallback(self._requestFiltered, local)
         else:
-            self._requestFiltered(result)
+            self._requestFiltered(result, local)
 
     _filtering = False
 
-    def _requestFiltered(self, result: RequestHead | Response) -> None:
+    def _requestFiltered(
+        self, result: RequestHead | Response, local: Optional[Response] = None
+    ) -> None:
         self._filtering = False
         if self.request is None:
             return
@@ -1054,7 +1068,9 @@ class ProxyProtocol(Protocol):
                 self._dispatch()
             return
         self.request = result
-        if result.host is None:
+        if local is not None:
+            self._respond(local)
+        elif result.host is None:
             self._respond(statuspage.localResponse(result, self.factory))
         else:
             self._forward(result)

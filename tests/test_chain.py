@@ -629,6 +629,31 @@ class FailureTests(SynchronousTestCase):
         self.assertIs(chain.filterRequest(request), request)
         self.flushLoggedErrors(FilterFailed)
 
+    def test_wrongTypeIsFailure(self) -> None:
+        """
+        A filter answering with something that is neither the kind of head
+        it was given, a L{Response} nor C{None} has failed (500 on
+        requests, 502 on responses), at once or through a L{Deferred}; it
+        used to raise in the protocol (no answer, a dropped connection) or
+        leave the exchange waiting for good.
+        """
+        chain = chainOf(("sloppy", RequestFilter("sloppy", [], lambda r: "pass")))
+        with capturedLogs():
+            response = chain.filterRequest(makeRequestHead())
+        self.assertEqual((response.head.status, response.decider), (500, "sloppy"))
+        self.assertIn(b"returned str, not RequestHead", response.body)
+        later: Deferred[Any] = Deferred()
+        chain = chainOf(("sloppy", RequestFilter("sloppy", [], lambda r: later)))
+        result = chain.filterRequest(makeRequestHead())
+        with capturedLogs():
+            later.callback({"status": 403})
+        self.assertEqual(self.successResultOf(result).head.status, 500)
+        chain = chainOf(("sloppy", ResponseFilter("sloppy", [], lambda r, h: 403)))
+        with capturedLogs():
+            response = chain.filterResponse(makeRequestHead(), makeResponseHead())
+        self.assertEqual(response.head.status, 502)
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 3)
+
 
 class TunnelTests(SynchronousTestCase):
     """

@@ -41,6 +41,7 @@ from proxyapp.chain import EnabledFilter, FilterChain
 from proxyapp.config import Settings
 from proxyapp.http11 import RequestParser, ResponseParser
 from proxyapp.interfaces import IBodyFilter, IRequestFilter
+from proxyapp.message import errorResponse
 from proxyapp.protocol import (
     ProxyFactory,
     ProxyProtocol,
@@ -2169,6 +2170,33 @@ class RequestFilterTests(ProxyTestCase):
         d, request = deciding.pending[1]
         d.callback(request)
         self.assertTrue(transport.value().endswith(GET_UP))
+
+    def test_maxForwardsZeroAfterFilters(self) -> None:
+        """
+        A TRACE or OPTIONS with C{Max-Forwards: 0}, which the proxy answers
+        itself, is answered only once the filters let it by: a refused
+        client gets the refusal (it used to get 200 and, for TRACE, its
+        request echoed), an allowed one the proxy's answer.
+        """
+        deciding = _Deciding()
+        self.factory.chain = FilterChain([EnabledFilter("deciding", deciding)])
+        trace = (
+            b"TRACE http://example.com/ HTTP/1.1\r\nHost: example.com\r\n"
+            b"Max-Forwards: 0\r\n\r\n"
+        )
+        self.send(trace)
+        self.assertEqual(self.client.value(), b"")
+        d, request = deciding.pending[0]
+        d.callback(errorResponse(403, "No.", request.url()))
+        self.assertEqual(splitResponse(self.client.value())[0], 403)
+        self.client.clear()
+        self.send(trace)
+        d, request = deciding.pending[1]
+        d.callback(request)
+        status, _, body = splitResponse(self.client.value())
+        self.assertEqual(status, 200)
+        self.assertTrue(body.startswith(b"TRACE "))
+        self.assertEqual(self.reactor.tcpClients, [])
 
 
 class BackpressureTests(ProxyTestCase):
