@@ -66,7 +66,10 @@ class IResponseFilter(Interface):
         request: "RequestHead", response: "ResponseHead"
     ) -> "Union[ResponseHead, Response, Deferred[Union[ResponseHead, Response]]]":
         """
-        Decide what happens to a final (non-1xx) response.
+        Decide what happens to a final (non-1xx) response, and to a
+        C{101 Switching Protocols} accepting an upgrade (a L{Response}
+        then refuses the upgrade: the client gets it and both connections
+        close).
 
         @param request: the request as it was forwarded.
         @param response: the upstream's response head, hop-by-hop fields

@@ -719,6 +719,7 @@ class ProxyProtocol(Protocol):
     _dispatching = False
     _relay: Optional[SpliceRelay] = None
     _closed = False
+    _chain: Any = None
     # The response going out has no length or chunks: its end is the
     # connection's close (the connection ends with it, so never reset).
     _closeDelimited = False
@@ -928,6 +929,9 @@ class ProxyProtocol(Protocol):
         factory = self.factory
         factory.stats.requests += 1
         self.request = request
+        # The chain in force when the request came: its response runs
+        # through the same one, even if a reload swaps the factory's.
+        self._chain = factory.chain
         self.requestDone = False
         self.responseStarted = False
         self.bodyBytes = 0
@@ -967,7 +971,7 @@ class ProxyProtocol(Protocol):
         if request.host is None:
             # Addressed to the proxy itself: filters still decide who may
             # see it (the access and auth filters apply to the status page).
-            chain = factory.chain
+            chain = self._chain
             if chain is not None and chain.active:
                 return self._runRequestFilters(chain, request)
             return self._respond(statuspage.localResponse(request, factory))
@@ -1009,7 +1013,7 @@ class ProxyProtocol(Protocol):
                         # This proxy is the final recipient: it answers, once
                         # the filters (access, auth) have let the request by.
                         local = statuspage.maxForwardsResponse(request)
-                        chain = factory.chain
+                        chain = self._chain
                         if chain is not None and chain.active:
                             return self._runRequestFilters(chain, request, local)
                         return self._respond(local)
@@ -1024,7 +1028,7 @@ class ProxyProtocol(Protocol):
         headers.add(b"Via", factory.viaValues[request.version])
         self.chunkUp = framing == CHUNKED
 
-        chain = factory.chain
+        chain = self._chain
         if chain is not None and chain.active:
             return self._runRequestFilters(chain, request)
         self._forward(request)
@@ -1253,7 +1257,7 @@ class ProxyProtocol(Protocol):
         elif head.version == b"HTTP/1.0":
             self.upstream.closing = True  # type: ignore[union-attr]
         headers.add(b"Via", self.factory.viaValues[head.version])
-        chain = self.factory.chain
+        chain = self._chain
         if chain is not None and chain.hasResponseFilters:
             result = chain.filterResponse(request, head)  # type: ignore[arg-type]
             if isinstance(result, Deferred):
@@ -1326,7 +1330,7 @@ class ProxyProtocol(Protocol):
             self.transport.registerProducer(upstream.gate, True)  # type: ignore[union-attr]
             self._watchTransfer()
         self.chunkDown = False
-        chain = self.factory.chain
+        chain = self._chain
         if chain is not None and chain.hasBodyFilters and framing != NO_BODY:
             transforms = chain.bodyTransforms(request, head)  # type: ignore[arg-type]
             if transforms:
@@ -1434,7 +1438,7 @@ class ProxyProtocol(Protocol):
         """
         request = self.request
         factory = self.factory
-        chain = factory.chain
+        chain = self._chain
         if (
             request is None
             or not self.requestDone
@@ -1746,7 +1750,7 @@ class ProxyProtocol(Protocol):
                 ),
                 close=True,
             )
-        chain = self.factory.chain
+        chain = self._chain
         if chain is not None and chain.active:
             result = chain.filterTunnel(request)
             if isinstance(result, Deferred):
@@ -1776,6 +1780,11 @@ class ProxyProtocol(Protocol):
         self._splice(upstream, self.parser.takeBuffer(), b"")
 
     def _switchProtocols(self, head: ResponseHead) -> None:
+        """
+        The upstream accepted the upgrade: its 101 goes through the
+        response filters like a final response (they may strip fields, or
+        refuse the upgrade), then both connections become a tunnel.
+        """
         upstream = self.upstream
         self.status = 101
         self.responseStarted = True
@@ -1783,9 +1792,40 @@ class ProxyProtocol(Protocol):
         headers.removeHopByHop(frozenset([b"upgrade"]))
         headers.add(b"Connection", b"Upgrade")
         headers.add(b"Via", self.factory.viaValues[head.version])
+        chain = self._chain
+        if chain is not None and chain.hasResponseFilters:
+            result = chain.filterResponse(self.request, head)  # type: ignore[arg-type]
+            if isinstance(result, Deferred):
+                # What either side sends meanwhile waits in the parsers.
+                upstream.gate.pause(WAITING)  # type: ignore[union-attr]
+                result.addCallback(self._switchFiltered, upstream)  # type: ignore[call-overload]
+                return
+            self._switchFiltered(result, upstream)  # type: ignore[arg-type]
+            return
+        self._switch(head, upstream)  # type: ignore[arg-type]
+
+    def _switchFiltered(
+        self, result: ResponseHead | Response, upstream: UpstreamProtocol
+    ) -> None:
+        if self.upstream is not upstream:
+            return
+        if isinstance(result, Response):
+            # Upgrade refused: the upstream has switched, so it goes; the
+            # client may have switched too, so its connection closes.
+            if result.decider is not None:
+                self.decidedBy = (result.decider, result.reason)
+            self._detachUpstream()
+            self.responseStarted = False
+            self._respond(result, close=True)
+            return
+        if upstream.gate.reasons & WAITING:  # type: ignore[union-attr]
+            upstream.gate.resume(WAITING)  # type: ignore[union-attr]
+        self._switch(result, upstream)
+
+    def _switch(self, head: ResponseHead, upstream: UpstreamProtocol) -> None:
         self._out.append(head.serialize())
         self.flushToClient()
-        self._splice(upstream, self.parser.takeBuffer(), upstream.parser.takeBuffer())  # type: ignore[arg-type, union-attr]
+        self._splice(upstream, self.parser.takeBuffer(), upstream.parser.takeBuffer())  # type: ignore[arg-type]
 
     def _splice(
         self, upstream: UpstreamProtocol, toUpstream: bytes, toClient: bytes

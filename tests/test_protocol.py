@@ -40,7 +40,7 @@ from proxyapp.accesslog import (
 from proxyapp.chain import EnabledFilter, FilterChain
 from proxyapp.config import Settings
 from proxyapp.http11 import RequestParser, ResponseParser
-from proxyapp.interfaces import IBodyFilter, IRequestFilter
+from proxyapp.interfaces import IBodyFilter, IRequestFilter, IResponseFilter
 from proxyapp.message import errorResponse
 from proxyapp.protocol import (
     ProxyFactory,
@@ -1044,6 +1044,79 @@ class UpgradeTests(ProxyTestCase):
         upstream, _ = self.forward(self.UPGRADE)
         self.reply(upstream, OK)
         self.assertEqual(self.client.value(), OK_DOWN)
+
+    SWITCHED = (
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+        b"Upgrade: websocket\r\nSet-Cookie: a=b\r\n\r\n\x81\x02hi"
+    )
+
+    def useResponseFilter(self, answer: Callable[[Any, Any], Any]) -> None:
+        @implementer(IResponseFilter)
+        class Filter:
+            def filterResponse(self, request: Any, response: Any) -> Any:
+                return answer(request, response)
+
+        self.factory.chain = FilterChain([EnabledFilter("f", Filter())])
+
+    def stripCookies(self, request: Any, response: Any) -> Any:
+        response.headers.remove(b"set-cookie")
+        return response
+
+    def test_responseFiltersSeeSwitch(self) -> None:
+        """
+        A 101 goes through the response filters like a final response (it
+        used to skip them, so cookies a filter strips reached the client).
+        """
+        self.useResponseFilter(self.stripCookies)
+        upstream, transport = self.forward(self.UPGRADE)
+        self.reply(upstream, self.SWITCHED)
+        status, fields, rest = splitResponse(self.client.value())
+        self.assertEqual(status, 101)
+        self.assertEqual(values(fields, b"set-cookie"), [])
+        self.assertEqual(rest, b"\x81\x02hi")
+        transport.clear()
+        self.send(b"\x81\x00")
+        self.assertEqual(transport.value(), b"\x81\x00")
+
+    def test_switchAfterLateDecision(self) -> None:
+        """
+        A filter deciding later holds the switch; bytes either side sent
+        meanwhile follow it.
+        """
+        pending: list[Deferred[Any]] = []
+
+        def later(request: Any, response: Any) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            d.addCallback(lambda _: self.stripCookies(request, response))
+            pending.append(d)
+            return d
+
+        self.useResponseFilter(later)
+        upstream, transport = self.forward(self.UPGRADE)
+        self.reply(upstream, self.SWITCHED)
+        self.assertEqual(self.client.value(), b"")
+        self.send(b"\x81\x00")
+        pending[0].callback(None)
+        status, fields, rest = splitResponse(self.client.value())
+        self.assertEqual((status, values(fields, b"set-cookie")), (101, []))
+        self.assertEqual(rest, b"\x81\x02hi")
+        self.assertTrue(transport.value().endswith(b"\r\n\r\n\x81\x00"))
+
+    def test_switchRefused(self) -> None:
+        """
+        A filter answering the 101 with a response of its own refuses the
+        upgrade: the client gets that response and its connection closes,
+        and so does the upstream connection.
+        """
+        self.useResponseFilter(
+            lambda request, response: errorResponse(403, "No.", request.url())
+        )
+        upstream, transport = self.forward(self.UPGRADE)
+        self.reply(upstream, self.SWITCHED)
+        status, _, _ = splitResponse(self.client.value())
+        self.assertEqual(status, 403)
+        self.assertTrue(self.client.disconnecting)
+        self.assertTrue(transport.disconnecting)
 
 
 class ConnectTests(ProxyTestCase):
@@ -2170,6 +2243,32 @@ class RequestFilterTests(ProxyTestCase):
         d, request = deciding.pending[1]
         d.callback(request)
         self.assertTrue(transport.value().endswith(GET_UP))
+
+    def test_responseUsesTheRequestsChain(self) -> None:
+        """
+        An exchange in flight when a reload swaps the chain runs its
+        response through the chain its request went through (it used to
+        get the new chain's response filters); the next request gets the
+        new chain.
+        """
+
+        @implementer(IResponseFilter)
+        class Stamp:
+            def filterResponse(self, request: Any, response: Any) -> Any:
+                response.headers.add(b"X-New", b"1")
+                return response
+
+        upstream, _ = self.forward(GET)
+        self.factory.reconfigure(
+            self.settings, FilterChain([EnabledFilter("stamp", Stamp())])
+        )
+        self.reply(upstream, OK)
+        self.assertEqual(self.client.value(), OK_DOWN)
+        self.client.clear()
+        self.send(GET)
+        self.reply(upstream, OK)
+        _, fields, _ = splitResponse(self.client.value())
+        self.assertEqual(values(fields, b"x-new"), [b"1"])
 
     def test_maxForwardsZeroAfterFilters(self) -> None:
         """
