@@ -149,11 +149,23 @@ def _int(
     return check
 
 
+def finite(value: int | float) -> bool:
+    """
+    @return: whether C{value} is a finite number a float can hold (TOML
+        and the command line allow C{nan}, C{inf} and integers too large
+        for a float).
+    """
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _number(low: float, strict: bool, what: str) -> Callable[[Any], Optional[str]]:
     def check(value: Any) -> Optional[str]:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return what
-        if not math.isfinite(value) or value < low or (strict and value == low):
+        if not finite(value) or value < low or (strict and value == low):
             return what
         return None
 

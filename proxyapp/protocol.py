@@ -1149,12 +1149,7 @@ class ProxyProtocol(Protocol):
                 502,
                 f"Could not connect to {request.host} port {request.port}: {reason.getErrorMessage()}",
             )
-        # A CONNECT that failed closes: its client may already be sending
-        # what it meant for the tunnel.
-        self._respond(
-            errorResponse(status, why, target),
-            close=not self.requestDone or request.method == b"CONNECT",
-        )
+        self._respond(errorResponse(status, why, target), close=not self.requestDone)
 
     def _attach(self, upstream: UpstreamProtocol) -> None:
         """
@@ -1497,18 +1492,11 @@ class ProxyProtocol(Protocol):
         self._detachUpstream()
         if self.responseStarted:
             # Part of the response is out: the only honest signal left is
-            # to cut the client connection short.  A body with a length or
-            # chunks shows it is incomplete when the connection closes; one
-            # delimited by the close would look complete, so that
-            # connection is reset instead.
+            # to cut the client connection short.
             self._out = []
             self._logExchange(incomplete=True, reason=reason)
             self.request = None
-            if self._closeDelimited:
-                self._closed = True
-                self.transport.abortConnection()
-            else:
-                self._close()
+            self._cutShort()
             return
         self._out = []
         self._respond(errorResponse(502, f"The upstream server sent an invalid response: {reason}.", self.request.url()), close=not self.requestDone)  # type: ignore[union-attr]
@@ -1585,6 +1573,11 @@ class ProxyProtocol(Protocol):
             and self.parser.framing != NO_BODY
         ):
             self.closeAfter = True
+        elif request is not None and request.method == b"CONNECT":
+            # Every answer we make to a CONNECT refuses the tunnel, and the
+            # parser has switched to it: the next request would never be
+            # read, so the connection closes (as Squid does).
+            self.closeAfter = True
         headers = response.head.headers
         isHead = request is not None and request.method == b"HEAD"
         headers.set(b"Content-Length", b"%d" % (len(response.body),))
@@ -1618,7 +1611,7 @@ class ProxyProtocol(Protocol):
                 port=self.clientPort,
                 reason=reason,
             )
-            self._close()
+            self._cutShort()
             return
         self.closeAfter = True
         self.requestDone = True
@@ -1674,6 +1667,19 @@ class ProxyProtocol(Protocol):
         ):
             self._setDeadline(_HEAD, self.settings.headerTimeout)
             self._dispatch()
+
+    def _cutShort(self) -> None:
+        """
+        End the client connection in the middle of a response body.  A body
+        with a length or chunks shows it is incomplete when the connection
+        closes; one delimited by the close would look complete, so that
+        connection is reset instead.
+        """
+        if self._closeDelimited:
+            self._closed = True
+            self.transport.abortConnection()
+        else:
+            self._close()
 
     def _close(self) -> None:
         """

@@ -39,6 +39,18 @@ def raiseFileLimit() -> tuple[int, int]:
     return soft, soft
 
 
+class StartFailed(SystemExit, Exception):
+    """
+    The service cannot start (an address it cannot listen on).
+
+    Both kinds of exception on purpose: twistd's start-up catches
+    C{Exception} to report it to a daemon's waiting parent (which then
+    exits 1 with the message) and remove the pid file; uncaught, a
+    C{SystemExit} ends the process with status 1 and the message alone, no
+    traceback.
+    """
+
+
 class ProxyService(service.Service):
     """
     Listens on every configured endpoint with one L{ProxyFactory}.
@@ -129,7 +141,7 @@ class ProxyService(service.Service):
             self.ports = []
             if self.accessLog is not None:
                 self.accessLog.close()
-            raise SystemExit("webproxy: " + "; ".join(failures))
+            raise StartFailed("webproxy: " + "; ".join(failures))
         if self.installSignals:
             self._installSignals()
 

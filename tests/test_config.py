@@ -291,7 +291,7 @@ class ErrorTests(FileMixin, SynchronousTestCase):
         drain deadline of C{now + nan} is never reached, and Twisted's
         timers refuse it with a traceback.
         """
-        for value in ("nan", "inf", "+inf", "-nan"):
+        for value in ("nan", "inf", "+inf", "-nan", "1" + "0" * 400):
             self.assertError(
                 f"[server]\ndrain_timeout = {value}\n", "[server] drain_timeout"
             )

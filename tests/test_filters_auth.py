@@ -802,8 +802,8 @@ class AuthFilterTests(SynchronousTestCase):
         result(f.filterRequest(self.request(basic("jörg", "password"))))
         checks = self.queue(f)
         pending = [
-            f.filterRequest(self.request(basic("alice", "secret"), client=client))
-            for client in ("192.0.2.1", "192.0.2.2")
+            f.filterRequest(self.request(basic("alice", password), client=client))
+            for password, client in (("secret", "192.0.2.1"), ("guess", "192.0.2.2"))
         ]
         self.assertEqual(f.checking, 2)
         busy = result(
@@ -818,12 +818,38 @@ class AuthFilterTests(SynchronousTestCase):
         self.assertIs(f.filterRequest(cached), cached)
         self.finish(checks)
         self.assertEqual(f.checking, 0)
-        for d in pending:
-            self.assertIsInstance(result(d), RequestHead)
+        self.assertIsInstance(result(pending[0]), RequestHead)
+        self.assertEqual(result(pending[1]).head.status, 407)
         d = f.filterRequest(self.request(basic("bob", "wrong"), client="192.0.2.3"))
         self.assertEqual(len(checks), 3)
         self.finish(checks)
         self.assertEqual(result(d).head.status, 407)
+
+    def test_sameCredentialsCheckedOnce(self) -> None:
+        """
+        Requests carrying the same credentials at the same time (a browser
+        opening many connections at once) share one check: it alone counts
+        as running, so none of them gets 503 however many there are (with
+        each counting, the 21st got 503), and a wrong password shared that
+        way is one failure, not many.
+        """
+        f = self.make(failure_delay=0, block_after=3, max_checks=2)
+        checks = self.queue(f)
+        pending = [
+            f.filterRequest(self.request(basic("alice", "secret"))) for _ in range(30)
+        ]
+        self.assertEqual((len(checks), f.checking), (1, 1))
+        self.finish(checks)
+        self.assertEqual(f.checking, 0)
+        for d in pending:
+            self.assertIsInstance(result(d), RequestHead)
+        wrong = [
+            f.filterRequest(self.request(basic("alice", "guess"))) for _ in range(5)
+        ]
+        self.finish(checks)
+        self.assertEqual(len(checks), 2)
+        self.assertEqual([result(d).head.status for d in wrong], [407] * 5)
+        self.assertEqual(f.failures.count("192.0.2.1"), 1)
 
     def test_delayCountsCheckTime(self) -> None:
         """
@@ -974,9 +1000,9 @@ class ConfigTests(SynchronousTestCase):
             self.assertRejected({"htpasswd": self.path, "deadline": bad}, "deadline")
         self.assertRejected({"htpasswd": self.path, "max_checks": 0}, "max_checks")
         self.assertRejected({"htpasswd": self.path, "max_checks": 1.5}, "max_checks")
-        self.assertRejected(
-            {"htpasswd": self.path, "max_delay": float("nan")}, "max_delay"
-        )
+        for key in ("max_delay", "failure_delay", "forget_after", "cache_seconds"):
+            for bad in (float("nan"), float("inf"), 10**400):
+                self.assertRejected({"htpasswd": self.path, key: bad}, key)
 
     def chainFilters(self, **overrides: Any) -> Any:
         settings = Settings(htpasswd=self.path, **overrides)

@@ -2517,6 +2517,21 @@ class ReviewedFramingTests(ProxyTestCase):
         self.assertEqual(body, b"hello")
         self.assertTrue(self.client.disconnected)
 
+    def test_clientErrorMidCloseDelimitedResets(self) -> None:
+        """
+        The same when the client's own error (an upload over the body
+        limit) cuts a close-delimited response short.
+        """
+        self.start(maxBodyBytes=10)
+        upstream, _ = self.forward(
+            b"POST http://example.com/up HTTP/1.1\r\nHost: example.com\r\n"
+            b"Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        )
+        self.reply(upstream, b"HTTP/1.1 200 OK\r\n\r\npartial")
+        self.send(b"a\r\n0123456789\r\n")
+        self.assertTrue(self.client.value().endswith(b"\r\n\r\npartial"))
+        self.assertTrue(self.client.disconnected)
+
     def test_truncatedBodyWithLengthClosesClient(self) -> None:
         """
         With a length the client can tell for itself: a clean close, so it
@@ -2538,6 +2553,22 @@ class ReviewedFramingTests(ProxyTestCase):
         self.failConnect(error.ConnectionRefusedError())
         status, fields, _ = splitResponse(self.client.value())
         self.assertEqual(status, 502)
+        self.assertEqual(values(fields, b"connection"), [b"close"])
+        self.assertTrue(self.client.disconnecting)
+
+    def test_refusedConnectCloses(self) -> None:
+        """
+        Every refusal of a CONNECT closes, here the forwarding-loop 508
+        (it kept the connection open with the parser switched to the
+        tunnel, so the next request hung).
+        """
+        self.send(
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n"
+            + VIA
+            + b"\r\n"
+        )
+        status, fields, _ = splitResponse(self.client.value())
+        self.assertEqual(status, 508)
         self.assertEqual(values(fields, b"connection"), [b"close"])
         self.assertTrue(self.client.disconnecting)
 

@@ -27,7 +27,7 @@ from proxyapp.chain import FilterChain
 from proxyapp.config import Settings
 from proxyapp.message import Response
 from proxyapp.protocol import ProxyFactory
-from proxyapp.service import ProxyService
+from proxyapp.service import ProxyService, StartFailed
 from proxyapp.tap import Options, listenDescriptions
 from proxyapp.testing import makeRequestHead
 
@@ -183,7 +183,9 @@ class ListenFailureTests(ConfigMixin, SynchronousTestCase):
         service = self.makeService("--port", "3128")
         service.accessLog = FakeAccessLog()
         with capturedLogs():
-            error = self.assertRaises(SystemExit, service.startService)
+            error = self.assertRaises(StartFailed, service.startService)
+        self.assertIsInstance(error, SystemExit)
+        self.assertIsInstance(error, Exception)
         message = str(error)
         self.assertTrue(
             message.startswith("webproxy: cannot listen on tcp:3128"), message

@@ -80,6 +80,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from proxyapp.config import finite
 from proxyapp.filters.htpasswd import HtpasswdChecker, HtpasswdFile, RunSlow
 from proxyapp.interfaces import IRequestFilter, ITunnelFilter
 from proxyapp.message import RequestHead, Response, errorResponse
@@ -252,6 +253,8 @@ class AuthFilter:
         self.maxChecks = maxChecks
         self.deadline = deadline
         self.checking = 0
+        # Credentials being checked -> the requests waiting for the outcome.
+        self._inflight: dict[tuple[bytes, bytes], list[Deferred[Any]]] = {}
         self._reactor = reactor
         self.failures = FailureCounter(forgetAfter, lambda: self.reactor.seconds())
         self._challenge = b'Basic realm="%s", charset="UTF-8"' % (
@@ -333,11 +336,46 @@ class AuthFilter:
         if self.checker.cached(user, password):
             request.user = _userText(user)
             return allowed
-        if self.checking >= self.maxChecks:
+        if self.checking >= self.maxChecks and (user, password) not in self._inflight:
             return self._busy(
                 request, f"{self.checking} proxy authentication checks running"
             )
         return self._check(request, allowed, client, user, password)
+
+    def _shared(self, client: str, user: bytes, password: bytes) -> "Deferred[Any]":
+        """
+        Check these credentials once, however many requests carry them at
+        the same time (a browser opens several connections at once with
+        the same credentials): the first starts the check, which alone
+        counts as running and, if it fails, as the client's failure; the
+        others wait for its outcome.
+
+        @return: a L{Deferred} firing with C{(outcome, count)}: the avatar
+            ID or the L{Failure}, and the first client's recent failures
+            afterwards (checks still running left out).
+        """
+        key = (user, password)
+        waiter: "Deferred[Any]" = Deferred()
+        waiters = self._inflight.get(key)
+        if waiters is not None:
+            waiters.append(waiter)
+            return waiter
+        # Registered before the check starts: it may end at once.
+        waiters = self._inflight[key] = [waiter]
+        self.failures.start(client)
+        self.checking += 1
+
+        def done(outcome: Any) -> None:
+            del self._inflight[key]
+            self.checking -= 1
+            count = self.failures.finish(client, isinstance(outcome, Failure))
+            for each in waiters:
+                each.callback((outcome, count))
+
+        maybeDeferred(
+            self.checker.requestAvatarId, UsernamePassword(user, password)
+        ).addBoth(done)
+        return waiter
 
     def _check(
         self,
@@ -369,15 +407,13 @@ class AuthFilter:
             if not answer.called:
                 answer.callback(value)
 
-        def checked(outcome: Any) -> None:
-            self.checking -= 1
+        def checked(result: tuple[Any, int]) -> None:
+            outcome, count = result
             if not isinstance(outcome, Failure):
-                self.failures.finish(client, failed=False)
                 if not answer.called:
                     request.user = _userText(outcome)
                 give(allowed)
                 return
-            count = self.failures.finish(client, failed=True)
             if not outcome.check(UnauthorizedLogin):
                 if answer.called:
                     log.failure("proxy authentication check failed", outcome)
@@ -399,8 +435,6 @@ class AuthFilter:
                 cancelTimers()
                 timers.append(reactor.callLater(wait, give, response))
 
-        self.failures.start(client)
-        self.checking += 1
         within = self.answerWithin
         if within is not None:
             timers.append(
@@ -414,9 +448,7 @@ class AuthFilter:
                     ),
                 )
             )
-        maybeDeferred(
-            self.checker.requestAvatarId, UsernamePassword(user, password)
-        ).addBoth(checked)
+        self._shared(client, user, password).addCallback(checked)
         return answer
 
     def _failed(
@@ -477,7 +509,7 @@ def _number(config: dict[str, Any], key: str, positive: bool = False) -> float:
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
-        or value != value
+        or not finite(value)
         or value < 0
         or (positive and value == 0)
     ):

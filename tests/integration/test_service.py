@@ -138,6 +138,32 @@ def test_tacPortFromConfigFile(workdir, origin) -> None:
         proxy.stop()
 
 
+def runWithTakenPort(workdir, twistdOptions, args) -> tuple[int, str]:
+    """
+    Run C{twistd [twistdOptions] webproxy [args]} while a port on 127.0.0.1
+    is taken; C{"TAKEN"} in C{args} stands for it.
+
+    @return: the exit status and the output.
+    """
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = str(taken.getsockname()[1])
+        r = subprocess.run(
+            [
+                *TWISTD,
+                *twistdOptions,
+                "webproxy",
+                *[port if a == "TAKEN" else a for a in args],
+            ],
+            capture_output=True,
+            timeout=30,
+            cwd=str(workdir),
+            env=childEnv(),
+        )
+    return r.returncode, (r.stdout + r.stderr).decode()
+
+
 @pytest.mark.parametrize("where", ["port", "interface"])
 def test_cannotListenExitsNonZero(workdir, where) -> None:
     """
@@ -145,25 +171,31 @@ def test_cannotListenExitsNonZero(workdir, where) -> None:
     with one line naming it and a non-zero exit status (it used to log the
     error and then exit 0, which service managers count as a clean stop).
     """
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(1)
-        port = taken.getsockname()[1]
-        if where == "port":
-            args = ["--port", str(port), "--interface", "127.0.0.1"]
-        else:
-            args = ["--port", str(freePort()), "--interface", "192.0.2.1"]
-        r = subprocess.run(
-            [*TWISTD, "-n", "--pidfile=", "webproxy", *args],
-            capture_output=True,
-            timeout=30,
-            cwd=str(workdir),
-            env=childEnv(),
-        )
-    output = (r.stdout + r.stderr).decode()
-    assert r.returncode == 1, output
+    if where == "port":
+        args = ["--port", "TAKEN", "--interface", "127.0.0.1"]
+    else:
+        args = ["--port", str(freePort()), "--interface", "192.0.2.1"]
+    status, output = runWithTakenPort(workdir, ["-n", "--pidfile="], args)
+    assert status == 1, output
     assert "Traceback" not in output, output
     assert "webproxy: cannot listen on tcp:" in output, output
+
+
+def test_cannotListenDaemonExits(workdir) -> None:
+    """
+    The same for a daemon (no C{-n}): the waiting parent exits 1 with the
+    message and the pid file is removed (the start used to hang, the
+    parent waiting for a status its child never sent).
+    """
+    pidfile = workdir / ("cannot-listen-%d.pid" % time.monotonic_ns())
+    status, output = runWithTakenPort(
+        workdir,
+        ["--pidfile=%s" % pidfile, "--logfile=%s" % pidfile.with_suffix(".log")],
+        ["--port", "TAKEN", "--interface", "127.0.0.1"],
+    )
+    assert status == 1, output
+    assert "cannot listen on tcp:" in output, output
+    assert not pidfile.exists()
 
 
 def test_listenEndpoints(makeProxy, origin, workdir) -> None:
