@@ -56,6 +56,7 @@ _TRANSPORT_ATTRIBUTES = (
     "_tempDataBuffer",
     "_tempDataLen",
     "_writeDisconnected",
+    "_aborting",
     "socket",
 )
 
@@ -69,6 +70,7 @@ class _FastConnectionMixin:
     offset: int
     _tempDataLen: int
     _writeDisconnected: bool
+    _aborting: bool
     connected: int
     socket: Any
 
@@ -78,6 +80,7 @@ class _FastConnectionMixin:
             and self.offset == len(self.dataBuffer)
             and self.connected
             and not self._writeDisconnected
+            and not self._aborting
             and type(data) is bytes
             and data
         ):
@@ -254,18 +257,26 @@ def acceleratePolling(reactor: Any) -> bool:
             selectable = selectables.get(fd)
             if selectable is None:
                 continue
-            if event != readable or selectable.fileno() == -1:
-                doReadOrWrite(selectable, fd, event)
-                continue
-            # The usual event, readable and nothing else: what
-            # _doReadOrWrite does for it, one call less.
+            # As log.callWithLogger does around each event: an exception
+            # (a protocol's connectionLost raising, say) is logged and the
+            # other events of this poll still run.
             try:
-                why = selectable.doRead()
+                if event != readable or selectable.fileno() == -1:
+                    doReadOrWrite(selectable, fd, event)
+                    continue
+                # The usual event, readable and nothing else: what
+                # _doReadOrWrite does for it, one call less.
+                try:
+                    why = selectable.doRead()
+                except BaseException:
+                    why = sys.exc_info()[1]
+                    log.err()
+                if why:
+                    disconnect(selectable, why, True)
+            except KeyboardInterrupt:
+                raise
             except BaseException:
-                why = sys.exc_info()[1]
                 log.err()
-            if why:
-                disconnect(selectable, why, True)
 
     reactor.doIteration = doPoll  # type: ignore[method-assign]
     reactor.doPoll = doPoll  # type: ignore[method-assign]

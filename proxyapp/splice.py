@@ -60,6 +60,12 @@ Calls from outside while the relay runs:
     C{RuntimeError}: the bytes would be interleaved with the relayed ones
     at an arbitrary point.
 
+TCP urgent data (C{MSG_OOB}): the kernel's splice stops at the urgent
+mark and never moves past it, so when a readable source splices nothing
+and is at the mark, the relay reads past it with C{recv} into the pipe,
+which drops the urgent byte as Twisted's reads (and so the Python relay)
+do.
+
 Limits, the same as a Twisted transport whose reading is paused: a peer
 that resets while the relay is neither reading from nor writing to its
 socket (its own direction blocked or ended, the other idle) is noticed
@@ -442,9 +448,22 @@ class SpliceRelay:
                 )
             except OSError as e:
                 if e.errno in _WOULD_BLOCK:
+                    if budget == EVENT_BUDGET and _atUrgentMark(direction.sourceFd):
+                        # Readable, yet nothing could be spliced: the kernel's
+                        # splice stops at TCP urgent data and never moves
+                        # past it, so epoll would report this socket for
+                        # ever.  recv() skips the urgent byte, as the Python
+                        # relay's reads do.
+                        moved = self._readPastMark(direction)
+                        if moved == 0 and direction.ended:
+                            continue
+                        if moved <= 0:
+                            return
+                    else:
+                        return
+                else:
+                    self._finish(abort=True)
                     return
-                self._finish(abort=True)
-                return
             if moved == 0:
                 direction.ended = True
                 direction.source.stopReading()
@@ -459,6 +478,36 @@ class SpliceRelay:
                 budget = 0
             else:
                 budget -= moved
+
+    def _readPastMark(self, direction: _Direction) -> int:
+        """
+        Read what follows the urgent byte the source is stopped at (the
+        byte itself is dropped) into the direction's empty pipe.
+
+        @return: the bytes now in the pipe; 0 if there are none (yet, or
+            ever: then the direction has ended); -1 if the relay failed and
+            finished.
+        """
+        try:
+            data = direction.source.socket.recv(direction.pipeSize)
+        except OSError as e:
+            if e.errno in _WOULD_BLOCK:
+                return 0
+            self._finish(abort=True)
+            return -1
+        if not data:
+            direction.ended = True
+            direction.source.stopReading()
+            return 0
+        try:
+            written = os.write(direction.pipeWrite, data)
+        except OSError:
+            written = 0
+        if written != len(data):
+            # The pipe is empty and as large as the read: cannot happen.
+            self._finish(abort=True)
+            return -1
+        return written
 
     def _flush(self, direction: _Direction) -> bool:
         """
@@ -610,6 +659,22 @@ class SpliceRelay:
 
 # Never SPLICE_F_MORE: see the module docstring.
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
+
+# ioctl(2) request: is the socket's read position at the urgent mark?
+_SIOCATMARK = 0x8905
+
+
+def _atUrgentMark(fd: int) -> bool:
+    """
+    @return: whether the next byte to read from socket C{fd} is TCP urgent
+        data.
+    """
+    import fcntl
+
+    try:
+        return fcntl.ioctl(fd, _SIOCATMARK, b"\0\0\0\0") != b"\0\0\0\0"
+    except OSError:
+        return False
 
 
 def _canTakeOver(transport: Any) -> bool:

@@ -157,6 +157,53 @@ class PollingTests(unittest.SynchronousTestCase):
         self.assertNotIn(pairs[0][0].fileno(), fresh._selectables)
         self.assertNotIn(pairs[1][0].fileno(), fresh._selectables)
 
+    def test_exceptionsStayInTheirEvent(self) -> None:
+        """
+        An exception outside C{doRead} (here from C{connectionLost}, run
+        when a read returned a reason) is logged and the poll's other
+        events still run, as with Twisted's own loop; it used to escape
+        the iteration and skip them.
+        """
+        from twisted.internet import main
+        from twisted.internet.epollreactor import EPollReactor
+
+        fresh = EPollReactor()
+        self.addCleanup(fresh._poller.close)
+        self.assertTrue(fastio.acceleratePolling(fresh))
+        reads: list[str] = []
+
+        class Reader(abstract.FileDescriptor):
+            def __init__(self, name: str, sock: socket.socket) -> None:
+                abstract.FileDescriptor.__init__(self, reactor=fresh)
+                self.name = name
+                self.sock = sock
+
+            def fileno(self) -> int:
+                return self.sock.fileno()
+
+            def doRead(self) -> Any:
+                reads.append(self.name)
+                self.sock.recv(100)
+                return main.CONNECTION_LOST
+
+            def connectionLost(self, reason: Any) -> None:
+                raise RuntimeError("a buggy connectionLost")
+
+        readers = []
+        for name in ("one", "two"):
+            left, right = socket.socketpair()
+            self.addCleanup(left.close)
+            self.addCleanup(right.close)
+            right.send(b"x")
+            reader = Reader(name, left)
+            readers.append(reader)
+            fresh.addReader(reader)
+        fresh.doIteration(1.0)
+        for reader in readers:
+            fresh.removeReader(reader)
+        self.assertEqual(sorted(reads), ["one", "two"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+
 
 class _Collect(protocol.Protocol):
     def __init__(self, done: defer.Deferred, expected: int) -> None:

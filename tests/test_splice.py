@@ -694,6 +694,49 @@ class RelayTests(unittest.TestCase):
         tunnel.b.transport.loseConnection()
         yield tunnel.close(relay)
 
+    @defer.inlineCallbacks
+    def test_urgentData(self) -> Any:
+        """
+        TCP urgent data does not wedge the relay: the kernel's splice
+        stops at the urgent mark for good (it used to return EAGAIN there
+        while epoll kept reporting the socket, so the reactor spun and
+        nothing after it was relayed); the relay reads past it, dropping
+        the urgent byte as a plain read does.
+        """
+        tunnel = yield _Tunnel(self).open()
+        relay = SpliceRelay(tunnel.a.transport, tunnel.b.transport)
+        self.assertTrue(relay.start())
+        sock = tunnel.client.transport.socket
+        sock.send(b"before")
+        yield _until(lambda: bytes(tunnel.origin.received) == b"before")
+        sock.send(b"!", socket.MSG_OOB)
+        sock.send(b"after")
+        yield _until(lambda: bytes(tunnel.origin.received) == b"beforeafter")
+        cpu = time.process_time()
+        yield _sleep(0.3)
+        self.assertLess(time.process_time() - cpu, 0.1)
+        tunnel.origin.transport.write(b"back")
+        yield _until(lambda: bytes(tunnel.client.received) == b"back")
+        tunnel.b.transport.loseConnection()
+        yield tunnel.close(relay)
+
+    @defer.inlineCallbacks
+    def test_noWriteAfterAbort(self) -> Any:
+        """
+        After C{abortConnection}, a fast transport's write sends nothing,
+        as Twisted's does (its send-at-once path used to send it).
+        """
+        tunnel = yield _Tunnel(self).open(accelerate=True)
+        self.assertIsInstance(tunnel.a.transport, fastio.FastServer)
+        tunnel.a.transport.abortConnection()
+        tunnel.a.transport.write(b"after abort")
+        yield _sleep(0.1)
+        self.assertEqual(bytes(tunnel.client.received), b"")
+        tunnel.b.transport.loseConnection()
+        yield tunnel.allLost()
+        for port in tunnel.ports:
+            yield port.stopListening()
+
 
 class RefusalTests(unittest.TestCase):
     """
