@@ -92,11 +92,32 @@ class ProxyService(service.Service):
             self._reactor = reactor
         return self._reactor
 
-    def startService(self) -> None:
-        from proxyapp.protocol import ProxyFactory
+    def privilegedStartService(self) -> None:
+        """
+        Listen while twistd still has the privileges it was started with
+        (a port below 1024 with C{--uid}/C{--gid}, as Squid binds before
+        dropping root); the rest of the start is L{startService}.
+        """
+        service.Service.privilegedStartService(self)
+        self._listen()
 
+    def startService(self) -> None:
         service.Service.startService(self)
+        if self.factory is None:
+            # Started without twistd's privileged step (tests, plain use).
+            self._listen()
+        if self.installSignals:
+            self._installSignals()
+
+    def _listen(self) -> None:
+        """
+        Raise the open-file limit, build the factory and listen on every
+        description.
+
+        @raise StartFailed: if any of them cannot be listened on.
+        """
         from proxyapp.fastio import acceleratePolling
+        from proxyapp.protocol import ProxyFactory
 
         if acceleratePolling(self.reactor):
             log.info(
@@ -142,8 +163,6 @@ class ProxyService(service.Service):
             if self.accessLog is not None:
                 self.accessLog.close()
             raise StartFailed("webproxy: " + "; ".join(failures))
-        if self.installSignals:
-            self._installSignals()
 
     def _installSignals(self) -> None:
         for number, handler in (

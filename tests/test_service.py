@@ -110,6 +110,22 @@ class ListenTests(ConfigMixin, SynchronousTestCase):
         self.assertIs(factory3, service.factory)
         self.assertEqual(len(service.ports), 3)
 
+    def test_listensWhilePrivileged(self) -> None:
+        """
+        Under twistd, listening happens in C{privilegedStartService},
+        before C{--uid}/C{--gid} drop privileges (a port below 1024), and
+        C{startService} then does not listen again.
+        """
+        self.write("[server]\nport = 80\n")
+        service = self.makeService()
+        service.privilegedStartService()
+        self.assertEqual([p[0] for p in self.reactor.tcpServers], [80])
+        factory = service.factory
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(len(self.reactor.tcpServers), 1)
+        self.assertIs(service.factory, factory)
+
     def test_chainFromFilters(self) -> None:
         """
         The factory's chain holds the built filters (the access filter
