@@ -1029,9 +1029,12 @@ class ConfigTests(SynchronousTestCase):
         """
         C{[filter.auth] on_error = "pass"} (an error or a missed deadline
         would let a request through unauthenticated) is refused, as is a
-        C{deadline} of its own.
+        C{deadline} of its own; C{on_error = "fail"}, the default spelled
+        out, is accepted.
         """
-        for key, value in (("on_error", "pass"), ("on_error", "fail"), ("deadline", 9)):
+        [_, enabled] = self.chainFilters(filterTables={"auth": {"on_error": "fail"}})
+        self.assertEqual(enabled.onError, "fail")
+        for key, value in (("on_error", "pass"), ("on_error", "skip"), ("deadline", 9)):
             error = self.assertRaises(
                 ConfigError, self.chainFilters, filterTables={"auth": {key: value}}
             )

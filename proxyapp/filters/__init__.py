@@ -53,14 +53,15 @@ def buildChainFilters(settings: Settings) -> list[EnabledFilter]:
     tables = dict(settings.filterTables)
     if "auth" in tables:
         authTable = dict(tables["auth"])
-        for key, instead in (
-            ("on_error", "the auth filter always fails closed"),
-            ("deadline", "it is [filters] deadline"),
-        ):
-            if key in authTable:
-                raise ConfigError(
-                    f"{where}[filter.auth] {key}: not settable; {instead}"
-                )
+        if authTable.get("on_error", "fail") != "fail":
+            raise ConfigError(
+                f'{where}[filter.auth] on_error: only "fail"; the auth filter'
+                " always fails closed"
+            )
+        if "deadline" in authTable:
+            raise ConfigError(
+                f"{where}[filter.auth] deadline: not settable; it is [filters] deadline"
+            )
         # The auth filter answers before the chain's deadline, and checks
         # that its throttling delay fits under it.
         authTable["deadline"] = settings.filterDeadline
