@@ -12,8 +12,20 @@ Filters see message heads (L{proxyapp.message.RequestHead},
 L{proxyapp.message.ResponseHead}) and may change them in place, replace
 them, or answer with a L{proxyapp.message.Response}.  Bodies reach filters
 only as a stream of chunks, through L{IBodyTransform}.  A filter never sees
-a transport: the proxy keeps framing, flow control and connection reuse
-right whatever filters do.
+a transport, so flow control and connection reuse stay the proxy's.
+
+What a filter may not change, because the proxy has already framed the
+message by it: the framing fields (Content-Length, Transfer-Encoding) of a
+request or response head it passes on, and a request's method to or from
+HEAD or CONNECT.  The built-in C{headers} filter refuses to touch those
+fields; a third-party filter that changes them gets a message whose body
+the next hop reads differently.  C{Headers.add} and C{Headers.set} refuse
+names that are not tokens and values with control characters (CR, LF, NUL
+and the like), so a filter cannot add lines to a head; the proxy frames a
+filter's own L{proxyapp.message.Response} itself.  A filter that reroutes
+a request changes the head it was given (C{host}, C{port}, and the C{Host}
+field to match); a C{RequestHead} built anew has no target and is answered
+by the proxy itself.
 
 Import interfaces from this module only.
 """

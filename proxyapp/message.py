@@ -60,6 +60,26 @@ _CONNECTION_OPTIONS = HOP_BY_HOP | frozenset([b"close"])
 _NEVER_NOMINATED = frozenset([b"content-length", b"transfer-encoding", b"host"])
 
 
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+\Z")
+_FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*\Z")
+
+
+def checkField(name: bytes, value: bytes) -> None:
+    """
+    Check a field a filter (or the proxy) adds: the name a token, the value
+    free of control characters but tab (RFC 9110 section 5.5), both bytes.
+
+    @raise ValueError: naming the field otherwise.
+    """
+    if (
+        type(name) is not bytes
+        or type(value) is not bytes
+        or _TOKEN.match(name) is None
+        or _FIELD_VALUE.match(value) is None
+    ):
+        raise ValueError(f"not a valid header field: {name!r}: {value!r}")
+
+
 class FieldNames:
     """
     A set of lowercase field names that L{Headers.hasAny} looks for with one
@@ -130,6 +150,7 @@ class Headers:
         self._fields: list[list[bytes]] = []
         if fields:
             for name, value in fields:
+                checkField(name, value)
                 self._fields.append([name.lower(), name, value])
 
     @classmethod
@@ -279,6 +300,17 @@ class Headers:
     def add(self, name: bytes, value: bytes) -> None:
         """
         Append a field, after any existing fields of that name.
+
+        @raise ValueError: if C{name} is not a token or C{value} holds a
+            control character (CR and LF would add lines to the head).
+        """
+        checkField(name, value)
+        self._fields.append([name.lower(), name, value])
+
+    def addTrusted(self, name: bytes, value: bytes) -> None:
+        """
+        L{add} without the check, for fields known to be valid (the proxy's
+        own Via entry, added to every message).
         """
         self._fields.append([name.lower(), name, value])
 
@@ -286,7 +318,10 @@ class Headers:
         """
         Replace every field called C{name} with one field, at the position of
         the first one (or at the end if there was none).
+
+        @raise ValueError: as L{add}.
         """
+        checkField(name, value)
         lower = name.lower()
         block = self._block
         if block is not None and not self._fields:

@@ -1025,7 +1025,7 @@ class ProxyProtocol(Protocol):
                 headers.removeHopByHop()
         if not plain:
             headers.set(b"Host", request.authority)
-        headers.add(b"Via", factory.viaValues[request.version])
+        headers.addTrusted(b"Via", factory.viaValues[request.version])
         self.chunkUp = framing == CHUNKED
 
         chain = self._chain
@@ -1251,7 +1251,7 @@ class ProxyProtocol(Protocol):
             headers.removeHopByHop(connection=connection)
         elif head.version == b"HTTP/1.0":
             self.upstream.closing = True  # type: ignore[union-attr]
-        headers.add(b"Via", self.factory.viaValues[head.version])
+        headers.addTrusted(b"Via", self.factory.viaValues[head.version])
         chain = self._chain
         if chain is not None and chain.hasResponseFilters:
             result = chain.filterResponse(request, head)  # type: ignore[arg-type]
@@ -1579,8 +1579,16 @@ class ProxyProtocol(Protocol):
             # read, so the connection closes (as Squid does).
             self.closeAfter = True
         headers = response.head.headers
-        isHead = request is not None and request.method == b"HEAD"
-        headers.set(b"Content-Length", b"%d" % (len(response.body),))
+        status = response.head.status
+        # Our framing, whatever a filter's Response says: a length, or no
+        # body at all where the status has none.
+        headers.remove(b"Transfer-Encoding")
+        if status < 200 or status == 204 or status == 304:
+            headers.remove(b"Content-Length")
+            isHead = True
+        else:
+            isHead = request is not None and request.method == b"HEAD"
+            headers.set(b"Content-Length", b"%d" % (len(response.body),))
         if self.closeAfter:
             headers.set(b"Connection", b"close")
         elif request is not None and request.version != b"HTTP/1.1":
@@ -1797,7 +1805,7 @@ class ProxyProtocol(Protocol):
         headers = head.headers
         headers.removeHopByHop(frozenset([b"upgrade"]))
         headers.add(b"Connection", b"Upgrade")
-        headers.add(b"Via", self.factory.viaValues[head.version])
+        headers.addTrusted(b"Via", self.factory.viaValues[head.version])
         chain = self._chain
         if chain is not None and chain.hasResponseFilters:
             result = chain.filterResponse(self.request, head)  # type: ignore[arg-type]

@@ -44,6 +44,19 @@ def _coerce(kind: Any, option: str) -> Any:
     return coerce
 
 
+def _defaultText(value: object) -> str:
+    """
+    @return: how C{--help} shows a setting's default: C{none} when unset,
+        the help text's own words when it is computed at start (an empty
+        string, as the Via pseudonym).
+    """
+    if value is None:
+        return "none"
+    if value == "":
+        return "(see above)"
+    return str(value)
+
+
 class Options(usage.Options):
     """
     C{twistd webproxy} options.  Repeatable options (C{--listen},
@@ -70,7 +83,7 @@ class Options(usage.Options):
             key.option,
             "p" if key.option == "port" else "i" if key.option == "interface" else None,
             None,
-            f"{key.help} [default: {getattr(Settings(), key.attr) or '(see above)'}]",
+            f"{key.help} [default: {_defaultText(getattr(Settings(), key.attr))}]",
             _coerce(key.parse, key.option) if key.parse is not str else None,
         ]
         for key in KEYS

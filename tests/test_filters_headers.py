@@ -177,6 +177,8 @@ class HeadersFilterTests(SynchronousTestCase):
             ({"request_set": {"X-A": ["1"]}}, "request_set"),
             ({"request_add": {"X-A": []}}, "request_add"),
             ({"request_add": {"X-A": "a\nb"}}, "request_add"),
+            ({"request_add": {"X-A": "a\x01b"}}, "request_add"),
+            ({"response_set": {"X-A": "a\x7fb"}}, "response_set"),
             ({"request_set": {"Bad Name": "1"}}, "request_set"),
             ({"hosts": ["example.com"]}, "hosts"),
             ({"rule": [{"hosts": ["x.example"]}]}, "rule 1"),

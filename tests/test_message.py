@@ -243,6 +243,37 @@ class HeadersTests(SynchronousTestCase):
         """
         self.assertEqual(Headers().getTokens(b"connection"), [])
 
+    def test_invalidFieldsRefused(self) -> None:
+        """
+        C{add}, C{set} and the constructor refuse a name that is not a
+        token and a value with a control character but tab, so a filter
+        (or data it copies, say a percent-decoded URL) cannot add lines to
+        a head; C{str} is refused too.  C{addTrusted} is for known-good
+        fields.
+        """
+        for name, value in [
+            (b"X-A", b"a\r\nX-Injected: 1"),
+            (b"X-A", b"a\nb"),
+            (b"X-A", b"a\x00b"),
+            (b"X-A", b"a\x7f"),
+            (b"X A", b"1"),
+            (b"X-A:", b"1"),
+            (b"", b"1"),
+            ("X-A", b"1"),
+            (b"X-A", "1"),
+        ]:
+            headers = Headers([(b"Host", b"example.com")])
+            self.assertRaises(ValueError, headers.add, name, value)
+            self.assertRaises(ValueError, headers.set, name, value)
+            self.assertRaises(ValueError, Headers, [(name, value)])
+            self.assertEqual(headers.serialize(), b"Host: example.com\r\n")
+        headers = Headers()
+        headers.add(b"X-A", b"tab\tand \xe9 obs-text")
+        headers.addTrusted(b"Via", b"1.1 proxy")
+        self.assertEqual(
+            headers.serialize(), b"X-A: tab\tand \xe9 obs-text\r\nVia: 1.1 proxy\r\n"
+        )
+
 
 class RemoveHopByHopTests(SynchronousTestCase):
     """

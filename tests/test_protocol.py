@@ -2270,6 +2270,33 @@ class RequestFilterTests(ProxyTestCase):
         _, fields, _ = splitResponse(self.client.value())
         self.assertEqual(values(fields, b"x-new"), [b"1"])
 
+    def test_filterResponseFramedByTheProxy(self) -> None:
+        """
+        A filter's own Response is framed by the proxy: its
+        Transfer-Encoding is dropped (the head carried it beside our
+        Content-Length), and a 204 or 304 goes out without a length or a
+        body.
+        """
+        deciding = _Deciding()
+        self.factory.chain = FilterChain([EnabledFilter("deciding", deciding)])
+        for status, body, expected in [
+            (200, b"hello", (b"5", b"hello")),
+            (204, b"ignored", (None, b"")),
+            (304, b"ignored", (None, b"")),
+        ]:
+            self.client.clear()
+            self.send(GET)
+            d, request = deciding.pending.pop()
+            response = errorResponse(status, "filtered", request.url())
+            response.body = body
+            response.head.headers.set(b"Transfer-Encoding", b"chunked")
+            d.callback(response)
+            got, fields, rest = splitResponse(self.client.value())
+            self.assertEqual(got, status)
+            self.assertEqual(values(fields, b"transfer-encoding"), [])
+            length = values(fields, b"content-length")
+            self.assertEqual((length[0] if length else None, rest), expected)
+
     def test_maxForwardsZeroAfterFilters(self) -> None:
         """
         A TRACE or OPTIONS with C{Max-Forwards: 0}, which the proxy answers

@@ -98,9 +98,11 @@ def checkFieldValue(value: Any, where: str) -> bytes:
     @return: C{value} encoded as a field value.
     @raise ValueError: for a non-string or one with control characters.
     """
-    if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
+    if not isinstance(value, str) or any(
+        c < " " and c != "\t" or c == "\x7f" for c in value
+    ):
         raise ValueError(
-            f"{where}: expected a field value without line breaks, got {value!r}"
+            f"{where}: expected a field value without control characters, got {value!r}"
         )
     return value.strip().encode("utf-8")
 

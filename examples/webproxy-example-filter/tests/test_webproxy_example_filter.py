@@ -2,7 +2,8 @@
 Tests for the example filter, written the way any filter's tests can be:
 no sockets, no network, only L{proxyapp.testing}.
 
-Run them with C{python -m twisted.trial tests} or C{python -m pytest tests}
+Run them with C{python -m pytest tests} or
+C{python -m twisted.trial tests/test_webproxy_example_filter.py}
 after C{pip install .} (or from this directory, without installing).
 """
 
