@@ -71,6 +71,9 @@ class FilterChain:
     @ivar active: whether any filter is enabled at all (the protocol skips
         the chain entirely otherwise).
     @ivar deadline: seconds a filter's Deferred may take.
+    @ivar mayReframe: whether a request filter that is not built in runs
+        (it might change a request's framing fields, which the protocol
+        then puts right).
     """
 
     def __init__(
@@ -88,6 +91,13 @@ class FilterChain:
         )
         self.hasResponseFilters = bool(self._response)
         self.hasBodyFilters = bool(self._body)
+        # Whether a request filter may have changed the framing fields: the
+        # built-in ones never do (their modules are proxyapp.filters.*).
+        self.mayReframe = any(
+            not type(f.filter).__module__.startswith("proxyapp.filters.")
+            for f in filters
+            if IRequestFilter.providedBy(f.filter)
+        )
 
     def names(self) -> list[str]:
         """

@@ -14,12 +14,12 @@ them, or answer with a L{proxyapp.message.Response}.  Bodies reach filters
 only as a stream of chunks, through L{IBodyTransform}.  A filter never sees
 a transport, so flow control and connection reuse stay the proxy's.
 
-What a filter may not change, because the proxy has already framed the
-message by it: the framing fields (Content-Length, Transfer-Encoding) of a
-request or response head it passes on, and a request's method to or from
-HEAD or CONNECT.  The built-in C{headers} filter refuses to touch those
-fields; a third-party filter that changes them gets a message whose body
-the next hop reads differently.  C{Headers.add} and C{Headers.set} refuse
+The proxy has framed each message before filters see it.  A request's
+framing fields (Content-Length, Transfer-Encoding) are put back as the
+client framed the body after any filter that is not built in has run.  A
+filter may not change a response's framing fields nor a request's method
+to or from HEAD or CONNECT: the next hop would read the body differently
+(the built-in C{headers} filter refuses to touch those fields).  C{Headers.add} and C{Headers.set} refuse
 names that are not tokens and values with control characters (CR, LF, NUL
 and the like), so a filter cannot add lines to a head; the proxy frames a
 filter's own L{proxyapp.message.Response} itself.  A filter that reroutes

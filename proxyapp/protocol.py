@@ -137,6 +137,9 @@ _CLOSING = 5
 EndpointFactory = Callable[[str, int], IStreamClientEndpoint]
 
 
+# What frames a message's body.
+_FRAMING_FIELDS = FieldNames(frozenset([b"content-length", b"transfer-encoding"]))
+
 # The request of an exchange whose head could not be parsed (answered 400,
 # 414 or 431); the access log gets no request for it.
 _UNPARSED = RequestHead(b"", b"", b"")
@@ -1085,10 +1088,14 @@ class ProxyProtocol(Protocol):
         """
         Queue the head for the upstream and find a connection for it.
         """
+        framing = self.parser.framing
+        chain = self._chain
+        if chain is not None and chain.mayReframe:
+            self._frameRequest(request.headers, framing)
         head = request.serialize()
         self._pendingUp.append(head)
         self.bytesHeadUp = len(head)
-        if self.parser.framing == NO_BODY:
+        if framing == NO_BODY:
             self._retryHead = head
         else:
             self._retryHead = None
@@ -1098,6 +1105,33 @@ class ProxyProtocol(Protocol):
             self._attach(upstream)
         else:
             self._connect(key)  # type: ignore[arg-type]
+
+    def _frameRequest(self, headers: Any, framing: int) -> None:
+        """
+        Make the framing fields of the head going upstream say what the
+        proxy will send as its body, whatever a filter did to them: the
+        body is relayed as the client framed it, so a Content-Length or
+        Transfer-Encoding removed or added by a filter would make the
+        origin read part of the body as another request.
+        """
+        if framing == NO_BODY:
+            if headers.hasAny(_FRAMING_FIELDS):
+                headers.remove(b"Content-Length")
+                headers.remove(b"Transfer-Encoding")
+        elif framing == LENGTH:
+            # The body is still in the parser: its remaining length is the
+            # declared one.
+            length = b"%d" % (self.parser.remaining,)
+            if headers.getAll(b"content-length") != [length] or (
+                b"transfer-encoding" in headers
+            ):
+                headers.remove(b"Transfer-Encoding")
+                headers.set(b"Content-Length", length)
+        elif [v.lower() for v in headers.getAll(b"transfer-encoding")] != [
+            b"chunked"
+        ] or b"content-length" in headers:
+            headers.remove(b"Content-Length")
+            headers.set(b"Transfer-Encoding", b"chunked")
 
     def _connect(self, key: tuple[str, str, int]) -> None:
         self.gate.pause(WAITING)  # type: ignore[union-attr]

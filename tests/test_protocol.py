@@ -2270,6 +2270,65 @@ class RequestFilterTests(ProxyTestCase):
         _, fields, _ = splitResponse(self.client.value())
         self.assertEqual(values(fields, b"x-new"), [b"1"])
 
+    def test_requestFramingPutRight(self) -> None:
+        """
+        A third-party filter that removes, adds or changes a request's
+        framing fields does not change how the origin reads the body: the
+        proxy puts them back as the client framed it (a POST whose
+        Content-Length a filter removed went upstream without it, and its
+        body became a second request).
+        """
+
+        @implementer(IRequestFilter)
+        class Reframing:
+            def filterRequest(self, request: Any) -> Any:
+                headers = request.headers
+                headers.remove(b"Content-Length")
+                headers.remove(b"Transfer-Encoding")
+                headers.add(b"Content-Length", b"99")
+                return request
+
+        self.factory.chain = FilterChain([EnabledFilter("reframing", Reframing())])
+        self.assertTrue(self.factory.chain.mayReframe)
+        smuggled = b"GET /admin HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        cases = [
+            (
+                b"POST http://example.com/ HTTP/1.1\r\nHost: example.com\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(smuggled) + smuggled,
+                [b"%d" % len(smuggled)],
+                [],
+            ),
+            (
+                b"POST http://example.com/ HTTP/1.1\r\nHost: example.com\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+                [],
+                [b"chunked"],
+            ),
+            (GET, [], []),
+        ]
+        for request, length, coding in cases:
+            proxy, _ = self.connectClient()
+            self.send(request, proxy)
+            _, transport = self.accept()
+            fields = requestFields(transport.value())
+            self.assertEqual(values(fields, b"content-length"), length)
+            self.assertEqual(values(fields, b"transfer-encoding"), coding)
+
+    def test_builtInFiltersTrusted(self) -> None:
+        """
+        The built-in filters never change framing fields, so with only them
+        the proxy skips that check.
+        """
+        from proxyapp.filters import access, privacy
+
+        chain = FilterChain(
+            [
+                EnabledFilter("access", access.makeFilter({})),
+                EnabledFilter("privacy", privacy.makeFilter({})),
+            ]
+        )
+        self.assertFalse(chain.mayReframe)
+
     def test_filterResponseFramedByTheProxy(self) -> None:
         """
         A filter's own Response is framed by the proxy: its
