@@ -13,10 +13,11 @@ Precedence: built-in defaults, then the file, then the command line.
 from __future__ import annotations
 
 import math
-import re
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
+
+from proxyapp.message import isToken
 
 
 class ConfigError(ValueError):
@@ -191,12 +192,9 @@ def _strings(value: Any) -> Optional[str]:
     return "a list of non-empty strings"
 
 
-# RFC 9110 section 5.6.2: what a Via received-by pseudonym may be.
-_TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+\Z")
-
-
 def _pseudonym(value: Any) -> Optional[str]:
-    if isinstance(value, str) and _TOKEN.match(value):
+    # RFC 9110 section 7.6.3: a Via received-by pseudonym is a token.
+    if isinstance(value, str) and value.isascii() and isToken(value.encode("ascii")):
         return None
     return "one token of ASCII letters, digits and !#$%&'*+-.^_`|~"
 

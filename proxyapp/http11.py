@@ -41,7 +41,8 @@ import re
 from typing import Optional, Union
 from urllib.parse import unquote_to_bytes
 
-from proxyapp.message import Headers, RequestHead, ResponseHead
+from proxyapp.message import TOKEN_CHARS, Headers, RequestHead, ResponseHead
+from proxyapp.message import isToken as _isToken
 
 
 class ProtocolError(Exception):
@@ -127,9 +128,7 @@ _UNTIL_CLOSE = 6
 _DONE = 7
 _SWITCHED = 8
 
-_TOKEN_CHARS = (
-    b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-)
+_TOKEN_CHARS = TOKEN_CHARS
 
 # Control characters that may never appear in a head (everything below
 # 0x20 but HTAB, CR and LF, plus DEL).  CR and LF are only allowed as CRLF
@@ -159,10 +158,6 @@ _DIGITS = re.compile(rb"[0-9]{1,18}")
 _REG_NAME = re.compile(rb"[-A-Za-z0-9._~!$&'()*+,;=%]*")
 _PORT = re.compile(rb"[0-9]{0,5}")
 _MAX_CHUNK_LINE = 4096
-
-
-def _isToken(value: bytes) -> bool:
-    return bool(value) and not value.translate(None, _TOKEN_CHARS)
 
 
 _authorityCache: dict[tuple[bytes, Optional[int]], tuple[str, int]] = {}

@@ -60,8 +60,28 @@ _CONNECTION_OPTIONS = HOP_BY_HOP | frozenset([b"close"])
 _NEVER_NOMINATED = frozenset([b"content-length", b"transfer-encoding", b"host"])
 
 
-_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+\Z")
+TOKEN_CHARS = (
+    b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+"""
+The characters of an RFC 9110 token (field names, methods, codings).
+"""
+
 _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*\Z")
+
+
+def isToken(value: bytes) -> bool:
+    """
+    @return: whether C{value} is an RFC 9110 token.
+    """
+    return bool(value) and not value.translate(None, TOKEN_CHARS)
+
+
+def isFieldValue(value: bytes) -> bool:
+    """
+    @return: whether C{value} is free of control characters but tab.
+    """
+    return _FIELD_VALUE.match(value) is not None
 
 
 def checkField(name: bytes, value: bytes) -> None:
@@ -74,8 +94,8 @@ def checkField(name: bytes, value: bytes) -> None:
     if (
         type(name) is not bytes
         or type(value) is not bytes
-        or _TOKEN.match(name) is None
-        or _FIELD_VALUE.match(value) is None
+        or not isToken(name)
+        or not isFieldValue(value)
     ):
         raise ValueError(f"not a valid header field: {name!r}: {value!r}")
 

@@ -972,12 +972,8 @@ class ProxyProtocol(Protocol):
         self.closeAfter = not self.keepAlive
 
         if request.host is None:
-            # Addressed to the proxy itself: filters still decide who may
-            # see it (the access and auth filters apply to the status page).
-            chain = self._chain
-            if chain is not None and chain.active:
-                return self._runRequestFilters(chain, request)
-            return self._respond(statuspage.localResponse(request, factory))
+            # Addressed to the proxy itself: its status page.
+            return self._answerHere(request, statuspage.localResponse(request, factory))
         method = request.method
         if method == b"CONNECT":
             return self._connectRequest(request)
@@ -1013,13 +1009,10 @@ class ProxyProtocol(Protocol):
                             )
                         )
                     if int(maxForwards) == 0:
-                        # This proxy is the final recipient: it answers, once
-                        # the filters (access, auth) have let the request by.
-                        local = statuspage.maxForwardsResponse(request)
-                        chain = self._chain
-                        if chain is not None and chain.active:
-                            return self._runRequestFilters(chain, request, local)
-                        return self._respond(local)
+                        # This proxy is the final recipient.
+                        return self._answerHere(
+                            request, statuspage.maxForwardsResponse(request)
+                        )
                     headers.set(b"Max-Forwards", b"%d" % (int(maxForwards) - 1,))
             if self._upgrading:
                 headers.removeHopByHop(_KEEP_UPGRADE)
@@ -1035,6 +1028,17 @@ class ProxyProtocol(Protocol):
         if chain is not None and chain.active:
             return self._runRequestFilters(chain, request)
         self._forward(request)
+
+    def _answerHere(self, request: RequestHead, local: Response) -> None:
+        """
+        Answer a request the proxy itself is the final recipient of with
+        C{local}, once the request filters (access, auth) have let it by.
+        """
+        chain = self._chain
+        if chain is not None and chain.active:
+            self._runRequestFilters(chain, request, local)
+        else:
+            self._respond(local)
 
     def _runRequestFilters(
         self, chain: Any, request: RequestHead, local: Optional[Response] = None

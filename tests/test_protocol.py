@@ -223,6 +223,10 @@ class ProxyTestCase(SynchronousTestCase):
 
 
 GET = b"GET http://example.com/a HTTP/1.1\r\nHost: example.com\r\n\r\n"
+GET_CLOSE = (
+    b"GET http://example.com/a HTTP/1.1\r\nHost: example.com\r\n"
+    b"Connection: close\r\n\r\n"
+)
 GET_UP = b"GET /a HTTP/1.1\r\nHost: example.com\r\n" + VIA + b"\r\n"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 OK_DOWN = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n" + VIA + b"\r\nhello"
@@ -2014,10 +2018,7 @@ class StallTests(ProxyTestCase):
         the rest, is reset C{readTimeout} seconds later.
         """
         self.start(readTimeout=8)
-        upstream, _ = self.forward(
-            b"GET http://example.com/a HTTP/1.1\r\nHost: example.com\r\n"
-            b"Connection: close\r\n\r\n"
-        )
+        upstream, _ = self.forward(GET_CLOSE)
         self.reply(upstream, OK)
         self.assertTrue(self.client.disconnecting)
         self.wait(7.75)
@@ -2060,10 +2061,7 @@ class StallTests(ProxyTestCase):
         seconds later.
         """
         self.start(readTimeout=8)
-        upstream, _ = self.forward(
-            b"GET http://example.com/a HTTP/1.1\r\nHost: example.com\r\n"
-            b"Connection: close\r\n\r\n"
-        )
+        upstream, _ = self.forward(GET_CLOSE)
         self.reply(upstream, OK)
         self.assertTrue(self.client.disconnecting)
         self.holding(self.client, 1000)

@@ -37,6 +37,7 @@ from zope.interface import alsoProvides, implementer
 
 from proxyapp.filters.access import DomainSet
 from proxyapp.interfaces import IRequestFilter, IResponseFilter
+from proxyapp import message
 from proxyapp.message import Headers, RequestHead, ResponseHead
 
 EDIT_KEYS = (
@@ -68,9 +69,7 @@ MANAGED = frozenset(
     ]
 )
 
-TOKEN_CHARS = frozenset(
-    b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-)
+TOKEN_CHARS = frozenset(message.TOKEN_CHARS)
 
 
 def checkFieldName(name: Any, where: str) -> bytes:
@@ -80,9 +79,8 @@ def checkFieldName(name: Any, where: str) -> bytes:
     """
     if (
         not isinstance(name, str)
-        or not name
         or not name.isascii()
-        or not set(name.encode("ascii")) <= TOKEN_CHARS
+        or not message.isToken(name.encode("ascii"))
     ):
         raise ValueError(f"{where}: expected a header field name, got {name!r}")
     raw = name.encode("ascii")
@@ -98,9 +96,7 @@ def checkFieldValue(value: Any, where: str) -> bytes:
     @return: C{value} encoded as a field value.
     @raise ValueError: for a non-string or one with control characters.
     """
-    if not isinstance(value, str) or any(
-        c < " " and c != "\t" or c == "\x7f" for c in value
-    ):
+    if not isinstance(value, str) or not message.isFieldValue(value.encode("utf-8")):
         raise ValueError(
             f"{where}: expected a field value without control characters, got {value!r}"
         )
