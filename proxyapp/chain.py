@@ -8,7 +8,9 @@ that kind is enabled) and becomes a L{Deferred} at the first filter that
 returns one.  A filter that raises, fails its Deferred or misses the
 deadline is logged with its name; the exchange then gets 500 (request and
 tunnel side) or 502 (response side), or, with C{on_error = "pass"}, goes on
-as if that filter were not there.  Filters can never take the proxy down.
+as if that filter were not there.  A body transform that raises cuts its
+response short (the head is out), or with C{on_error = "pass"} lets the
+rest of the body through untouched.  Filters can never take the proxy down.
 """
 
 from __future__ import annotations
@@ -72,8 +74,11 @@ class FilterChain:
         the chain entirely otherwise).
     @ivar deadline: seconds a filter's Deferred may take.
     @ivar mayReframe: whether a request filter that is not built in runs
-        (it might change a request's framing fields, which the protocol
-        then puts right).
+        (it might change a request's framing fields or method, which the
+        protocol then checks).
+    @ivar mayReframeResponses: the same for response filters (the protocol
+        then puts a response's framing fields back as the upstream sent
+        them).
     """
 
     def __init__(
@@ -91,13 +96,10 @@ class FilterChain:
         )
         self.hasResponseFilters = bool(self._response)
         self.hasBodyFilters = bool(self._body)
-        # Whether a request filter may have changed the framing fields: the
+        # Whether a filter may have changed the framing fields: the
         # built-in ones never do (their modules are proxyapp.filters.*).
-        self.mayReframe = any(
-            not type(f.filter).__module__.startswith("proxyapp.filters.")
-            for f in filters
-            if IRequestFilter.providedBy(f.filter)
-        )
+        self.mayReframe = _anyForeign(filters, IRequestFilter)
+        self.mayReframeResponses = _anyForeign(filters, IResponseFilter)
 
     def names(self) -> list[str]:
         """
@@ -296,6 +298,17 @@ class FilterChain:
         return decided(response, name)
 
 
+def _anyForeign(filters: list[EnabledFilter], interface: Any) -> bool:
+    """
+    @return: whether a filter that is not built in provides C{interface}.
+    """
+    return any(
+        not type(f.filter).__module__.startswith("proxyapp.filters.")
+        for f in filters
+        if interface.providedBy(f.filter)
+    )
+
+
 def _wrongType(result: Any, value: Any) -> Failure:
     """
     @return: the failure of a filter that answered with something that is
@@ -316,11 +329,36 @@ def _client(request: RequestHead) -> str:
     return f"{address[0]}:{address[1]}" if address else "-"
 
 
+class CutResponse(Exception):
+    """
+    Raised by an L{IBodyTransform} to end the response it transforms cut
+    short, whatever the filter's C{on_error}: the client connection ends
+    so that the body shows as incomplete (no last chunk, or a reset).  The
+    message says why, for the logs.
+    """
+
+
+class TransformFailed(Exception):
+    """
+    A body transform failed and the response must be cut short (raised to
+    the protocol by L{_GuardedTransform}).
+
+    @ivar reason: why, for the logs.
+    """
+
+    def __init__(self, reason: str) -> None:
+        Exception.__init__(self, reason)
+        self.reason = reason
+
+
 class _GuardedTransform:
     """
-    Runs an L{IBodyTransform}; if it raises, logs it once with the filter's
-    name and passes the rest of the body through untouched (the head is
-    already out, so there is nothing better to do).
+    Runs an L{IBodyTransform}.  The head is already out when a transform
+    fails, so no error page is possible: if it raises L{CutResponse}, or
+    anything with C{on_error = "fail"} (the default), the failure is
+    logged and L{TransformFailed} tells the protocol to cut the response
+    short; with C{on_error = "pass"} the rest of the body passes through
+    untouched.
     """
 
     __slots__ = ("name", "transform", "onError", "broken")
@@ -337,7 +375,7 @@ class _GuardedTransform:
         try:
             return self.transform.transform(chunk)
         except Exception:
-            self._break()
+            self._break(Failure())
             return chunk
 
     def finish(self) -> bytes:
@@ -346,15 +384,46 @@ class _GuardedTransform:
         try:
             return self.transform.finish()
         except Exception:
-            self._break()
+            self._break(Failure())
             return b""
 
-    def _break(self) -> None:
+    def _break(self, failure: Failure) -> None:
+        """
+        @raise TransformFailed: unless the rest may pass untouched.
+        """
         self.broken = True
+        if failure.check(CutResponse):
+            why = failure.getErrorMessage()
+            log.warn(
+                "body filter {name} cut the response short: {why}",
+                name=self.name,
+                why=why,
+            )
+            raise TransformFailed(f"body filter {self.name} cut it short: {why}")
+        if self.onError == PASS:
+            log.failure(
+                "body transform of filter {name} raised; the rest of the body passes untouched",
+                failure,
+                name=self.name,
+            )
+            return
         log.failure(
-            "body transform of filter {name} raised; the rest of the body passes untouched",
+            "body transform of filter {name} raised; the response is cut short",
+            failure,
             name=self.name,
+        )
+        raise TransformFailed(
+            f"body filter {self.name} failed: {failure.getErrorMessage()}"
         )
 
 
-__all__ = ["FilterChain", "EnabledFilter", "decided", "FAIL", "PASS", "IBodyTransform"]
+__all__ = [
+    "FilterChain",
+    "EnabledFilter",
+    "decided",
+    "FAIL",
+    "PASS",
+    "IBodyTransform",
+    "CutResponse",
+    "TransformFailed",
+]

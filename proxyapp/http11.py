@@ -318,7 +318,7 @@ def wholeResponseHead(head: bytes) -> ResponseHead:
 _ABSOLUTE_FORM = re.compile(rb"(https?)://([^/?#]*)([^#]*)", re.IGNORECASE)
 
 
-def _splitTarget(head: RequestHead) -> None:
+def splitTarget(head: RequestHead) -> None:
     """
     Fill in C{scheme}, C{host}, C{port}, C{authority} and C{path} of C{head}
     from its request-target (RFC 9112 section 3.2).
@@ -933,7 +933,7 @@ class RequestParser(_Parser):
             raise ClientProtocolError(400, "duplicate Host header")
         if hosts == 0 and version == b"HTTP/1.1":
             raise ClientProtocolError(400, "missing Host header")
-        _splitTarget(request)
+        splitTarget(request)
         if request.host is None and hosts:
             host = headers.get(b"host")
             if host:

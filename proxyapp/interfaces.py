@@ -14,18 +14,22 @@ them, or answer with a L{proxyapp.message.Response}.  Bodies reach filters
 only as a stream of chunks, through L{IBodyTransform}.  A filter never sees
 a transport, so flow control and connection reuse stay the proxy's.
 
-The proxy has framed each message before filters see it.  A request's
-framing fields (Content-Length, Transfer-Encoding) are put back as the
-client framed the body after any filter that is not built in has run.  A
-filter may not change a response's framing fields nor a request's method
-to or from HEAD or CONNECT: the next hop would read the body differently
-(the built-in C{headers} filter refuses to touch those fields).  C{Headers.add} and C{Headers.set} refuse
-names that are not tokens and values with control characters (CR, LF, NUL
-and the like), so a filter cannot add lines to a head; the proxy frames a
-filter's own L{proxyapp.message.Response} itself.  A filter that reroutes
-a request changes the head it was given (C{host}, C{port}, and the C{Host}
-field to match); a C{RequestHead} built anew has no target and is answered
-by the proxy itself.
+The proxy has framed each message before filters see it, and the body is
+relayed as it was framed: after any filter that is not built in has run,
+a message's framing fields (Content-Length, Transfer-Encoding) are put
+back as the sender framed the body, and a request whose method a filter
+changed to or from HEAD or CONNECT is answered 500 (the next hop would
+read the body differently, or a tunnel would open that no tunnel filter
+saw).  C{Headers.add} and C{Headers.set} refuse names that are not tokens
+and values with control characters (CR, LF, NUL and the like), so a filter
+cannot add lines to a head; the proxy frames a filter's own
+L{proxyapp.message.Response} itself.  A filter that reroutes a request
+either changes the head it was given (C{host}, C{port}, and the C{Host}
+field to match) or returns a C{RequestHead} built anew with an
+absolute-form target (C{http://host/path}): the proxy takes the scheme,
+host and port from that target and sets C{Host} to match, as it does for
+a client's request, and answers 500 for a target that is not an absolute
+URL.
 
 Import interfaces from this module only.
 """
@@ -106,6 +110,10 @@ class IBodyTransform(Interface):
         @param chunk: the next piece of the body as received (de-chunked).
         @return: the bytes to send in its place (possibly empty, while the
             transform holds back a partial match).
+        @raise proxyapp.chain.CutResponse: to end the response cut short
+            (the client sees the body incomplete).  Any other exception
+            does the same unless the filter is configured C{on_error =
+            "pass"}, which lets the rest of the body through untouched.
         """
 
     def finish() -> bytes:

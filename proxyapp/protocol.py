@@ -77,6 +77,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from proxyapp import status as statuspage
+from proxyapp.chain import TransformFailed
 from proxyapp.config import Settings
 from proxyapp.fastio import accelerate, unsent
 from proxyapp.splice import SpliceRelay
@@ -93,6 +94,7 @@ from proxyapp.http11 import (
     RequestParser,
     ResponseParser,
     UpstreamProtocolError,
+    splitTarget,
     wholeResponseHead,
 )
 from proxyapp.message import (
@@ -279,14 +281,14 @@ class UpstreamProtocol(Protocol):
         """
         try:
             client.responseHead(head)
-        except UpstreamProtocolError as e:
+            if self.client is client:
+                if body:
+                    client.responseData(body)
+                client.responseEnd(END)
+        except (UpstreamProtocolError, TransformFailed) as e:
             self.closing = True
             client.upstreamFailed(self, e.reason)
             return
-        if self.client is client:
-            if body:
-                client.responseData(body)
-            client.responseEnd(END)
         if client._out:
             client.flushToClient()
 
@@ -312,7 +314,7 @@ class UpstreamProtocol(Protocol):
                 else:
                     client.responseEnd(event)  # type: ignore[arg-type]
                     break
-        except UpstreamProtocolError as e:
+        except (UpstreamProtocolError, TransformFailed) as e:
             self.closing = True
             client.upstreamFailed(self, e.reason)
             return
@@ -465,12 +467,12 @@ class ConnectionPool:
         upstream.client = None
         upstream.received = False
         idle = self._idle.get(upstream.key)
-        if idle is None:
-            idle = self._idle[upstream.key] = []
-        if len(idle) >= self.maxIdle or upstream.closing:
+        if upstream.closing or len(idle or ()) >= self.maxIdle:
             upstream.closing = True
             upstream.transport.loseConnection()
             return
+        if idle is None:
+            idle = self._idle[upstream.key] = []
         upstream.idleSince = self.reactor.seconds()
         idle.append(upstream)
         if self._sweeper is None:
@@ -1047,6 +1049,8 @@ class ProxyProtocol(Protocol):
         Run the request filters, then forward the request, or answer it
         with C{local} if given (the proxy is its final recipient).
         """
+        if chain.mayReframe:
+            self._methodBefore = request.method
         result = chain.filterRequest(request)
         if result is request and request.host is not None and local is None:
             # The usual answer, at once: forward the head as it is.
@@ -1061,6 +1065,7 @@ class ProxyProtocol(Protocol):
             self._requestFiltered(result, local)
 
     _filtering = False
+    _methodBefore = b""
 
     def _requestFiltered(
         self, result: RequestHead | Response, local: Optional[Response] = None
@@ -1078,13 +1083,15 @@ class ProxyProtocol(Protocol):
             if not self._dispatching:
                 self._dispatch()
             return
-        self.request = result
+        original, self.request = self.request, result
         if local is not None:
             self._respond(local)
-        elif result.host is None:
+        elif result.host is not None:
+            self._forward(result)
+        elif result is original or original.host is None:
             self._respond(statuspage.localResponse(result, self.factory))
         else:
-            self._forward(result)
+            self._forwardNew(result)
         if not self._dispatching:
             self._dispatch()
 
@@ -1095,6 +1102,15 @@ class ProxyProtocol(Protocol):
         framing = self.parser.framing
         chain = self._chain
         if chain is not None and chain.mayReframe:
+            before = self._methodBefore
+            if _methodClass(request.method) != _methodClass(before):
+                why = "changed the method from %s to %s" % (
+                    before.decode("latin-1"),
+                    request.method.decode("latin-1"),
+                )
+                # The answer is framed for the method the client sent.
+                request.method = before
+                return self._filterBroke(request, why)
             self._frameRequest(request.headers, framing)
         head = request.serialize()
         self._pendingUp.append(head)
@@ -1109,6 +1125,39 @@ class ProxyProtocol(Protocol):
             self._attach(upstream)
         else:
             self._connect(key)  # type: ignore[arg-type]
+
+    def _forwardNew(self, request: RequestHead) -> None:
+        """
+        A request filter returned a head it built anew, without a target
+        host: take scheme, host and port from its target, as the parser
+        does, make C{Host} match, and forward it; a target that is not an
+        absolute URL is answered 500.
+        """
+        try:
+            splitTarget(request)
+        except ClientProtocolError as e:
+            why = e.reason
+        else:
+            if request.host is not None:
+                request.headers.set(b"Host", request.authority)
+                return self._forward(request)
+            why = "its target is not an absolute URL"
+        self._filterBroke(
+            request, f"returned a new request that cannot be forwarded ({why})"
+        )
+
+    def _filterBroke(self, request: RequestHead, why: str) -> None:
+        """
+        A request filter did what the proxy cannot forward: answer 500.
+        """
+        log.error(
+            "a request filter {why} ({target}); answered 500",
+            why=why,
+            target=request.url(),
+        )
+        response = errorResponse(500, f"A filter {why}.", request.url())
+        response.reason = f"filter error: {why}"
+        self._respond(response)
 
     def _frameRequest(self, headers: Any, framing: int) -> None:
         """
@@ -1292,6 +1341,7 @@ class ProxyProtocol(Protocol):
         headers.addTrusted(b"Via", self.factory.viaValues[head.version])
         chain = self._chain
         if chain is not None and chain.hasResponseFilters:
+            framing = _framingFields(headers) if chain.mayReframeResponses else None
             result = chain.filterResponse(request, head)  # type: ignore[arg-type]
             if isinstance(result, Deferred):
                 # Hold body events until the filters decide; the upstream
@@ -1300,18 +1350,23 @@ class ProxyProtocol(Protocol):
                 upstream = self.upstream
                 assert upstream is not None
                 upstream.gate.pause(WAITING)  # type: ignore[union-attr]
-                result.addCallback(self._responseFiltered, upstream)
+                result.addCallback(self._responseFiltered, upstream, framing)
                 return
             if isinstance(result, Response):
                 return self._replaceResponse(result)
             head = result
+            if framing is not None:
+                _restoreFraming(head.headers, framing)
         self._sendResponseHead(head)
 
     _held: Optional[list[Any]] = None
     _transforms: Optional[list[Any]] = None
 
     def _responseFiltered(
-        self, result: ResponseHead | Response, upstream: UpstreamProtocol
+        self,
+        result: ResponseHead | Response,
+        upstream: UpstreamProtocol,
+        framing: Optional[tuple[list[bytes], list[bytes]]],
     ) -> None:
         if self.upstream is not upstream:
             return
@@ -1319,13 +1374,19 @@ class ProxyProtocol(Protocol):
         upstream.gate.resume(WAITING)  # type: ignore[union-attr]
         if isinstance(result, Response):
             return self._replaceResponse(result)
+        if framing is not None:
+            _restoreFraming(result.headers, framing)
         self._sendResponseHead(result)
-        for event in held or ():
-            if type(event) is bytes:
-                self.responseData(event)
-            else:
-                self.responseEnd(event)
-                return
+        try:
+            for event in held or ():
+                if type(event) is bytes:
+                    self.responseData(event)
+                else:
+                    self.responseEnd(event)
+                    return
+        except TransformFailed as e:
+            upstream.closing = True
+            return self.upstreamFailed(upstream, e.reason)
         self.flushToClient()
 
     def _replaceResponse(self, response: Response) -> None:
@@ -1528,6 +1589,20 @@ class ProxyProtocol(Protocol):
             reason=reason,
         )
         self._detachUpstream()
+        self._transforms = None
+        if self.responseStarted and self.bytesOut == 0:
+            # The head is still in our buffer (the failure came in the read
+            # that brought it): the client can still get a proper error.
+            self.responseStarted = False
+            self._out = []
+            return self._respond(
+                errorResponse(
+                    502,
+                    f"The response could not be relayed: {reason}.",
+                    self.request.url(),  # type: ignore[union-attr]
+                ),
+                close=True,
+            )
         if self.responseStarted:
             # Part of the response is out: the only honest signal left is
             # to cut the client connection short.
@@ -2170,6 +2245,39 @@ class ProxyProtocol(Protocol):
             self.keepAlive = False
         else:
             self._close()
+
+
+def _methodClass(method: bytes) -> bytes:
+    """
+    @return: what about a method decides how its response is framed
+        (RFC 9112 section 6.3): C{HEAD}, C{CONNECT}, or C{b""} for any other.
+    """
+    return method if method == b"HEAD" or method == b"CONNECT" else b""
+
+
+def _framingFields(headers: Any) -> tuple[list[bytes], list[bytes]]:
+    """
+    @return: the values of a message's framing fields, as received.
+    """
+    return headers.getAll(b"content-length"), headers.getAll(b"transfer-encoding")
+
+
+def _restoreFraming(headers: Any, framing: tuple[list[bytes], list[bytes]]) -> None:
+    """
+    Put a response's framing fields back as the upstream sent them, after
+    filters that are not built in have run: the body is relayed as the
+    upstream framed it, so a Content-Length changed by a filter would make
+    the client read too little (and the rest as the next response) or
+    wait for bytes that never come.
+    """
+    if _framingFields(headers) != framing:
+        headers.remove(b"Content-Length")
+        headers.remove(b"Transfer-Encoding")
+        lengths, codings = framing
+        for value in lengths:
+            headers.addTrusted(b"Content-Length", value)
+        for value in codings:
+            headers.addTrusted(b"Transfer-Encoding", value)
 
 
 def _peerOf(upstream: UpstreamProtocol) -> Optional[tuple[str, int]]:

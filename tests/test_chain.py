@@ -18,7 +18,14 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from proxyapp.chain import FAIL, PASS, EnabledFilter, FilterChain
+from proxyapp.chain import (
+    FAIL,
+    PASS,
+    CutResponse,
+    EnabledFilter,
+    FilterChain,
+    TransformFailed,
+)
 from proxyapp.interfaces import (
     IBodyFilter,
     IBodyTransform,
@@ -759,7 +766,9 @@ class TunnelTests(SynchronousTestCase):
 class BodyTransformTests(SynchronousTestCase):
     """
     Body transforms are guarded: a raising one is logged with its filter's
-    name and the rest of the body passes through untouched.
+    name, and then the response is cut short (C{on_error = "fail"}, the
+    default) or the rest of the body passes through untouched
+    (C{on_error = "pass"}).
     """
 
     def test_transforms(self) -> None:
@@ -779,10 +788,29 @@ class BodyTransformTests(SynchronousTestCase):
 
     def test_transformRaises(self) -> None:
         """
-        A transform that raises mid-body is logged once with its name and
-        then passes chunks through unchanged.
+        A transform that raises mid-body is logged with its name and the
+        protocol is told to cut the response short: passing the rest
+        untouched would send half a transformed body as if it were whole
+        (a redacting filter would leak what it was to remove).
         """
         chain = chainOf(("fragile", BodyFilter(lambda: Upper(failAfter=2))))
+        [transform] = chain.bodyTransforms(makeRequestHead(), makeResponseHead())
+        with capturedLogs() as events:
+            self.assertEqual(transform(b"one"), b"ONE")
+            failed = self.assertRaises(TransformFailed, transform, b"two")
+        self.assertIn("fragile", failed.reason)
+        self.assertIn("transform broke", failed.reason)
+        self.assertEqual(len(eventsNaming(list(events), "fragile")), 1)
+        self.assertEqual(len(self.flushLoggedErrors(FilterFailed)), 1)
+
+    def test_transformRaisesPass(self) -> None:
+        """
+        With C{on_error = "pass"}, a transform that raises mid-body is
+        logged once with its name and then passes chunks through unchanged.
+        """
+        chain = chainOf(
+            ("fragile", BodyFilter(lambda: Upper(failAfter=2))), onError=PASS
+        )
         [transform] = chain.bodyTransforms(makeRequestHead(), makeResponseHead())
         with capturedLogs() as events:
             out = [transform(b"one"), transform(b"two"), transform(b"three")]
@@ -794,13 +822,43 @@ class BodyTransformTests(SynchronousTestCase):
 
     def test_finishRaises(self) -> None:
         """
-        A transform whose C{finish} raises contributes nothing more.
+        A transform whose C{finish} raises cuts the response short, or,
+        with C{on_error = "pass"}, contributes nothing more.
         """
         chain = chainOf(("fragile", BodyFilter(lambda: Upper(failFinish=True))))
         [transform] = chain.bodyTransforms(makeRequestHead(), makeResponseHead())
         self.assertEqual(transform(b"x"), b"X")
+        self.assertRaises(TransformFailed, transform.finish)
+        chain = chainOf(
+            ("fragile", BodyFilter(lambda: Upper(failFinish=True))), onError=PASS
+        )
+        [transform] = chain.bodyTransforms(makeRequestHead(), makeResponseHead())
+        self.assertEqual(transform(b"x"), b"X")
         self.assertEqual(transform.finish(), b"")
-        self.assertEqual(len(self.flushLoggedErrors(FilterFailed)), 1)
+        self.assertEqual(len(self.flushLoggedErrors(FilterFailed)), 2)
+
+    def test_cutResponse(self) -> None:
+        """
+        A transform that raises L{CutResponse} cuts the response short
+        whatever its C{on_error}, logged as a warning with its reason (not
+        as a failure with a traceback).
+        """
+
+        class Cutting:
+            def transform(self, chunk: bytes) -> bytes:
+                raise CutResponse("too big")
+
+            def finish(self) -> bytes:
+                return b""
+
+        for onError in (FAIL, PASS):
+            chain = chainOf(("cutter", BodyFilter(Cutting)), onError=onError)
+            [transform] = chain.bodyTransforms(makeRequestHead(), makeResponseHead())
+            with capturedLogs() as events:
+                failed = self.assertRaises(TransformFailed, transform, b"x")
+            self.assertEqual(failed.reason, "body filter cutter cut it short: too big")
+            self.assertEqual(len(eventsNaming(list(events), "cutter")), 1)
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_bodyTransformRaises(self) -> None:
         """
@@ -898,11 +956,14 @@ class ChainInProxyTests(SynchronousTestCase):
 
     def test_brokenTransformEndToEnd(self) -> None:
         """
-        A transform that breaks mid-body does not break the response: the
-        client still gets a complete, correctly framed body.
+        With C{on_error = "pass"}, a transform that breaks mid-body does not
+        break the response: the client still gets a complete, correctly
+        framed body.  (With "fail", the default, the response is cut short:
+        see C{tests.test_protocol.RequestFilterTests}.)
         """
         proxy = InMemoryProxy(
-            [EnabledFilter("fragile", BodyFilter(lambda: Upper(failAfter=1)))], origin
+            [EnabledFilter("fragile", BodyFilter(lambda: Upper(failAfter=1)), PASS)],
+            origin,
         )
         response = proxy.get("http://example.com/")
         self.assertEqual(response.status, 200)

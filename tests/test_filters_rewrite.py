@@ -17,7 +17,7 @@ from typing import Any, Iterable, Optional
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from proxyapp.chain import EnabledFilter, FilterChain
+from proxyapp.chain import CutResponse, EnabledFilter, FilterChain
 from proxyapp.filters import rewrite
 from proxyapp.interfaces import IBodyFilter, IBodyTransform
 from proxyapp.message import ResponseHead
@@ -349,6 +349,18 @@ class SelectionTests(SynchronousTestCase):
             ({"search": "a", "replace": "b", "max_match": 0}, "max_match"),
             ({"search": "a", "replace": "b", "decode": 1}, "decode"),
             (
+                {"search": "a", "replace": "b", "max_inflate_ratio": 0},
+                "max_inflate_ratio",
+            ),
+            (
+                {"search": "a", "replace": "b", "max_inflate_ratio": True},
+                "max_inflate_ratio",
+            ),
+            (
+                {"search": "a", "replace": "b", "max_inflate_ratio": 2.5},
+                "max_inflate_ratio",
+            ),
+            (
                 {"search": "a", "replace": "b", "media_types": "text/html"},
                 "media_types",
             ),
@@ -456,7 +468,7 @@ class EncodingTests(SynchronousTestCase):
         inflates to megabytes never exists whole in memory.
         """
         bomb = gzip.compress(b"\0" * (20 << 20))
-        inflater = rewrite._Inflater("gzip")
+        inflater = rewrite._Inflater("gzip", ratio=1 << 20)
         pieces = list(inflater.inflate(bomb))
         self.assertEqual(sum(len(p) for p in pieces), 20 << 20)
         self.assertLessEqual(max(len(p) for p in pieces), rewrite.INFLATE_STEP)
@@ -471,7 +483,7 @@ class EncodingTests(SynchronousTestCase):
         bomb = gzip.compress(b"\0" * inflated, 9)
         self.assertLess(len(bomb), 64 * 1024)
         transform, _ = transformFor(
-            {"search": "a", "replace": "b"},
+            {"search": "a", "replace": "b", "max_inflate_ratio": 1 << 20},
             extra=[(b"Content-Encoding", b"gzip")],
         )
         tracemalloc.start()
@@ -491,12 +503,68 @@ class EncodingTests(SynchronousTestCase):
         before has been taken.
         """
         bomb = gzip.compress(b"\0" * (20 << 20))
-        inflater = rewrite._Inflater("gzip")
+        inflater = rewrite._Inflater("gzip", ratio=1 << 20)
         pieces = inflater.inflate(bomb)
         self.assertEqual(len(next(pieces)), rewrite.INFLATE_STEP)
         self.assertFalse(inflater.decompressor.eof)
         self.assertEqual(sum(len(p) for p in pieces), (20 << 20) - rewrite.INFLATE_STEP)
         self.assertTrue(inflater.decompressor.eof)
+
+    def test_bombPassesThrough(self) -> None:
+        """
+        A body that inflates more than C{max_inflate_ratio} to 1 (plus
+        1 MiB) stops being decoded at once: when nothing has been sent yet
+        it passes as it came, compressed, and the proxy does not inflate
+        the rest (a 1 MiB read of a bomb inflated to 1 GiB, 5.5 s of CPU).
+        """
+        bomb = gzip.compress(b"\0" * (32 << 20), 9)
+        transform, _ = transformFor(
+            {"search": "a", "replace": "b"},
+            extra=[(b"Content-Encoding", b"gzip")],
+        )
+        half = len(bomb) // 2
+        self.assertEqual(transform.transform(bomb[:half]), bomb[:half])
+        self.assertFalse(transform.inflater.decompressor.eof)
+        self.assertTrue(transform.passthrough)
+        self.assertEqual(transform.transform(bomb[half:]), bomb[half:])
+        self.assertEqual(transform.finish(), b"")
+        # Inflated before it stopped: the allowance and 200 times the
+        # compressed bytes, and at most one step more.
+        produced = rewrite.INFLATE_ALLOWANCE + 200 * half - transform.inflater.budget
+        self.assertLess(
+            produced, rewrite.INFLATE_ALLOWANCE + 200 * half + rewrite.INFLATE_STEP
+        )
+        self.assertGreater(produced, rewrite.INFLATE_ALLOWANCE + 200 * half)
+
+    def test_bombAfterOutputCuts(self) -> None:
+        """
+        A body that passes the ratio limit after rewritten output has been
+        sent cannot be completed honestly: the transform raises
+        L{CutResponse}, which cuts the response short.
+        """
+        page = b"one secret " * 10000
+        transform, _ = transformFor(self.config, extra=[(b"Content-Encoding", b"gzip")])
+        first = transform.transform(gzip.compress(page))
+        self.assertTrue(first)
+        bomb = gzip.compress(b"\0" * (32 << 20), 9)
+        self.assertRaises(CutResponse, transform.transform, bomb)
+
+    def test_ratioWithinLimit(self) -> None:
+        """
+        A body that compresses well but within the limit is rewritten; the
+        limit is configurable.
+        """
+        body = b"secret " * (300 << 10)  # 2.1 MiB that compress 300-fold
+        compressed = gzip.compress(body)
+        self.assertGreater(len(body) / len(compressed), 200)
+        transform, _ = transformFor(
+            dict(self.config, max_inflate_ratio=1000),
+            extra=[(b"Content-Encoding", b"gzip")],
+        )
+        out = run(transform, [compressed])
+        self.assertEqual(gzip.decompress(out), body.replace(b"secret", b"public"))
+        transform, _ = transformFor(self.config, extra=[(b"Content-Encoding", b"gzip")])
+        self.assertEqual(run(transform, [compressed]), compressed)
 
     def test_gzipPadding(self) -> None:
         """

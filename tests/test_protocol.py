@@ -41,7 +41,7 @@ from proxyapp.chain import EnabledFilter, FilterChain
 from proxyapp.config import Settings
 from proxyapp.http11 import RequestParser, ResponseParser
 from proxyapp.interfaces import IBodyFilter, IRequestFilter, IResponseFilter
-from proxyapp.message import errorResponse
+from proxyapp.message import Headers, RequestHead, ResponseHead, errorResponse
 from proxyapp.protocol import (
     ProxyFactory,
     ProxyProtocol,
@@ -901,6 +901,20 @@ class PersistenceTests(ProxyTestCase):
         self.assertEqual(self.factory.pool.idleCount(), 0)
         self.assertTrue(transport.disconnecting)
         self.assertFalse(self.client.disconnecting)
+        # Nothing is left behind for the origin either (an empty list per
+        # origin stayed until a sweep, which only an idle connection starts).
+        self.assertEqual(self.factory.pool._idle, {})
+
+    def test_poolSizeZero(self) -> None:
+        """
+        With C{poolSize} 0 no connection is kept.
+        """
+        self.start(poolSize=0)
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, OK)
+        self.assertEqual(self.client.value(), OK_DOWN)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.factory.pool._idle, {})
 
     def test_http10ResponseNotPooled(self) -> None:
         """
@@ -2311,6 +2325,204 @@ class RequestFilterTests(ProxyTestCase):
             fields = requestFields(transport.value())
             self.assertEqual(values(fields, b"content-length"), length)
             self.assertEqual(values(fields, b"transfer-encoding"), coding)
+
+    def test_responseFramingPutRight(self) -> None:
+        """
+        A third-party response filter that changes a response's framing
+        fields, at once or through a Deferred, does not change how the
+        client reads the body: the proxy puts them back as the upstream
+        sent them (a Content-Length of 99 made the client wait for bytes
+        that never came; a chunked coding made it misread the body).
+        """
+        later: list[Deferred] = []
+
+        @implementer(IResponseFilter)
+        class Reframing:
+            def filterResponse(self, request: Any, response: Any) -> Any:
+                response.headers.set(b"Content-Length", b"99")
+                response.headers.add(b"Transfer-Encoding", b"chunked")
+                if request.path == b"/later":
+                    later.append(Deferred())
+                    return later[-1]
+                return response
+
+        self.factory.chain = FilterChain([EnabledFilter("reframing", Reframing())])
+        self.assertTrue(self.factory.chain.mayReframeResponses)
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, OK)
+        status, fields, body = splitResponse(self.client.value())
+        self.assertEqual(values(fields, b"content-length"), [b"5"])
+        self.assertEqual(values(fields, b"transfer-encoding"), [])
+        self.assertEqual(body, b"hello")
+
+        self.client.clear()
+        self.send(GET.replace(b"/a", b"/later"))
+        self.reply(upstream, OK)
+        self.assertEqual(self.client.value(), b"")
+        later[0].callback(
+            ResponseHead(200, b"OK", Headers([(b"Content-Length", b"7")]))
+        )
+        status, fields, body = splitResponse(self.client.value())
+        self.assertEqual(values(fields, b"content-length"), [b"5"])
+        self.assertEqual(body, b"hello")
+
+    def test_methodChangeRefused(self) -> None:
+        """
+        A filter that changes a method to or from HEAD or CONNECT gets 500
+        and nothing goes upstream: a GET sent as HEAD left its client
+        waiting for a body, a HEAD sent as GET put a body where the client
+        reads the next response, and a GET sent as CONNECT opened a tunnel
+        no tunnel filter saw.  Other changes are forwarded.
+        """
+        changes = {b"/head": b"HEAD", b"/get": b"GET", b"/connect": b"CONNECT"}
+
+        @implementer(IRequestFilter)
+        class Renaming:
+            def filterRequest(self, request: Any) -> Any:
+                request.method = changes.get(request.path, b"PUT")
+                return request
+
+        self.factory.chain = FilterChain([EnabledFilter("renaming", Renaming())])
+        for method, path in [
+            (b"GET", b"/head"),
+            (b"HEAD", b"/get"),
+            (b"GET", b"/connect"),
+        ]:
+            proxy, client = self.connectClient()
+            self.send(
+                b"%s http://example.com%s HTTP/1.1\r\nHost: example.com\r\n\r\n"
+                % (method, path),
+                proxy,
+            )
+            status, _, body = splitResponse(client.value())
+            self.assertEqual(status, 500, (method, path))
+            if method != b"HEAD":
+                self.assertIn(b"changed the method from %s to" % method, body)
+            self.assertEqual(self.reactor.tcpClients, [])
+        self.send(GET)
+        _, transport = self.accept()
+        self.assertTrue(transport.value().startswith(b"PUT /a HTTP/1.1\r\n"))
+
+    def test_newHeadForwarded(self) -> None:
+        """
+        A filter may return a C{RequestHead} built anew with an absolute-form
+        target: the proxy forwards it there, with C{Host} to match (it used
+        to answer it with its own status page).  One whose target is not an
+        absolute URL gets 500.
+        """
+
+        @implementer(IRequestFilter)
+        class Mirror:
+            def filterRequest(self, request: Any) -> Any:
+                if request.path == b"/bad":
+                    return RequestHead(b"GET", b"/elsewhere")
+                return RequestHead(
+                    b"GET",
+                    b"http://mirror.example:8081/b?q",
+                    headers=Headers([(b"Host", b"example.com"), (b"X-Kept", b"1")]),
+                )
+
+        self.factory.chain = FilterChain([EnabledFilter("mirror", Mirror())])
+        self.send(GET)
+        self.assertEqual(self.target(), ("mirror.example", 8081))
+        _, transport = self.accept()
+        head = transport.value()
+        self.assertTrue(head.startswith(b"GET /b?q HTTP/1.1\r\n"), head)
+        fields = requestFields(head)
+        self.assertEqual(values(fields, b"host"), [b"mirror.example:8081"])
+        self.assertEqual(values(fields, b"x-kept"), [b"1"])
+
+        proxy, client = self.connectClient()
+        self.send(GET.replace(b"/a", b"/bad"), proxy)
+        status, _, body = splitResponse(client.value())
+        self.assertEqual(status, 500)
+        self.assertIn(b"cannot be forwarded", body)
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+
+    def test_failedTransformCutsResponse(self) -> None:
+        """
+        A body transform that fails mid-body, or in C{finish}, cuts the
+        response short: the chunked body gets no last chunk and both
+        connections close, so the client sees it incomplete (the rest used
+        to pass untouched after the transformed part, as if whole); the
+        failure is logged once.  Also when a Deferred response filter held
+        the body; when the failure comes in the read that brought the head,
+        nothing is out yet and the client gets a 502 instead.
+        """
+
+        class Failing:
+            def __init__(self, when: bytes) -> None:
+                self.when = when
+
+            def transform(self, chunk: bytes) -> bytes:
+                if self.when == b"chunk" and b"boom" in chunk:
+                    raise ValueError("no")
+                return chunk.upper()
+
+            def finish(self) -> bytes:
+                if self.when == b"finish":
+                    raise ValueError("no")
+                return b""
+
+        @implementer(IBodyFilter)
+        class FailingFilter:
+            def bodyTransform(self, request: Any, response: Any) -> Any:
+                return Failing(request.path[1:])
+
+        held: list[Deferred] = []
+
+        @implementer(IResponseFilter)
+        class Holding:
+            def filterResponse(self, request: Any, response: Any) -> Any:
+                if request.headers.get(b"x-hold"):
+                    held.append(Deferred())
+                    return held[-1]
+                return response
+
+        for path, pieces, hold in [
+            (b"/chunk", [b"hello", b"boom"], False),
+            (b"/finish", [b"hello", b"world"], False),
+            (b"/chunk", [b"hello", b"boom"], True),
+            (b"/chunk", [b"boom"], False),
+            (b"/finish", [b"hello"], False),
+            (b"/chunk", [b"boom"], True),
+        ]:
+            log = RecordingLog()
+            self.start()
+            self.factory.accessLog = log
+            self.factory.chain = FilterChain(
+                [
+                    EnabledFilter("holding", Holding()),
+                    EnabledFilter("failing", FailingFilter()),
+                ]
+            )
+            request = GET.replace(b"/a", path)
+            if hold:
+                request = request.replace(b"\r\n\r\n", b"\r\nX-Hold: 1\r\n\r\n")
+            upstream, transport = self.forward(request)
+            body = b"".join(pieces)
+            head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+            self.reply(upstream, head + pieces[0])
+            if hold:
+                held[-1].callback(ResponseHead(200, b"OK", Headers()))
+            if len(pieces) > 1:
+                self.reply(upstream, pieces[1])
+            case = (path, pieces, hold)
+            data = self.client.value()
+            status, _, body = splitResponse(data)
+            if len(pieces) == 1:
+                # Nothing was out yet: a proper 502 instead.
+                self.assertEqual(status, 502, case)
+                self.assertIn(b"body filter failing failed: no", body, case)
+            else:
+                self.assertEqual(status, 200, case)
+                self.assertFalse(data.endswith(b"0\r\n\r\n"), case)
+            self.assertTrue(self.client.disconnecting, case)
+            self.assertTrue(transport.disconnecting, case)
+            self.assertEqual(self.factory.pool.idleCount(), 0, case)
+            [record] = log.records
+            self.assertEqual(record.status, status, case)
+            self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1, case)
 
     def test_builtInFiltersTrusted(self) -> None:
         """
