@@ -1535,6 +1535,31 @@ class SameReadTests(ProxyTestCase):
     What happens when several things arrive in one C{dataReceived}.
     """
 
+    def test_malformedResponseBodyInTheHeadsRead(self) -> None:
+        """
+        A response whose body breaks in the read that brought its head gets
+        a 502 page: nothing was out yet (the client used to get an empty
+        reply).  Once the head is out, the connection is cut instead.
+        """
+        upstream, transport = self.forward(GET)
+        self.reply(
+            upstream,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        )
+        code, fields, body = splitResponse(self.client.value())
+        self.assertEqual(code, 502)
+        self.assertEqual(values(fields, b"Connection"), [b"close"])
+        self.assertIn(b"chunk", body)
+        self.assertTrue(self.client.disconnecting)
+        self.assertTrue(transport.disconnecting)
+
+        self.start()
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        self.reply(upstream, b"zz\r\n")
+        self.assertTrue(self.client.value().startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertTrue(self.client.disconnecting)
+
     def test_malformedChunkNeverReachesUpstream(self) -> None:
         """
         A chunked request whose invalid chunk size arrives in the same read as
