@@ -76,9 +76,9 @@ class FilterChain:
     @ivar mayReframe: whether a request filter that is not built in runs
         (it might change a request's framing fields or method, which the
         protocol then checks).
-    @ivar mayReframeResponses: the same for response filters (the protocol
-        then puts a response's framing fields back as the upstream sent
-        them).
+    @ivar mayReframeResponses: the same for response and body filters (the
+        protocol then puts a response's framing fields back as the upstream
+        sent them, and checks its status).
     """
 
     def __init__(
@@ -99,7 +99,9 @@ class FilterChain:
         # Whether a filter may have changed the framing fields: the
         # built-in ones never do (their modules are proxyapp.filters.*).
         self.mayReframe = _anyForeign(filters, IRequestFilter)
-        self.mayReframeResponses = _anyForeign(filters, IResponseFilter)
+        self.mayReframeResponses = _anyForeign(filters, IResponseFilter) or _anyForeign(
+            filters, IBodyFilter
+        )
 
     def names(self) -> list[str]:
         """

@@ -52,6 +52,7 @@ the read gates as producers.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import deque
 from typing import Any, Callable, Optional
@@ -1049,10 +1050,16 @@ class ProxyProtocol(Protocol):
         Run the request filters, then forward the request, or answer it
         with C{local} if given (the proxy is its final recipient).
         """
-        if chain.mayReframe:
+        mayReframe = chain.mayReframe
+        if mayReframe:
             self._methodBefore = request.method
         result = chain.filterRequest(request)
-        if result is request and request.host is not None and local is None:
+        if (
+            result is request
+            and request.host is not None
+            and local is None
+            and not mayReframe
+        ):
             # The usual answer, at once: forward the head as it is.
             self._forward(request)
         elif isinstance(result, Deferred):
@@ -1076,24 +1083,52 @@ class ProxyProtocol(Protocol):
         gate = self.gate
         if gate.reasons & WAITING:  # type: ignore[union-attr]
             gate.resume(WAITING)  # type: ignore[union-attr]
-        if type(result) is not RequestHead and isinstance(result, Response):
+        original = self.request
+        why = None
+        if self._chain.mayReframe:  # type: ignore[union-attr]
+            why = self._methodChange(original, result)
+        if why is not None:
+            self._filterBroke(original, why)
+        elif type(result) is not RequestHead and isinstance(result, Response):
             if result.decider is not None:
                 self.decidedBy = (result.decider, result.reason)
             self._respond(result)
-            if not self._dispatching:
-                self._dispatch()
-            return
-        original, self.request = self.request, result
-        if local is not None:
+        elif local is not None:
+            # Answered here; the client's head frames the answer.
             self._respond(local)
+        elif result is not original:
+            self._forwardNew(original, result)
         elif result.host is not None:
             self._forward(result)
-        elif result is original or original.host is None:
-            self._respond(statuspage.localResponse(result, self.factory))
         else:
-            self._forwardNew(result)
+            self._respond(statuspage.localResponse(result, self.factory))
         if not self._dispatching:
             self._dispatch()
+
+    def _methodChange(
+        self, original: RequestHead, result: RequestHead | Response
+    ) -> Optional[str]:
+        """
+        Check that the request filters (one that is not built in ran) left
+        the method's kind alone: HEAD and CONNECT frame the response
+        differently from any other method, so a change to or from them
+        would misframe what the client reads.
+
+        @return: C{None}, or what changed; then the client's own method is
+            put back on C{original}, which frames the error answer.
+        """
+        before = self._methodBefore
+        for head in (original, result):
+            if type(head) is RequestHead and _methodClass(head.method) != _methodClass(
+                before
+            ):
+                why = "changed the method from %s to %s" % (
+                    before.decode("latin-1"),
+                    head.method.decode("latin-1"),
+                )
+                original.method = before
+                return why
+        return None
 
     def _forward(self, request: RequestHead) -> None:
         """
@@ -1102,15 +1137,17 @@ class ProxyProtocol(Protocol):
         framing = self.parser.framing
         chain = self._chain
         if chain is not None and chain.mayReframe:
-            before = self._methodBefore
-            if _methodClass(request.method) != _methodClass(before):
-                why = "changed the method from %s to %s" % (
-                    before.decode("latin-1"),
-                    request.method.decode("latin-1"),
+            if _REQUEST_LINE_TARGET.fullmatch(request.path) is None:
+                return self._filterBroke(
+                    request, "set a target that a request line cannot carry"
                 )
-                # The answer is framed for the method the client sent.
-                request.method = before
-                return self._filterBroke(request, why)
+            if request.port == self.localPort and self._isSelf(request):
+                # A filter rerouted the request to the proxy itself.
+                return self._filterBroke(
+                    request,
+                    "sent the request to this proxy's own address (forwarding loop)",
+                    508,
+                )
             self._frameRequest(request.headers, framing)
         head = request.serialize()
         self._pendingUp.append(head)
@@ -1126,36 +1163,55 @@ class ProxyProtocol(Protocol):
         else:
             self._connect(key)  # type: ignore[arg-type]
 
-    def _forwardNew(self, request: RequestHead) -> None:
+    def _forwardNew(self, original: RequestHead, request: RequestHead) -> None:
         """
-        A request filter returned a head it built anew, without a target
-        host: take scheme, host and port from its target, as the parser
-        does, make C{Host} match, and forward it; a target that is not an
-        absolute URL is answered 500.
+        A request filter returned a head it built anew.  It answers for the
+        client's request: it takes the client's version (which frames the
+        response), address and credentials.  Without a target host, its
+        scheme, host and port come from its target, as the parser takes
+        them, and C{Host} is made to match; it carries the proxy's C{Via}
+        like any forwarded request.  A target that is not an absolute URL,
+        or that a request line cannot carry, is answered 500.
         """
-        try:
-            splitTarget(request)
-        except ClientProtocolError as e:
-            why = e.reason
-        else:
-            if request.host is not None:
-                request.headers.set(b"Host", request.authority)
-                return self._forward(request)
-            why = "its target is not an absolute URL"
-        self._filterBroke(
-            request, f"returned a new request that cannot be forwarded ({why})"
-        )
+        request.version = original.version
+        request.clientAddress = original.clientAddress
+        if request.user is None:
+            request.user = original.user
+        if request.credentials is None:
+            request.credentials = original.credentials
+        why = None
+        if request.host is None:
+            try:
+                splitTarget(request)
+            except ClientProtocolError as e:
+                why = e.reason
+            else:
+                if request.host is None:
+                    why = "its target is not an absolute URL"
+                else:
+                    request.headers.set(b"Host", request.authority)
+        if why is not None:
+            return self._filterBroke(
+                original, f"returned a new request that cannot be forwarded ({why})"
+            )
+        headers = request.headers
+        if b"via" not in headers or not self._hasOwnVia(headers):
+            headers.addTrusted(b"Via", self.factory.viaValues[request.version])
+        self.request = request
+        self._forward(request)
 
-    def _filterBroke(self, request: RequestHead, why: str) -> None:
+    def _filterBroke(self, request: RequestHead, why: str, status: int = 500) -> None:
         """
-        A request filter did what the proxy cannot forward: answer 500.
+        A request filter did what the proxy cannot forward: answer 500 (or
+        C{status}).
         """
         log.error(
-            "a request filter {why} ({target}); answered 500",
+            "a request filter {why} ({target}); answered {status}",
             why=why,
             target=request.url(),
+            status=status,
         )
-        response = errorResponse(500, f"A filter {why}.", request.url())
+        response = errorResponse(status, f"A filter {why}.", request.url())
         response.reason = f"filter error: {why}"
         self._respond(response)
 
@@ -1341,7 +1397,7 @@ class ProxyProtocol(Protocol):
         headers.addTrusted(b"Via", self.factory.viaValues[head.version])
         chain = self._chain
         if chain is not None and chain.hasResponseFilters:
-            framing = _framingFields(headers) if chain.mayReframeResponses else None
+            framing = _framingOf(head) if chain.mayReframeResponses else None
             result = chain.filterResponse(request, head)  # type: ignore[arg-type]
             if isinstance(result, Deferred):
                 # Hold body events until the filters decide; the upstream
@@ -1355,8 +1411,8 @@ class ProxyProtocol(Protocol):
             if isinstance(result, Response):
                 return self._replaceResponse(result)
             head = result
-            if framing is not None:
-                _restoreFraming(head.headers, framing)
+            if framing is not None and not self._framingKept(head, framing):
+                return
         self._sendResponseHead(head)
 
     _held: Optional[list[Any]] = None
@@ -1366,7 +1422,7 @@ class ProxyProtocol(Protocol):
         self,
         result: ResponseHead | Response,
         upstream: UpstreamProtocol,
-        framing: Optional[tuple[list[bytes], list[bytes]]],
+        framing: Optional[_Framing],
     ) -> None:
         if self.upstream is not upstream:
             return
@@ -1374,8 +1430,8 @@ class ProxyProtocol(Protocol):
         upstream.gate.resume(WAITING)  # type: ignore[union-attr]
         if isinstance(result, Response):
             return self._replaceResponse(result)
-        if framing is not None:
-            _restoreFraming(result.headers, framing)
+        if framing is not None and not self._framingKept(result, framing):
+            return
         self._sendResponseHead(result)
         try:
             for event in held or ():
@@ -1388,6 +1444,43 @@ class ProxyProtocol(Protocol):
             upstream.closing = True
             return self.upstreamFailed(upstream, e.reason)
         self.flushToClient()
+
+    def _framingKept(self, head: ResponseHead, before: _Framing) -> bool:
+        """
+        After a filter that is not built in has seen a response head: put
+        its framing fields back as the upstream sent them (the body is
+        relayed as the upstream framed it), or, if the filter changed the
+        status to or from one that has no body (1xx, 204, 304), answer 502
+        instead: the body would be read as the next response, or waited
+        for.
+
+        @return: whether the head may go on.
+        """
+        status, lengths, codings = before
+        if _bodiless(head.status) != _bodiless(status):
+            why = "changed the status from %d to %d" % (status, head.status)
+            target = self.request.url()  # type: ignore[union-attr]
+            log.error(
+                "a response filter {why} ({target}); answered 502",
+                why=why,
+                target=target,
+            )
+            response = errorResponse(502, f"A filter {why}.", target)
+            response.reason = f"filter error: {why}"
+            self._replaceResponse(response)
+            return False
+        headers = head.headers
+        if (
+            headers.getAll(b"content-length") != lengths
+            or headers.getAll(b"transfer-encoding") != codings
+        ):
+            headers.remove(b"Content-Length")
+            headers.remove(b"Transfer-Encoding")
+            for value in lengths:
+                headers.addTrusted(b"Content-Length", value)
+            for value in codings:
+                headers.addTrusted(b"Transfer-Encoding", value)
+        return True
 
     def _replaceResponse(self, response: Response) -> None:
         """
@@ -1417,22 +1510,26 @@ class ProxyProtocol(Protocol):
         upstream = self.upstream
         parser = upstream.parser  # type: ignore[union-attr]
         framing = parser.framing
-        if framing != NO_BODY and (
+        streams = framing != NO_BODY and (
             framing != LENGTH or parser.remaining > parser.buffered()
-        ):
-            # The body streams: a slow client pauses the upstream.
-            self.transport.registerProducer(upstream.gate, True)  # type: ignore[union-attr]
-            self._watchTransfer()
-        self.chunkDown = False
+        )
         chain = self._chain
         if chain is not None and chain.hasBodyFilters and framing != NO_BODY:
+            before = _framingOf(head) if chain.mayReframeResponses else None
             transforms = chain.bodyTransforms(request, head)  # type: ignore[arg-type]
+            if before is not None and not self._framingKept(head, before):
+                return
             if transforms:
                 # A transformed body has a length nobody knows yet.
                 self._transforms = transforms
                 headers.remove(b"Content-Length")
                 headers.remove(b"Transfer-Encoding")
                 framing = UNTIL_CLOSE
+        if streams:
+            # The body streams: a slow client pauses the upstream.
+            self.transport.registerProducer(upstream.gate, True)  # type: ignore[union-attr]
+            self._watchTransfer()
+        self.chunkDown = False
         if framing == UNTIL_CLOSE:
             if self.keepAlive and request.version == b"HTTP/1.1":  # type: ignore[union-attr]
                 headers.set(b"Transfer-Encoding", b"chunked")
@@ -1706,6 +1803,9 @@ class ProxyProtocol(Protocol):
             headers.set(b"Connection", b"close")
         elif request is not None and request.version != b"HTTP/1.1":
             headers.set(b"Connection", b"keep-alive")
+        if self.factory.accessLog is not None:
+            # This answer's, not an upstream head's it replaces.
+            self._noteContentType(headers)
         self._out.append(response.head.serialize())
         if not isHead and response.body:
             self._out.append(response.body)
@@ -2247,6 +2347,13 @@ class ProxyProtocol(Protocol):
             self._close()
 
 
+_REQUEST_LINE_TARGET = re.compile(rb"[\x21-\x7e\x80-\xff]+")
+"""
+What a request-target may hold in a request line: no space and no control
+character (the parser takes bytes above 0x7f, as servers do).
+"""
+
+
 def _methodClass(method: bytes) -> bytes:
     """
     @return: what about a method decides how its response is framed
@@ -2255,29 +2362,27 @@ def _methodClass(method: bytes) -> bytes:
     return method if method == b"HEAD" or method == b"CONNECT" else b""
 
 
-def _framingFields(headers: Any) -> tuple[list[bytes], list[bytes]]:
-    """
-    @return: the values of a message's framing fields, as received.
-    """
-    return headers.getAll(b"content-length"), headers.getAll(b"transfer-encoding")
+_Framing = tuple[int, list[bytes], list[bytes]]
 
 
-def _restoreFraming(headers: Any, framing: tuple[list[bytes], list[bytes]]) -> None:
+def _framingOf(head: ResponseHead) -> _Framing:
     """
-    Put a response's framing fields back as the upstream sent them, after
-    filters that are not built in have run: the body is relayed as the
-    upstream framed it, so a Content-Length changed by a filter would make
-    the client read too little (and the rest as the next response) or
-    wait for bytes that never come.
+    @return: what frames a response's body, as received: its status and
+        the values of its framing fields.
     """
-    if _framingFields(headers) != framing:
-        headers.remove(b"Content-Length")
-        headers.remove(b"Transfer-Encoding")
-        lengths, codings = framing
-        for value in lengths:
-            headers.addTrusted(b"Content-Length", value)
-        for value in codings:
-            headers.addTrusted(b"Transfer-Encoding", value)
+    headers = head.headers
+    return (
+        head.status,
+        headers.getAll(b"content-length"),
+        headers.getAll(b"transfer-encoding"),
+    )
+
+
+def _bodiless(status: int) -> bool:
+    """
+    @return: whether a response with this status never has a body.
+    """
+    return status < 200 or status == 204 or status == 304
 
 
 def _peerOf(upstream: UpstreamProtocol) -> Optional[tuple[str, int]]:

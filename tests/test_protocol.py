@@ -2619,6 +2619,236 @@ class RequestFilterTests(ProxyTestCase):
         self.assertEqual(self.reactor.tcpClients, [])
 
 
+class ForeignFilterTests(ProxyTestCase):
+    """
+    What a filter that is not built in may not change is checked whatever
+    the filter answers (from a review of 8d29dc7).
+    """
+
+    def useRequestFilter(self, filterRequest: Callable[[Any], Any]) -> None:
+        @implementer(IRequestFilter)
+        class Foreign:
+            def filterRequest(self, request: Any) -> Any:
+                return filterRequest(request)
+
+        self.factory.chain = FilterChain([EnabledFilter("foreign", Foreign())])
+
+    def assertWhole(self, client: Transport, status: int, head: bool = False) -> bytes:
+        """
+        The client got one response with C{status}, framed for its own
+        method: the body its Content-Length announces, none for HEAD.
+        """
+        code, fields, body = splitResponse(client.value())
+        self.assertEqual(code, status)
+        [length] = values(fields, b"content-length")
+        self.assertEqual(len(body), 0 if head else int(length))
+        return body
+
+    def test_methodChangeThenAnswer(self) -> None:
+        """
+        A method changed to or from HEAD in place, by a filter that then
+        answers itself, gets 500 framed for the client's own method (a
+        GET turned HEAD got a 403 with a length and no body; a HEAD turned
+        GET got a body the client read as its next response).
+        """
+
+        def change(request: Any) -> Any:
+            request.method = b"GET" if request.method == b"HEAD" else b"HEAD"
+            return errorResponse(403, "no")
+
+        self.useRequestFilter(change)
+        self.send(GET)
+        body = self.assertWhole(self.client, 500)
+        self.assertIn(b"changed the method from GET to HEAD", body)
+        proxy, client = self.connectClient()
+        self.send(GET.replace(b"GET", b"HEAD", 1), proxy)
+        self.assertWhole(client, 500, head=True)
+        self.assertEqual(self.reactor.tcpClients, [])
+
+    def test_statusPageMethodChange(self) -> None:
+        """
+        The same for a request to the proxy's own status page.
+        """
+
+        def change(request: Any) -> Any:
+            request.method = b"HEAD"
+            return request
+
+        self.useRequestFilter(change)
+        self.send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n")
+        self.assertWhole(self.client, 500)
+
+    def test_newHeadBadTargetFramedForClient(self) -> None:
+        """
+        The 500 for a new head that cannot be forwarded is framed for the
+        client's request, not for the new head's method.
+        """
+        for method, why in [
+            (b"GET", b"cannot be forwarded"),
+            (b"HEAD", b"changed the method from GET to HEAD"),
+        ]:
+            proxy, client = self.connectClient()
+            self.useRequestFilter(lambda request: RequestHead(method, b"/elsewhere"))
+            self.send(GET, proxy)
+            body = self.assertWhole(client, 500)
+            self.assertIn(why, body)
+
+    def test_newHeadUnsafeTarget(self) -> None:
+        """
+        A new head whose target holds a space, CR or LF (a filter building
+        it from untrusted text) is not written into a request line: 500.
+        """
+        for target in [
+            b"http://mirror.example/a HTTP/1.1\r\nX-Injected: 1\r\n",
+            b"http://mirror.example/a b",
+        ]:
+            proxy, client = self.connectClient()
+            self.useRequestFilter(lambda request: RequestHead(b"GET", target))
+            self.send(GET, proxy)
+            self.assertWhole(client, 500)
+        self.assertEqual(self.reactor.tcpClients, [])
+
+    def test_unsafePathInPlace(self) -> None:
+        """
+        The same for a path a filter sets on the head it was given.
+        """
+
+        def inject(request: Any) -> Any:
+            request.path = b"/a HTTP/1.1\r\nX-Injected: 1\r\nX-End: "
+            return request
+
+        self.useRequestFilter(inject)
+        self.send(GET)
+        body = self.assertWhole(self.client, 500)
+        self.assertIn(b"request line cannot carry", body)
+        self.assertEqual(self.reactor.tcpClients, [])
+        # What the parser takes (bytes above 0x7f, too) still goes through.
+        self.useRequestFilter(lambda request: request)
+        proxy, _ = self.connectClient()
+        self.send(GET.replace(b"/a", b"/caf\xc3\xa9?q=%20"), proxy)
+        _, transport = self.accept()
+        self.assertTrue(
+            transport.value().startswith(b"GET /caf\xc3\xa9?q=%20 HTTP/1.1")
+        )
+
+    def test_newHeadTakesTheClientsPlace(self) -> None:
+        """
+        A new head takes the client's version (an HTTP/1.0 keep-alive
+        client got a chunked body it cannot read), address and user, and
+        carries the proxy's Via (which loop detection relies on).
+        """
+        seen = []
+
+        def mirror(request: Any) -> Any:
+            request.user = "alice"
+            seen.append(request)
+            return RequestHead(b"GET", b"http://mirror.example/b")
+
+        self.useRequestFilter(mirror)
+        upstream, transport = self.forward(
+            b"GET http://example.com/a HTTP/1.0\r\nHost: example.com\r\n"
+            b"Connection: keep-alive\r\n\r\n"
+        )
+        self.assertEqual(
+            values(requestFields(transport.value()), b"via"), [b"1.0 testproxy"]
+        )
+        request = self.proxy.request
+        self.assertIsNot(request, seen[0])
+        self.assertEqual(request.version, b"HTTP/1.0")
+        self.assertEqual(request.clientAddress, ("127.0.0.1", 40000))
+        self.assertEqual(request.user, "alice")
+        self.reply(
+            upstream,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        )
+        status, fields, body = splitResponse(self.client.value())
+        self.assertEqual(values(fields, b"transfer-encoding"), [])
+        self.assertEqual(body, b"hello")
+
+    def test_rerouteToSelf(self) -> None:
+        """
+        A filter that reroutes a request to the proxy's own address gets
+        508, as a client naming it does.
+        """
+
+        def reroute(request: Any) -> Any:
+            request.host, request.port = "127.0.0.1", 8080
+            return request
+
+        self.useRequestFilter(reroute)
+        self.send(GET)
+        body = self.assertWhole(self.client, 508)
+        self.assertIn(b"forwarding loop", body)
+        self.assertEqual(self.reactor.tcpClients, [])
+
+    def test_responseStatusChange(self) -> None:
+        """
+        A response filter that changes the status to or from one without a
+        body (204, 304) gets 502: the upstream's body would follow a 304
+        head, or a 200 would wait for a body that never comes.  Other
+        changes go through.
+        """
+        statuses = {b"/a": 304, b"/b": 200, b"/c": 201}
+
+        @implementer(IResponseFilter)
+        class Restatus:
+            def filterResponse(self, request: Any, response: Any) -> Any:
+                response.status = statuses[request.path]
+                return response
+
+        self.factory.chain = FilterChain([EnabledFilter("restatus", Restatus())])
+        for path, reply, expected in [
+            (b"/a", OK, 502),
+            (b"/b", b"HTTP/1.1 304 Not Modified\r\n\r\n", 502),
+            (b"/c", OK, 201),
+        ]:
+            proxy, client = self.connectClient()
+            self.send(GET.replace(b"/a", path), proxy)
+            upstream, _ = self.accept()
+            self.reply(upstream, reply)
+            body = self.assertWhole(client, expected)
+            if expected == 502:
+                self.assertIn(b"changed the status", body)
+            else:
+                self.assertEqual(body, b"hello")
+
+    def test_bodyFilterFraming(self) -> None:
+        """
+        A body filter that is not built in may adjust the head, but not its
+        framing: a Content-Length it changes (returning no transform) is
+        put back.
+        """
+
+        @implementer(IBodyFilter)
+        class Lengthen:
+            def bodyTransform(self, request: Any, response: Any) -> Any:
+                response.headers.set(b"Content-Length", b"99")
+                return None
+
+        self.factory.chain = FilterChain([EnabledFilter("len", Lengthen())])
+        self.assertTrue(self.factory.chain.mayReframeResponses)
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, OK)
+        self.assertEqual(self.assertWhole(self.client, 200), b"hello")
+
+    def test_ownAnswerContentTypeLogged(self) -> None:
+        """
+        The access log records the Content-Type of the proxy's own answer
+        (its 502 page), not that of the upstream head it replaced.
+        """
+        log = RecordingLog()
+        self.factory.accessLog = log
+        upstream, _ = self.forward(GET)
+        self.reply(
+            upstream,
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+        )
+        [record] = log.records
+        self.assertEqual(record.status, 502)
+        self.assertEqual(record.contentType, "text/html; charset=utf-8")
+
+
 class BackpressureTests(ProxyTestCase):
     """
     A slow reader pauses the fast writer, both ways.

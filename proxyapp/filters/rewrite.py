@@ -58,8 +58,10 @@ a body has inflated to more than 1 MiB plus that many times the
 compressed bytes read so far.  A compression bomb (about 1,000 to 1) is
 stopped within its first compressed slice, 13.6 MiB and 85 ms of CPU in
 (measured here), instead of inflating a whole 1 MiB read to 1 GiB (5.5 s
-of the proxy's only thread).  If nothing has been sent yet, which is the
-case for a bomb, the body passes as it came, compressed; otherwise the
+of the proxy's only thread).  If nothing has been sent yet (so for a bomb
+from its start: the compressed input is kept until output is sent, up to
+1 MiB, which is also the largest read), the body passes as it came,
+compressed; otherwise the
 response is cut short (L{proxyapp.chain.CutResponse}), since half a
 rewritten stream cannot be completed honestly.
 
