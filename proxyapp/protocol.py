@@ -107,6 +107,7 @@ from proxyapp.message import (
     Response,
     ResponseHead,
     errorResponse,
+    isToken,
 )
 
 log = Logger()
@@ -1052,7 +1053,7 @@ class ProxyProtocol(Protocol):
         """
         mayReframe = chain.mayReframe
         if mayReframe:
-            self._methodBefore = request.method
+            self._clientHead = (request.method, request.version)
         result = chain.filterRequest(request)
         if (
             result is request
@@ -1072,7 +1073,7 @@ class ProxyProtocol(Protocol):
             self._requestFiltered(result, local)
 
     _filtering = False
-    _methodBefore = b""
+    _clientHead = (b"", b"")
 
     def _requestFiltered(
         self, result: RequestHead | Response, local: Optional[Response] = None
@@ -1086,7 +1087,7 @@ class ProxyProtocol(Protocol):
         original = self.request
         why = None
         if self._chain.mayReframe:  # type: ignore[union-attr]
-            why = self._methodChange(original, result)
+            why = self._headChange(original, result)
         if why is not None:
             self._filterBroke(original, why)
         elif type(result) is not RequestHead and isinstance(result, Response):
@@ -1105,28 +1106,29 @@ class ProxyProtocol(Protocol):
         if not self._dispatching:
             self._dispatch()
 
-    def _methodChange(
+    def _headChange(
         self, original: RequestHead, result: RequestHead | Response
     ) -> Optional[str]:
         """
-        Check that the request filters (one that is not built in ran) left
-        the method's kind alone: HEAD and CONNECT frame the response
-        differently from any other method, so a change to or from them
-        would misframe what the client reads.
+        Check what the request filters (one that is not built in ran) did
+        to what frames the client's response.  The client's HTTP version is
+        put back whatever they did.  The method's kind must stay: HEAD and
+        CONNECT frame the response differently from any other method, so a
+        change to or from them would misframe what the client reads.
 
         @return: C{None}, or what changed; then the client's own method is
             put back on C{original}, which frames the error answer.
         """
-        before = self._methodBefore
+        method, original.version = self._clientHead
         for head in (original, result):
-            if type(head) is RequestHead and _methodClass(head.method) != _methodClass(
-                before
-            ):
+            if isinstance(head, RequestHead) and _methodClass(
+                head.method
+            ) != _methodClass(method):
                 why = "changed the method from %s to %s" % (
-                    before.decode("latin-1"),
-                    head.method.decode("latin-1"),
+                    method.decode("latin-1"),
+                    head.method.decode("latin-1", "replace"),
                 )
-                original.method = before
+                original.method = method
                 return why
         return None
 
@@ -1141,6 +1143,8 @@ class ProxyProtocol(Protocol):
                 return self._filterBroke(
                     request, "set a target that a request line cannot carry"
                 )
+            if not isToken(request.method):
+                return self._filterBroke(request, "set a method that is not a token")
             if request.port == self.localPort and self._isSelf(request):
                 # A filter rerouted the request to the proxy itself.
                 return self._filterBroke(
@@ -1433,6 +1437,9 @@ class ProxyProtocol(Protocol):
         if framing is not None and not self._framingKept(result, framing):
             return
         self._sendResponseHead(result)
+        if self.upstream is not upstream:
+            # A body filter's change was answered 502 instead.
+            return
         try:
             for event in held or ():
                 if type(event) is bytes:
@@ -1458,16 +1465,7 @@ class ProxyProtocol(Protocol):
         """
         status, lengths, codings = before
         if _bodiless(head.status) != _bodiless(status):
-            why = "changed the status from %d to %d" % (status, head.status)
-            target = self.request.url()  # type: ignore[union-attr]
-            log.error(
-                "a response filter {why} ({target}); answered 502",
-                why=why,
-                target=target,
-            )
-            response = errorResponse(502, f"A filter {why}.", target)
-            response.reason = f"filter error: {why}"
-            self._replaceResponse(response)
+            self._replaceResponse(self._statusChanged(status, head.status))
             return False
         headers = head.headers
         if (
@@ -1481,6 +1479,20 @@ class ProxyProtocol(Protocol):
             for value in codings:
                 headers.addTrusted(b"Transfer-Encoding", value)
         return True
+
+    def _statusChanged(self, before: int, after: int) -> Response:
+        """
+        @return: the 502 for a response filter that changed the status in
+            a way the body's framing cannot follow (logged).
+        """
+        why = "changed the status from %d to %d" % (before, after)
+        target = self.request.url()  # type: ignore[union-attr]
+        log.error(
+            "a response filter {why} ({target}); answered 502", why=why, target=target
+        )
+        response = errorResponse(502, f"A filter {why}.", target)
+        response.reason = f"filter error: {why}"
+        return response
 
     def _replaceResponse(self, response: Response) -> None:
         """
@@ -2036,6 +2048,8 @@ class ProxyProtocol(Protocol):
     ) -> None:
         if self.upstream is not upstream:
             return
+        if not isinstance(result, Response) and result.status != 101:
+            result = self._statusChanged(101, result.status)
         if isinstance(result, Response):
             # Upgrade refused: the upstream has switched, so it goes; the
             # client may have switched too, so its connection closes.

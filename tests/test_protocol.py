@@ -2619,6 +2619,12 @@ class RequestFilterTests(ProxyTestCase):
         self.assertEqual(self.reactor.tcpClients, [])
 
 
+GET_10_KEEP_ALIVE = (
+    b"GET http://example.com/a HTTP/1.0\r\nHost: example.com\r\n"
+    b"Connection: keep-alive\r\n\r\n"
+)
+
+
 class ForeignFilterTests(ProxyTestCase):
     """
     What a filter that is not built in may not change is checked whatever
@@ -2643,6 +2649,20 @@ class ForeignFilterTests(ProxyTestCase):
         [length] = values(fields, b"content-length")
         self.assertEqual(len(body), 0 if head else int(length))
         return body
+
+    def assertRelayedForHttp10(self, upstream: Any) -> None:
+        """
+        A chunked response to an HTTP/1.0 keep-alive client reaches it
+        without chunks (delimited by the close).
+        """
+        self.reply(
+            upstream,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\n\r\n",
+        )
+        _, fields, body = splitResponse(self.client.value())
+        self.assertEqual(values(fields, b"transfer-encoding"), [])
+        self.assertEqual(body, b"hello")
 
     def test_methodChangeThenAnswer(self) -> None:
         """
@@ -2708,19 +2728,21 @@ class ForeignFilterTests(ProxyTestCase):
             self.assertWhole(client, 500)
         self.assertEqual(self.reactor.tcpClients, [])
 
-    def test_unsafePathInPlace(self) -> None:
+    def test_unsafeRequestLineInPlace(self) -> None:
         """
-        The same for a path a filter sets on the head it was given.
+        The same for a path a filter sets on the head it was given, and a
+        method that is not a token (it added header lines upstream).
         """
-
-        def inject(request: Any) -> Any:
-            request.path = b"/a HTTP/1.1\r\nX-Injected: 1\r\nX-End: "
-            return request
-
-        self.useRequestFilter(inject)
-        self.send(GET)
-        body = self.assertWhole(self.client, 500)
-        self.assertIn(b"request line cannot carry", body)
+        for name, value, why in [
+            ("path", b"/a HTTP/1.1\r\nX-Injected: 1\r\nX-End: ", b"cannot carry"),
+            ("method", b"GET /x HTTP/1.1\r\nX-Injected: 1\r\nX-End: GET", b"token"),
+        ]:
+            proxy, client = self.connectClient()
+            self.useRequestFilter(
+                lambda request: setattr(request, name, value) or request
+            )
+            self.send(GET, proxy)
+            self.assertIn(why, self.assertWhole(client, 500))
         self.assertEqual(self.reactor.tcpClients, [])
         # What the parser takes (bytes above 0x7f, too) still goes through.
         self.useRequestFilter(lambda request: request)
@@ -2745,10 +2767,7 @@ class ForeignFilterTests(ProxyTestCase):
             return RequestHead(b"GET", b"http://mirror.example/b")
 
         self.useRequestFilter(mirror)
-        upstream, transport = self.forward(
-            b"GET http://example.com/a HTTP/1.0\r\nHost: example.com\r\n"
-            b"Connection: keep-alive\r\n\r\n"
-        )
+        upstream, transport = self.forward(GET_10_KEEP_ALIVE)
         self.assertEqual(
             values(requestFields(transport.value()), b"via"), [b"1.0 testproxy"]
         )
@@ -2757,13 +2776,7 @@ class ForeignFilterTests(ProxyTestCase):
         self.assertEqual(request.version, b"HTTP/1.0")
         self.assertEqual(request.clientAddress, ("127.0.0.1", 40000))
         self.assertEqual(request.user, "alice")
-        self.reply(
-            upstream,
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-        )
-        status, fields, body = splitResponse(self.client.value())
-        self.assertEqual(values(fields, b"transfer-encoding"), [])
-        self.assertEqual(body, b"hello")
+        self.assertRelayedForHttp10(upstream)
 
     def test_rerouteToSelf(self) -> None:
         """
@@ -2830,6 +2843,96 @@ class ForeignFilterTests(ProxyTestCase):
         upstream, _ = self.forward(GET)
         self.reply(upstream, OK)
         self.assertEqual(self.assertWhole(self.client, 200), b"hello")
+
+    def test_heldResponseThenBodyFilterStatus(self) -> None:
+        """
+        After a Deferred response filter, a body filter's status change is
+        answered 502 and that is the whole answer: the held body does not
+        follow it (it did, read as the next response, and then the end of
+        the body raised in the Deferred).
+        """
+        later: list[tuple[Deferred, Any]] = []
+
+        @implementer(IResponseFilter)
+        class Later:
+            def filterResponse(self, request: Any, response: Any) -> Any:
+                d: Deferred = Deferred()
+                later.append((d, response))
+                return d
+
+        @implementer(IBodyFilter)
+        class Restatus:
+            def bodyTransform(self, request: Any, response: Any) -> Any:
+                response.status = 304
+                return None
+
+        self.factory.chain = FilterChain(
+            [EnabledFilter("later", Later()), EnabledFilter("restatus", Restatus())]
+        )
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, OK)
+        d, head = later[0]
+        errors: list[Any] = []
+        d.addErrback(errors.append)
+        d.callback(head)
+        body = self.assertWhole(self.client, 502)
+        self.assertIn(b"changed the status from 200 to 304", body)
+        self.assertEqual(errors, [])
+        self.assertTrue(transport.disconnecting)
+
+    def test_upgradeStatusChange(self) -> None:
+        """
+        A response filter that turns a 101 into another status gets 502 and
+        no tunnel (the other status was sent, then the tunnel opened).
+        """
+
+        @implementer(IResponseFilter)
+        class Restatus:
+            def filterResponse(self, request: Any, response: Any) -> Any:
+                response.status = 200
+                return response
+
+        self.factory.chain = FilterChain([EnabledFilter("restatus", Restatus())])
+        upstream, transport = self.forward(UpgradeTests.UPGRADE)
+        self.reply(
+            upstream,
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\n\r\n\x81\x02hi",
+        )
+        body = self.assertWhole(self.client, 502)
+        self.assertIn(b"changed the status from 101 to 200", body)
+        self.assertTrue(self.client.disconnecting)
+        self.assertTrue(transport.disconnecting)
+
+    def test_versionChangedInPlace(self) -> None:
+        """
+        The client's HTTP version frames its response whatever a filter sets
+        on the head (an HTTP/1.0 keep-alive client got a chunked body).
+        """
+
+        def upgrade(request: Any) -> Any:
+            request.version = b"HTTP/1.1"
+            return request
+
+        self.useRequestFilter(upgrade)
+        upstream, _ = self.forward(GET_10_KEEP_ALIVE)
+        self.assertRelayedForHttp10(upstream)
+
+    def test_subclassedNewHead(self) -> None:
+        """
+        A new head of a subclass of C{RequestHead} is checked like one (a
+        HEAD built for the client's GET was forwarded).
+        """
+
+        class MyHead(RequestHead):
+            __slots__ = ()
+
+        self.useRequestFilter(
+            lambda request: MyHead(b"HEAD", b"http://mirror.example/b")
+        )
+        self.send(GET)
+        self.assertEqual(self.reactor.tcpClients, [])
+        self.assertWhole(self.client, 500)
 
     def test_ownAnswerContentTypeLogged(self) -> None:
         """
