@@ -114,6 +114,7 @@ class Settings:
     upstreamTimeout: float = 120.0
     readTimeout: float = 900.0
     poolSize: int = 64
+    poolTotalSize: int = 1024
     poolIdleTimeout: float = 30.0
     accessLog: str = "-"
     logFormat: str = "combined"
@@ -375,6 +376,16 @@ KEYS = [
         "pool-size",
         int,
         "Idle upstream connections kept per origin.",
+    ),
+    Key(
+        "pool",
+        "total_size",
+        "poolTotalSize",
+        _int(0, None, "an integer, 0 or more"),
+        "pool-total-size",
+        int,
+        "Idle upstream connections kept across all origins (a client naming many "
+        "origins cannot make the proxy hold a descriptor for each).",
     ),
     Key(
         "pool",

@@ -390,6 +390,9 @@ class ConnectionPool:
     Idle upstream connections, kept per origin for reuse.
 
     @ivar maxIdle: most idle connections kept per origin; more are closed.
+    @ivar maxIdleTotal: most idle connections kept across all origins; a
+        connection released beyond it is closed (the ones already idle stay:
+        no search for the oldest on the per-request path).
     @ivar idleTimeout: seconds an idle connection is kept.
     """
 
@@ -405,8 +408,10 @@ class ConnectionPool:
         self.settings = settings
         self.stats = stats
         self.maxIdle = settings.poolSize
+        self.maxIdleTotal = settings.poolTotalSize
         self.idleTimeout = settings.poolIdleTimeout
         self._idle: dict[tuple[str, str, int], list[UpstreamProtocol]] = {}
+        self._count = 0
         self._sweeper: Any = None
 
     def take(self, key: tuple[str, str, int]) -> Optional[UpstreamProtocol]:
@@ -420,6 +425,7 @@ class ConnectionPool:
         oldest = self.reactor.seconds() - self.idleTimeout
         while idle:
             upstream = idle.pop()
+            self._count -= 1
             if upstream.idleSince > oldest and not upstream.closing:
                 upstream.reused = True
                 return upstream
@@ -469,7 +475,11 @@ class ConnectionPool:
         upstream.client = None
         upstream.received = False
         idle = self._idle.get(upstream.key)
-        if upstream.closing or len(idle or ()) >= self.maxIdle:
+        if (
+            upstream.closing
+            or len(idle or ()) >= self.maxIdle
+            or self._count >= self.maxIdleTotal
+        ):
             upstream.closing = True
             upstream.transport.loseConnection()
             return
@@ -477,6 +487,7 @@ class ConnectionPool:
             idle = self._idle[upstream.key] = []
         upstream.idleSince = self.reactor.seconds()
         idle.append(upstream)
+        self._count += 1
         if self._sweeper is None:
             self._sweeper = self.reactor.callLater(self.idleTimeout, self._sweep)
 
@@ -487,6 +498,7 @@ class ConnectionPool:
         idle = self._idle.get(upstream.key)
         if idle and upstream in idle:
             idle.remove(upstream)
+            self._count -= 1
             if not idle:
                 del self._idle[upstream.key]
 
@@ -496,6 +508,7 @@ class ConnectionPool:
         for key, idle in list(self._idle.items()):
             for upstream in [u for u in idle if u.idleSince <= oldest]:
                 idle.remove(upstream)
+                self._count -= 1
                 upstream.closing = True
                 upstream.transport.loseConnection()
             if not idle:
@@ -517,13 +530,17 @@ class ConnectionPool:
         """
         self.settings = settings
         self.maxIdle = settings.poolSize
+        self.maxIdleTotal = settings.poolTotalSize
         self.idleTimeout = settings.poolIdleTimeout
         if endpointForTarget is not None:
             self.endpointForTarget = endpointForTarget
         for key, idle in list(self._idle.items()):
             # The most recently used stay (take() pops from the end).
-            while len(idle) > self.maxIdle:
+            while idle and (
+                len(idle) > self.maxIdle or self._count > self.maxIdleTotal
+            ):
                 upstream = idle.pop(0)
+                self._count -= 1
                 upstream.closing = True
                 upstream.transport.loseConnection()
             if not idle:
@@ -538,7 +555,7 @@ class ConnectionPool:
         """
         @return: how many idle connections the pool holds.
         """
-        return sum(len(idle) for idle in self._idle.values())
+        return self._count
 
     def closeAll(self) -> None:
         """
@@ -552,6 +569,7 @@ class ConnectionPool:
                 upstream.closing = True
                 upstream.transport.loseConnection()
         self._idle.clear()
+        self._count = 0
 
 
 class _OneUpstream(Factory):

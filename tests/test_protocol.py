@@ -827,6 +827,58 @@ class PersistenceTests(ProxyTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.factory.pool.idleCount(), 0)
 
+    def test_poolTotalSizeCap(self) -> None:
+        """
+        No more than C{poolTotalSize} idle connections are kept across all
+        origins (a client naming many origins made the proxy hold a
+        descriptor for each, up to C{poolSize} each, for the idle timeout):
+        one released beyond it is closed.  The count follows takes, sweeps,
+        closes and reloads.
+        """
+        self.start(poolTotalSize=2, poolIdleTimeout=30, idleTimeout=1000)
+        pool = self.factory.pool
+        transports = []
+        for host in [b"a.example", b"b.example", b"c.example"]:
+            proxy, client = self.connectClient()
+            self.send(
+                b"GET http://%s/ HTTP/1.1\r\nHost: %s\r\n\r\n" % (host, host), proxy
+            )
+            upstream, transport = self.accept()
+            self.reply(upstream, OK)
+            transports.append((upstream, transport))
+        self.assertEqual(pool.idleCount(), 2)
+        self.assertEqual([t.disconnecting for _, t in transports], [False, False, True])
+        # A reuse takes one out; releasing it again puts it back.
+        proxy, client = self.connectClient()
+        self.send(b"GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\n\r\n", proxy)
+        self.assertEqual(pool.idleCount(), 1)
+        self.reply(transports[0][0], OK)
+        self.assertEqual(pool.idleCount(), 2)
+        # An idle one the origin closes leaves the count.
+        self.closeUpstream(transports[1][0])
+        self.assertEqual(pool.idleCount(), 1)
+        self.assertEqual(pool.idleCount(), sum(map(len, pool._idle.values())))
+        # A reload to a smaller total closes the excess now.
+        pool.reconfigure(Settings(poolTotalSize=0, viaPseudonym="testproxy"))
+        self.assertEqual(pool.idleCount(), 0)
+        self.assertTrue(transports[0][1].disconnecting)
+        self.assertEqual(pool._idle, {})
+
+    def test_poolCountAfterSweep(self) -> None:
+        """
+        The idle count follows the sweep of connections idle too long.
+        """
+        self.start(poolTotalSize=1, poolIdleTimeout=30, idleTimeout=1000)
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, OK)
+        self.reactor.advance(30)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.factory.pool.idleCount(), 0)
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, OK)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(self.factory.pool.idleCount(), 1)
+
     def test_idleUpstreamClosingIsDropped(self) -> None:
         """
         An idle upstream connection that the origin closes leaves the pool,

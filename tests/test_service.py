@@ -266,13 +266,15 @@ class ReloadTests(ConfigMixin, SynchronousTestCase):
         pool = self.service.factory.pool
         oldEndpoints = pool.endpointForTarget
         self.write(
-            "[pool]\nsize = 0\nidle_timeout = 5\n[timeouts]\nconnect = 2\n"
+            "[pool]\nsize = 0\ntotal_size = 3\nidle_timeout = 5\n[timeouts]\nconnect = 2\n"
             "[limits]\nmax_headers = 60\n"
         )
         with capturedLogs():
             self.assertTrue(self.service.reload())
         self.assertIs(self.service.factory.pool, pool)
-        self.assertEqual((pool.maxIdle, pool.idleTimeout), (0, 5.0))
+        self.assertEqual(
+            (pool.maxIdle, pool.maxIdleTotal, pool.idleTimeout), (0, 3, 5.0)
+        )
         self.assertEqual(pool.settings.connectTimeout, 2.0)
         self.assertEqual(pool.settings.maxHeaders, 60)
         self.assertIsNot(pool.endpointForTarget, oldEndpoints)
