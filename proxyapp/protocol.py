@@ -1419,7 +1419,9 @@ class ProxyProtocol(Protocol):
         headers.addTrusted(b"Via", self.factory.viaValues[head.version])
         chain = self._chain
         if chain is not None and chain.hasResponseFilters:
-            framing = _framingOf(head) if chain.mayReframeResponses else None
+            framing = (
+                _framingOf(request, head) if chain.mayReframeResponses else None  # type: ignore[arg-type]
+            )
             result = chain.filterResponse(request, head)  # type: ignore[arg-type]
             if isinstance(result, Deferred):
                 # Hold body events until the filters decide; the upstream
@@ -1430,11 +1432,11 @@ class ProxyProtocol(Protocol):
                 upstream.gate.pause(WAITING)  # type: ignore[union-attr]
                 result.addCallback(self._responseFiltered, upstream, framing)
                 return
+            if framing is not None and not self._framingKept(result, framing):
+                return
             if isinstance(result, Response):
                 return self._replaceResponse(result)
             head = result
-            if framing is not None and not self._framingKept(head, framing):
-                return
         self._sendResponseHead(head)
 
     _held: Optional[list[Any]] = None
@@ -1450,10 +1452,10 @@ class ProxyProtocol(Protocol):
             return
         held, self._held = self._held, None
         upstream.gate.resume(WAITING)  # type: ignore[union-attr]
-        if isinstance(result, Response):
-            return self._replaceResponse(result)
         if framing is not None and not self._framingKept(result, framing):
             return
+        if isinstance(result, Response):
+            return self._replaceResponse(result)
         self._sendResponseHead(result)
         if self.upstream is not upstream:
             # A body filter's change was answered 502 instead.
@@ -1470,18 +1472,25 @@ class ProxyProtocol(Protocol):
             return self.upstreamFailed(upstream, e.reason)
         self.flushToClient()
 
-    def _framingKept(self, head: ResponseHead, before: _Framing) -> bool:
+    def _framingKept(self, head: ResponseHead | Response, before: _Framing) -> bool:
         """
         After a filter that is not built in has seen a response head: put
         its framing fields back as the upstream sent them (the body is
-        relayed as the upstream framed it), or, if the filter changed the
-        status to or from one that has no body (1xx, 204, 304), answer 502
-        instead: the body would be read as the next response, or waited
-        for.
+        relayed as the upstream framed it), and the request's method and
+        version, which frame the client's answer, as they were; or, if the
+        filter changed the status to or from one that has no body (1xx,
+        204, 304), answer 502 instead: the body would be read as the next
+        response, or waited for.
 
+        @param head: the response head the filters returned, or their
+            L{Response} (then only the request is put back).
         @return: whether the head may go on.
         """
-        status, lengths, codings = before
+        status, lengths, codings, method, version = before
+        request = self.request
+        request.method, request.version = method, version  # type: ignore[union-attr]
+        if isinstance(head, Response):
+            return True
         if _bodiless(head.status) != _bodiless(status):
             self._replaceResponse(self._statusChanged(status, head.status))
             return False
@@ -1545,7 +1554,9 @@ class ProxyProtocol(Protocol):
         )
         chain = self._chain
         if chain is not None and chain.hasBodyFilters and framing != NO_BODY:
-            before = _framingOf(head) if chain.mayReframeResponses else None
+            before = (
+                _framingOf(request, head) if chain.mayReframeResponses else None  # type: ignore[arg-type]
+            )
             transforms = chain.bodyTransforms(request, head)  # type: ignore[arg-type]
             if before is not None and not self._framingKept(head, before):
                 return
@@ -2394,19 +2405,21 @@ def _methodClass(method: bytes) -> bytes:
     return method if method == b"HEAD" or method == b"CONNECT" else b""
 
 
-_Framing = tuple[int, list[bytes], list[bytes]]
+_Framing = tuple[int, list[bytes], list[bytes], bytes, bytes]
 
 
-def _framingOf(head: ResponseHead) -> _Framing:
+def _framingOf(request: RequestHead, head: ResponseHead) -> _Framing:
     """
-    @return: what frames a response's body, as received: its status and
-        the values of its framing fields.
+    @return: what frames a response's body, as received: its status, the
+        values of its framing fields, and the request's method and version.
     """
     headers = head.headers
     return (
         head.status,
         headers.getAll(b"content-length"),
         headers.getAll(b"transfer-encoding"),
+        request.method,
+        request.version,
     )
 
 

@@ -2877,6 +2877,33 @@ class ForeignFilterTests(ProxyTestCase):
             else:
                 self.assertEqual(body, b"hello")
 
+    def test_responseFilterChangesRequest(self) -> None:
+        """
+        A response filter that changes the request's method or version (it
+        is given the request head) does not change how the client's answer
+        is framed: an HTTP/1.0 client got chunks, a GET turned HEAD got a
+        replaced answer without its body.
+        """
+
+        @implementer(IResponseFilter)
+        class Meddle:
+            def filterResponse(self, request: Any, response: Any) -> Any:
+                request.version = b"HTTP/1.1"
+                if request.path == b"/deny":
+                    request.method = b"HEAD"
+                    return errorResponse(403, "no")
+                return response
+
+        self.factory.chain = FilterChain([EnabledFilter("meddle", Meddle())])
+        upstream, _ = self.forward(GET_10_KEEP_ALIVE)
+        self.assertRelayedForHttp10(upstream)
+        proxy, client = self.connectClient()
+        self.send(GET.replace(b"/a", b"/deny"), proxy)
+        # The pooled connection carries it.
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        self.reply(upstream, OK)
+        self.assertIn(b"403", self.assertWhole(client, 403))
+
     def test_bodyFilterFraming(self) -> None:
         """
         A body filter that is not built in may adjust the head, but not its
