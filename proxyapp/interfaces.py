@@ -15,7 +15,7 @@ only as a stream of chunks, through L{IBodyTransform}.  A filter never sees
 a transport, so flow control and connection reuse stay the proxy's.
 
 The proxy has framed each message before filters see it, and the body is
-relayed as it was framed. So after any filter that is not built in has
+relayed as it was framed.  So after any filter that is not built in has
 run: a message's framing fields (Content-Length, Transfer-Encoding) are
 put back as the sender framed the body, and so is the client's HTTP
 version on its request head (and, after response and body filters, its
@@ -24,21 +24,21 @@ CONNECT is answered 500, whatever the filter answered (the next hop would
 read the body differently, or a tunnel would open that no tunnel filter
 saw); and a response whose status a filter changed to or from one without
 a body (1xx, 204, 304), or a 101 whose status it changed at all, is
-answered 502. C{Headers.add} and C{Headers.set} refuse names that are not
+answered 502.  C{Headers.add} and C{Headers.set} refuse names that are not
 tokens and values with control characters (CR, LF, NUL and the like), so a
 filter cannot add lines to a head; the proxy frames a filter's own
-L{proxyapp.message.Response} itself. A filter that reroutes a request
+L{proxyapp.message.Response} itself.  A filter that reroutes a request
 either changes the head it was given (C{host}, C{port}, and the C{Host}
 field to match) or returns a C{RequestHead} built anew with an
-absolute-form target (C{http://host/path}). A new head stands for the
+absolute-form target (C{http://host/path}).  A new head stands for the
 client's request: it takes the client's version, address and user, the
 proxy reads its scheme, host and port from its target and sets C{Host} to
 match, and adds its C{Via}, as for a client's request; if the filter set
-no C{host} on it, a target that is not an absolute URL is answered 500. So
-is a target (C{path}) holding a space or a control character, or a method
-that is not a token, however set; and a request rerouted to the proxy's
-own address is answered 508 (a request for the proxy's own status page is
-answered by the proxy, not rerouted).
+no C{host} on it, a target that is not an absolute URL is answered 500.
+So is a target (C{path}) holding a space or a control character, or a
+method that is not a token, however set; and a request rerouted to the
+proxy's own address is answered 508 (a request for the proxy's own status
+page is answered by the proxy, not rerouted).
 
 Import interfaces from this module only.
 """
