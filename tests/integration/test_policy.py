@@ -22,6 +22,7 @@ import socket
 import subprocess
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator, Tuple
@@ -619,17 +620,37 @@ TOKEN = b"SECRET-TOKEN"
 TEXT = b"".join(b"<p>%d: the %s is here</p>\n" % (i, TOKEN) for i in range(150))
 
 
+def _bomb() -> bytes:
+    """
+    @return: a gzip-encoded page of 64 MiB of spaces (64 KiB compressed).
+    """
+    deflater = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = b" " * (1 << 20)
+    return b"".join([deflater.compress(block) for _ in range(64)] + [deflater.flush()])
+
+
+BOMB = _bomb()
+
+
 class _PieceHandler(BaseHTTPRequestHandler):
     """
     Serves C{/text} (text/html) and C{/gzip} (the same, gzip-encoded) in
     five-byte writes with a pause between them, so that the proxy reads the
-    body in many small pieces.
+    body in many small pieces; C{/bomb}, a gzip bomb, at once.
     """
 
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.path.startswith("/bomb"):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(BOMB)))
+            self.end_headers()
+            self.wfile.write(BOMB)
+            return
         body = gzip.compress(TEXT) if self.path.startswith("/gzip") else TEXT
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")
@@ -771,6 +792,19 @@ def test_rewriteStraddling(rewritingProxy, pieceOrigin, path) -> None:
     )
     assert TOKEN not in body
     assert r.header(b"set-cookie") is None
+
+
+def test_rewriteBombPassesThrough(rewritingProxy, pieceOrigin) -> None:
+    """
+    A gzip body that inflates 1,000-fold is not decoded past
+    C{max_inflate_ratio} (200): it reaches the client byte for byte as the
+    origin sent it (re-framed), and the proxy says why.
+    """
+    r = get(rewritingProxy.port, "http://127.0.0.1:%d/bomb" % pieceOrigin)
+    assert r.status == 200
+    assert r.header(b"content-encoding") == b"gzip"
+    assert r.body == BOMB
+    waitForLog(rewritingProxy, "inflates more than 200 to 1 (max_inflate_ratio)")
 
 
 # -- reload --------------------------------------------------------------------------
