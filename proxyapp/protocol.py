@@ -1432,7 +1432,7 @@ class ProxyProtocol(Protocol):
                 upstream.gate.pause(WAITING)  # type: ignore[union-attr]
                 result.addCallback(self._responseFiltered, upstream, framing)
                 return
-            if framing is not None and not self._framingKept(result, framing):
+            if framing is not None and not self._foreignChecked(result, framing):
                 return
             if isinstance(result, Response):
                 return self._replaceResponse(result)
@@ -1452,7 +1452,7 @@ class ProxyProtocol(Protocol):
             return
         held, self._held = self._held, None
         upstream.gate.resume(WAITING)  # type: ignore[union-attr]
-        if framing is not None and not self._framingKept(result, framing):
+        if framing is not None and not self._foreignChecked(result, framing):
             return
         if isinstance(result, Response):
             return self._replaceResponse(result)
@@ -1472,7 +1472,7 @@ class ProxyProtocol(Protocol):
             return self.upstreamFailed(upstream, e.reason)
         self.flushToClient()
 
-    def _framingKept(self, head: ResponseHead | Response, before: _Framing) -> bool:
+    def _foreignChecked(self, head: ResponseHead | Response, before: _Framing) -> bool:
         """
         After a filter that is not built in has seen a response head: put
         its framing fields back as the upstream sent them (the body is
@@ -1558,7 +1558,7 @@ class ProxyProtocol(Protocol):
                 _framingOf(request, head) if chain.mayReframeResponses else None  # type: ignore[arg-type]
             )
             transforms = chain.bodyTransforms(request, head)  # type: ignore[arg-type]
-            if before is not None and not self._framingKept(head, before):
+            if before is not None and not self._foreignChecked(head, before):
                 return
             if transforms:
                 # A transformed body has a length nobody knows yet.
