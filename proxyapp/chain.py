@@ -8,9 +8,12 @@ that kind is enabled) and becomes a L{Deferred} at the first filter that
 returns one.  A filter that raises, fails its Deferred or misses the
 deadline is logged with its name; the exchange then gets 500 (request and
 tunnel side) or 502 (response side), or, with C{on_error = "pass"}, goes on
-as if that filter were not there.  A body transform that raises cuts its
-response short (the head is out), or with C{on_error = "pass"} lets the
-rest of the body through untouched.  Filters can never take the proxy down.
+as if that filter were not there.  A body filter whose C{bodyTransform}
+raises is skipped for that response, whatever C{on_error} says.  A body
+transform that raises ends its response: a 502 if nothing of it has
+reached the client yet, else the response is cut short; with C{on_error =
+"pass"} the rest of the body goes through untouched instead.  Filters can
+never take the proxy down.
 """
 
 from __future__ import annotations
@@ -333,17 +336,19 @@ def _client(request: RequestHead) -> str:
 
 class CutResponse(Exception):
     """
-    Raised by an L{IBodyTransform} to end the response it transforms cut
-    short, whatever the filter's C{on_error}: the client connection ends
-    so that the body shows as incomplete (no last chunk, or a reset).  The
-    message says why, for the logs.
+    Raised by an L{IBodyTransform} to end the response it transforms,
+    whatever the filter's C{on_error}: cut short, so that the body shows as
+    incomplete (no last chunk, or a reset), or, if nothing of the response
+    has reached the client yet, replaced by a 502.  The message says why,
+    for the logs.
     """
 
 
 class TransformFailed(Exception):
     """
-    A body transform failed and the response must be cut short (raised to
-    the protocol by L{_GuardedTransform}).
+    A body transform failed and the response must end (raised to the
+    protocol by L{_GuardedTransform}): cut short, or a 502 if nothing of it
+    has reached the client yet.
 
     @ivar reason: why, for the logs.
     """
@@ -355,12 +360,11 @@ class TransformFailed(Exception):
 
 class _GuardedTransform:
     """
-    Runs an L{IBodyTransform}.  The head is already out when a transform
-    fails, so no error page is possible: if it raises L{CutResponse}, or
-    anything with C{on_error = "fail"} (the default), the failure is
-    logged and L{TransformFailed} tells the protocol to cut the response
-    short; with C{on_error = "pass"} the rest of the body passes through
-    untouched.
+    Runs an L{IBodyTransform}.  If it raises L{CutResponse}, or anything
+    with C{on_error = "fail"} (the default), the failure is logged and
+    L{TransformFailed} tells the protocol to end the response (cut short,
+    or a 502 when nothing of it has reached the client yet); with
+    C{on_error = "pass"} the rest of the body passes through untouched.
     """
 
     __slots__ = ("name", "transform", "onError", "broken")

@@ -19,11 +19,11 @@ relayed as it was framed.  So after any filter that is not built in has
 run: a message's framing fields (Content-Length, Transfer-Encoding) are
 put back as the sender framed the body, and so is the client's HTTP
 version on its request head (and, after response and body filters, its
-method); a request whose method a filter changed to or from HEAD or
-CONNECT is answered 500, whatever the filter answered (the next hop would
-read the body differently, or a tunnel would open that no tunnel filter
-saw); and a response whose status a filter changed to or from one without
-a body (1xx, 204, 304), or a 101 whose status it changed at all, is
+method).  A request filter that changed the method to or from HEAD or
+CONNECT gets the request answered 500, whatever it answered (the next hop
+would read the body differently, or a tunnel would open that no tunnel
+filter saw); a response or body filter that changed the status to or from
+one without a body (1xx, 204, 304), or a 101's status at all, gets it
 answered 502.  C{Headers.add} and C{Headers.set} refuse names that are not
 tokens and values with control characters (CR, LF, NUL and the like), so a
 filter cannot add lines to a head; the proxy frames a filter's own
@@ -31,14 +31,15 @@ L{proxyapp.message.Response} itself.  A filter that reroutes a request
 either changes the head it was given (C{host}, C{port}, and the C{Host}
 field to match) or returns a C{RequestHead} built anew with an
 absolute-form target (C{http://host/path}).  A new head stands for the
-client's request: it takes the client's version, address and user, the
-proxy reads its scheme, host and port from its target and sets C{Host} to
-match, and adds its C{Via}, as for a client's request; if the filter set
-no C{host} on it, a target that is not an absolute URL is answered 500.
-So is a target (C{path}) holding a space or a control character, or a
-method that is not a token, however set; and a request rerouted to the
-proxy's own address is answered 508 (a request for the proxy's own status
-page is answered by the proxy, not rerouted).
+client's request: it takes the client's version and address (and its user
+and credentials, unless the filter set them) and the proxy's C{Via}; if
+the filter set no C{host} on it, the proxy reads its scheme, host and port
+from its target, as the parser does, and sets C{Host} to match, and a
+target that is not an absolute URL is answered 500.  So is a target
+(C{path}) holding a space or a control character, or a method that is not
+a token, however set; and a request rerouted to the proxy's own address is
+answered 508 (a request for the proxy's own status page is answered by the
+proxy, not rerouted).
 
 Import interfaces from this module only.
 """
@@ -119,10 +120,11 @@ class IBodyTransform(Interface):
         @param chunk: the next piece of the body as received (de-chunked).
         @return: the bytes to send in its place (possibly empty, while the
             transform holds back a partial match).
-        @raise proxyapp.chain.CutResponse: to end the response cut short
-            (the client sees the body incomplete).  Any other exception
-            does the same unless the filter is configured C{on_error =
-            "pass"}, which lets the rest of the body through untouched.
+        @raise proxyapp.chain.CutResponse: to end the response: cut short
+            (the client sees the body incomplete), or a 502 if nothing of
+            it has reached the client yet.  Any other exception does the
+            same unless the filter is configured C{on_error = "pass"},
+            which lets the rest of the body through untouched.
         """
 
     def finish() -> bytes:

@@ -18,9 +18,12 @@ output of the one before::
     decode = true                  # gzip/deflate bodies are decoded,
                                    # rewritten and re-encoded; false: they
                                    # pass untouched
-    max_inflate_ratio = 200        # a compressed body that inflates to
-                                   # more than 1 MiB plus this many times
-                                   # its compressed size is not rewritten
+    max_inflate_ratio = 200        # decoding stops once a body inflates
+                                   # to more than 1 MiB plus this many
+                                   # times the compressed bytes read so
+                                   # far: the body then passes as it
+                                   # came, or is cut short if part of it
+                                   # was sent
 
     [[filter.rewrite.rule]]
     search = "http://example.com/" # required, non-empty
@@ -58,12 +61,14 @@ a body has inflated to more than 1 MiB plus that many times the
 compressed bytes read so far.  A compression bomb (about 1,000 to 1) is
 stopped within its first compressed slice, 13.6 MiB and 85 ms of CPU in
 (measured here), instead of inflating a whole 1 MiB read to 1 GiB (5.5 s
-of the proxy's only thread).  If nothing has been sent yet (so for a bomb
-from its start: the compressed input is kept until output is sent, up to
-1 MiB, which is also the largest read), the body passes as it came,
-compressed; otherwise the
-response is cut short (L{proxyapp.chain.CutResponse}), since half a
-rewritten stream cannot be completed honestly.
+of the proxy's only thread).  If the transform has emitted nothing yet
+(for a bomb from its start, unless its first piece is small enough,
+about 1 KiB, to inflate within the 1 MiB allowance; the compressed input
+is kept until output is sent, up to 1 MiB, which is also the largest
+read), the body passes as it came, compressed; otherwise the response
+ends (L{proxyapp.chain.CutResponse}: cut short, or a 502 if nothing of it
+has reached the client yet), since half a rewritten stream cannot be
+completed honestly.
 
 The text of a replacement (for a regex rule, the template's literal
 text) must be encodable in the body's charset: when it is not (say
