@@ -8,9 +8,9 @@ that kind is enabled) and becomes a L{Deferred} at the first filter that
 returns one.  A filter that raises, fails its Deferred or misses the
 deadline is logged with its name; the exchange then gets 500 (request and
 tunnel side) or 502 (response side), or, with C{on_error = "pass"}, goes on
-as if that filter were not there.  A body filter whose C{bodyTransform}
-raises is skipped for that response, whatever C{on_error} says.  A body
-transform that raises ends its response: a 502 if nothing of it has
+as if that filter were not there (for a body filter whose
+C{bodyTransform} raises, too: 502, or skipped).  A body transform that
+raises ends its response: a 502 if nothing of it has
 reached the client yet, else the response is cut short; with C{on_error =
 "pass"} the rest of the body goes through untouched instead.  Filters can
 never take the proxy down.
@@ -160,20 +160,25 @@ class FilterChain:
             request,
         )
 
-    def bodyTransforms(self, request: RequestHead, response: ResponseHead) -> list[Any]:
+    def bodyTransforms(
+        self, request: RequestHead, response: ResponseHead
+    ) -> Union[list[Any], Response]:
         """
         Ask the body filters for transforms of this response's body.
 
-        @return: the transforms, in run order (often empty).
+        @return: the transforms, in run order (often empty); or, if a body
+            filter raised, the 502 that replaces the response (the head is
+            not out yet), unless that filter may fail open (C{on_error =
+            "pass"}): then it is skipped.
         """
         transforms = []
         for name, fn, onError in self._body:
             try:
                 transform = fn(request, response)
             except Exception:
-                log.failure(
-                    "body filter {name} raised; its transform is skipped", name=name
-                )
+                answer = self._failed(Failure(), name, onError, 502, request)
+                if answer is not None:
+                    return answer
                 continue
             if transform is not None:
                 transforms.append(_GuardedTransform(name, transform, onError))

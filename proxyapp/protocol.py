@@ -1560,6 +1560,9 @@ class ProxyProtocol(Protocol):
             transforms = chain.bodyTransforms(request, head)  # type: ignore[arg-type]
             if before is not None and not self._foreignChecked(head, before):
                 return
+            if type(transforms) is not list:
+                # A body filter failed: its 502 replaces the response.
+                return self._replaceResponse(transforms)
             if transforms:
                 # A transformed body has a length nobody knows yet.
                 self._transforms = transforms

@@ -862,17 +862,37 @@ class BodyTransformTests(SynchronousTestCase):
 
     def test_bodyTransformRaises(self) -> None:
         """
-        A body filter whose C{bodyTransform} raises is skipped for this
-        response, logged with its name; the others still apply.
+        A body filter whose C{bodyTransform} raises is logged with its name
+        and answers 502 in place of the response (it used to be skipped
+        whatever its C{on_error}, so a redacting filter failed open); with
+        C{on_error = "pass"} it is skipped and the others still apply.
         """
-        chain = chainOf(
-            ("broken", BodyFilter(lambda: raiser())), ("up", BodyFilter(Upper))
-        )
+        filters = (("broken", BodyFilter(lambda: raiser())), ("up", BodyFilter(Upper)))
         with capturedLogs() as events:
-            transforms = chain.bodyTransforms(makeRequestHead(), makeResponseHead())
-        self.assertEqual([t.name for t in transforms], ["up"])
+            answer = chainOf(*filters).bodyTransforms(
+                makeRequestHead(), makeResponseHead()
+            )
+        self.assertIsInstance(answer, Response)
+        self.assertEqual((answer.head.status, answer.decider), (502, "broken"))
         self.assertTrue(eventsNaming(list(events), "broken"))
-        self.assertEqual(len(self.flushLoggedErrors(FilterFailed)), 1)
+        transforms = chainOf(*filters, onError=PASS).bodyTransforms(
+            makeRequestHead(), makeResponseHead()
+        )
+        self.assertEqual([t.name for t in transforms], ["up"])
+        self.assertEqual(len(self.flushLoggedErrors(FilterFailed)), 2)
+
+    def test_bodyTransformRaisesEndToEnd(self) -> None:
+        """
+        Through a proxy, a body filter whose C{bodyTransform} raises gets
+        the client a 502 and no upstream body.
+        """
+        proxy = InMemoryProxy(
+            [EnabledFilter("broken", BodyFilter(lambda: raiser()))], origin
+        )
+        response = proxy.get("http://example.com/")
+        self.assertEqual(response.status, 502)
+        self.assertNotIn(b"abcdef", response.body)
+        self.flushLoggedErrors(FilterFailed)
 
 
 def origin(request: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
