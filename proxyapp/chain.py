@@ -7,13 +7,13 @@ common case costs a loop over a short list and nothing when no filter of
 that kind is enabled) and becomes a L{Deferred} at the first filter that
 returns one.  A filter that raises, fails its Deferred or misses the
 deadline is logged with its name; the exchange then gets 500 (request and
-tunnel side) or 502 (response side), or, with C{on_error = "pass"}, goes on
-as if that filter were not there (for a body filter whose
+tunnel side) or 502 (response side), or, with C{on_error = "pass"}, goes
+on as if that filter were not there (for a body filter whose
 C{bodyTransform} raises, too: 502, or skipped).  A body transform that
-raises ends its response: a 502 if nothing of it has
-reached the client yet, else the response is cut short; with C{on_error =
-"pass"} the rest of the body goes through untouched instead.  Filters can
-never take the proxy down.
+raises ends its response: a 502 if nothing of it has reached the client
+yet, else the response is cut short; with C{on_error = "pass"} the rest of
+the body goes through untouched instead.  Filters can never take the proxy
+down.
 """
 
 from __future__ import annotations
