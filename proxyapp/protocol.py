@@ -520,10 +520,10 @@ class ConnectionPool:
         self, settings: Settings, endpointForTarget: Optional[EndpointFactory] = None
     ) -> None:
         """
-        Take new settings (SIGHUP): pool size, idle timeout, connect
+        Take new settings (SIGHUP): pool sizes, idle timeout, connect
         timeout and response head limits apply to the connections opened,
-        released or swept from now on; idle connections beyond the new size
-        are closed now.
+        released or swept from now on; idle connections beyond the new sizes
+        are closed now, the least recently used first.
 
         @param endpointForTarget: a new endpoint factory (the default one
             holds the connect timeout), or C{None} to keep the current one.
@@ -534,15 +534,24 @@ class ConnectionPool:
         self.idleTimeout = settings.poolIdleTimeout
         if endpointForTarget is not None:
             self.endpointForTarget = endpointForTarget
-        for key, idle in list(self._idle.items()):
+        for idle in self._idle.values():
             # The most recently used stay (take() pops from the end).
-            while idle and (
-                len(idle) > self.maxIdle or self._count > self.maxIdleTotal
-            ):
-                upstream = idle.pop(0)
-                self._count -= 1
-                upstream.closing = True
-                upstream.transport.loseConnection()
+            while len(idle) > self.maxIdle:
+                self._close(idle, 0)
+        excess = self._count - self.maxIdleTotal
+        if excess > 0:
+            # Across origins too: the least recently used go.
+            oldest = sorted(
+                (
+                    (upstream.idleSince, index, idle)
+                    for idle in self._idle.values()
+                    for index, upstream in enumerate(idle)
+                ),
+                key=lambda entry: entry[0],
+            )[:excess]
+            for _, index, idle in sorted(oldest, key=lambda o: -o[1]):
+                self._close(idle, index)
+        for key, idle in list(self._idle.items()):
             if not idle:
                 del self._idle[key]
         if self._sweeper is not None:
@@ -550,6 +559,15 @@ class ConnectionPool:
             self._sweeper = None
         if self._idle:
             self._sweeper = self.reactor.callLater(self.idleTimeout / 2, self._sweep)
+
+    def _close(self, idle: list[UpstreamProtocol], index: int) -> None:
+        """
+        Close the idle connection at C{index} of C{idle} and forget it.
+        """
+        upstream = idle.pop(index)
+        self._count -= 1
+        upstream.closing = True
+        upstream.transport.loseConnection()
 
     def idleCount(self) -> int:
         """
@@ -1558,11 +1576,14 @@ class ProxyProtocol(Protocol):
                 _framingOf(request, head) if chain.mayReframeResponses else None  # type: ignore[arg-type]
             )
             transforms = chain.bodyTransforms(request, head)  # type: ignore[arg-type]
+            if type(transforms) is not list:
+                # A body filter failed: its 502 replaces the response (and
+                # names it), whatever else it changed.
+                if before is not None:
+                    self._foreignChecked(transforms, before)
+                return self._replaceResponse(transforms)
             if before is not None and not self._foreignChecked(head, before):
                 return
-            if type(transforms) is not list:
-                # A body filter failed: its 502 replaces the response.
-                return self._replaceResponse(transforms)
             if transforms:
                 # A transformed body has a length nobody knows yet.
                 self._transforms = transforms

@@ -864,6 +864,38 @@ class PersistenceTests(ProxyTestCase):
         self.assertTrue(transports[0][1].disconnecting)
         self.assertEqual(pool._idle, {})
 
+    def test_poolTotalShrinkKeepsNewest(self) -> None:
+        """
+        A reload to a smaller total closes the least recently used idle
+        connections across origins (it emptied origins in turn, keeping an
+        older connection to another origin).
+        """
+        self.start(poolTotalSize=4, poolIdleTimeout=100, idleTimeout=1000)
+        pool = self.factory.pool
+        transports, upstreams = {}, []
+        for name in [b"a1", b"b1", b"a2"]:
+            host = b"a.example" if name.startswith(b"a") else b"b.example"
+            proxy, _ = self.connectClient()
+            self.send(
+                b"GET http://%s/ HTTP/1.1\r\nHost: %s\r\n\r\n" % (host, host), proxy
+            )
+            upstream, transports[name] = self.accept()
+            upstreams.append(upstream)
+        for upstream in upstreams:
+            # Released in this order, a second apart.
+            self.reactor.advance(1)
+            self.reply(upstream, OK)
+        self.assertEqual(pool.idleCount(), 3)
+        pool.reconfigure(
+            Settings(poolTotalSize=1, poolIdleTimeout=100, viaPseudonym="testproxy")
+        )
+        self.assertEqual(
+            {name: t.disconnecting for name, t in transports.items()},
+            {b"a1": True, b"b1": True, b"a2": False},
+        )
+        self.assertEqual(pool.idleCount(), 1)
+        self.assertEqual(list(pool._idle), [("http", "a.example", 80)])
+
     def test_poolCountAfterSweep(self) -> None:
         """
         The idle count follows the sweep of connections idle too long.
@@ -2903,6 +2935,31 @@ class ForeignFilterTests(ProxyTestCase):
         self.assertEqual(len(self.reactor.tcpClients), 1)
         self.reply(upstream, OK)
         self.assertIn(b"403", self.assertWhole(client, 403))
+
+    def test_bodyFilterFailsAfterStatusChange(self) -> None:
+        """
+        A body filter that changes the status and then raises is named as
+        the failing filter (its status change used to answer for it, and
+        the access log named no filter).
+        """
+        log = RecordingLog()
+        self.factory.accessLog = log
+
+        @implementer(IBodyFilter)
+        class RestatusThenRaise:
+            def bodyTransform(self, request: Any, response: Any) -> Any:
+                response.status = 304
+                raise ValueError("boom")
+
+        self.factory.chain = FilterChain([EnabledFilter("bad", RestatusThenRaise())])
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, OK)
+        body = self.assertWhole(self.client, 502)
+        self.assertIn(b"bad", body)
+        [record] = log.records
+        self.assertEqual(record.filterName, "bad")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
     def test_bodyFilterFraming(self) -> None:
         """
