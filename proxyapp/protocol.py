@@ -429,8 +429,7 @@ class ConnectionPool:
             if upstream.idleSince > oldest and not upstream.closing:
                 upstream.reused = True
                 return upstream
-            upstream.closing = True
-            upstream.transport.loseConnection()
+            _shut(upstream)
         return None
 
     def connect(self, key: tuple[str, str, int]) -> Deferred:
@@ -480,8 +479,7 @@ class ConnectionPool:
             or len(idle or ()) >= self.maxIdle
             or self._count >= self.maxIdleTotal
         ):
-            upstream.closing = True
-            upstream.transport.loseConnection()
+            _shut(upstream)
             return
         if idle is None:
             idle = self._idle[upstream.key] = []
@@ -506,11 +504,9 @@ class ConnectionPool:
         self._sweeper = None
         oldest = self.reactor.seconds() - self.idleTimeout
         for key, idle in list(self._idle.items()):
-            for upstream in [u for u in idle if u.idleSince <= oldest]:
-                idle.remove(upstream)
-                self._count -= 1
-                upstream.closing = True
-                upstream.transport.loseConnection()
+            # Each list is in release order, so the stale ones come first.
+            while idle and idle[0].idleSince <= oldest:
+                self._close(idle, 0)
             if not idle:
                 del self._idle[key]
         if self._idle:
@@ -564,10 +560,8 @@ class ConnectionPool:
         """
         Close the idle connection at C{index} of C{idle} and forget it.
         """
-        upstream = idle.pop(index)
         self._count -= 1
-        upstream.closing = True
-        upstream.transport.loseConnection()
+        _shut(idle.pop(index))
 
     def idleCount(self) -> int:
         """
@@ -584,10 +578,17 @@ class ConnectionPool:
         self._sweeper = None
         for idle in self._idle.values():
             for upstream in idle:
-                upstream.closing = True
-                upstream.transport.loseConnection()
+                _shut(upstream)
         self._idle.clear()
         self._count = 0
+
+
+def _shut(upstream: UpstreamProtocol) -> None:
+    """
+    Close an upstream connection that is not to be used again.
+    """
+    upstream.closing = True
+    upstream.transport.loseConnection()
 
 
 class _OneUpstream(Factory):
@@ -1245,15 +1246,7 @@ class ProxyProtocol(Protocol):
         A request filter did what the proxy cannot forward: answer 500 (or
         C{status}).
         """
-        log.error(
-            "a request filter {why} ({target}); answered {status}",
-            why=why,
-            target=request.url(),
-            status=status,
-        )
-        response = errorResponse(status, f"A filter {why}.", request.url())
-        response.reason = f"filter error: {why}"
-        self._respond(response)
+        self._respond(_filterError("request", why, status, request.url()))
 
     def _frameRequest(self, headers: Any, framing: int) -> None:
         """
@@ -1530,14 +1523,12 @@ class ProxyProtocol(Protocol):
         @return: the 502 for a response filter that changed the status in
             a way the body's framing cannot follow (logged).
         """
-        why = "changed the status from %d to %d" % (before, after)
-        target = self.request.url()  # type: ignore[union-attr]
-        log.error(
-            "a response filter {why} ({target}); answered 502", why=why, target=target
+        return _filterError(
+            "response",
+            "changed the status from %d to %d" % (before, after),
+            502,
+            self.request.url(),  # type: ignore[union-attr]
         )
-        response = errorResponse(502, f"A filter {why}.", target)
-        response.reason = f"filter error: {why}"
-        return response
 
     def _replaceResponse(self, response: Response) -> None:
         """
@@ -2419,6 +2410,23 @@ _REQUEST_LINE_TARGET = re.compile(rb"[\x21-\x7e\x80-\xff]+")
 What a request-target may hold in a request line: no space and no control
 character (the parser takes bytes above 0x7f, as servers do).
 """
+
+
+def _filterError(side: str, why: str, status: int, target: str) -> Response:
+    """
+    Log what a request or response filter (C{side}) did that the proxy
+    cannot relay, and make the error answer for it.
+    """
+    log.error(
+        "a {side} filter {why} ({target}); answered {status}",
+        side=side,
+        why=why,
+        target=target,
+        status=status,
+    )
+    response = errorResponse(status, f"A filter {why}.", target)
+    response.reason = f"filter error: {why}"
+    return response
 
 
 def _methodClass(method: bytes) -> bytes:

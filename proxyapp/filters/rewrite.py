@@ -504,13 +504,10 @@ class RewriteTransform:
         @param out: the compressed output of the current chunk so far
             (not sent yet).
         """
-        if not self.emitted and self.raw is not None:
-            # Nothing sent yet: the body is not what its coding says, so
-            # send it as it came.
-            log.warn("rewrite: body is not valid {coding} ({error}); passing it through", coding=self.inflater.coding, error=str(error))  # type: ignore[union-attr]
-            self.passthrough = True
-            raw, self.raw = self.raw, None
-            return b"".join(raw)
+        raw = self._asItCame(f"body is not valid {self.inflater.coding} ({error})")  # type: ignore[union-attr]
+        if raw is not None:
+            # Not what its coding says, and nothing sent yet.
+            return raw
         log.warn(
             "rewrite: compressed body is corrupt ({error}); ending it where it broke",
             error=str(error),
@@ -526,19 +523,26 @@ class RewriteTransform:
 
         @raise CutResponse: if part of the rewritten body is out.
         """
-        ratio = self.inflater.ratio  # type: ignore[union-attr]
-        if not self.emitted and self.raw is not None:
-            log.warn(
-                "rewrite: body inflates more than {ratio} to 1 (max_inflate_ratio); passing it through",
-                ratio=ratio,
-            )
-            self.passthrough = True
-            raw, self.raw = self.raw, None
-            return b"".join(raw)
+        why = f"body inflates more than {self.inflater.ratio} to 1 (max_inflate_ratio)"  # type: ignore[union-attr]
+        raw = self._asItCame(why)
+        if raw is not None:
+            return raw
         self.dropping = True
-        raise CutResponse(
-            f"the body inflates more than {ratio} to 1 (max_inflate_ratio)"
-        )
+        raise CutResponse(f"the {why}")
+
+    def _asItCame(self, why: str) -> Optional[bytes]:
+        """
+        If nothing has been sent yet, pass the rest of the body as it
+        comes, and give back the compressed bytes held so far.
+
+        @return: those bytes, or C{None} if output has been sent already.
+        """
+        if self.emitted or self.raw is None:
+            return None
+        log.warn("rewrite: {why}; passing it through", why=why)
+        self.passthrough = True
+        raw, self.raw = self.raw, None
+        return b"".join(raw)
 
     def _close(self) -> bytes:
         """
