@@ -43,6 +43,11 @@ fills the buffer quadruples the next one, up to L{MAX_READ_SIZE}: bulk
 streams then cost a quarter or a sixteenth of the reads, while small
 requests never pay for allocating a large buffer per C{recv}.  Twisted's
 C{bufferSize} stays the write high-water mark for backpressure.
+
+On loopback the proxy keeps up with nginx and reads each 1 MiB response
+in 8-12 reads of what has arrived; a receive low-water mark sized to the
+rest of a Content-Length body (so it cannot stall) made that 6, with
+throughput unchanged within the noise, so reads stay as they are.
 """
 
 MAX_READ_SIZE = 1024 * 1024
