@@ -738,6 +738,114 @@ class RelayTests(unittest.TestCase):
             yield port.stopListening()
 
 
+def _lowWaterMark(peer: _Peer) -> int:
+    return peer.transport.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT)
+
+
+class BulkModeTests(unittest.TestCase):
+    """
+    A direction that reads fast waits for L{splice.BULK_LOWAT} bytes per
+    wake-up, its last bytes still arrive, and everything else stays eager.
+    """
+
+    timeout = 10
+
+    def _entries(self, relay: SpliceRelay) -> list[int]:
+        """
+        @return: a list that gets the source's low-water mark each time a
+            direction of C{relay} enters bulk mode.
+        """
+        entered: list[int] = []
+        burstRead = relay._burstRead
+
+        def spy(direction: Any) -> None:
+            burstRead(direction)
+            if direction.bulk:
+                entered.append(
+                    direction.source.socket.getsockopt(
+                        socket.SOL_SOCKET, socket.SO_RCVLOWAT
+                    )
+                )
+
+        relay._burstRead = spy  # type: ignore[method-assign]
+        return entered
+
+    @defer.inlineCallbacks
+    def test_burstThenTail(self) -> Any:
+        """
+        A fast burst raises the source's low-water mark; bytes that follow
+        below the mark, with the connection left open, arrive within a
+        check or two, and the mark is lowered again.
+        """
+        self.patch(splice, "BULK_LOWAT", 16 * 1024)
+        self.patch(splice, "BULK_CHECK", 0.05)
+        tunnel = yield _Tunnel(self).open()
+        relay = SpliceRelay(tunnel.a.transport, tunnel.b.transport)
+        self.assertTrue(relay.start())
+        entered = self._entries(relay)
+        down = _payload(8 * 2**20)
+        tunnel.origin.transport.write(down)
+        yield _until(lambda: len(tunnel.client.received) == len(down))
+        self.assertEqual(entered[:1], [16 * 1024])
+
+        started = time.monotonic()
+        tunnel.origin.transport.write(b"tail")
+        yield _until(lambda: len(tunnel.client.received) == len(down) + 4)
+        self.assertLess(time.monotonic() - started, 1.0)
+        direction = relay._directions[1]
+        yield _until(lambda: not direction.bulk)
+        self.assertEqual(_lowWaterMark(tunnel.b), 1)
+        self.assertEqual(bytes(tunnel.client.received), down + b"tail")
+        tunnel.client.transport.loseConnection()
+        yield tunnel.close(relay)
+
+    @defer.inlineCallbacks
+    def test_slowStreamStaysEager(self) -> Any:
+        """
+        A stream slower than the threshold (here 64 KiB every 20 ms) never
+        enters bulk mode: each piece is relayed as it comes.
+        """
+        tunnel = yield _Tunnel(self).open()
+        relay = SpliceRelay(tunnel.a.transport, tunnel.b.transport)
+        self.assertTrue(relay.start())
+        entered = self._entries(relay)
+        piece = _payload(64 * 1024)
+        pieces = 24
+        for sent in range(1, pieces + 1):
+            tunnel.origin.transport.write(piece)
+            yield _until(lambda: len(tunnel.client.received) == sent * len(piece))
+            yield _sleep(0.02)
+        self.assertGreater(pieces * len(piece), splice.BULK_BURST)
+        self.assertEqual(entered, [])
+        self.assertEqual(_lowWaterMark(tunnel.b), 1)
+        tunnel.client.transport.loseConnection()
+        yield tunnel.close(relay)
+
+    @defer.inlineCallbacks
+    def test_endInBulkMode(self) -> Any:
+        """
+        A relay that ends in bulk mode cancels its pending check.
+        """
+        self.patch(splice, "BULK_LOWAT", 16 * 1024)
+        self.patch(splice, "BULK_CHECK", 5.0)
+        tunnel = yield _Tunnel(self).open()
+        relay = SpliceRelay(tunnel.a.transport, tunnel.b.transport)
+        self.assertTrue(relay.start())
+        entered = self._entries(relay)
+        down = _payload(4 * 2**20)
+        tunnel.origin.transport.write(down)
+        tunnel.origin.transport.loseWriteConnection()
+        tunnel.client.transport.loseWriteConnection()
+        yield tunnel.close(relay)
+        self.assertEqual(bytes(tunnel.client.received), down)
+        self.assertEqual(entered[:1], [16 * 1024])
+        self.assertEqual(
+            [call for call in reactor.getDelayedCalls() if "_checkBulk" in repr(call)],
+            [],
+        )
+        self.assertIsNone(relay._directions[1].check)
+
+
 class RefusalTests(unittest.TestCase):
     """
     L{SpliceRelay.start} returns C{False} and changes nothing when it
