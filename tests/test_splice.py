@@ -750,6 +750,24 @@ class BulkModeTests(unittest.TestCase):
 
     timeout = 10
 
+    @defer.inlineCallbacks
+    def _relay(self, check: Optional[float] = None) -> Any:
+        """
+        Start a relay on a new tunnel; with C{check}, bulk mode uses a 16 KiB
+        mark and checks every C{check} seconds (so that any stream of a test
+        is fast enough to enter it).
+
+        @return: a L{Deferred} firing with the tunnel, the relay, and the
+            list L{_entries} fills.
+        """
+        if check is not None:
+            self.patch(splice, "BULK_LOWAT", 16 * 1024)
+            self.patch(splice, "BULK_CHECK", check)
+        tunnel = yield _Tunnel(self).open()
+        relay = SpliceRelay(tunnel.a.transport, tunnel.b.transport)
+        self.assertTrue(relay.start())
+        return tunnel, relay, self._entries(relay)
+
     def _entries(self, relay: SpliceRelay) -> list[int]:
         """
         @return: a list that gets the source's low-water mark each time a
@@ -777,12 +795,7 @@ class BulkModeTests(unittest.TestCase):
         below the mark, with the connection left open, arrive within a
         check or two, and the mark is lowered again.
         """
-        self.patch(splice, "BULK_LOWAT", 16 * 1024)
-        self.patch(splice, "BULK_CHECK", 0.05)
-        tunnel = yield _Tunnel(self).open()
-        relay = SpliceRelay(tunnel.a.transport, tunnel.b.transport)
-        self.assertTrue(relay.start())
-        entered = self._entries(relay)
+        tunnel, relay, entered = yield self._relay(check=0.05)
         down = _payload(8 * 2**20)
         tunnel.origin.transport.write(down)
         yield _until(lambda: len(tunnel.client.received) == len(down))
@@ -805,10 +818,7 @@ class BulkModeTests(unittest.TestCase):
         A stream slower than the threshold (here 64 KiB every 20 ms) never
         enters bulk mode: each piece is relayed as it comes.
         """
-        tunnel = yield _Tunnel(self).open()
-        relay = SpliceRelay(tunnel.a.transport, tunnel.b.transport)
-        self.assertTrue(relay.start())
-        entered = self._entries(relay)
+        tunnel, relay, entered = yield self._relay()
         piece = _payload(64 * 1024)
         pieces = 24
         for sent in range(1, pieces + 1):
@@ -826,12 +836,7 @@ class BulkModeTests(unittest.TestCase):
         """
         A relay that ends in bulk mode cancels its pending check.
         """
-        self.patch(splice, "BULK_LOWAT", 16 * 1024)
-        self.patch(splice, "BULK_CHECK", 5.0)
-        tunnel = yield _Tunnel(self).open()
-        relay = SpliceRelay(tunnel.a.transport, tunnel.b.transport)
-        self.assertTrue(relay.start())
-        entered = self._entries(relay)
+        tunnel, relay, entered = yield self._relay(check=5.0)
         down = _payload(4 * 2**20)
         tunnel.origin.transport.write(down)
         tunnel.origin.transport.loseWriteConnection()
