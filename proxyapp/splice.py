@@ -528,9 +528,19 @@ class SpliceRelay:
                     self._finish(abort=True)
                     return
             if moved == 0:
-                direction.ended = True
-                direction.source.stopReading()
-                continue
+                if not _atUrgentMark(direction.sourceFd):
+                    direction.ended = True
+                    direction.source.stopReading()
+                    continue
+                # Urgent data with the peer's end of file already in:
+                # splice stops at the mark and reports 0 there, not EAGAIN.
+                moved = self._readPastMark(direction)
+                if moved < 0:
+                    return
+                if moved == 0:
+                    if direction.ended:
+                        continue
+                    return
             direction.pending = moved
             if direction.bulk:
                 direction.quiet = False
@@ -596,7 +606,9 @@ class SpliceRelay:
         try:
             direction.source.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
         except OSError:
-            pass
+            # Bytes below the mark would never be reported.
+            self._finish(abort=True)
+            return
         if not (direction.blocked or direction.paused):
             # Whatever waits is below the mark, so no event reports it.
             self._pump(direction)

@@ -721,6 +721,28 @@ class RelayTests(unittest.TestCase):
         yield tunnel.close(relay)
 
     @defer.inlineCallbacks
+    def test_urgentDataThenEnd(self) -> Any:
+        """
+        Bytes after urgent data are relayed even when the sender's end of
+        file is already in: splice then reports 0 at the mark, which is not
+        the end of the stream.
+        """
+        tunnel = yield _Tunnel(self).open()
+        relay = SpliceRelay(tunnel.a.transport, tunnel.b.transport)
+        self.assertTrue(relay.start())
+        tunnel.a.transport.pauseProducing()
+        sock = tunnel.client.transport.socket
+        sock.send(b"before")
+        sock.send(b"!", socket.MSG_OOB)
+        sock.send(b"after")
+        sock.shutdown(socket.SHUT_WR)
+        yield _sleep(0.1)
+        tunnel.a.transport.resumeProducing()
+        yield _bounded(tunnel.origin.eof)
+        self.assertEqual(bytes(tunnel.origin.received), b"beforeafter")
+        yield tunnel.close(relay)
+
+    @defer.inlineCallbacks
     def test_noWriteAfterAbort(self) -> Any:
         """
         After C{abortConnection}, a fast transport's write sends nothing,
@@ -754,13 +776,15 @@ class BulkModeTests(unittest.TestCase):
     def _relay(self, check: Optional[float] = None) -> Any:
         """
         Start a relay on a new tunnel; with C{check}, bulk mode uses a 16 KiB
-        mark and checks every C{check} seconds (so that any stream of a test
-        is fast enough to enter it).
+        mark and checks every C{check} seconds (with 0.05 or more, any
+        stream of a test is fast enough to enter it).
 
         @return: a L{Deferred} firing with the tunnel, the relay, and the
             list L{_entries} fills.
         """
         if check is not None:
+            # A small mark also passes the receive buffer guard whatever the
+            # buffer's autotuning.
             self.patch(splice, "BULK_LOWAT", 16 * 1024)
             self.patch(splice, "BULK_CHECK", check)
         tunnel = yield _Tunnel(self).open()
@@ -800,12 +824,14 @@ class BulkModeTests(unittest.TestCase):
         tunnel.origin.transport.write(down)
         yield _until(lambda: len(tunnel.client.received) == len(down))
         self.assertEqual(entered[:1], [16 * 1024])
+        direction = relay._directions[1]
+        self.assertTrue(direction.bulk)
+        self.assertEqual(_lowWaterMark(tunnel.b), 16 * 1024)
 
         started = time.monotonic()
         tunnel.origin.transport.write(b"tail")
         yield _until(lambda: len(tunnel.client.received) == len(down) + 4)
         self.assertLess(time.monotonic() - started, 1.0)
-        direction = relay._directions[1]
         yield _until(lambda: not direction.bulk)
         self.assertEqual(_lowWaterMark(tunnel.b), 1)
         self.assertEqual(bytes(tunnel.client.received), down + b"tail")
@@ -815,10 +841,10 @@ class BulkModeTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_slowStreamStaysEager(self) -> Any:
         """
-        A stream slower than the threshold (here 64 KiB every 20 ms) never
-        enters bulk mode: each piece is relayed as it comes.
+        A stream slower than the threshold (here 64 KiB every 20 ms, against
+        16 MB/s) never enters bulk mode: each piece is relayed as it comes.
         """
-        tunnel, relay, entered = yield self._relay()
+        tunnel, relay, entered = yield self._relay(check=0.001)
         piece = _payload(64 * 1024)
         pieces = 24
         for sent in range(1, pieces + 1):
