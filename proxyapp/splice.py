@@ -510,35 +510,28 @@ class SpliceRelay:
                     direction.sourceFd, direction.pipeWrite, size, None, None, flags
                 )
             except OSError as e:
-                if e.errno in _WOULD_BLOCK:
-                    if budget == EVENT_BUDGET and _atUrgentMark(direction.sourceFd):
-                        # Readable, yet nothing could be spliced: the kernel's
-                        # splice stops at TCP urgent data and never moves
-                        # past it, so epoll would report this socket for
-                        # ever.  recv() skips the urgent byte, as the Python
-                        # relay's reads do.
-                        moved = self._readPastMark(direction)
-                        if moved == 0 and direction.ended:
-                            continue
-                        if moved <= 0:
-                            return
-                    else:
-                        return
-                else:
+                if e.errno not in _WOULD_BLOCK:
                     self._finish(abort=True)
                     return
-            if moved == 0:
+                if budget != EVENT_BUDGET:
+                    return
+                moved = -1
+            if moved <= 0:
+                # Nothing spliced: drained for now (EAGAIN), end of file
+                # (0), or TCP urgent data.  The kernel's splice stops at the
+                # urgent mark and never moves past it, answering EAGAIN there
+                # (while epoll reports the socket for ever) or, once the
+                # peer's end of file is in, 0.  recv() skips the urgent
+                # byte, as the Python relay's reads do.
                 if not _atUrgentMark(direction.sourceFd):
+                    if moved < 0:
+                        return
                     direction.ended = True
                     direction.source.stopReading()
                     continue
-                # Urgent data with the peer's end of file already in:
-                # splice stops at the mark and reports 0 there, not EAGAIN.
                 moved = self._readPastMark(direction)
-                if moved < 0:
-                    return
-                if moved == 0:
-                    if direction.ended:
+                if moved <= 0:
+                    if moved == 0 and direction.ended:
                         continue
                     return
             direction.pending = moved
