@@ -858,6 +858,78 @@ class BulkModeTests(unittest.TestCase):
         yield tunnel.close(relay)
 
     @defer.inlineCallbacks
+    def test_blockedStaysInBulkMode(self) -> Any:
+        """
+        A direction whose destination stops reading stays in bulk mode,
+        with no checks while it is blocked; once the destination reads
+        again everything arrives and the checks resume.
+        """
+        tunnel, relay, entered = yield self._relay(check=0.05)
+        tunnel.client.transport.socket.setsockopt(
+            socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024
+        )
+        first = _payload(4 * 2**20)
+        tunnel.origin.transport.write(first)
+        yield _until(lambda: len(tunnel.client.received) == len(first))
+        direction = relay._directions[1]
+        # The last bytes waited below the mark for the mode to end.
+        self.assertEqual(entered, [16 * 1024])
+        self.assertFalse(direction.bulk)
+
+        tunnel.client.transport.pauseProducing()
+        second = _payload(16 * 2**20)
+        tunnel.origin.transport.write(second)
+        yield _until(lambda: direction.blocked)
+        self.assertEqual(entered, [16 * 1024] * 2)
+        yield _sleep(0.3)
+        self.assertTrue(direction.blocked)
+        self.assertTrue(direction.bulk)
+        self.assertEqual(_lowWaterMark(tunnel.b), 16 * 1024)
+        self.assertIsNone(direction.check)
+
+        tunnel.client.transport.resumeProducing()
+        yield _until(lambda: direction.check is not None or not direction.bulk)
+        total = len(first) + len(second)
+        yield _until(lambda: len(tunnel.client.received) == total)
+        yield _until(lambda: not direction.bulk)
+        self.assertEqual(_lowWaterMark(tunnel.b), 1)
+        self.assertEqual(bytes(tunnel.client.received), first + second)
+        tunnel.client.transport.loseConnection()
+        yield tunnel.close(relay)
+
+    @defer.inlineCallbacks
+    def test_markFollowsReceiveBuffer(self) -> Any:
+        """
+        A source whose receive buffer is under four marks enters bulk mode
+        with a quarter of the buffer as its mark, and the mark rises as the
+        buffer grows (Linux grows a new connection's while it runs).
+        """
+        tunnel, relay, entered = yield self._relay(check=0.05)
+        source = tunnel.b.transport.socket
+        source.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        small = source.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 4
+        self.assertLess(small, 16 * 1024)
+        sent = _payload(2**20)
+        tunnel.origin.transport.write(sent)
+        yield _until(lambda: len(tunnel.client.received) == len(sent))
+        self.assertEqual(entered, [small])
+
+        source.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        for _ in range(100):
+            if _lowWaterMark(tunnel.b) == 16 * 1024:
+                break
+            piece = _payload(64 * 1024)
+            sent += piece
+            tunnel.origin.transport.write(piece)
+            yield _sleep(0.01)
+        self.assertEqual(_lowWaterMark(tunnel.b), 16 * 1024)
+        self.assertTrue(relay._directions[1].bulk)
+        yield _until(lambda: len(tunnel.client.received) == len(sent))
+        self.assertEqual(bytes(tunnel.client.received), sent)
+        tunnel.client.transport.loseConnection()
+        yield tunnel.close(relay)
+
+    @defer.inlineCallbacks
     def test_endInBulkMode(self) -> Any:
         """
         A relay that ends in bulk mode cancels its pending check.
