@@ -23,8 +23,9 @@ method).  A request filter that changed the method to or from HEAD or
 CONNECT gets the request answered 500, whatever it answered (the next hop
 would read the body differently, or a tunnel would open that no tunnel
 filter saw); a response or body filter that changed the status to or from
-one without a body (1xx, 204, 304), or a 101's status at all, gets it
-answered 502.  C{Headers.add} and C{Headers.set} refuse names that are not
+one without a body (1xx, 204, 304; for HEAD, whose answers never have
+one, only to or from 1xx), or a 101's status at all, gets it answered
+502.  C{Headers.add} and C{Headers.set} refuse names that are not
 tokens and values with control characters (CR, LF, NUL and the like), so a
 filter cannot add lines to a head; the proxy frames a filter's own
 L{proxyapp.message.Response} itself.  A filter that reroutes a request

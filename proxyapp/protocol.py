@@ -1491,7 +1491,8 @@ class ProxyProtocol(Protocol):
         version, which frame the client's answer, as they were; or, if the
         filter changed the status to or from one that has no body (1xx,
         204, 304), answer 502 instead: the body would be read as the next
-        response, or waited for.
+        response, or waited for.  An answer to HEAD has no body whatever
+        its final status, so there only a change to or from 1xx counts.
 
         @param head: the response head the filters returned, or their
             L{Response} (then only the request is put back).
@@ -1502,7 +1503,11 @@ class ProxyProtocol(Protocol):
         request.method, request.version = method, version  # type: ignore[union-attr]
         if isinstance(head, Response):
             return True
-        if _bodiless(head.status) != _bodiless(status):
+        if method == b"HEAD":
+            changed = (head.status < 200) != (status < 200)
+        else:
+            changed = _bodiless(head.status) != _bodiless(status)
+        if changed:
             self._replaceResponse(self._statusChanged(status, head.status))
             return False
         headers = head.headers

@@ -2909,6 +2909,40 @@ class ForeignFilterTests(ProxyTestCase):
             else:
                 self.assertEqual(body, b"hello")
 
+    def test_responseStatusChangeOnHead(self) -> None:
+        """
+        An answer to HEAD has no body whatever its status, so a response
+        filter may change it between 200, 204 and 304 (it used to get 502);
+        a change to an interim 1xx still gets 502.
+        """
+        changes = {b"/a": 304, b"/b": 200, b"/c": 204, b"/d": 100}
+
+        @implementer(IResponseFilter)
+        class Restatus:
+            def filterResponse(self, request: Any, response: Any) -> Any:
+                response.status = changes[request.path]
+                return response
+
+        self.factory.chain = FilterChain([EnabledFilter("restatus", Restatus())])
+        head = GET.replace(b"GET", b"HEAD")
+        ok = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
+        notModified = b"HTTP/1.1 304 Not Modified\r\n"
+        for path, reply, expected in [
+            (b"/a", ok, 304),
+            (b"/b", notModified, 200),
+            (b"/c", ok, 204),
+            (b"/d", ok, 502),
+        ]:
+            proxy, client = self.connectClient()
+            self.send(head.replace(b"/a", path), proxy)
+            upstream, _ = self.accept()
+            # Each on its own upstream connection (none is pooled).
+            self.reply(upstream, reply + b"Connection: close\r\n\r\n")
+            code, fields, body = splitResponse(client.value())
+            self.assertEqual((code, body), (expected, b""), path)
+            if expected != 502:
+                self.assertFalse(client.disconnecting, path)
+
     def test_responseFilterChangesRequest(self) -> None:
         """
         A response filter that changes the request's method or version (it
