@@ -143,6 +143,7 @@ instead of about 530, and 20 pairs as above gave 0.413 s of proxy CPU per
 GB instead of 0.438 (less in 18 pairs of 20) and 0.83 of the direct MB/s
 instead of 0.81 (faster in 11).  C{bench/run.py --scenarios connect}
 again showed no difference beyond its noise (three alternating runs).
+
 C{SPLICE_F_MORE} corks the destination: the last partial segment of
 every burst waits for a timer (0.13 of the MB/s, 400 ms per round trip
 of an interactive protocol), so it is never passed.
@@ -194,8 +195,8 @@ Receive low-water mark (C{SO_RCVLOWAT}) of a source in bulk mode.
 BULK_CHECK = 0.001
 """
 Seconds between a bulk-mode direction's checks: one that read nothing
-since the last check leaves bulk mode and reads what waits below the
-mark.
+since the last check (and is not blocked on its destination) leaves bulk
+mode and reads what waits below the mark.
 """
 
 BULK_BURST = 256 * 1024
@@ -724,8 +725,10 @@ class SpliceRelay:
             direction.destination.stopWriting()
             if not (direction.ended or direction.paused):
                 direction.source.startReading()
-                if direction.bulk and direction.check is None:
-                    self._scheduleCheck(direction)
+            if direction.bulk and direction.check is None and not direction.ended:
+                # Checks stop while blocked; paused or not, one must run
+                # again, or bytes below the mark would never be reported.
+                self._scheduleCheck(direction)
         return True
 
     def _endDirection(self, direction: _Direction) -> None:

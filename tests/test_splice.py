@@ -858,29 +858,44 @@ class BulkModeTests(unittest.TestCase):
         yield tunnel.close(relay)
 
     @defer.inlineCallbacks
+    def _blockedInBulkMode(self) -> Any:
+        """
+        Start a relay (50 ms checks) and get its origin-to-client direction
+        into bulk mode and blocked on a client that stopped reading.
+
+        @return: a L{Deferred} firing with the tunnel, the relay, the
+            direction and the bytes the origin sent.
+        """
+        tunnel, relay, entered = yield self._relay(check=0.05)
+        tunnel.client.transport.socket.setsockopt(
+            socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024
+        )
+        direction = relay._directions[1]
+        # A first stream lets the relay's send buffer grow, so that the
+        # second is read fast for long enough to enter the mode before the
+        # client's window closes.
+        sent = _payload(4 * 2**20)
+        tunnel.origin.transport.write(sent)
+        yield _until(lambda: len(tunnel.client.received) == len(sent))
+        yield _until(lambda: not direction.bulk)
+        before = len(entered)
+        tunnel.client.transport.pauseProducing()
+        second = _payload(16 * 2**20)
+        sent += second
+        tunnel.origin.transport.write(second)
+        yield _until(lambda: direction.blocked)
+        self.assertGreater(len(entered), before)
+        self.assertTrue(direction.bulk)
+        return tunnel, relay, direction, sent
+
+    @defer.inlineCallbacks
     def test_blockedStaysInBulkMode(self) -> Any:
         """
         A direction whose destination stops reading stays in bulk mode,
         with no checks while it is blocked; once the destination reads
         again everything arrives and the checks resume.
         """
-        tunnel, relay, entered = yield self._relay(check=0.05)
-        tunnel.client.transport.socket.setsockopt(
-            socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024
-        )
-        first = _payload(4 * 2**20)
-        tunnel.origin.transport.write(first)
-        yield _until(lambda: len(tunnel.client.received) == len(first))
-        direction = relay._directions[1]
-        # The last bytes waited below the mark for the mode to end.
-        self.assertEqual(entered, [16 * 1024])
-        self.assertFalse(direction.bulk)
-
-        tunnel.client.transport.pauseProducing()
-        second = _payload(16 * 2**20)
-        tunnel.origin.transport.write(second)
-        yield _until(lambda: direction.blocked)
-        self.assertEqual(entered, [16 * 1024] * 2)
+        tunnel, relay, direction, sent = yield self._blockedInBulkMode()
         yield _sleep(0.3)
         self.assertTrue(direction.blocked)
         self.assertTrue(direction.bulk)
@@ -889,11 +904,33 @@ class BulkModeTests(unittest.TestCase):
 
         tunnel.client.transport.resumeProducing()
         yield _until(lambda: direction.check is not None or not direction.bulk)
-        total = len(first) + len(second)
-        yield _until(lambda: len(tunnel.client.received) == total)
+        yield _until(lambda: len(tunnel.client.received) == len(sent))
         yield _until(lambda: not direction.bulk)
         self.assertEqual(_lowWaterMark(tunnel.b), 1)
-        self.assertEqual(bytes(tunnel.client.received), first + second)
+        self.assertEqual(bytes(tunnel.client.received), sent)
+        tunnel.client.transport.loseConnection()
+        yield tunnel.close(relay)
+
+    @defer.inlineCallbacks
+    def test_pausedWhileBlocked(self) -> Any:
+        """
+        A bulk-mode direction paused while blocked gets its checks back
+        when the destination drains: once resumed, bytes below the mark
+        still arrive.
+        """
+        tunnel, relay, direction, sent = yield self._blockedInBulkMode()
+        yield _sleep(0.3)
+        self.assertIsNone(direction.check)
+        tunnel.b.transport.pauseProducing()
+        tunnel.client.transport.resumeProducing()
+        yield _until(lambda: not direction.blocked)
+        self.assertTrue(direction.check is not None or not direction.bulk)
+        yield _sleep(0.2)
+        tunnel.origin.transport.write(b"tail")
+        yield _sleep(0.1)
+        tunnel.b.transport.resumeProducing()
+        yield _until(lambda: len(tunnel.client.received) == len(sent) + 4)
+        self.assertEqual(bytes(tunnel.client.received), sent + b"tail")
         tunnel.client.transport.loseConnection()
         yield tunnel.close(relay)
 
@@ -904,14 +941,21 @@ class BulkModeTests(unittest.TestCase):
         with a quarter of the buffer as its mark, and the mark rises as the
         buffer grows (Linux grows a new connection's while it runs).
         """
-        tunnel, relay, entered = yield self._relay(check=0.05)
+        tunnel, relay, entered = yield self._relay(check=0.2)
         source = tunnel.b.transport.socket
         source.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
         small = source.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 4
         self.assertLess(small, 16 * 1024)
-        sent = _payload(2**20)
-        tunnel.origin.transport.write(sent)
-        yield _until(lambda: len(tunnel.client.received) == len(sent))
+        # Pieces every 10 ms: reads come between any two checks, so the
+        # stream stays in bulk mode throughout (one entry).
+        sent = b""
+        for _ in range(200):
+            if entered:
+                break
+            piece = _payload(64 * 1024)
+            sent += piece
+            tunnel.origin.transport.write(piece)
+            yield _sleep(0.01)
         self.assertEqual(entered, [small])
 
         source.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
@@ -923,7 +967,7 @@ class BulkModeTests(unittest.TestCase):
             tunnel.origin.transport.write(piece)
             yield _sleep(0.01)
         self.assertEqual(_lowWaterMark(tunnel.b), 16 * 1024)
-        self.assertTrue(relay._directions[1].bulk)
+        self.assertEqual(entered, [small])
         yield _until(lambda: len(tunnel.client.received) == len(sent))
         self.assertEqual(bytes(tunnel.client.received), sent)
         tunnel.client.transport.loseConnection()
