@@ -1511,6 +1511,12 @@ class ProxyProtocol(Protocol):
             self._replaceResponse(self._statusChanged(status, head.status))
             return False
         headers = head.headers
+        if head.status == 204 and status != 204:
+            # A HEAD's answer turned 204 (for other methods it got 502
+            # above): a 204 carries no framing fields (RFC 9110, 8.6).
+            headers.remove(b"Content-Length")
+            headers.remove(b"Transfer-Encoding")
+            return True
         if (
             headers.getAll(b"content-length") != lengths
             or headers.getAll(b"transfer-encoding") != codings

@@ -2942,6 +2942,9 @@ class ForeignFilterTests(ProxyTestCase):
             self.assertEqual((code, body), (expected, b""), path)
             if expected != 502:
                 self.assertFalse(client.disconnecting, path)
+            if expected == 204:
+                # RFC 9110, 8.6: a 204 has no Content-Length.
+                self.assertEqual(values(fields, b"content-length"), [])
 
     def test_responseFilterChangesRequest(self) -> None:
         """
