@@ -130,7 +130,11 @@ class IBodyTransform(Interface):
 
     def finish() -> bytes:
         """
-        The body is complete.
+        The body is complete.  Not called when the response ends any other
+        way: cut short, replaced by a 502 (another body filter's
+        C{bodyTransform} raised before the head went out), or its
+        connection lost; a transform is dropped then, so it should hold
+        nothing that needs releasing.
 
         @return: whatever the transform still holds.
         """
