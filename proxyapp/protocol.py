@@ -1514,9 +1514,7 @@ class ProxyProtocol(Protocol):
         if head.status == 204 and status != 204:
             # A HEAD's answer turned 204 (for other methods it got 502
             # above): a 204 carries no framing fields (RFC 9110, 8.6).
-            headers.remove(b"Content-Length")
-            headers.remove(b"Transfer-Encoding")
-            return True
+            lengths = codings = []
         if (
             headers.getAll(b"content-length") != lengths
             or headers.getAll(b"transfer-encoding") != codings

@@ -760,6 +760,16 @@ class RelayTests(unittest.TestCase):
             yield port.stopListening()
 
 
+@defer.inlineCallbacks
+def _receivedAll(testCase: unittest.TestCase, peer: _Peer, expected: bytes) -> Any:
+    """
+    Wait until C{peer} has received as many bytes as C{expected}, then
+    check they are those.
+    """
+    yield _until(lambda: len(peer.received) == len(expected))
+    testCase.assertEqual(bytes(peer.received), expected)
+
+
 def _lowWaterMark(peer: _Peer) -> int:
     return peer.transport.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT)
 
@@ -929,8 +939,7 @@ class BulkModeTests(unittest.TestCase):
         tunnel.origin.transport.write(b"tail")
         yield _sleep(0.1)
         tunnel.b.transport.resumeProducing()
-        yield _until(lambda: len(tunnel.client.received) == len(sent) + 4)
-        self.assertEqual(bytes(tunnel.client.received), sent + b"tail")
+        yield _receivedAll(self, tunnel.client, sent + b"tail")
         tunnel.client.transport.loseConnection()
         yield tunnel.close(relay)
 
@@ -968,8 +977,7 @@ class BulkModeTests(unittest.TestCase):
             yield _sleep(0.01)
         self.assertEqual(_lowWaterMark(tunnel.b), 16 * 1024)
         self.assertEqual(entered, [small])
-        yield _until(lambda: len(tunnel.client.received) == len(sent))
-        self.assertEqual(bytes(tunnel.client.received), sent)
+        yield _receivedAll(self, tunnel.client, sent)
         tunnel.client.transport.loseConnection()
         yield tunnel.close(relay)
 
