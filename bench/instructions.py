@@ -91,6 +91,36 @@ def waitForProxy(port: int, process: subprocess.Popen, timeout: float) -> None:
     raise SystemExit(f"webproxy did not listen on port {port} within {timeout:g} s")
 
 
+def stop(process: subprocess.Popen) -> None:
+    """
+    Stop the proxy: SIGTERM, then SIGKILL if it is still there after 30 s.
+    """
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def readResponse(connection: socket.socket) -> None:
+    """
+    Read one response to a request for L{BODY} and check that it is a 200.
+    """
+    received = b""
+    while True:
+        data = connection.recv(65536)
+        if not data:
+            raise SystemExit("the proxy closed a connection")
+        received += data
+        end = received.find(b"\r\n\r\n")
+        # The proxy adds Via and may drop Connection: compare sizes of the
+        # body, not of the whole response.
+        if end != -1 and len(received) - end - 4 >= len(BODY):
+            break
+    if not received.startswith(b"HTTP/1.1 200 "):
+        raise SystemExit(f"unexpected response: {received[:80]!r}")
+
+
 def exchange(connections: list[socket.socket], request: bytes, rounds: int) -> None:
     """
     Send one request on every connection, read every response; repeat.
@@ -99,19 +129,7 @@ def exchange(connections: list[socket.socket], request: bytes, rounds: int) -> N
         for connection in connections:
             connection.sendall(request)
         for connection in connections:
-            received = b""
-            while True:
-                data = connection.recv(65536)
-                if not data:
-                    raise SystemExit("the proxy closed a connection")
-                received += data
-                end = received.find(b"\r\n\r\n")
-                # The proxy adds Via and may drop Connection: compare sizes
-                # of the body, not of the whole response.
-                if end != -1 and len(received) - end - 4 >= len(BODY):
-                    break
-            if not received.startswith(b"HTTP/1.1 200 "):
-                raise SystemExit(f"unexpected response: {received[:80]!r}")
+            readResponse(connection)
 
 
 def main() -> None:
@@ -195,11 +213,7 @@ def main() -> None:
             f"access log {options.access_log})"
         )
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
         listener.close()
         log.close()
         shutil.rmtree(temporary, ignore_errors=True)
