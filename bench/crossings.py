@@ -50,6 +50,7 @@ sys.path.insert(0, HERE)
 
 from instructions import (  # noqa: E402 (the bench directory, put first above)
     freePort,
+    logTail,
     readResponse,
     stop,
     serveOrigin,
@@ -152,7 +153,7 @@ def exchange(connection: socket.socket, request: bytes, count: int) -> list[floa
     return times
 
 
-def collect(process: subprocess.Popen, output: str) -> dict[str, list[int]]:
+def collect(process: subprocess.Popen, output: str, log: str) -> dict[str, list[int]]:
     """
     Ask the probe for what it collected (it starts afresh) and wait for it.
     """
@@ -160,7 +161,9 @@ def collect(process: subprocess.Popen, output: str) -> dict[str, list[int]]:
     deadline = time.monotonic() + 30
     while not os.path.exists(output):
         if process.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("the probe wrote nothing (webproxy's log follows)")
+            raise SystemExit(
+                "the probe wrote nothing; webproxy's log ends:\n" + logTail(log)
+            )
         time.sleep(0.05)
     with open(output) as f:
         samples = json.load(f)
@@ -209,13 +212,13 @@ def main() -> None:
         pin(1)
     threading.Thread(target=serveOrigin, args=(listener,), daemon=True).start()
     environment = dict(os.environ, PYTHONPATH=os.path.abspath(options.checkout))
-    log = open(os.path.join(temporary, "webproxy.log"), "wb")
+    logPath = os.path.join(temporary, "webproxy.log")
+    log = open(logPath, "wb")
     process = subprocess.Popen(
         argv, cwd=temporary, env=environment, stdout=log, stderr=log
     )
-    failed = True
     try:
-        waitForProxy(proxyPort, process, 60)
+        waitForProxy(proxyPort, process, 60, logPath)
         request = (
             b"GET http://127.0.0.1:%d/1k HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n"
             % (originPort, originPort)
@@ -223,18 +226,14 @@ def main() -> None:
         connection = socket.create_connection(("127.0.0.1", proxyPort), timeout=30)
         # Warm up, then drop what the warm-up collected.
         exchange(connection, request, 1000)
-        collect(process, output)
+        collect(process, output, logPath)
         roundTrips = exchange(connection, request, options.requests)
-        samples = collect(process, output)
+        samples = collect(process, output, logPath)
         connection.close()
-        failed = False
     finally:
         stop(process)
         listener.close()
         log.close()
-        if failed:
-            with open(os.path.join(temporary, "webproxy.log"), "rb") as f:
-                sys.stderr.write(f.read()[-4000:].decode("utf-8", "replace"))
         shutil.rmtree(temporary, ignore_errors=True)
 
     print(

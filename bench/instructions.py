@@ -78,17 +78,36 @@ def freePort() -> int:
         return s.getsockname()[1]
 
 
-def waitForProxy(port: int, process: subprocess.Popen, timeout: float) -> None:
+def logTail(path: str) -> str:
+    """
+    @return: the end of webproxy's log at C{path}, for an error message
+        (the temporary directory holding it is removed on the way out).
+    """
+    with open(path, "rb") as f:
+        return f.read()[-4000:].decode("utf-8", "replace")
+
+
+def waitForProxy(
+    port: int, process: subprocess.Popen, timeout: float, log: str
+) -> None:
+    """
+    Wait until webproxy accepts connections on C{port}.
+
+    @param log: the file its output goes to, shown if it never does.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit("webproxy exited; see the log in the temporary directory")
+            raise SystemExit("webproxy exited; its log ends:\n" + logTail(log))
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
         except OSError:
             time.sleep(0.5)
-    raise SystemExit(f"webproxy did not listen on port {port} within {timeout:g} s")
+    raise SystemExit(
+        f"webproxy did not listen on port {port} within {timeout:g} s; "
+        "its log ends:\n" + logTail(log)
+    )
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -175,12 +194,13 @@ def main() -> None:
         "--access-log",
         options.access_log,
     ]
-    log = open(os.path.join(temporary, "webproxy.log"), "wb")
+    logPath = os.path.join(temporary, "webproxy.log")
+    log = open(logPath, "wb")
     process = subprocess.Popen(
         argv, cwd=temporary, env=environment, stdout=log, stderr=log
     )
     try:
-        waitForProxy(proxyPort, process, 120)
+        waitForProxy(proxyPort, process, 120, logPath)
         request = (
             b"GET http://127.0.0.1:%d/1k HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n"
             % (originPort, originPort)
