@@ -52,8 +52,8 @@ from instructions import (  # noqa: E402 (the bench directory, put first above)
     freePort,
     logTail,
     readResponse,
-    stop,
     serveOrigin,
+    stop,
     waitForProxy,
 )
 
