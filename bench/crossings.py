@@ -40,7 +40,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from typing import Any
 
@@ -52,9 +51,10 @@ from instructions import (  # noqa: E402 (the bench directory, put first above)
     freePort,
     logTail,
     readResponse,
-    serveOrigin,
+    requestFor,
+    startOrigin,
+    startProxy,
     stop,
-    waitForProxy,
 )
 
 # Stamps of one crossing, in path order; a crossing counts only if it
@@ -191,10 +191,9 @@ def main() -> None:
     options = parser.parse_args()
     twoCpus = len(os.sched_getaffinity(0)) >= 2 and {0, 1} <= os.sched_getaffinity(0)
 
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    originPort = listener.getsockname()[1]
+    if twoCpus:
+        pin(1)
+    listener, originPort = startOrigin()
     proxyPort = freePort()
     temporary = tempfile.mkdtemp(prefix="webproxy-crossings-")
     output = os.path.join(temporary, "samples.json")
@@ -208,21 +207,11 @@ def main() -> None:
     argv += ["--access-log", "off"]
     if twoCpus and shutil.which("taskset"):
         argv = ["taskset", "-c", "0"] + argv
-    if twoCpus:
-        pin(1)
-    threading.Thread(target=serveOrigin, args=(listener,), daemon=True).start()
     environment = dict(os.environ, PYTHONPATH=os.path.abspath(options.checkout))
-    logPath = os.path.join(temporary, "webproxy.log")
-    log = open(logPath, "wb")
-    process = subprocess.Popen(
-        argv, cwd=temporary, env=environment, stdout=log, stderr=log
-    )
+    process = None
     try:
-        waitForProxy(proxyPort, process, 60, logPath)
-        request = (
-            b"GET http://127.0.0.1:%d/1k HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n"
-            % (originPort, originPort)
-        )
+        process, logPath = startProxy(argv, temporary, environment, proxyPort, 60)
+        request = requestFor(originPort)
         connection = socket.create_connection(("127.0.0.1", proxyPort), timeout=30)
         # Warm up, then drop what the warm-up collected.
         exchange(connection, request, 1000)
@@ -231,9 +220,9 @@ def main() -> None:
         samples = collect(process, output, logPath)
         connection.close()
     finally:
-        stop(process)
+        if process is not None:
+            stop(process)
         listener.close()
-        log.close()
         shutil.rmtree(temporary, ignore_errors=True)
 
     print(

@@ -87,6 +87,55 @@ def logTail(path: str) -> str:
         return f.read()[-4000:].decode("utf-8", "replace")
 
 
+def startOrigin() -> tuple[socket.socket, int]:
+    """
+    Serve L{RESPONSE} on 127.0.0.1 from a thread of this process.
+
+    @return: the listening socket (close it at the end) and its port.
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    threading.Thread(target=serveOrigin, args=(listener,), daemon=True).start()
+    return listener, listener.getsockname()[1]
+
+
+def requestFor(originPort: int) -> bytes:
+    """
+    @return: the absolute-form GET of the origin's 1 KiB answer.
+    """
+    return b"GET http://127.0.0.1:%d/1k HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (
+        originPort,
+        originPort,
+    )
+
+
+def startProxy(
+    argv: list[str],
+    directory: str,
+    environment: dict[str, str],
+    port: int,
+    timeout: float,
+) -> tuple[subprocess.Popen, str]:
+    """
+    Run C{argv} (webproxy, listening on C{port}) in C{directory}, its output
+    in C{webproxy.log} there, and wait until it accepts connections.
+
+    @return: the process and its log's path.
+    """
+    logPath = os.path.join(directory, "webproxy.log")
+    with open(logPath, "wb") as log:
+        process = subprocess.Popen(
+            argv, cwd=directory, env=environment, stdout=log, stderr=log
+        )
+    try:
+        waitForProxy(port, process, timeout, logPath)
+    except BaseException:
+        stop(process)
+        raise
+    return process, logPath
+
+
 def waitForProxy(
     port: int, process: subprocess.Popen, timeout: float, log: str
 ) -> None:
@@ -165,12 +214,7 @@ def main() -> None:
             "needs valgrind and callgrind_control (Debian package valgrind)"
         )
 
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(128)
-    originPort = listener.getsockname()[1]
-    threading.Thread(target=serveOrigin, args=(listener,), daemon=True).start()
-
+    listener, originPort = startOrigin()
     proxyPort = freePort()
     temporary = tempfile.mkdtemp(prefix="webproxy-instructions-")
     output = os.path.join(temporary, "callgrind.out.%p")
@@ -194,17 +238,10 @@ def main() -> None:
         "--access-log",
         options.access_log,
     ]
-    logPath = os.path.join(temporary, "webproxy.log")
-    log = open(logPath, "wb")
-    process = subprocess.Popen(
-        argv, cwd=temporary, env=environment, stdout=log, stderr=log
-    )
+    process = None
     try:
-        waitForProxy(proxyPort, process, 120, logPath)
-        request = (
-            b"GET http://127.0.0.1:%d/1k HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n"
-            % (originPort, originPort)
-        )
+        process, _ = startProxy(argv, temporary, environment, proxyPort, 120)
+        request = requestFor(originPort)
         connections = [
             socket.create_connection(("127.0.0.1", proxyPort), timeout=60)
             for _ in range(options.connections)
@@ -233,9 +270,9 @@ def main() -> None:
             f"access log {options.access_log})"
         )
     finally:
-        stop(process)
+        if process is not None:
+            stop(process)
         listener.close()
-        log.close()
         shutil.rmtree(temporary, ignore_errors=True)
 
 
