@@ -129,6 +129,7 @@ _DONE = 7
 _SWITCHED = 8
 
 _TOKEN_CHARS = TOKEN_CHARS
+_TOKEN_BYTES = frozenset(TOKEN_CHARS)
 
 # Control characters that may never appear in a head (everything below
 # 0x20 but HTAB, CR and LF, plus DEL).  CR and LF are only allowed as CRLF
@@ -472,6 +473,9 @@ class _Parser:
 
     @ivar framing: the current message's body framing.
     @ivar remaining: bytes of the current body (or chunk) still expected.
+    @ivar maxHeaderBytes: largest header section, and largest trailer
+        section, accepted.
+    @ivar maxHeaders: most header fields, and most trailer fields, accepted.
     """
 
     __slots__ = (
@@ -483,13 +487,14 @@ class _Parser:
         "_trailerLines",
         "_trailerBytes",
         "maxHeaderBytes",
+        "maxHeaders",
         "framing",
         "remaining",
     )
 
     _errorType: type = ProtocolError
 
-    def __init__(self, maxHeaderBytes: int) -> None:
+    def __init__(self, maxHeaderBytes: int, maxHeaders: int) -> None:
         self._buffer = b""
         self._offset = 0
         self._searchFrom = 0
@@ -498,6 +503,7 @@ class _Parser:
         self._trailerLines: list[bytes] = []
         self._trailerBytes = 0
         self.maxHeaderBytes = maxHeaderBytes
+        self.maxHeaders = maxHeaders
         self.framing = NO_BODY
         self.remaining = 0
 
@@ -586,102 +592,108 @@ class _Parser:
         """
         Parse the next body event; called in every state but C{_HEAD}.
         """
-        state = self._state
-        if state == _DONE or state == _SWITCHED:
-            return PAUSED
-        buffer = self._buffer
-        offset = self._offset
-        available = len(buffer) - offset
-        if state == _BODY_LENGTH:
-            if self.remaining == 0:
-                self._state = _DONE
-                return END
-            if not available:
-                return self._needData("body cut short by the connection closing")
-            take = min(available, self.remaining)
-            self.remaining -= take
-            self._offset = offset + take
-            if offset == 0 and take == len(buffer):
-                return buffer
-            return buffer[offset : offset + take]
-        if state == _CHUNK_DATA:
-            if not available:
-                return self._needData("chunk cut short by the connection closing")
-            take = min(available, self.remaining)
-            self.remaining -= take
-            self._offset = offset + take
-            if self.remaining == 0:
-                self._state = _CHUNK_CRLF
-            if offset == 0 and take == len(buffer):
-                return buffer
-            return buffer[offset : offset + take]
-        if state == _CHUNK_SIZE:
-            end = buffer.find(b"\r\n", offset)
-            if end == -1:
-                if available > _MAX_CHUNK_LINE:
-                    raise self._error("chunk size line too long")
-                return self._needData(
-                    "chunked body cut short by the connection closing"
-                )
-            line = buffer[offset:end]
-            match = _CHUNK_SIZE_LINE.fullmatch(line)
-            if match is None:
-                raise self._error("invalid chunk size line")
-            size = int(match.group(1), 16)
-            if size >= 1 << 62:
-                raise self._error("chunk size too large")
-            self._offset = end + 2
-            if size == 0:
-                self._state = _TRAILERS
-                self._trailerLines = []
-                self._trailerBytes = 0
-            else:
-                self.remaining = size
-                self._state = _CHUNK_DATA
-            return self._bodyEvent()
-        if state == _CHUNK_CRLF:
-            if available < 2:
-                if available == 1 and buffer[offset] != 13:
+        while True:
+            state = self._state
+            if state == _DONE or state == _SWITCHED:
+                return PAUSED
+            buffer = self._buffer
+            offset = self._offset
+            available = len(buffer) - offset
+            if state == _BODY_LENGTH:
+                if self.remaining == 0:
+                    self._state = _DONE
+                    return END
+                if not available:
+                    return self._needData("body cut short by the connection closing")
+                take = min(available, self.remaining)
+                self.remaining -= take
+                self._offset = offset + take
+                if offset == 0 and take == len(buffer):
+                    return buffer
+                return buffer[offset : offset + take]
+            if state == _CHUNK_DATA:
+                if not available:
+                    return self._needData("chunk cut short by the connection closing")
+                take = min(available, self.remaining)
+                self.remaining -= take
+                self._offset = offset + take
+                if self.remaining == 0:
+                    self._state = _CHUNK_CRLF
+                if offset == 0 and take == len(buffer):
+                    return buffer
+                return buffer[offset : offset + take]
+            if state == _CHUNK_SIZE:
+                end = buffer.find(b"\r\n", offset)
+                if end == -1:
+                    if available > _MAX_CHUNK_LINE:
+                        raise self._error("chunk size line too long")
+                    return self._needData(
+                        "chunked body cut short by the connection closing"
+                    )
+                line = buffer[offset:end]
+                match = _CHUNK_SIZE_LINE.fullmatch(line)
+                if match is None:
+                    raise self._error("invalid chunk size line")
+                size = int(match.group(1), 16)
+                if size >= 1 << 62:
+                    raise self._error("chunk size too large")
+                self._offset = end + 2
+                if size == 0:
+                    self._state = _TRAILERS
+                    self._trailerLines = []
+                    self._trailerBytes = 0
+                else:
+                    self.remaining = size
+                    self._state = _CHUNK_DATA
+                continue
+            if state == _CHUNK_CRLF:
+                if available < 2:
+                    if available == 1 and buffer[offset] != 13:
+                        raise self._error("chunk data not followed by CRLF")
+                    return self._needData(
+                        "chunked body cut short by the connection closing"
+                    )
+                if buffer[offset : offset + 2] != b"\r\n":
                     raise self._error("chunk data not followed by CRLF")
-                return self._needData(
-                    "chunked body cut short by the connection closing"
-                )
-            if buffer[offset : offset + 2] != b"\r\n":
-                raise self._error("chunk data not followed by CRLF")
-            self._offset = offset + 2
-            self._state = _CHUNK_SIZE
-            return self._bodyEvent()
-        if state == _TRAILERS:
-            end = buffer.find(b"\r\n", offset)
-            if end == -1:
-                if available + self._trailerBytes > self.maxHeaderBytes:
-                    raise self._error("trailer section too large")
-                return self._needData("trailers cut short by the connection closing")
-            line = buffer[offset:end]
-            self._offset = end + 2
-            if line:
-                self._trailerBytes += len(line) + 2
-                if self._trailerBytes > self.maxHeaderBytes:
-                    raise self._error("trailer section too large")
-                if _badHeadBytes(line):
-                    raise self._error("invalid character in a trailer field")
-                self._trailerLines.append(line)
-                return self._bodyEvent()
-            self._state = _DONE
-            if not self._trailerLines:
-                return END
-            fields = _parseFields(self._trailerLines, self._errorType)
-            self._trailerLines = []
-            return EndOfMessage(Headers._fromParsed(fields))
-        if state == _UNTIL_CLOSE:
-            if available:
-                self._offset = len(buffer)
-                return buffer if offset == 0 else buffer[offset:]
-            if self._eof:
+                self._offset = offset + 2
+                self._state = _CHUNK_SIZE
+                continue
+            if state == _TRAILERS:
+                end = buffer.find(b"\r\n", offset)
+                if end == -1:
+                    if available + self._trailerBytes > self.maxHeaderBytes:
+                        raise self._error("trailer section too large")
+                    return self._needData(
+                        "trailers cut short by the connection closing"
+                    )
+                line = buffer[offset:end]
+                self._offset = end + 2
+                if line:
+                    self._trailerBytes += len(line) + 2
+                    if self._trailerBytes > self.maxHeaderBytes:
+                        raise self._error("trailer section too large")
+                    if _badHeadBytes(line):
+                        raise self._error("invalid character in a trailer field")
+                    lines = self._trailerLines
+                    if len(lines) >= self.maxHeaders:
+                        raise self._error("too many trailer fields")
+                    lines.append(line)
+                    continue
                 self._state = _DONE
-                return END
-            return NEED_DATA
-        raise AssertionError(f"unknown parser state {state}")
+                if not self._trailerLines:
+                    return END
+                fields = _parseFields(self._trailerLines, self._errorType)
+                self._trailerLines = []
+                return EndOfMessage(Headers._fromParsed(fields))
+            if state == _UNTIL_CLOSE:
+                if available:
+                    self._offset = len(buffer)
+                    return buffer if offset == 0 else buffer[offset:]
+                if self._eof:
+                    self._state = _DONE
+                    return END
+                return NEED_DATA
+            raise AssertionError(f"unknown parser state {state}")
 
     def _needData(self, reason: str) -> Event:
         if self._eof:
@@ -701,7 +713,7 @@ class RequestParser(_Parser):
     @ivar maxHeaders: most header fields accepted (else 431).
     """
 
-    __slots__ = ("maxRequestLine", "maxHeaders")
+    __slots__ = ("maxRequestLine", "_lineChecked")
 
     _errorType = ClientProtocolError
 
@@ -711,9 +723,11 @@ class RequestParser(_Parser):
         maxHeaderBytes: int = 65536,
         maxHeaders: int = 100,
     ) -> None:
-        _Parser.__init__(self, maxHeaderBytes)
+        _Parser.__init__(self, maxHeaderBytes, maxHeaders)
         self.maxRequestLine = maxRequestLine
-        self.maxHeaders = maxHeaders
+        # Where the request line checked ahead of its head's end starts
+        # (L{_headIncomplete}), or -1.
+        self._lineChecked = -1
 
     def headStarted(self) -> bool:
         """
@@ -812,6 +826,7 @@ class RequestParser(_Parser):
             return self._headIncomplete()
         self._offset = end + 4
         self._searchFrom = 0
+        self._lineChecked = -1
         request = self._quickHead(buffer, offset, end)
         if request is None:
             request = self._checkedHead(buffer, offset, end)
@@ -899,27 +914,8 @@ class RequestParser(_Parser):
         if end - lineEnd > self.maxHeaderBytes:
             raise ClientProtocolError(431, "header section too large")
         if _badHeadBytes(head):
-            raise ClientProtocolError(
-                400,
-                "invalid character (control, NUL or bare CR/LF) in the request head",
-            )
-        parts = requestLine.split(b" ")
-        if len(parts) != 3:
-            raise ClientProtocolError(400, "malformed request line")
-        method, target, version = parts
-        if not _isToken(method):
-            raise ClientProtocolError(400, "invalid method")
-        if not target or b"\t" in target:
-            raise ClientProtocolError(400, "invalid request target")
-        if version != b"HTTP/1.1" and version != b"HTTP/1.0":
-            if (
-                len(version) == 8
-                and version.startswith(b"HTTP/1.")
-                and version[7:].isdigit()
-            ):
-                version = b"HTTP/1.1"
-            else:
-                raise ClientProtocolError(400, "unsupported HTTP version")
+            raise _badBytes()
+        method, target, version = _splitRequestLine(requestLine)
         block = buffer[lineEnd + 2 : end + 2]
         if block.count(b"\r\n") > self.maxHeaders:
             raise ClientProtocolError(431, "too many header fields")
@@ -954,27 +950,84 @@ class RequestParser(_Parser):
         return request
 
     def _headIncomplete(self) -> Event:
-        available = len(self._buffer) - self._offset
+        """
+        Check the part of a request head received so far, so that what
+        can never become a valid head is refused now rather than when the
+        header timeout runs out: a request line that is too long, or that
+        is complete and malformed (HTTP/0.9, an unknown version, a bad
+        method), or that begins with what no request line can hold (a TLS
+        handshake, say); bare LF line ends; a header section too large.
+        """
+        buffer = self._buffer
         offset = self._offset
-        if self._buffer.find(b"\n\n", offset) != -1:
+        available = len(buffer) - offset
+        if buffer.find(b"\n\n", offset) != -1:
             # Bare LF line ends: the CRLFCRLF we wait for would never come.
             raise ClientProtocolError(400, "bare LF line ends in the request head")
-        lineEnd = self._buffer.find(b"\r\n", offset, offset + self.maxRequestLine + 2)
+        limit = self.maxRequestLine
+        lineEnd = buffer.find(b"\r\n", offset, offset + limit + 2)
         if lineEnd == -1:
-            limit = self.maxRequestLine
             # One byte past the limit is allowed only if it is the CR of the
             # CRLF ending a line of exactly the limit.
             if available > limit + 1 or (
-                available == limit + 1 and self._buffer[offset + limit] != 13
+                available == limit + 1 and buffer[offset + limit] != 13
             ):
                 raise ClientProtocolError(414, "request line too long")
-        elif available - (lineEnd - offset) - 2 > self.maxHeaderBytes + 2:
-            raise ClientProtocolError(431, "header section too large")
+            if available:
+                partial = buffer[offset:]
+                if partial[-1] == 13:
+                    partial = partial[:-1]
+                if _badHeadBytes(partial):
+                    raise _badBytes()
+                if partial and partial[0] not in _TOKEN_BYTES:
+                    raise ClientProtocolError(400, "invalid method")
+        else:
+            if available - (lineEnd - offset) - 2 > self.maxHeaderBytes + 2:
+                raise ClientProtocolError(431, "header section too large")
+            if self._lineChecked != offset:
+                line = buffer[offset:lineEnd]
+                if _badHeadBytes(line):
+                    raise _badBytes()
+                _splitRequestLine(line)
+                self._lineChecked = offset
         if self._eof and available:
             raise ClientProtocolError(
                 400, "request head cut short by the connection closing"
             )
         return NEED_DATA
+
+
+def _splitRequestLine(line: bytes) -> tuple[bytes, bytes, bytes]:
+    """
+    Check a request line (whose bytes L{_badHeadBytes} passed) and split it.
+
+    @return: method, target and version (C{HTTP/1.1} for any later 1.x).
+    @raise ClientProtocolError: if it is malformed.
+    """
+    parts = line.split(b" ")
+    if len(parts) != 3:
+        raise ClientProtocolError(400, "malformed request line")
+    method, target, version = parts
+    if not _isToken(method):
+        raise ClientProtocolError(400, "invalid method")
+    if not target or b"\t" in target:
+        raise ClientProtocolError(400, "invalid request target")
+    if version != b"HTTP/1.1" and version != b"HTTP/1.0":
+        if (
+            len(version) == 8
+            and version.startswith(b"HTTP/1.")
+            and version[7:].isdigit()
+        ):
+            version = b"HTTP/1.1"
+        else:
+            raise ClientProtocolError(400, "unsupported HTTP version")
+    return method, target, version
+
+
+def _badBytes() -> ClientProtocolError:
+    return ClientProtocolError(
+        400, "invalid character (control, NUL or bare CR/LF) in the request head"
+    )
 
 
 class ResponseParser(_Parser):
@@ -985,13 +1038,12 @@ class ResponseParser(_Parser):
     which decides whether the response can have a body (HEAD, CONNECT).
     """
 
-    __slots__ = ("maxHeaders", "_method")
+    __slots__ = ("_method",)
 
     _errorType = UpstreamProtocolError
 
     def __init__(self, maxHeaderBytes: int = 65536, maxHeaders: int = 100) -> None:
-        _Parser.__init__(self, maxHeaderBytes)
-        self.maxHeaders = maxHeaders
+        _Parser.__init__(self, maxHeaderBytes, maxHeaders)
         self._method = b"GET"
         self._state = _DONE
 

@@ -227,6 +227,7 @@ class UpstreamProtocol(Protocol):
     bytesStreamed = 0
 
     peer: Optional[tuple[str, int]] = None
+    local: Optional[tuple[str, int]] = None
 
     def __init__(
         self,
@@ -243,8 +244,12 @@ class UpstreamProtocol(Protocol):
     def connectionMade(self) -> None:
         accelerate(self.transport, self)
         self.gate = _ReadGate(self.transport)
-        self.pool.stats.upstreamConnections += 1
+        pool = self.pool
+        pool.stats.upstreamConnections += 1
         self.peer = _peerOf(self)
+        self.local = local = _addressOf(self.transport.getHost())
+        if local is not None:
+            pool.ownEnds.add(local)
 
     def dataReceived(self, data: bytes) -> None:
         client = self.client
@@ -355,7 +360,9 @@ class UpstreamProtocol(Protocol):
         if self._abortTimer is not None:
             self._abortTimer.cancel()
             self._abortTimer = None
-        self.pool.stats.upstreamConnections -= 1
+        pool = self.pool
+        pool.stats.upstreamConnections -= 1
+        pool.ownEnds.discard(self.local)
         client = self.client
         if client is None:
             self.pool.remove(self)
@@ -394,6 +401,9 @@ class ConnectionPool:
         connection released beyond it is closed (the ones already idle stay:
         no search for the oldest on the per-request path).
     @ivar idleTimeout: seconds an idle connection is kept.
+    @ivar ownEnds: the local C{(host, port)} of every upstream connection
+        open now (L{_addressOf}'s form): a client connecting from one of
+        them is this proxy connected to itself.
     """
 
     def __init__(
@@ -412,6 +422,7 @@ class ConnectionPool:
         self.idleTimeout = settings.poolIdleTimeout
         self._idle: dict[tuple[str, str, int], list[UpstreamProtocol]] = {}
         self._count = 0
+        self.ownEnds: set[Optional[tuple[str, int]]] = set()
         self._sweeper: Any = None
 
     def take(self, key: tuple[str, str, int]) -> Optional[UpstreamProtocol]:
@@ -807,6 +818,11 @@ class ProxyProtocol(Protocol):
         self.localHost = getattr(local, "host", "")
         self.localPort = getattr(local, "port", None)
         factory = self.factory
+        if factory.pool.ownEnds and _addressOf(peer) in factory.pool.ownEnds:
+            # This proxy connected to itself (a CONNECT or a request to
+            # one of its own addresses under another name): whatever this
+            # connection asks for would go round again.
+            self.looped = True
         factory.connections.add(self)
         factory.stats.clientConnections += 1
         # No timer of our own yet: the factory watches the head deadline of
@@ -922,13 +938,24 @@ class ProxyProtocol(Protocol):
                     self._closeTunnel()
             return
         if self.request is None:
+            if self.parser.headStarted():
+                # Bytes of a head came before the end: a whole (pipelined)
+                # head is answered; one cut short gets its 400.
+                self.parser.receiveEOF()
+                self._dispatch()
+                if self.request is not None:
+                    return
             self.transport.loseConnection()
             return
-        # The client finished sending; answer what it asked, then close.
-        self.closeAfter = True
+        # The client finished sending: answer what it asked (and a whole
+        # request pipelined behind it, which then closes), then close.
+        parser = self.parser
+        parser.receiveEOF()
         if not self.requestDone:
-            self.parser.receiveEOF()
+            self.closeAfter = True
             self._dispatch()
+        elif not parser.buffered():
+            self.closeAfter = True
 
     def writeConnectionLost(self) -> None:
         pass
@@ -1293,6 +1320,12 @@ class ProxyProtocol(Protocol):
             return
         self.gate.resume(WAITING)  # type: ignore[union-attr]
         if request.method == b"CONNECT":
+            if upstream.peer == _addressOf(self.transport.getHost()):
+                # The target's name (127.1, a decimal or IPv4-mapped
+                # address...) led back to the address this client
+                # reached us on.
+                _shut(upstream)
+                return self._respond(_connectLoop(request), close=True)
             return self._startTunnel(upstream)
         self._attach(upstream)
         if not self._dispatching:
@@ -2034,14 +2067,7 @@ class ProxyProtocol(Protocol):
                 close=True,
             )
         if self._isSelf(request):
-            return self._respond(
-                errorResponse(
-                    508,
-                    "The CONNECT target is this proxy itself (forwarding loop).",
-                    request.url(),
-                ),
-                close=True,
-            )
+            return self._respond(_connectLoop(request), close=True)
         chain = self._chain
         if chain is not None and chain.active:
             result = chain.filterTunnel(request)
@@ -2200,12 +2226,19 @@ class ProxyProtocol(Protocol):
                     return True
         return False
 
+    looped = False
+
     def _isSelf(self, request: RequestHead) -> bool:
         """
-        @return: whether the target is this proxy's own listening address.
+        @return: whether the target is this proxy's own listening address,
+            by its name, or because this connection comes from the proxy
+            itself (L{ConnectionPool.ownEnds}) and asks for the same port
+            again.
         """
         if request.port != self.localPort:
             return False
+        if self.looped:
+            return True
         host = request.host
         localHost = self.localHost
         if host == localHost:
@@ -2438,6 +2471,12 @@ def _filterError(side: str, why: str, status: int, target: str) -> Response:
     return response
 
 
+def _connectLoop(request: RequestHead) -> Response:
+    return errorResponse(
+        508, "The CONNECT target is this proxy itself (forwarding loop).", request.url()
+    )
+
+
 def _methodClass(method: bytes) -> bytes:
     """
     @return: what about a method decides how its response is framed
@@ -2471,12 +2510,22 @@ def _bodiless(status: int) -> bool:
     return status < 200 or status == 204 or status == 304
 
 
-def _peerOf(upstream: UpstreamProtocol) -> Optional[tuple[str, int]]:
-    peer = upstream.transport.getPeer()
-    host = getattr(peer, "host", None)
+def _addressOf(address: Any) -> Optional[tuple[str, int]]:
+    """
+    @return: C{(host, port)} of a TCP address, an IPv4-mapped IPv6 host
+        written as IPv4 (the form an IPv4 listener sees it in); C{None}
+        for other kinds of address.
+    """
+    host = getattr(address, "host", None)
     if host is None:
         return None
-    return host, getattr(peer, "port", 0)
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host, getattr(address, "port", 0)
+
+
+def _peerOf(upstream: UpstreamProtocol) -> Optional[tuple[str, int]]:
+    return _addressOf(upstream.transport.getPeer())
 
 
 __all__ = [

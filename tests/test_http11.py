@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from proxyapp import http11
 from proxyapp.http11 import (
     NEED_DATA,
     PAUSED,
@@ -617,6 +618,97 @@ class RequestLineTests(SynchronousTestCase, ParserTestMixin):
         A bare CR in the request line is refused with 400.
         """
         self.assertRejected(b"GET /a\rb HTTP/1.1\r\n" + HOST + b"\r\n")
+
+
+class EarlyRejectionTests(SynchronousTestCase, ParserTestMixin):
+    """
+    What can never become a valid request head is refused as soon as it
+    shows, not when the rest of the head (or the header timeout) comes.
+    """
+
+    def assertRefusedEarly(self, data: bytes, reason: str) -> None:
+        """
+        Assert that C{data}, the start of a head without its empty line,
+        is refused with 400 and C{reason} in every delivery mode.
+        """
+        self.assertRejected(data)
+        error = self.assertRaises(ClientProtocolError, feed, RequestParser(), [data])
+        self.assertEqual(error.reason, reason)
+
+    def test_http09(self) -> None:
+        """
+        An HTTP/0.9 request line (no version) is refused once it ends.
+        """
+        self.assertRefusedEarly(b"GET /\r\n", "malformed request line")
+
+    def test_badMethod(self) -> None:
+        """
+        A complete request line whose method is not a token is refused.
+        """
+        self.assertRefusedEarly(b"G(T / HTTP/1.1\r\n", "invalid method")
+
+    def test_unsupportedVersion(self) -> None:
+        """
+        The HTTP/2 connection preface's first line is refused once it ends.
+        """
+        self.assertRefusedEarly(b"PRI * HTTP/2.0\r\n", "unsupported HTTP version")
+
+    def test_controlByteInLine(self) -> None:
+        """
+        A NUL in a complete request line is refused before the head ends.
+        """
+        self.assertRefusedEarly(
+            b"GET /\x00 HTTP/1.1\r\nHost: x",
+            "invalid character (control, NUL or bare CR/LF) in the request head",
+        )
+
+    def test_tlsHandshake(self) -> None:
+        """
+        A TLS ClientHello (plain HTTP expected) is refused at its first
+        bytes: they start with a control byte.
+        """
+        self.assertRefusedEarly(
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+            "invalid character (control, NUL or bare CR/LF) in the request head",
+        )
+
+    def test_nonTokenStart(self) -> None:
+        """
+        A line that starts with a byte no method holds is refused before
+        it ends.
+        """
+        self.assertRefusedEarly(b'{"jsonrpc": ', "invalid method")
+
+    def test_validPartsWait(self) -> None:
+        """
+        A valid start of a head, cut anywhere (including between the CR
+        and the LF of a line end), is not refused: it waits for more.
+        """
+        head = b"GET http://example.com/a HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        for cut in range(1, len(head) - 1):
+            self.assertEqual(feed(RequestParser(), [head[:cut]]), [], cut)
+
+    def test_lineCheckedOnce(self) -> None:
+        """
+        A complete request line is checked when it first shows; the
+        header lines after it arrive without the line being checked again
+        (a head sent a byte at a time costs one check of its line).
+        """
+        parser = RequestParser()
+        line = b"GET http://example.com/ HTTP/1.1\r\n"
+        parser.receiveData(line)
+        self.assertIs(parser.nextEvent(), NEED_DATA)
+        checked = []
+        original = http11._splitRequestLine
+        self.patch(
+            http11,
+            "_splitRequestLine",
+            lambda line: checked.append(line) or original(line),
+        )
+        for byte in b"Host: example.com\r":
+            parser.receiveData(bytes([byte]))
+            self.assertIs(parser.nextEvent(), NEED_DATA)
+        self.assertEqual(checked, [])
 
 
 class TargetFormTests(SynchronousTestCase, ParserTestMixin):
@@ -1515,6 +1607,42 @@ class LimitTests(SynchronousTestCase, ParserTestMixin):
         data = chunkedPost(b"0\r\nX-Big: " + b"x" * 400 + b"\r\n\r\n")
         self.assertRejected(data, 400, requestParser(maxHeaderBytes=256))
 
+    def test_trailerFieldsAtLimit(self) -> None:
+        """
+        Exactly maxHeaders trailer fields are accepted.
+        """
+        data = chunkedPost(b"0\r\nX-A: 1\r\nX-B: 2\r\nX-C: 3\r\n\r\n")
+        for _, _, events in self.transcripts(data, requestParser(maxHeaders=3)):
+            self.assertEqual(len(events[1].trailers), 3)
+
+    def test_tooManyTrailerFields(self) -> None:
+        """
+        More than maxHeaders trailer fields are refused with 400, like too
+        many header fields.
+        """
+        data = chunkedPost(b"0\r\nX-A: 1\r\nX-B: 2\r\nX-C: 3\r\nX-D: 4\r\n\r\n")
+        self.assertRejected(data, 400, requestParser(maxHeaders=3))
+
+    def test_manyTrailerLinesInOneRead(self) -> None:
+        """
+        Thousands of short trailer lines arriving at once, well under
+        maxHeaderBytes, are refused with 400 (too many fields), not parsed
+        one nested call per line until Python's recursion limit.
+        """
+        data = chunkedPost(b"1\r\na\r\n0\r\n" + b"a:b\r\n" * 3000 + b"\r\n")
+        parser = RequestParser()
+        error = self.assertRaises(ClientProtocolError, feed, parser, [data])
+        self.assertEqual((error.status, error.reason), (400, "too many trailer fields"))
+
+    def test_manyChunksInOneRead(self) -> None:
+        """
+        Thousands of chunks arriving at once decode to the whole body.
+        """
+        data = chunkedPost(b"1\r\na\r\n" * 5000 + b"0\r\n\r\n")
+        events = feed(RequestParser(), [data])
+        self.assertEqual(b"".join(e for e in events if type(e) is bytes), b"a" * 5000)
+        self.assertIsInstance(events[-2], EndOfMessage)
+
 
 class RequestBodyTests(SynchronousTestCase, ParserTestMixin):
     """
@@ -2227,6 +2355,16 @@ class ResponseParserTests(SynchronousTestCase, ParserTestMixin):
         for mode, split in MODES:
             parser = responseParser(maxHeaderBytes=256)()
             self.assertRaises(UpstreamProtocolError, feed, parser, split(data))
+
+    def test_manyResponseTrailerLines(self) -> None:
+        """
+        A response with thousands of trailer lines, under maxHeaderBytes,
+        is refused (502) as having too many trailer fields.
+        """
+        self.assertUpstreamRejected(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"1\r\na\r\n0\r\n" + b"a: b\r\n" * 3000 + b"\r\n"
+        )
 
     def test_tooManyResponseFields(self) -> None:
         """

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import error
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (
     HostnameEndpoint,
@@ -38,7 +38,7 @@ from proxyapp.accesslog import (
     recordFromExchange,
 )
 from proxyapp.chain import EnabledFilter, FilterChain
-from proxyapp.config import Settings
+from proxyapp.config import PortSet, Settings
 from proxyapp.http11 import RequestParser, ResponseParser
 from proxyapp.interfaces import IBodyFilter, IRequestFilter, IResponseFilter
 from proxyapp.message import Headers, RequestHead, ResponseHead, errorResponse
@@ -1037,6 +1037,51 @@ class ClosingTests(ProxyTestCase):
         self.proxy.readConnectionLost()
         self.assertTrue(self.client.disconnecting)
 
+    def test_halfCloseMidHeadAnswered400(self) -> None:
+        """
+        A client half-closing in the middle of a request head gets a 400
+        saying so, then its connection is closed.
+        """
+        self.send(b"GET http://example.com/ HTTP/1.1\r\nHost: exa")
+        self.proxy.readConnectionLost()
+        status, _, body = splitResponse(self.client.value())
+        self.assertEqual(status, 400)
+        self.assertIn(b"request head cut short by the connection closing", body)
+        self.assertTrue(self.client.disconnecting)
+        self.assertEqual(self.reactor.tcpClients, [])
+
+    def test_halfCloseAfterPipelinedHeadAnswered(self) -> None:
+        """
+        A whole request waiting behind the one in progress when the client
+        half-closes is still answered on the reused upstream connection,
+        then the client's connection is closed.
+        """
+        upstream, transport = self.forward(GET + GET)
+        self.proxy.readConnectionLost()
+        self.reply(upstream, OK)
+        self.reactor.advance(0)
+        self.assertEqual(transport.value().count(b"GET /a HTTP/1.1"), 2)
+        self.assertFalse(self.client.disconnecting)
+        self.reply(upstream, OK)
+        self.assertEqual(self.client.value().count(b"HTTP/1.1 200 OK"), 2)
+        self.assertTrue(self.client.disconnecting)
+
+    def test_halfCloseAfterPipelinedPartialHead(self) -> None:
+        """
+        Part of a head pipelined behind the request in progress when the
+        client half-closes gets its 400 after the first response, not a
+        wait for the header timeout.
+        """
+        upstream, _ = self.forward(GET + b"GET http://example.com/b HTTP/1.1\r\nHo")
+        self.proxy.readConnectionLost()
+        self.reply(upstream, OK)
+        self.reactor.advance(0)
+        data = self.client.value()
+        first = data.index(b"HTTP/1.1 200 OK")
+        self.assertGreater(data.index(b"HTTP/1.1 400 "), first)
+        self.assertIn(b"request head cut short by the connection closing", data)
+        self.assertTrue(self.client.disconnecting)
+
     def test_clientCloseMidExchangeClosesUpstream(self) -> None:
         """
         A client closing before its response is complete closes the upstream
@@ -1400,6 +1445,80 @@ class LoopTests(ProxyTestCase):
             b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nVia: 1.1 testproxy-2\r\n\r\n"
         )
         self.assertEqual(len(self.reactor.tcpClients), 1)
+
+
+class ConnectLoopTests(ProxyTestCase):
+    """
+    A CONNECT that leads back to the proxy under a name other than its
+    own address is a forwarding loop too.
+    """
+
+    def setUp(self) -> None:
+        self.start(connectPorts=PortSet(["443", "8080"]))
+
+    def test_otherNameForOwnAddress(self) -> None:
+        """
+        A CONNECT target spelled so that the name check passes it
+        (C{127.1}) but whose connection reaches the address the client
+        reached the proxy on is answered 508 instead of a tunnel, and the
+        connection to itself is closed.
+        """
+        self.send(b"CONNECT 127.1:8080 HTTP/1.1\r\nHost: 127.1:8080\r\n\r\n")
+        factory = self.reactor.tcpClients[-1][2]
+        upstream = factory.buildProtocol(None)
+        transport = Transport(peerAddress=PROXY_ADDRESS)
+        upstream.makeConnection(transport)
+        status, fields, _ = splitResponse(self.client.value())
+        self.assertEqual(status, 508)
+        self.assertTrue(transport.disconnecting)
+        self.assertTrue(self.client.disconnecting)
+
+    def test_clientFromOwnUpstream(self) -> None:
+        """
+        A client connection that comes from one of the proxy's own
+        upstream connections (the proxy connected to itself, here by an
+        IPv4-mapped IPv6 address) asking for the proxy's port again is
+        answered 508 without connecting: loops do not nest.
+        """
+        self.send(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+        factory = self.reactor.tcpClients[-1][2]
+        upstream = factory.buildProtocol(None)
+        upstream.makeConnection(
+            Transport(
+                hostAddress=IPv6Address("TCP", "::ffff:127.0.0.1", 50000),
+                peerAddress=ORIGIN_ADDRESS,
+            )
+        )
+        proxy = self.factory.buildProtocol(PROXY_ADDRESS)
+        client = Transport(
+            hostAddress=PROXY_ADDRESS,
+            peerAddress=IPv4Address("TCP", "127.0.0.1", 50000),
+        )
+        proxy.makeConnection(client)
+        connects = len(self.reactor.tcpClients)
+        self.send(
+            b"CONNECT 2130706433:8080 HTTP/1.1\r\nHost: 2130706433:8080\r\n\r\n",
+            proxy,
+        )
+        status, _, _ = splitResponse(client.value())
+        self.assertEqual(status, 508)
+        self.assertEqual(len(self.reactor.tcpClients), connects)
+
+    def test_ownUpstreamClosedForgotten(self) -> None:
+        """
+        Once the proxy's upstream connection from an address is closed, a
+        client connecting from that address (a port reused) is not taken
+        for the proxy itself.
+        """
+        upstream, transport = self.forward(
+            b"GET http://example.com/a HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        )
+        self.assertIn(
+            (transport.getHost().host, transport.getHost().port),
+            self.factory.pool.ownEnds,
+        )
+        self.closeUpstream(upstream)
+        self.assertEqual(self.factory.pool.ownEnds, set())
 
 
 class ErrorTests(ProxyTestCase):

@@ -53,6 +53,29 @@ def test_requestToSelfIsLoop(proxy) -> None:
         assert isShortHtml(resp), resp
 
 
+def test_connectToSelfByOtherNamesIsLoop(makeProxy) -> None:
+    """
+    With CONNECT allowed to the proxy's own port, a CONNECT naming its
+    address in another spelling (C{127.1}, a decimal or an IPv4-mapped
+    IPv6 address) is a loop: 508, and no tunnel into itself is opened.
+    """
+    port = freePort()
+    p = makeProxy("--connect-port", str(port), port=port)
+    for authority in (b"127.1", b"2130706433", b"[::ffff:127.0.0.1]"):
+        target = b"%s:%d" % (authority, port)
+        resp, conn = p.request(
+            b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target, target), b"CONNECT"
+        )
+        conn.close()
+        assert resp.status == 508, (authority, resp)
+    status, conn = p.request(
+        b"GET /status.json HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port
+    )
+    conn.close()
+    assert status.status == 200, status
+    assert b'"upstream_connections": 0' in status.body, status.body
+
+
 def test_ownViaTokenIsLoop(proxy, origin) -> None:
     """
     A request that already carries this proxy's Via entry (learned from a

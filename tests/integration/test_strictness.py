@@ -6,12 +6,13 @@ size limits answer 414 and 431.
 
 from __future__ import annotations
 
+import socket
 from typing import Iterator
 
 import pytest
 
 from .origin import BAD_RESPONSES
-from .support import Closed, Origin, Proxy, splitEcho
+from .support import Closed, Conn, Origin, Proxy, splitEcho
 
 # Each entry: the request head and body with {o} for the origin authority.
 BAD_REQUESTS = {
@@ -275,3 +276,64 @@ def test_bareLfLineEndsAnsweredPromptly(proxy, victim, raw: bytes) -> None:
         assert b"\n" not in splitEcho(resp.body)[0].replace(
             b"\r\n", b""
         ), "bare LF forwarded"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET /\r\n",
+        b"G(T http://{o}/echo HTTP/1.1\r\n",
+        b"PRI * HTTP/2.0\r\n",
+        b"GET http://{o}/\x00 HTTP/1.1\r\nHost: {o}",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+    ],
+    ids=["http09", "bad-method", "h2-preface", "nul-in-line", "tls-hello"],
+)
+def test_hopelessHeadAnsweredAtOnce(proxy, victim, raw: bytes) -> None:
+    """
+    The start of a head that no more bytes could make valid (a complete
+    request line that is malformed, or a first byte no method has, as in
+    a TLS handshake sent to the plain port) is answered 400 at once, not
+    after the header timeout.
+    """
+    resp, conn = proxy.request(
+        raw.replace(b"{o}", victim.authority.encode()), timeout=3
+    )
+    conn.close()
+    assert resp.status == 400, resp
+
+
+def test_halfCloseMidHeadAnswered400(proxy, victim) -> None:
+    """
+    A client that half-closes in the middle of a head gets a 400 saying
+    the head was cut short, then the connection closes.
+    """
+    conn = Conn.open(proxy.port, timeout=3)
+    try:
+        conn.send(
+            b"GET http://%s/echo HTTP/1.1\r\nHost: 12" % victim.authority.encode()
+        )
+        conn.sock.shutdown(socket.SHUT_WR)
+        resp = conn.readResponse(b"GET", timeout=3)
+    finally:
+        conn.close()
+    assert resp.status == 400, resp
+    assert b"cut short" in resp.body, resp
+
+
+def test_manyTrailerFieldsRefused(proxy, victim) -> None:
+    """
+    A chunked request with a thousand short trailer lines (well under the
+    header byte limit) is answered 400 as having too many trailer fields;
+    the connection is not dropped without an answer.
+    """
+    o = victim.authority.encode()
+    resp, conn = proxy.request(
+        b"POST http://%s/echo HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"1\r\na\r\n0\r\n" % (o, o) + b"a:b\r\n" * 1000 + b"\r\n",
+        b"POST",
+        timeout=3,
+    )
+    conn.close()
+    assert resp.status == 400, resp
+    assert b"too many trailer fields" in resp.body, resp

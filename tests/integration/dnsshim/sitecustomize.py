@@ -1,8 +1,8 @@
 """
 Loaded (through PYTHONPATH) into the proxy processes the integration tests
-start.  It keeps name resolution on this machine: IP literals and
-C{localhost} resolve as usual, every other name fails the way an unknown
-name does (C{EAI_NONAME}) without a query leaving the host.  So
+start.  It keeps name resolution on this machine: IP literals (IPv4 in
+any form C{inet_aton} takes) and C{localhost} resolve as usual, every
+other name fails the way an unknown name does (C{EAI_NONAME}) without a query leaving the host.  So
 C{http://nonexistent.invalid/} exercises the proxy's real resolution-failure
 path while the tests only ever talk to 127.0.0.1 and ::1.
 """
@@ -25,6 +25,13 @@ def _allowed(host):
         ipaddress.ip_address(host.split("%")[0])
         return True
     except ValueError:
+        pass
+    try:
+        # The other numeric IPv4 forms getaddrinfo takes (127.1,
+        # 2130706433, 0x7f.1): no query either.
+        socket.inet_aton(host)
+        return True
+    except OSError:
         return False
 
 
