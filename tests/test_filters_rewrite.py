@@ -692,6 +692,146 @@ class CharsetTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
+class RaisingDecoder:
+    """
+    Wraps an incremental decoder to raise on chunks holding C{b"BOOM"}.
+    """
+
+    def __init__(self, decoder: Any) -> None:
+        self.decoder = decoder
+
+    def decode(self, data: bytes, final: bool = False) -> str:
+        if b"BOOM" in data:
+            raise UnicodeDecodeError("test", data, 0, 1, "broken decoder")
+        return self.decoder.decode(data, final)
+
+    def getstate(self) -> tuple[bytes, int]:
+        return self.decoder.getstate()
+
+
+class CharsetSafetyTests(SynchronousTestCase):
+    """
+    Only charsets that give the page's ASCII text and any undecodable
+    bytes back unchanged are rewritten; bodies in others pass as they came,
+    never as a 502.
+    """
+
+    config = {"search": "world", "replace": "there"}
+
+    def assertUntouched(self, charset: bytes, body: bytes) -> None:
+        """
+        A body in C{charset} gets no transform and reaches the client
+        through the proxy exactly as the origin sent it.
+        """
+        contentType = b"text/plain; charset=" + charset
+        transform, _ = transformFor(self.config, contentType)
+        self.assertIsNone(transform)
+        proxy = InMemoryProxy(
+            [rewrite.makeFilter(self.config)],
+            origin=lambda request: (200, [(b"Content-Type", contentType)], body),
+        )
+        response = proxy.get("http://example.com/")
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.body, body)
+        self.assertEqual(
+            response.headers.get(b"content-length"), str(len(body)).encode()
+        )
+
+    def test_utf16(self) -> None:
+        """
+        UTF-16 without a BOM (here not even an even number of bytes) is
+        not ASCII-compatible: untouched.
+        """
+        self.assertUntouched(b"utf-16", b"hello world")
+
+    def test_utf16BOM(self) -> None:
+        """
+        Valid UTF-16, with a BOM or without one, is untouched too: bytes
+        that are not UTF-16 would not survive decoding and encoding.
+        """
+        self.assertUntouched(b"utf-16", "hello world".encode("utf-16"))
+        self.assertUntouched(b"UTF-16LE", "hello world".encode("utf-16-le"))
+
+    def test_utf32(self) -> None:
+        """
+        UTF-32 is untouched.
+        """
+        self.assertUntouched(b"utf-32", "hello world".encode("utf-32"))
+
+    def test_utf7(self) -> None:
+        """
+        UTF-7 gives C{+} a meaning of its own: untouched.
+        """
+        self.assertUntouched(b"utf-7", b"hello+world")
+
+    def test_punycode(self) -> None:
+        """
+        A codec that does not support C{surrogateescape} is untouched.
+        """
+        self.assertUntouched(b"punycode", b"hello world")
+
+    def test_duplicateEncodingsUntouched(self) -> None:
+        """
+        A charset with characters of two encodings (cp932's NEC and IBM
+        rows, Big5) is untouched: re-encoding would change the page's
+        bytes where no rule matched.
+        """
+        self.assertUntouched(b"cp932", b"\x87\x90 world")
+        self.assertUntouched(b"big5", b"\xa2\xcc world")
+
+    def test_safeCharsetsRewritten(self) -> None:
+        """
+        UTF-8, ISO-8859-1, windows-1252 and Shift_JIS bodies are still
+        rewritten, their undecodable bytes kept.
+        """
+        for charset, text, extra in [
+            ("utf-8", "w\u00f6rld world", b"\xff"),
+            ("ISO-8859-1", "caf\u00e9 world", b""),
+            ("windows-1252", "\u20ac world", b"\x81"),
+            ("shift_jis", "\u3053\u3093\u306b\u3061\u306f world", b"\x80"),
+        ]:
+            transform, _ = transformFor(
+                self.config, b"text/plain; charset=" + charset.encode()
+            )
+            body = text.encode(charset) + extra
+            self.assertEqual(
+                run(transform, [body[:7], body[7:]]),
+                text.replace("world", "there").encode(charset) + extra,
+                charset,
+            )
+
+    def test_verdictCached(self) -> None:
+        """
+        The check is made once per codec, whatever alias names it.
+        """
+        rewrite._rewritable.cache_clear()
+        for charset in [b"utf-8", b"UTF8", b"utf_8", b"utf-16", b"utf-16"]:
+            transformFor(self.config, b"text/plain; charset=" + charset)
+        info = rewrite._rewritable.cache_info()
+        self.assertEqual((info.misses, info.hits), (2, 3))
+
+    def test_decodeErrorKeepsBody(self) -> None:
+        """
+        Should the decoder raise anyway (a broken decoder here), the text
+        the stages hold and the bytes the decoder holds are sent, then the
+        rest of the body as it came; a gzip body stays one valid gzip
+        stream.
+        """
+        rule = rewrite.Rule("world", "there", False, ["text/*"], None, 100)
+        transform = rewrite.RewriteTransform([rule], "utf-8", None)
+        transform.decoder = RaisingDecoder(transform.decoder)  # type: ignore
+        chunks = [b"hello wo", b"rld \xc3", b"\xa9 BOOM world", b" world"]
+        self.assertEqual(
+            run(transform, chunks), b"hello there \xc3\xa9 BOOM world world"
+        )
+        transform = rewrite.RewriteTransform([rule], "utf-8", "gzip")
+        transform.decoder = RaisingDecoder(transform.decoder)  # type: ignore
+        original = b"world " * 100 + b"BOOM" + b" world" * 100
+        body = gzip.compress(original)
+        out = run(transform, [body[:20], body[20:]])
+        self.assertEqual(gzip.decompress(out).replace(b"there", b"world"), original)
+
+
 class InMemoryTests(SynchronousTestCase):
     """
     The rewrite filter in a real proxy.

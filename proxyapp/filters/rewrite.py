@@ -46,6 +46,16 @@ regex match is accepted once C{max_match} characters from its start are
 known, so matches up to C{max_match} long are found exactly as in the
 whole body; longer ones may be cut short at a chunk boundary.
 
+Only charsets in which that holds are rewritten: text encodings that are
+ASCII-compatible (ASCII bytes decode to the same characters and encode
+back to the same bytes) and that give any bytes back unchanged, decoded
+and encoded with C{surrogateescape} in chunks.  UTF-8, US-ASCII,
+ISO-8859-*, the windows-125x, KOI8 and Mac charsets, Shift_JIS, EUC-JP,
+EUC-KR, GBK and GB18030 are; UTF-16, UTF-32, UTF-7, the ISO-2022 and
+EBCDIC families, and charsets with characters of more than one encoding
+(cp932, Big5) are not, and their bodies pass untouched.  Each charset is
+tried once on sample bytes (see L{_rewritable}); there is no list.
+
 Memory per body is bounded by the rules' hold-back, the largest chunk and
 zlib's buffers, whatever the body's size or compression ratio: a
 compressed chunk is fed to zlib in 64 KiB slices and inflated in 64 KiB
@@ -79,15 +89,18 @@ the transform never loses text it holds back: should a rule raise
 mid-body, the text the stages hold is sent as it is and the rest of the
 body passes through decoded and re-encoded without rules (so a gzip body
 stays one valid gzip stream); should encoding still fail, unencodable
-characters become C{"?"}.
+characters become C{"?"}; should the decoder raise (which the charset
+check is there to prevent), the text the stages hold is sent and the
+rest of the body passes as it came.
 
 A body is left untouched when its media type or host matches no rule, when
 the response says C{Cache-Control: no-transform}, for 206 Partial Content,
 for content codings other than gzip and deflate (or any coding with
-C{decode = false}), for charsets Python does not know, and when a
-replacement cannot be encoded in the charset.  A rewritten
-response loses Content-Length (the core re-frames it), Content-MD5 and
-digest fields, and Accept-Ranges; its ETag becomes weak.
+C{decode = false}), for charsets Python does not know or cannot rewrite
+safely (see above), and when a replacement cannot be encoded in the
+charset.  A rewritten response loses Content-Length (the core re-frames
+it), Content-MD5 and digest fields, and Accept-Ranges; its ETag becomes
+weak.
 
 To rewrite bodies that clients would otherwise receive brotli- or
 zstd-encoded, have the C{headers} filter remove C{Accept-Encoding} from
@@ -97,6 +110,8 @@ requests (or set it to C{gzip}).
 from __future__ import annotations
 
 import codecs
+import functools
+import random
 import re
 import zlib
 from fnmatch import fnmatchcase
@@ -121,6 +136,19 @@ DEFAULT_MAX_INFLATE_RATIO = 200
 INFLATE_ALLOWANCE = 1 << 20
 
 FALLBACK_ERRORS = "proxyapp.rewrite"
+
+# What a charset must give back unchanged to be rewritten (L{_rewritable}):
+# ASCII as ASCII text, and any bytes at all as themselves: every byte,
+# pseudo-random bytes (both also cut into chunks), and every two-byte
+# sequence with a non-ASCII first byte, each followed by a newline.
+ASCII_PROBE = bytes(range(128))
+BYTES_PROBE = bytes(range(256)) + random.Random(0).randbytes(4096)
+PAIRS_PROBE = bytes(
+    byte
+    for lead in range(128, 256)
+    for trail in range(256)
+    for byte in (lead, trail, 10)
+)
 
 TOP_KEYS = (
     "media_types",
@@ -406,7 +434,9 @@ class RewriteTransform:
         maxInflateRatio: int = DEFAULT_MAX_INFLATE_RATIO,
     ) -> None:
         self.stages = [Stage(rule) for rule in rules]
-        self.decoder = codecs.getincrementaldecoder(charset)("surrogateescape")
+        self.decoder: Optional[codecs.IncrementalDecoder] = (
+            codecs.getincrementaldecoder(charset)("surrogateescape")
+        )
         self.encoder = codecs.getincrementalencoder(charset)("surrogateescape")
         self.charset = charset
         self.inflater = (
@@ -423,7 +453,13 @@ class RewriteTransform:
         self.rawSize = 0
 
     def _text(self, data: bytes, final: bool) -> bytes:
-        text = self.decoder.decode(data, final)
+        decoder = self.decoder
+        if decoder is None:
+            return data
+        try:
+            text = decoder.decode(data, final)
+        except Exception as e:
+            return self._undecodable(decoder, e, data)
         for index, stage in enumerate(self.stages):
             if not text and not final:
                 break
@@ -436,6 +472,9 @@ class RewriteTransform:
                 )
                 text = self._salvage(index, text)
                 break
+        return self._encode(text, final)
+
+    def _encode(self, text: str, final: bool) -> bytes:
         try:
             return self.encoder.encode(text, final)
         except UnicodeEncodeError as e:
@@ -448,6 +487,24 @@ class RewriteTransform:
             )
             self.encoder.errors = FALLBACK_ERRORS
             return self.encoder.encode(text, final)
+
+    def _undecodable(
+        self, decoder: codecs.IncrementalDecoder, error: Exception, data: bytes
+    ) -> bytes:
+        """
+        The decoder raised on C{data} (not expected: charsets are checked
+        by L{_rewritable} before a transform is made): send the text the
+        stages hold, then the bytes the decoder held and C{data} as they
+        came, and pass the rest of the body through as it is.
+        """
+        log.warn(
+            "rewrite: cannot decode the body as {charset} ({error}); the rest of the body passes untouched",
+            charset=self.charset,
+            error=str(error),
+        )
+        self.decoder = None
+        held = decoder.getstate()[0]
+        return self._encode(self._salvage(0, ""), True) + held + data
 
     def _salvage(self, index: int, text: str) -> str:
         """
@@ -573,6 +630,62 @@ class RewriteTransform:
         return b"".join(out)
 
 
+@functools.lru_cache(maxsize=256)
+def _rewritable(codec: str) -> bool:
+    """
+    Whether bodies in a charset can be rewritten without changing what no
+    rule matched: the codec is a text encoding; it is ASCII-compatible
+    (ASCII bytes decode to the same characters, which encode back to the
+    same bytes), so a rule sees the page's ASCII text as it is; and with
+    C{surrogateescape} its incremental decoder and encoder give back any
+    bytes unchanged however they are cut into chunks.  Tried on sample
+    bytes (L{BYTES_PROBE}, L{PAIRS_PROBE}) once per codec, a few
+    milliseconds: the verdict is cached.
+
+    @param codec: a codec name, as L{codecs.lookup} gives it (so aliases
+        share one entry and the cache stays small).
+    """
+    try:
+        info = codecs.lookup(codec)
+        if not getattr(info, "_is_text_encoding", True):
+            return False
+        text, back = _recode(info, ASCII_PROBE, 1, "strict")
+        if text != ASCII_PROBE.decode("ascii") or back != ASCII_PROBE:
+            return False
+        return all(
+            _recode(info, probe, size, "surrogateescape")[1] == probe
+            for probe, size in (
+                (BYTES_PROBE, 1),
+                (BYTES_PROBE, 7),
+                (PAIRS_PROBE, len(PAIRS_PROBE)),
+            )
+        )
+    except Exception:
+        # Whatever a codec raises on, it cannot be trusted with a body.
+        return False
+
+
+def _recode(
+    info: codecs.CodecInfo, data: bytes, size: int, errors: str
+) -> tuple[str, bytes]:
+    """
+    Decode C{data} in C{size}-byte chunks and encode each piece back, as a
+    L{RewriteTransform} does.
+
+    @return: the text and the bytes it encodes to.
+    """
+    decoder = info.incrementaldecoder(errors)
+    encoder = info.incrementalencoder(errors)
+    texts = []
+    out = []
+    for offset in range(0, len(data) + 1, size):
+        final = offset + size > len(data)
+        text = decoder.decode(data[offset : offset + size], final)
+        texts.append(text)
+        out.append(encoder.encode(text, final))
+    return "".join(texts), b"".join(out)
+
+
 def _mediaType(contentType: bytes) -> tuple[str, Optional[str]]:
     """
     @return: the lowercase C{type/subtype} and the charset parameter (if
@@ -637,12 +750,17 @@ class RewriteFilter:
             coding = "deflate" if codings[0] == b"deflate" else "gzip"
         charset = charset or "utf-8"
         try:
-            if not getattr(codecs.lookup(charset), "_is_text_encoding", True):
-                raise LookupError(charset)
-            transform = RewriteTransform(rules, charset, coding, self.maxInflateRatio)
-        except (LookupError, TypeError):
+            codec = codecs.lookup(charset).name
+        except LookupError:
             log.info(
                 "rewrite: unknown charset {charset!r} for {target}; body left untouched",
+                charset=charset,
+                target=request.url(),
+            )
+            return None
+        if not _rewritable(codec):
+            log.info(
+                "rewrite: charset {charset!r} of {target} cannot be rewritten safely (not a text encoding, not ASCII-compatible, or undecodable bytes would not survive); body left untouched",
                 charset=charset,
                 target=request.url(),
             )
@@ -661,7 +779,7 @@ class RewriteFilter:
         etag = headers.get(b"etag")
         if etag is not None and not etag.startswith(b"W/"):
             headers.set(b"ETag", b"W/" + etag)
-        return transform
+        return RewriteTransform(rules, charset, coding, self.maxInflateRatio)
 
 
 def _strings(value: Any, where: str, what: str) -> list[str]:
