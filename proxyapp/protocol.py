@@ -1032,7 +1032,13 @@ class ProxyProtocol(Protocol):
                         request.url(),
                     )
                 )
-            self._upgrading = b"upgrade" in connection and b"upgrade" in headers
+            # RFC 9110 section 7.8: Upgrade in an HTTP/1.0 request is
+            # ignored (removed below with the other hop-by-hop fields).
+            self._upgrading = (
+                b"upgrade" in connection
+                and b"upgrade" in headers
+                and request.version == b"HTTP/1.1"
+            )
         else:
             self.keepAlive = request.version == b"HTTP/1.1"
         if self.readClosed or factory.draining:
@@ -1640,6 +1646,11 @@ class ProxyProtocol(Protocol):
                 self.closeAfter = self._closeDelimited = True
             else:
                 self.chunkDown = True
+        elif head.status == 204:
+            # RFC 9110 section 8.6, RFC 9112 section 6.1: never on a 204
+            # (the parser took it as bodiless whatever they said).
+            headers.remove(b"Content-Length")
+            headers.remove(b"Transfer-Encoding")
         if not self.requestDone:
             # We answer before reading the whole request body (an early
             # error, a 417): we cannot find the next request's start.

@@ -520,6 +520,24 @@ class ForwardingTests(ProxyTestCase):
         self.assertFalse(self.client.disconnecting)
         self.assertEqual(self.factory.pool.idleCount(), 1)
 
+    def test_204FramingFieldsDropped(self) -> None:
+        """
+        Content-Length and Transfer-Encoding, which a 204 must not carry
+        (RFC 9110 section 8.6, RFC 9112 section 6.1), are not relayed;
+        the other fields are.
+        """
+        for field in (b"Content-Length: 5", b"Transfer-Encoding: chunked"):
+            self.start()
+            upstream, _ = self.forward(GET)
+            self.reply(
+                upstream,
+                b"HTTP/1.1 204 No Content\r\n%s\r\nX-A: b\r\n\r\n" % (field,),
+            )
+            self.assertEqual(
+                self.client.value(),
+                b"HTTP/1.1 204 No Content\r\nX-A: b\r\n" + VIA + b"\r\n",
+            )
+
     def test_304HasNoBody(self) -> None:
         """
         A 304 response ends with its head even with a Content-Length, and the
@@ -1146,6 +1164,17 @@ class UpgradeTests(ProxyTestCase):
         fields = requestFields(transport.value())
         self.assertEqual(values(fields, b"Upgrade"), [b"websocket"])
         self.assertEqual(values(fields, b"Connection"), [b"Upgrade"])
+
+    def test_http10UpgradeIgnored(self) -> None:
+        """
+        Upgrade in an HTTP/1.0 request is ignored (RFC 9110 section 7.8):
+        the request goes upstream without it, so no 101 can come back to
+        a client that could not take one.
+        """
+        _, transport = self.forward(self.UPGRADE.replace(b"HTTP/1.1", b"HTTP/1.0"))
+        fields = requestFields(transport.value())
+        self.assertEqual(values(fields, b"Upgrade"), [])
+        self.assertEqual(values(fields, b"Connection"), [])
 
     def test_switchingProtocolsSplices(self) -> None:
         """
