@@ -13,14 +13,21 @@ import os
 import shlex
 
 from twisted.application import service
+from twisted.python import usage
 
 from proxyapp import tap
 
 options = tap.Options()
 port = os.environ.get("WEBPROXY_PORT")
-options.parseOptions(
-    (["--port", port] if port else [])
-    + shlex.split(os.environ.get("WEBPROXY_ARGS", ""))
-)
+try:
+    options.parseOptions(
+        (["--port", port] if port else [])
+        + shlex.split(os.environ.get("WEBPROXY_ARGS", ""))
+    )
+except (usage.UsageError, ValueError) as e:
+    # One line, as twistd webproxy gives it (ValueError: WEBPROXY_ARGS
+    # that shlex cannot split); SystemExit passes twistd's loader, which
+    # would print any other exception with a traceback.
+    raise SystemExit(f"webproxy (proxy.tac): {e}")
 application = service.Application("webproxy")
 tap.makeService(options).setServiceParent(application)

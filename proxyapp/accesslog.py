@@ -1441,7 +1441,7 @@ class AccessLogWriter:
             error=error,
         )
 
-    def reopen(self) -> None:
+    def reopen(self) -> bool:
         """
         Flush, then switch to a newly opened file (for C{logrotate}).
 
@@ -1449,9 +1449,11 @@ class AccessLogWriter:
         fails, the error is reported and the old file stays in use, so no
         line is lost.  The old file is closed unless it is a standard
         stream or the very object C{opener} returned again.
+
+        @return: whether the new file is now in use.
         """
         if self._closed:
-            return
+            return False
         self.flush()
         try:
             newFile = self._opener()
@@ -1462,13 +1464,14 @@ class AccessLogWriter:
                 file=getattr(self.file, "name", repr(self.file)),
                 error=error,
             )
-            return
+            return False
         oldFile = self.file
         self.file = newFile
         self._colorize = self._decideColour(newFile)
         self._failing = False
         if oldFile is not newFile:
             self._closeFile(oldFile)
+        return True
 
     def _closeFile(self, stream: IO[str]) -> None:
         """

@@ -301,7 +301,7 @@ KEYS = [
         _POSITIVE_INT,
         "max-header-bytes",
         int,
-        "Largest request header section accepted (else 431).",
+        "Largest header (or trailer) section accepted: a request's (else 431) or a response's (else 502).",
     ),
     Key(
         "limits",
@@ -310,7 +310,7 @@ KEYS = [
         _POSITIVE_INT,
         "max-headers",
         int,
-        "Most header fields in a request (else 431).",
+        "Most header (or trailer) fields accepted: in a request (else 431) or a response (else 502).",
     ),
     Key(
         "limits",
@@ -546,6 +546,13 @@ def readConfigFile(path: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read the configuration file: {e.strerror}")
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{path}: not valid TOML: byte 0x{e.object[e.start]:02x} at offset "
+            f"{e.start} is not UTF-8 (TOML files are UTF-8)"
+        )
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply")
     values: dict[str, Any] = {}
     for section, table in document.items():
         if section not in SECTIONS:

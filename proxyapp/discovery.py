@@ -121,11 +121,20 @@ def findFilterFactories(package: Optional[ModuleType] = None) -> Discovered:
     return found
 
 
-def buildFilter(factory: Any, name: str, table: dict[str, Any]) -> EnabledFilter:
+def buildFilter(
+    factory: Any,
+    name: str,
+    table: dict[str, Any],
+    sections: Optional[dict[str, str]] = None,
+) -> EnabledFilter:
     """
     Build one enabled filter from its C{[filter.NAME]} table and check that
     it provides what it claims.
 
+    @param sections: for keys of C{table} that come from another section
+        of the configuration file (the built-in C{access} and C{auth}
+        filters' C{[access]} and C{[auth]}), that section, so that an error
+        about one names the place the user set it.
     @raise FilterError: naming the filter and the problem.
     """
     table = dict(table)
@@ -137,7 +146,10 @@ def buildFilter(factory: Any, name: str, table: dict[str, Any]) -> EnabledFilter
     try:
         built = factory.makeFilter(table)
     except (ValueError, TypeError, KeyError) as e:
-        raise FilterError(f"[filter.{name}] {e}")
+        message = str(e)
+        # Factories name the key first ("key: what was expected").
+        section = (sections or {}).get(message.split(":", 1)[0])
+        raise FilterError(f"[{section or 'filter.' + name}] {message}")
     except Exception as e:
         # A crashing factory is the plugin's bug, not the user's; still one
         # line, naming the filter and where it came from.

@@ -232,6 +232,9 @@ class ProxyService(service.Service):
                 error=str(e),
             )
             return False
+        except Exception:
+            log.failure("reload failed, keeping the running configuration")
+            return False
         old = self.settings
         settings.viaPseudonym = old.viaPseudonym
         if (
@@ -240,6 +243,11 @@ class ProxyService(service.Service):
             or settings.interface != old.interface
         ):
             log.warn("reload: listening addresses changed; restart to apply that part")
+            # The settings in force keep the addresses listened on, so that
+            # a later reload compares with those.
+            settings.listen = old.listen
+            settings.port = old.port
+            settings.interface = old.interface
         if (settings.accessLog, settings.logFormat, settings.colored) != (
             old.accessLog,
             old.logFormat,
@@ -255,8 +263,11 @@ class ProxyService(service.Service):
                     settings.colored,
                 )
             except ValueError as e:
+                from proxyapp.tap import whereSet
+
                 log.error(
-                    "reload failed, keeping the running configuration: {error}",
+                    "reload failed, keeping the running configuration: {where}: {error}",
+                    where=whereSet(self.options, "access-log"),
                     error=str(e),
                 )
                 return False
@@ -277,8 +288,7 @@ class ProxyService(service.Service):
         """
         Reopen the access log file (after logrotate moved it).
         """
-        if self.accessLog is not None:
-            self.accessLog.reopen()
+        if self.accessLog is not None and self.accessLog.reopen():
             log.info("access log reopened")
 
     def stopService(self) -> defer.Deferred:

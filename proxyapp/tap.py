@@ -151,6 +151,16 @@ class Options(usage.Options):
         self["settings"] = settings
 
 
+# usage.Options shows an opt_ method's docstring as --help text, keeping
+# the indentation of its continuation lines: make each one line.
+for _name in dir(Options):
+    if _name.startswith("opt_"):
+        _method = getattr(Options, _name)
+        if _method.__doc__:
+            _method.__doc__ = " ".join(_method.__doc__.split())
+del _name, _method
+
+
 def loadSettings(options: Options) -> Settings:
     """
     Apply defaults, then the configuration file, then the command line.
@@ -200,6 +210,20 @@ def loadSettings(options: Options) -> Settings:
                 raise usage.UsageError(f"--interface: {message}")
             raise ConfigError(f"{path}: [server] interface: {message}")
     return settings
+
+
+def whereSet(options: Options, option: str) -> str:
+    """
+    @return: how a message names where the setting of C{option} came from:
+        the option, or the configuration file and its key (the default's
+        key if no file set it).
+    """
+    if options[option] is not None:
+        return f"--{option}"
+    key = KEYS_BY_OPTION[option]
+    place = f"[{key.section}] {key.key}"
+    path = options["config"]
+    return f"{path}: {place}" if path is not None else place
 
 
 def checkEndpoint(description: str, where: str) -> None:
@@ -287,7 +311,7 @@ def makeService(options: Options, reactor: Any = None) -> service.MultiService:
             settings.accessLog, reactor, settings.logFormat, settings.colored
         )
     except ValueError as e:
-        raise SystemExit(f"webproxy: {e}")
+        raise SystemExit(f"webproxy: {whereSet(options, 'access-log')}: {e}")
     descriptions = listenDescriptions(settings)
     proxy = ProxyService(
         settings,

@@ -325,6 +325,34 @@ class ErrorTests(FileMixin, SynchronousTestCase):
         """
         self.assertError("[server]\nport = = 1\n", "not valid TOML", "line 2")
 
+    def test_notUtf8(self) -> None:
+        """
+        A file that is not UTF-8 (Latin-1 text, binary garbage) is refused
+        in one line naming the file and the offending byte, not with a
+        traceback.
+        """
+        path = self.write("")
+        for data in (b'[server]\nvia_pseudonym = "caf\xe9"\n', bytes(range(256)) * 8):
+            with open(path, "wb") as f:
+                f.write(data)
+            error = self.assertRaises(ConfigError, readConfigFile, path)
+            message = str(error)
+            self.assertTrue(message.startswith(path + ": not valid TOML: "), message)
+            self.assertIn("is not UTF-8", message)
+            self.assertNotIn("\n", message)
+
+    def test_nestedTooDeeply(self) -> None:
+        """
+        Arrays or inline tables nested thousands deep (which the TOML reader
+        recurses into) are refused in one line, not with a traceback.
+        """
+        self.assertError(
+            "[filters]\nenabled = " + "[" * 5000 + "]" * 5000 + "\n",
+            "not valid TOML",
+            "nested too deeply",
+        )
+        self.assertError("x = " + "{a=" * 3000 + "1" + "}" * 3000 + "\n", "nested")
+
     def test_missingFile(self) -> None:
         """
         A file that cannot be read is named.

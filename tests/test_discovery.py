@@ -19,11 +19,13 @@ import textwrap
 from pathlib import Path
 from types import ModuleType
 
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.plugin import IPlugin
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from proxyapp.chain import FAIL, PASS, EnabledFilter
+from proxyapp.config import ConfigError, Settings
 from proxyapp.discovery import (
     FILTER_INTERFACES,
     FilterError,
@@ -32,6 +34,7 @@ from proxyapp.discovery import (
     describeFilters,
     findFilterFactories,
 )
+from proxyapp.filters import buildChainFilters
 from proxyapp.interfaces import IFilterFactory, IRequestFilter
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -570,3 +573,81 @@ class ListFiltersTests(SynchronousTestCase):
             "BROKEN proxyapp.plugins.testdrop_access: filter name 'access' is already provided",
             result.stdout,
         )
+
+
+class ChainSettingsTests(SynchronousTestCase):
+    """
+    L{buildChainFilters} names the place in the configuration where a bad
+    setting of a built-in filter was made.
+    """
+
+    def test_accessErrorNamesAccessSection(self) -> None:
+        """
+        A bad C{[access]} value is reported under C{[access]}, where it is
+        set, not under C{[filter.access]}, which does not exist.
+        """
+        error = self.assertRaises(
+            ConfigError,
+            buildChainFilters,
+            Settings(allowedClients=["10.0.0.0/33"], configFile="w.toml"),
+        )
+        self.assertTrue(
+            str(error).startswith("w.toml: [access] allowed_clients: "), str(error)
+        )
+
+    def test_authErrorNamesAuthSection(self) -> None:
+        """
+        An unreadable password file is reported under C{[auth] htpasswd}.
+        """
+        missing = os.path.join(tempfile.mkdtemp(), "missing")
+        error = self.assertRaises(
+            ConfigError, buildChainFilters, Settings(htpasswd=missing)
+        )
+        self.assertTrue(str(error).startswith("[auth] htpasswd: "), str(error))
+
+    def test_authEnabledWithoutPasswordFile(self) -> None:
+        """
+        Enabling C{auth} by name without a password file says what is
+        missing, in one line.
+        """
+        error = self.assertRaises(
+            ConfigError, buildChainFilters, Settings(filters=["auth"])
+        )
+        self.assertEqual(
+            str(error),
+            "[filters] enabled: the auth filter needs a password file"
+            " ([auth] htpasswd, [filter.auth] htpasswd or --htpasswd)",
+        )
+
+    def test_authTableWithoutPasswordFileWarns(self) -> None:
+        """
+        A C{[filter.auth]} table without a password file (so no
+        authentication) is not used, and the start says so, as for any
+        other filter table not in use.
+        """
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        buildChainFilters(Settings(filterTables={"auth": {"max_delay": 1.0}}))
+        messages = [formatEvent(e) for e in events]
+        self.assertTrue(
+            any("[filter.auth] is set" in m and "not used" in m for m in messages),
+            messages,
+        )
+
+    def test_authTableMayNameThePasswordFile(self) -> None:
+        """
+        C{auth} enabled by name with its password file in C{[filter.auth]}
+        is built, without the warning about an unused table.
+        """
+        path = os.path.join(tempfile.mkdtemp(), "htpasswd")
+        with open(path, "w") as f:
+            f.write("# nobody yet\n")
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        filters = buildChainFilters(
+            Settings(filters=["auth"], filterTables={"auth": {"htpasswd": path}})
+        )
+        self.assertEqual([f.name for f in filters], ["access", "auth"])
+        self.assertFalse(any("not used" in formatEvent(e) for e in events))

@@ -376,6 +376,18 @@ class SelectionTests(SynchronousTestCase):
                 rewrite.makeFilter(config)
             self.assertIn(key, str(e.exception), config)
 
+    def test_regexTooLargeToCompile(self) -> None:
+        """
+        A regular expression nested thousands deep, or with a repeat count
+        beyond what C{re} takes, is refused naming C{search}, like any
+        invalid one (the factory raised RecursionError or OverflowError,
+        reported as a crash of the plugin).
+        """
+        for search in ("(" * 3000 + "a" + ")" * 3000, "a{4294967296}"):
+            with self.assertRaises(ValueError) as e:
+                rewrite.makeFilter({"search": search, "replace": "b", "regex": True})
+            self.assertIn("search: a regular expression too large", str(e.exception))
+
 
 class EncodingTests(SynchronousTestCase):
     """

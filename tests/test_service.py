@@ -376,6 +376,80 @@ class ReloadTests(ConfigMixin, SynchronousTestCase):
         self.assertTrue(blocked(self.service, b"http://x.example/"))
         self.assertEqual(len(self.reactor.tcpServers), 1)
 
+    def test_listenRevertedDoesNotWarn(self) -> None:
+        """
+        After a reload that changed the port (not applied, warned about),
+        putting the listening port back is no change, so no second warning.
+        """
+        self.write("[server]\nport = 9999\n")
+        with capturedLogs():
+            self.assertTrue(self.service.reload())
+        self.write("")
+        with capturedLogs() as events:
+            self.assertTrue(self.service.reload())
+        self.assertFalse(any("restart" in formatEvent(e) for e in events))
+
+    def test_notUtf8KeepsOld(self) -> None:
+        """
+        A file that is no longer UTF-8 is refused with the usual one-line
+        message, not a critical traceback; the old chain stays.
+        """
+        chain = self.service.factory.chain
+        with open(self.path, "wb") as f:
+            f.write(b'[server]\nvia_pseudonym = "caf\xe9"\n')
+        with capturedLogs() as events:
+            self.assertFalse(self.service.reload())
+        self.assertIs(self.service.factory.chain, chain)
+        messages = [formatEvent(e) for e in events]
+        [message] = [m for m in messages if "reload failed" in m]
+        self.assertIn("not UTF-8", message)
+
+    def test_accessLogErrorNamesKey(self) -> None:
+        """
+        An access log path that cannot be opened is refused naming the file
+        and the key.
+        """
+        directory = os.path.dirname(self.path)
+        self.write(f"[log]\naccess_log = {directory!r}\n")
+        with capturedLogs() as events:
+            self.assertFalse(self.service.reload())
+        messages = [formatEvent(e) for e in events]
+        [message] = [m for m in messages if "reload failed" in m]
+        self.assertIn(f"{self.path}: [log] access_log: cannot open access log", message)
+
+    def test_unexpectedErrorKeepsOld(self) -> None:
+        """
+        Should building the new configuration raise anything else, the
+        reload is refused and logged, and the old settings stay.
+        """
+        import proxyapp.tap
+
+        def broken(options: Any) -> Any:
+            raise RuntimeError("boom")
+
+        self.patch(proxyapp.tap, "reloadSettings", broken)
+        settings = self.service.factory.settings
+        with capturedLogs() as events:
+            self.assertFalse(self.service.reload())
+        self.assertIs(self.service.factory.settings, settings)
+        self.assertTrue(any("reload failed" in formatEvent(e) for e in events))
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_reopenLogsSaysOnlyWhatHappened(self) -> None:
+        """
+        SIGUSR1 logs "access log reopened" only when the new file was
+        opened; when it could not be (the writer reports that), it does not
+        claim so.
+        """
+        for opened in (True, False):
+            self.service.accessLog = FakeAccessLog()
+            self.service.accessLog.reopen = lambda: opened  # type: ignore[attr-defined]
+            with capturedLogs() as events:
+                self.service.reopenLogs()
+            said = any("access log reopened" in formatEvent(e) for e in events)
+            self.assertEqual(said, opened)
+        self.service.accessLog = None
+
     def test_noOptions(self) -> None:
         """
         A service built without options (no file) has nothing to reload.

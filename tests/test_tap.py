@@ -330,6 +330,33 @@ class MakeServiceTests(SynchronousTestCase):
         reactor = MemoryReactorClock()
         return makeService(parse("--access-log", "off", *argv), reactor), reactor
 
+    def test_accessLogErrorNamesWhere(self) -> None:
+        """
+        An access log that cannot be opened stops the start with one line
+        naming where its path was set: the option, or the file and key.
+        """
+        directory = tempfile.mkdtemp()
+        error = self.assertRaises(
+            SystemExit,
+            makeService,
+            parse("--access-log", directory),
+            MemoryReactorClock(),
+        )
+        self.assertEqual(
+            str(error),
+            f"webproxy: --access-log: cannot open access log {directory!r}: Is a directory",
+        )
+        config = os.path.join(directory, "webproxy.toml")
+        with open(config, "w") as f:
+            f.write(f"[log]\naccess_log = {directory!r}\n")
+        error = self.assertRaises(
+            SystemExit, makeService, parse("--config", config), MemoryReactorClock()
+        )
+        self.assertTrue(
+            str(error).startswith(f"webproxy: {config}: [log] access_log: cannot open"),
+            str(error),
+        )
+
     def test_multiService(self) -> None:
         """
         The service is a L{MultiService} with a C{proxy} child.

@@ -34,6 +34,10 @@ def accessTable(settings: Settings) -> dict[str, Any]:
     return table
 
 
+# The auth filter's keys that live in [auth] rather than [filter.auth].
+_AUTH_SECTIONS = {"htpasswd": "auth", "realm": "auth", "failure_delay": "auth"}
+
+
 def buildChainFilters(settings: Settings) -> list[EnabledFilter]:
     """
     Build every filter the settings call for, in run order.
@@ -66,9 +70,25 @@ def buildChainFilters(settings: Settings) -> list[EnabledFilter]:
         # that its throttling delay fits under it.
         authTable["deadline"] = settings.filterDeadline
         tables["auth"] = authTable
+    authEnabled = settings.htpasswd is not None or "auth" in settings.filters
+    if (
+        authEnabled
+        and settings.htpasswd is None
+        and "htpasswd" not in tables.get("auth", {})
+    ):
+        raise ConfigError(
+            f"{where}[filters] enabled: the auth filter needs a password file"
+            " ([auth] htpasswd, [filter.auth] htpasswd or --htpasswd)"
+        )
     try:
+        table = accessTable(settings)
         filters = [
-            buildFilter(_builtin(discovered, "access"), "access", accessTable(settings))
+            buildFilter(
+                _builtin(discovered, "access"),
+                "access",
+                table,
+                dict.fromkeys(table, "access"),
+            )
         ]
         if settings.htpasswd is not None:
             # [auth] carries the common keys; [filter.auth] may tune the rest
@@ -81,7 +101,11 @@ def buildChainFilters(settings: Settings) -> list[EnabledFilter]:
                 failure_delay=settings.authFailureDelay,
                 deadline=settings.filterDeadline,
             )
-            filters.append(buildFilter(_builtin(discovered, "auth"), "auth", authTable))
+            filters.append(
+                buildFilter(
+                    _builtin(discovered, "auth"), "auth", authTable, _AUTH_SECTIONS
+                )
+            )
         implicit = {f.name for f in filters}
         enabled = [name for name in settings.filters if name not in implicit]
         filters += buildFilters(enabled, tables, discovered)
@@ -90,6 +114,13 @@ def buildChainFilters(settings: Settings) -> list[EnabledFilter]:
     if "access" in settings.filterTables:
         raise ConfigError(
             f"{where}[filter.access]: the access filter is configured in [access]"
+        )
+    if "auth" in settings.filterTables and not authEnabled:
+        log.warn(
+            "{where}[filter.auth] is set, but neither [auth] htpasswd nor "
+            '"auth" in [filters] enabled is (so no authentication); its '
+            "settings are not used",
+            where=where,
         )
     for name in sorted(set(settings.filterTables) - set(settings.filters) - {"auth"}):
         if name not in discovered.factories:

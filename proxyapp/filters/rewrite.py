@@ -860,6 +860,12 @@ def parseRule(
             pattern = re.compile(search)
         except re.error as e:
             raise ValueError(f"{where}: search: not a valid regular expression: {e}")
+        except (RecursionError, OverflowError, MemoryError) as e:
+            # Nested thousands deep, or a repeat count beyond what re takes.
+            raise ValueError(
+                f"{where}: search: a regular expression too large to compile"
+                f" ({type(e).__name__})"
+            )
         if pattern.fullmatch(""):
             raise ValueError(
                 f"{where}: search: the regular expression matches the empty string"

@@ -118,6 +118,35 @@ def test_tacRunsSameService(workdir, origin) -> None:
         proxy.stop()
 
 
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({"WEBPROXY_PORT": "-1"}, "--port"),
+        ({"WEBPROXY_ARGS": "--bogus"}, "bogus"),
+        ({"WEBPROXY_ARGS": "--config 'x"}, "quotation"),
+    ],
+    ids=["bad-port", "unknown-option", "unbalanced-quote"],
+)
+def test_tacBadOptionIsOneLine(workdir, env, expected) -> None:
+    """
+    C{proxy.tac} refuses bad options in its environment with one line
+    naming the problem and exit status 1, as C{twistd webproxy} does, not
+    with twistd's "Failed to load application" traceback.
+    """
+    r = subprocess.run(
+        [*TWISTD, "-n", "-y", str(REPO_ROOT / "proxy.tac"), "--pidfile="],
+        capture_output=True,
+        timeout=30,
+        cwd=str(workdir),
+        env=childEnv(env),
+    )
+    assert r.returncode == 1, r
+    output = (r.stdout + r.stderr).decode()
+    assert "Traceback" not in output, output
+    assert "webproxy (proxy.tac): " in output, output
+    assert expected in output, output
+
+
 def test_tacPortFromConfigFile(workdir, origin) -> None:
     """
     Without C{WEBPROXY_PORT}, C{proxy.tac} listens where the configuration
