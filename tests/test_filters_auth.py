@@ -23,12 +23,17 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from twisted.logger import Logger, formatEvent
+
 from proxyapp.config import ConfigError, Settings
-from proxyapp.filters import auth, buildChainFilters
+from proxyapp.filters import auth, buildChainFilters, htpasswd
 from proxyapp.filters.htpasswd import (
+    BCRYPT_MAX_COST,
+    SHA_CRYPT_MAX_ROUNDS,
     HtpasswdChecker,
     HtpasswdFile,
     dummyHash,
+    hashProblem,
     hashWork,
     isSlowHash,
     md5Crypt,
@@ -283,6 +288,143 @@ class HtpasswdFileTests(SynchronousTestCase):
                 b"bob": b"{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=",
             },
         )
+
+    def captureLog(self) -> Callable[[], list[str]]:
+        """
+        Capture what L{htpasswd} logs from now on.
+
+        @return: a callable giving the messages logged so far.
+        """
+        events: list[dict[str, Any]] = []
+        self.patch(htpasswd, "log", Logger(observer=events.append))
+        return lambda: [formatEvent(e) for e in events]
+
+    def test_tooCostly(self) -> None:
+        """
+        A bcrypt cost above L{BCRYPT_MAX_COST} or more SHA-crypt rounds
+        than L{SHA_CRYPT_MAX_ROUNDS} is reported, by file, line and user
+        and never the hash, and left out like an unsupported hash: one
+        check would hold a thread for minutes or days.  Entries at the
+        limits are kept.
+        """
+        logged = self.captureLog()
+        salt = b"$" + b"C" * 53
+        sha512 = b"$saltsalt$" + b"a" * 86
+        atLimit = b"$2y$%02d" % (BCRYPT_MAX_COST,) + salt
+        roundsAtLimit = b"$6$rounds=%d" % (SHA_CRYPT_MAX_ROUNDS,) + sha512
+        entries = parseHtpasswd(
+            b"alice:$2y$31" + salt + b"\n"
+            b"bob:$6$rounds=999999999" + sha512 + b"\n"
+            b"carol:$2b$%02d" % (BCRYPT_MAX_COST + 1,) + salt + b"\n"
+            b"dave:$5$rounds=%d$salt$" % (SHA_CRYPT_MAX_ROUNDS + 1,) + b"b" * 43 + b"\n"
+            b"erin:" + atLimit + b"\n"
+            b"frank:" + roundsAtLimit + b"\n",
+            "/etc/htpasswd",
+        )
+        self.assertEqual(entries, {b"erin": atLimit, b"frank": roundsAtLimit})
+        messages = logged()
+        self.assertEqual(len(messages), 4, messages)
+        for number, (user, message) in enumerate(
+            zip(["alice", "bob", "carol", "dave"], messages), 1
+        ):
+            self.assertIn(f"/etc/htpasswd line {number}:", message)
+            self.assertIn(f"user {user!r}", message)
+            self.assertIn("costs too much to check", message)
+            self.assertIn("cannot log in", message)
+            self.assertNotIn("CCCC", message)
+            self.assertNotIn("aaaa", message)
+        self.assertIn("bcrypt cost 31 is above 13", messages[0])
+        self.assertIn("rounds=999999999 is above 1,000,000", messages[1])
+
+    def test_tooCostlyNotTheDummy(self) -> None:
+        """
+        A refused costly entry does not set the cost of the dummy hash
+        unknown users are checked against, nor of any check: the file's
+        other entries do.
+        """
+        self.captureLog()
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(
+                b"alice:$2y$31$" + b"C" * 53 + b"\n"
+                b"bob:$6$rounds=999999999$salt$" + b"a" * 86 + b"\n"
+                b"carol:$apr1$saltsalt$yAAkm4libquA.ZWLHbSBq/\n"
+            )
+        passwords = HtpasswdFile(path)
+        self.assertIsNone(passwords.entry(b"alice"))
+        self.assertIsNone(passwords.entry(b"bob"))
+        dummy = passwords.dummyEntry()
+        assert dummy is not None
+        self.assertTrue(dummy.startswith(b"$apr1$"), dummy)
+
+    def test_tooCostlyOnReread(self) -> None:
+        """
+        A costly entry written into the file while the proxy runs is
+        refused when the file is read again, like one present at start.
+        """
+        logged = self.captureLog()
+        now = [0.0]
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n")
+        passwords = HtpasswdFile(path, clock=lambda: now[0])
+        with open(path, "wb") as f:
+            f.write(b"alice:$2y$31$" + b"C" * 53 + b"\n")
+        os.utime(path, ns=(1, 1))
+        now[0] += passwords.statInterval
+        self.assertIsNone(passwords.entry(b"alice"))
+        self.assertIsNone(passwords.dummyEntry())
+        self.assertTrue(
+            any("costs too much" in m and "line 1" in m for m in logged()),
+            logged(),
+        )
+
+    def test_malformed(self) -> None:
+        """
+        A hash with a supported prefix but a shape no password can match
+        (cut short, the wrong length or alphabet, a salt longer than the
+        algorithm uses, rounds it would raise, {SHA} that is not the base64
+        of 20 bytes) is reported and left out like an unsupported hash.
+        """
+        logged = self.captureLog()
+        good = {
+            b"bcrypt": BCRYPT_VECTORS[4][1].encode(),
+            b"sha256": SHA_CRYPT_VECTORS[1][2].encode(),
+            b"sha512": SHA_CRYPT_VECTORS[7][2].encode(),
+            b"md5": MD5_CRYPT_VECTORS[3][1].encode(),
+            b"apr1": MD5_CRYPT_VECTORS[4][1].encode(),
+            b"sha1": SHA1_VECTOR[1].encode(),
+        }
+        bad = [
+            b"$2y$05$short",
+            BCRYPT_VECTORS[4][1].encode()[:-1],
+            BCRYPT_VECTORS[4][1].encode()[:-1] + b"!",
+            b"$2y$03$" + b"C" * 53,
+            b"{SHA}xx",
+            b"{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g",
+            b"{SHA}" + base64.b64encode(b"x" * 32),
+            SHA_CRYPT_VECTORS[0][2].encode()[:-1],
+            b"$5$saltstring$" + b"a" * 86,
+            b"$6$toolongsaltstringXX$" + b"a" * 86,
+            SHA_CRYPT_VECTORS[6][1].encode() + b"$" + b"a" * 43,
+            b"$5$rounds=05000$salt$" + b"a" * 43,
+            b"$apr1$saltsaltX$yAAkm4libquA.ZWLHbSBq/",
+            b"$1$deadbeef$0Huu6KHrKLVWfqa4WljDE",
+        ]
+        data = b"".join(user + b":" + hashed + b"\n" for user, hashed in good.items())
+        data += b"".join(b"bad%d:%s\n" % (i, hashed) for i, hashed in enumerate(bad))
+        self.assertEqual(parseHtpasswd(data, "pw"), good)
+        messages = logged()
+        self.assertEqual(len(messages), len(bad), messages)
+        for i, message in enumerate(messages):
+            self.assertIn(
+                f"pw line {len(good) + i + 1}: the hash of user 'bad{i}'", message
+            )
+            self.assertIn("is malformed", message)
+        for hashed in good.values():
+            self.assertIsNone(hashProblem(hashed), hashed)
+        for hashed in bad:
+            self.assertIsNotNone(hashProblem(hashed), hashed)
 
     def test_missingFile(self) -> None:
         """

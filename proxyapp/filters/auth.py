@@ -49,8 +49,12 @@ throttled or not; a check still running then gets 503.  Built without it
 Configuration (C{[auth]}, or C{[filter.auth]} when enabled by name)::
 
     htpasswd = "/etc/webproxy/htpasswd"  # required; bcrypt ($2y$, $2b$,
-                                         # $2a$), SHA-crypt ($5$, $6$),
-                                         # Apache MD5 ($apr1$, $1$), {SHA}
+                                         # $2a$; cost at most 13), SHA-crypt
+                                         # ($5$, $6$; at most 1,000,000
+                                         # rounds), Apache MD5 ($apr1$,
+                                         # $1$), {SHA}; other, malformed or
+                                         # costlier entries are logged at
+                                         # start and cannot log in
     realm = "webproxy"          # named in Proxy-Authenticate; no '"' or '\\'
     failure_delay = 1.0         # seconds added per recent failure (0: none)
     max_delay = 4.0             # cap on that delay; below the filter

@@ -17,8 +17,18 @@ Supported hashes, recognised by their prefix:
   - C{{SHA}}: unsalted SHA-1 (C{htpasswd -s}), accepted for old files.
 
 Anything else (traditional DES crypt, plain text) is reported when the file
-is read and never matches.  Every comparison of a computed hash with the
-stored one is constant-time (L{hmac.compare_digest}).
+is read and never matches; so is a hash with a supported prefix but the
+wrong shape (a cut-off bcrypt hash, C{{SHA}} that is not the base64 of 20
+bytes), which no password could match, and a hash too costly to check: a
+bcrypt cost above L{BCRYPT_MAX_COST} (13) or more SHA-crypt rounds than
+L{SHA_CRYPT_MAX_ROUNDS} (1,000,000).  At those limits one check takes
+about half a second (measured on a 2-core x86-64 machine: bcrypt cost 13
+0.42 s, SHA-256-crypt 0.38 s and SHA-512-crypt 0.50 s at 1,000,000
+rounds), and every attempt with an unknown name costs what the costliest
+entry costs; a bcrypt cost of 31 would hold a thread for days.  Apache's
+C{htpasswd} writes bcrypt cost 5 by default, crypt(3) 5000 SHA-crypt
+rounds and passlib 535,000 or 656,000.  Every comparison of a computed hash
+with the stored one is constant-time (L{hmac.compare_digest}).
 
 The file is re-read when its modification time or size changes (checked at
 most once per L{HtpasswdFile.statInterval} seconds); if it then cannot be
@@ -28,9 +38,11 @@ read, nobody is let in until it can (fail closed).
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -83,6 +95,11 @@ _MD5_ORDER = [(0, 6, 12), (1, 7, 13), (2, 8, 14), (3, 9, 15), (4, 10, 5)]
 ROUNDS_DEFAULT = 5000
 ROUNDS_MIN = 1000
 ROUNDS_MAX = 999999999
+
+# The costliest hashes an htpasswd file may hold (see the module docstring
+# for what one check costs at these limits).
+BCRYPT_MAX_COST = 13
+SHA_CRYPT_MAX_ROUNDS = 1000000
 
 
 def _encode24(b2: int, b1: int, b0: int, n: int) -> bytes:
@@ -245,6 +262,31 @@ def isSlowHash(hashed: bytes) -> bool:
 
 _BCRYPT64 = b"./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
+# The shapes of the hashes the algorithms write; anything else cannot be
+# matched (a salt longer than the algorithm uses, rounds it would clamp or
+# write differently, a hash of the wrong length).
+_SHAPES = {
+    "bcrypt": (
+        re.compile(rb"\$2[aby]\$(?P<cost>[0-9]{2})\$[./A-Za-z0-9]{53}"),
+        "a bcrypt hash is $2y$, a two-digit cost, $ and 53 characters of"
+        " ./A-Za-z0-9",
+    ),
+    "sha-crypt": (
+        re.compile(
+            rb"\$(?P<magic>[56])\$(?:rounds=(?P<rounds>[1-9][0-9]*)\$)?[^$]{0,16}"
+            rb"\$(?P<hash>[./0-9A-Za-z]{43}|[./0-9A-Za-z]{86})"
+        ),
+        "a SHA-crypt hash is $5$ or $6$, an optional rounds=N$ (N from 1000), a"
+        " salt of at most 16 characters, $ and 43 ($5$) or 86 ($6$) characters"
+        " of ./0-9A-Za-z",
+    ),
+    "md5-crypt": (
+        re.compile(rb"(?:\$apr1\$|\$1\$)[^$]{0,8}\$[./0-9A-Za-z]{22}"),
+        "an MD5-crypt hash is $apr1$ or $1$, a salt of at most 8 characters, $"
+        " and 22 characters of ./0-9A-Za-z",
+    ),
+}
+
 
 def _shaCryptRounds(hashed: bytes) -> int:
     rest = hashed[3:]
@@ -276,6 +318,61 @@ def hashWork(hashed: bytes) -> int:
     if kind == "sha1":
         return 1
     return 0
+
+
+def hashProblem(hashed: bytes) -> Optional[str]:
+    """
+    Say why an htpasswd file's hash cannot be used, without quoting it.
+
+    @return: C{None} for a well-formed supported hash within the cost
+        limits (L{BCRYPT_MAX_COST}, L{SHA_CRYPT_MAX_ROUNDS}); else what is
+        wrong with it, as a phrase following "the hash of user X".
+    """
+    kind = hashKind(hashed)
+    if kind is None:
+        return "is of an unsupported kind (use bcrypt: htpasswd -B)"
+    if kind == "sha1":
+        try:
+            digest = binascii.a2b_base64(hashed[5:], strict_mode=True)
+        except binascii.Error:
+            digest = b""
+        if len(digest) != 20:
+            return (
+                "is malformed: {SHA} must be followed by the base64 of 20 bytes"
+                " (28 characters); recreate it (htpasswd -B)"
+            )
+        return None
+    shape, expected = _SHAPES[kind]
+    match = shape.fullmatch(hashed)
+    if match is not None and kind == "sha-crypt":
+        if len(match.group("hash")) != (43 if match.group("magic") == b"5" else 86):
+            match = None
+    if match is None:
+        return f"is malformed: {expected}; recreate it (htpasswd -B)"
+    if kind == "bcrypt":
+        cost = int(match.group("cost"))
+        if cost < 4:
+            return f"is malformed: bcrypt cost {cost} is below 4, the least there is"
+        if cost > BCRYPT_MAX_COST:
+            return (
+                f"costs too much to check: bcrypt cost {cost} is above"
+                f" {BCRYPT_MAX_COST}, and each step doubles the time of every"
+                " login (recreate it with a lower cost: htpasswd -B -C 10)"
+            )
+    elif kind == "sha-crypt" and match.group("rounds") is not None:
+        rounds = int(match.group("rounds"))
+        if rounds < ROUNDS_MIN:
+            return (
+                f"is malformed: rounds={rounds} is below {ROUNDS_MIN}, which"
+                " SHA-crypt would raise it to, so no password matches"
+            )
+        if rounds > SHA_CRYPT_MAX_ROUNDS:
+            return (
+                f"costs too much to check: rounds={rounds} is above"
+                f" {SHA_CRYPT_MAX_ROUNDS:,} (recreate it with fewer rounds:"
+                " the default is 5000)"
+            )
+    return None
 
 
 def _randomChars(alphabet: bytes, n: int) -> bytes:
@@ -444,8 +541,9 @@ class HtpasswdFile:
 def parseHtpasswd(data: bytes, where: str = "htpasswd") -> dict[bytes, bytes]:
     """
     Parse C{user:hash} lines; blank lines and lines starting with C{#} are
-    skipped, unsupported hashes are reported (by user and line, never the
-    hash) and left out.
+    skipped; unsupported, malformed and too costly hashes (see
+    L{hashProblem}) are reported (by user and line, never the hash) and
+    left out, so that user cannot log in while the others can.
 
     @return: user names to hashes.
     """
@@ -464,13 +562,15 @@ def parseHtpasswd(data: bytes, where: str = "htpasswd") -> dict[bytes, bytes]:
                 number=number,
             )
             continue
-        if hashKind(hashed) is None:
+        problem = hashProblem(hashed)
+        if problem is not None:
             log.warn(
-                "htpasswd: {where} line {number}: the hash of user {user!r} is of an unsupported kind"
-                " (use bcrypt: htpasswd -B); that user cannot log in",
+                "htpasswd: {where} line {number}: the hash of user {user!r} {problem};"
+                " that user cannot log in",
                 where=where,
                 number=number,
                 user=user.decode("utf-8", "replace"),
+                problem=problem,
             )
             continue
         entries[user] = hashed
