@@ -271,6 +271,170 @@ class DomainSetTests(SynchronousTestCase):
         self.assertEqual(normaliseHost("2130706433"), "127.0.0.1")
 
 
+class DomainEntryTests(SynchronousTestCase):
+    """
+    L{DomainSet} refuses entries that no host could match, naming the
+    setting and the entry, and keeps every form it documents.
+    """
+
+    def refused(self, entry: str) -> str:
+        """
+        @return: the message of the error C{blocked_domains = [entry]}
+            stops the start with.
+        """
+        with self.assertRaises(ValueError) as e:
+            access.makeFilter({"blocked_domains": [entry]})
+        message = str(e.exception)
+        self.assertTrue(
+            message.startswith(f"blocked_domains: {entry!r} is not a domain name ("),
+            message,
+        )
+        self.assertNotIn("\n", message)
+        return message
+
+    def test_url(self) -> None:
+        """
+        A URL, or a host with a path, is refused with the host to write
+        instead (it used to be stored as written and match nothing).
+        """
+        self.assertIn(
+            "give the host alone, e.g. 127.0.0.1",
+            self.refused("http://127.0.0.1:18360/"),
+        )
+        # One colon: "//example.com/" used to be taken for a port.
+        self.assertIn(
+            "give the host alone, e.g. example.com",
+            self.refused("http://example.com/"),
+        )
+        self.assertIn(
+            "give the host alone, e.g. evil.example",
+            self.refused("evil.example/path"),
+        )
+        self.assertIn("e.g. ::1", self.refused("https://[::1]:8443/admin?x=1"))
+        self.assertTrue(self.refused("not a/host").endswith("(give the host alone)"))
+
+    def test_everything(self) -> None:
+        """
+        C{*} is refused rather than dropped: a wildcard may only start a
+        domain, and a proxy that blocks every host serves no purpose.
+        """
+        self.assertIn("*.example.com", self.refused("*"))
+        for entry in ["*.", ".", "*x.example", "*.*.example", "**.example"]:
+            self.refused(entry)
+
+    def test_notAHostName(self) -> None:
+        """
+        Spaces and characters no host name has, empty or overlong labels,
+        a port that is no number, a CIDR block and a name ending in a
+        number that is no IPv4 address are refused.
+        """
+        for entry in [
+            "not a domain!!",
+            "exa mple.com",
+            "a..example",
+            "||ads.example^",
+            "exa\u00a0mple.com",
+            "a" * 64 + ".example",
+            ".".join(["a" * 60] * 5),
+            "exa\u3000mple.com",
+            "a\x00b.example",
+            "example.com:http",
+            "[::1]x",
+        ]:
+            self.refused(entry)
+        self.assertIn("CIDR block", self.refused("10.0.0.0/8"))
+        self.assertIn("CIDR block", self.refused("fd00::/8"))
+        self.assertIn("ends in a number", self.refused("10.0.0.256"))
+        self.assertIn("ends in a number", self.refused("example.123"))
+
+    def test_documentedForms(self) -> None:
+        """
+        Host names (with C{_}, a trailing dot, a port, any case,
+        percent-encoding, a leading C{*.} or C{.}), Unicode names and IPv4
+        and IPv6 addresses in any form the resolver takes are accepted.
+        """
+        blocked = DomainSet(
+            [
+                "Example.COM.",
+                "*.wild.example",
+                ".dotted.example",
+                "_dmarc.mail.example",
+                "x-1.example:8080",
+                "ex%61mple.org",
+                "bücher.example",
+                "xn--fa-hia.de",
+                "localhost",
+                "10.9.8.7",
+                "0x7f.1",
+                "2130706433",
+                "[2001:DB8::1]:443",
+                "::ffff:192.0.2.1",
+                "a" * 63 + ".example",
+            ],
+            "blocked_domains",
+        )
+        self.assertEqual(
+            set(blocked._domains),
+            {
+                "example.com",
+                "wild.example",
+                "dotted.example",
+                "_dmarc.mail.example",
+                "x-1.example",
+                "example.org",
+                "xn--bcher-kva.example",
+                "xn--fa-hia.de",
+                "localhost",
+                "10.9.8.7",
+                "127.0.0.1",
+                "2001:db8::1",
+                "192.0.2.1",
+                "a" * 63 + ".example",
+            },
+        )
+
+    def test_file(self) -> None:
+        """
+        An impossible entry in a block list file is refused, naming the
+        file, the line and the entry; in the plain and in the hosts
+        format.
+        """
+        for line in ["http://ads.example/", "0.0.0.0 good.example ads.example/x"]:
+            path = self.mktemp()
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(f"# list\nfine.example\n{line}\n")
+            with self.assertRaises(ValueError) as e:
+                access.makeFilter({"blocked_domains_files": [path]})
+            self.assertIn(f"blocked_domains_files: {path} line 3: ", str(e.exception))
+            self.assertIn("is not a domain name (give the host alone", str(e.exception))
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("good.example\nexample.123\n")
+        with self.assertRaises(ValueError) as e:
+            DomainSet().loadFile(path)
+        self.assertIn(f"{path} line 2: 'example.123'", str(e.exception))
+
+    def test_otherUsers(self) -> None:
+        """
+        The other filters' domain lists built on L{DomainSet} refuse the
+        same entries; rewrite's C{hosts} (whose parsing passes no key name)
+        names the entry.
+        """
+        from proxyapp.filters import rewrite
+
+        with self.assertRaises(ValueError) as e:
+            rewrite.makeFilter(
+                {"search": "a", "replace": "b", "hosts": ["http://example.com/"]}
+            )
+        self.assertIn(
+            "'http://example.com/' is not a domain name (give the host alone,"
+            " e.g. example.com)",
+            str(e.exception),
+        )
+        with self.assertRaises(ValueError):
+            rewrite.makeFilter({"search": "a", "replace": "b", "hosts": ["*"]})
+
+
 class BlockFileTests(SynchronousTestCase):
     """
     L{DomainSet.loadFile} reads plain and hosts-format lists.

@@ -190,6 +190,27 @@ class HeadersFilterTests(SynchronousTestCase):
                 headers.makeFilter(config)
             self.assertIn(key, str(e.exception), config)
 
+    def test_hostsValidated(self) -> None:
+        """
+        A C{hosts} entry no host could match (a URL, C{*}) is refused,
+        naming the rule's key and the entry, instead of making the rule
+        apply nowhere.
+        """
+        for config, expected in [
+            (
+                {"hosts": ["http://example.com/"], "request_add": {"X-A": "1"}},
+                "headers: hosts: 'http://example.com/' is not a domain name"
+                " (give the host alone, e.g. example.com)",
+            ),
+            (
+                {"rule": [{"hosts": ["a.example", "*"], "request_add": {"X": "1"}}]},
+                "headers: rule 1: hosts: '*' is not a domain name",
+            ),
+        ]:
+            with self.assertRaises(ValueError) as e:
+                headers.makeFilter(config)
+            self.assertIn(expected, str(e.exception))
+
 
 class InMemoryTests(SynchronousTestCase):
     """

@@ -339,6 +339,19 @@ class PrivacyFilterTests(SynchronousTestCase):
                 privacy.makeFilter(config)
             self.assertIn(key, str(e.exception))
 
+    def test_stripCookiesForValidated(self) -> None:
+        """
+        A C{strip_cookies_for} entry no host could match is refused, naming
+        the key and the entry, instead of leaving the cookies in place.
+        """
+        for entry in ["https://tracker.example/", "*", "tracker example"]:
+            with self.assertRaises(ValueError) as e:
+                privacy.makeFilter({"strip_cookies_for": ["ok.example", entry]})
+            self.assertIn(
+                f"privacy: strip_cookies_for: {entry!r} is not a domain name",
+                str(e.exception),
+            )
+
 
 class InMemoryTests(SynchronousTestCase):
     """

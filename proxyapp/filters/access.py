@@ -10,9 +10,13 @@ IPv4 form.  With no
 C{allowed_clients}, loopback and the private ranges are allowed, so a proxy
 bound to a public address is never an open proxy by accident.
 
-Blocked domains match themselves and every subdomain.  Lookups walk the
+Blocked domains match themselves and every subdomain (C{*.example.com}
+and C{.example.com} mean the same as C{example.com}).  Lookups walk the
 host's label suffixes through a set, so they cost one probe per label
-whatever the list's size.
+whatever the list's size.  An entry that no host could match (a URL such
+as C{http://example.com/}, a path, C{*}, a CIDR block, characters no host
+name has) stops the start, naming the key, or the file and line, and the
+entry.
 
 Entries and request hosts are normalised the same way before they are
 compared: case, trailing dots, a port, percent-encoding, brackets around
@@ -31,7 +35,9 @@ Configuration (C{[access]})::
                                 # fnmatch patterns, CIDR blocks, addresses;
                                 # "*" allows everyone (logged at start);
                                 # default: loopback and private ranges
-    blocked_domains = ["example.com"]   # with all subdomains
+    blocked_domains = ["example.com"]   # with all subdomains; host names
+                                # (*.example.com and .example.com mean
+                                # the same), Unicode names, IP addresses
     blocked_domains_files = ["/etc/webproxy/blocklist.txt"]
                                 # one domain per line, or hosts format
                                 # ("0.0.0.0 ads.example"); "#" comments
@@ -43,10 +49,11 @@ any filter.)
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from fnmatch import fnmatchcase
-from typing import Any, Optional, Union
-from urllib.parse import unquote
+from typing import Any, Iterable, Optional, Union
+from urllib.parse import unquote, urlsplit
 
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -245,22 +252,124 @@ class ClientPolicy:
         return any(fnmatchcase(text, glob) for glob in self._globs)
 
 
+# A host name as entries and lookups store it: dot-separated labels of
+# letters, digits, "-" and "_" (common in real names, if not in RFC 952),
+# at most 63 characters each, the last one not all digits (a name ending in
+# a number is parsed as an IPv4 address by browsers and resolvers alike).
+_HOST_NAME = re.compile(r"(?:[a-z0-9_-]{1,63}\.)*(?=[0-9]*[a-z_-])[a-z0-9_-]{1,63}")
+
+
+def _entryForms(entry: str) -> Optional[list[str]]:
+    """
+    @return: the forms a domain set stores for C{entry} (see
+        L{_hostForms}; a leading C{*.} or C{.} is dropped), or C{None} if
+        one of them is neither a host name nor an IP address, so that no
+        request's host could equal it.
+    """
+    name = entry.strip()
+    if name.startswith("*."):
+        name = name[2:]
+    elif name.startswith("."):
+        name = name[1:]
+    # A port is dropped (the entry covers every port), but it must be
+    # one: "http://example.com/" would otherwise lose its "://example.com/"
+    # as a port and become the name "http".
+    port = None
+    if name.startswith("["):
+        host, bracket, rest = name[1:].partition("]")
+        if not bracket or not (rest == "" or rest.startswith(":")):
+            return None
+        if rest:
+            port = rest[1:]
+    elif name.count(":") == 1:
+        host, _, port = name.partition(":")
+    else:
+        host = name
+    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+        return None
+    forms = _hostForms(host)
+    for form in forms:
+        isName = len(form) <= 253 and _HOST_NAME.fullmatch(form) is not None
+        if not isName and not _isAddress(form):
+            return None
+    return forms
+
+
+def _notADomain(entry: str, where: Optional[str]) -> ValueError:
+    """
+    @return: the error for an entry no host can match, naming C{where} and
+        the entry, and what to write instead.
+    """
+    text = entry.strip()
+    if text == "*":
+        hint = (
+            "a wildcard may only start a domain, as in *.example.com, which"
+            " means the same as example.com"
+        )
+    elif "/" in text:
+        try:
+            ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            try:
+                host = urlsplit(text if "://" in text else "//" + text).hostname
+            except ValueError:
+                host = None
+            hint = "give the host alone"
+            if host and _entryForms(host):
+                hint += f", e.g. {host}"
+        else:
+            hint = "a CIDR block; give domain names or single addresses"
+    elif text.rstrip(".").rpartition(".")[2].isdigit():
+        hint = "it ends in a number but is no IPv4 address"
+    else:
+        hint = (
+            "expected a host name such as example.com or *.example.com, or an"
+            " IP address"
+        )
+    prefix = f"{where}: " if where else ""
+    return ValueError(f"{prefix}{entry!r} is not a domain name ({hint})")
+
+
 class DomainSet:
     """
-    A set of blocked domains matched with all their subdomains.
+    A set of domains, each matched with all its subdomains (the blocked
+    domains, and the C{hosts} lists of other filters).
+
+    Entries are host names (C{example.com}, with C{*.example.com} and
+    C{.example.com} meaning the same), Unicode names, and IPv4 or IPv6
+    addresses, all normalised as L{normaliseHost} describes.  An entry no
+    host could ever match (a URL, C{*}, spaces or other characters no host
+    name has) is refused when it is added.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, domains: Iterable[str] = (), where: Optional[str] = None
+    ) -> None:
+        """
+        @param domains: entries to L{add}.
+        @param where: names the setting they come from, in errors.
+        @raise ValueError: as L{add}.
+        """
         self._domains: set[str] = set()
+        for domain in domains:
+            self.add(domain, where)
 
     def __len__(self) -> int:
         return len(self._domains)
 
-    def add(self, domain: str) -> None:
-        for form in _hostForms(domain):
-            form = form.lstrip("*.")
-            if form:
-                self._domains.add(form)
+    def add(self, domain: str, where: Optional[str] = None) -> None:
+        """
+        Add one entry.
+
+        @param where: names the setting (or file and line) the entry comes
+            from, in errors.
+        @raise ValueError: naming C{where} and the entry, if no host could
+            match it.
+        """
+        forms = _entryForms(domain)
+        if forms is None:
+            raise _notADomain(domain, where)
+        self._domains.update(forms)
 
     def loadFile(self, path: str) -> int:
         """
@@ -269,7 +378,8 @@ class DomainSet:
         comment.
 
         @return: how many names were read.
-        @raise ValueError: naming the file if it cannot be read.
+        @raise ValueError: naming the file if it cannot be read, or the
+            file, the line and the entry if no host could match an entry.
         """
         try:
             with open(path, encoding="utf-8", errors="replace") as f:
@@ -279,7 +389,8 @@ class DomainSet:
         count = 0
         domains = self._domains
         add = domains.add
-        for line in text.splitlines():
+        plainName = _HOST_NAME.fullmatch
+        for number, line in enumerate(text.splitlines(), 1):
             hashAt = line.find("#")
             if hashAt != -1:
                 line = line[:hashAt]
@@ -297,15 +408,15 @@ class DomainSet:
                 if (
                     name.isascii()
                     and name[:1].isalpha()
-                    and "%" not in name
-                    and ":" not in name
+                    and len(name) <= 253
+                    and plainName(name)
                 ):
                     # The common case, kept cheap for lists of 100,000.
                     add(name)
                     count += 1
                 else:
                     before = len(domains)
-                    self.add(name)
+                    self.add(name, f"blocked_domains_files: {path} line {number}")
                     count += len(domains) > before
         return count
 
@@ -441,9 +552,7 @@ def makeFilter(config: dict[str, Any]) -> AccessFilter:
         log.warn(
             'allowed_clients contains "*": this proxy is open to every client that can reach it'
         )
-    blocked = DomainSet()
-    for domain in config.get("blocked_domains", []):
-        blocked.add(domain)
+    blocked = DomainSet(config.get("blocked_domains", []), "blocked_domains")
     for path in config.get("blocked_domains_files", []):
         blocked.loadFile(path)
     return AccessFilter(clients, blocked)

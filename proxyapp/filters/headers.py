@@ -22,11 +22,13 @@ one first); within a rule, removals run first, then C{set}, then C{add}::
                                             # domains and their subdomains
     request_set = {X-Example = "1"}
 
-A top-level C{hosts} limits the top-level rule the same way.  Names are
-matched case-insensitively and sent as written.  Fields the proxy manages
-itself (Content-Length, Transfer-Encoding, Host, Connection and the other
-hop-by-hop fields, Via) cannot be named.  CONNECT tunnels carry no
-headers the proxy could change.
+A top-level C{hosts} limits the top-level rule the same way.  C{hosts}
+entries are written as C{[access] blocked_domains} entries are (host names,
+C{*.example.com}, IP addresses); one no host could match, such as a URL or
+C{*}, stops the start.  Field names are matched case-insensitively and
+sent as written.  Fields the proxy manages itself (Content-Length,
+Transfer-Encoding, Host, Connection and the other hop-by-hop fields, Via)
+cannot be named.  CONNECT tunnels carry no headers the proxy could change.
 """
 
 from __future__ import annotations
@@ -236,9 +238,7 @@ def parseRule(table: dict[str, Any], where: str) -> Rule:
             raise ValueError(
                 f"{where}: hosts: expected a non-empty list of domain names, got {domains!r}"
             )
-        hosts = DomainSet()
-        for domain in domains:
-            hosts.add(domain)
+        hosts = DomainSet(domains, f"{where}: hosts")
     edits = []
     for side in ("request", "response"):
         edits.append(

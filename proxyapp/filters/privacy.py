@@ -24,7 +24,10 @@ Configuration (C{[filter.privacy]}), every key optional::
     strip_cookies_for = ["tracker.example"]
                                 # Cookie removed from requests to these
                                 # domains and their subdomains, and
-                                # Set-Cookie from their responses
+                                # Set-Cookie from their responses;
+                                # host names or addresses as in
+                                # [access] blocked_domains (a URL or
+                                # "*" stops the start)
 
 Field names in C{remove} and C{replace} are matched case-insensitively.
 Fields the proxy manages itself (framing, Host, hop-by-hop fields) cannot
@@ -368,9 +371,7 @@ def makeFilter(config: dict[str, Any]) -> PrivacyFilter:
         raise ValueError(
             f"privacy: strip_cookies_for: expected a list of domain names, got {domains!r}"
         )
-    stripCookiesFor = DomainSet()
-    for domain in domains:
-        stripCookiesFor.add(domain)
+    stripCookiesFor = DomainSet(domains, "privacy: strip_cookies_for")
     return PrivacyFilter(
         via, forwardedFor, forwarded, remove, replace, referer, stripCookiesFor
     )
