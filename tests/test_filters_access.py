@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from twisted.logger import Logger
+from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from proxyapp.filters import access
@@ -417,8 +417,7 @@ class DomainEntryTests(SynchronousTestCase):
     def test_otherUsers(self) -> None:
         """
         The other filters' domain lists built on L{DomainSet} refuse the
-        same entries; rewrite's C{hosts} (whose parsing passes no key name)
-        names the entry.
+        same entries; rewrite's C{hosts} names its key and the entry.
         """
         from proxyapp.filters import rewrite
 
@@ -427,8 +426,8 @@ class DomainEntryTests(SynchronousTestCase):
                 {"search": "a", "replace": "b", "hosts": ["http://example.com/"]}
             )
         self.assertIn(
-            "'http://example.com/' is not a domain name (give the host alone,"
-            " e.g. example.com)",
+            "rewrite: hosts: 'http://example.com/' is not a domain name (give the"
+            " host alone, e.g. example.com)",
             str(e.exception),
         )
         with self.assertRaises(ValueError):
@@ -581,6 +580,21 @@ class AccessFilterTests(SynchronousTestCase):
         self.assertTrue(
             any("open to every client" in e["log_format"] for e in self.events)
         )
+
+    def test_everyAddressWarns(self) -> None:
+        """
+        A CIDR block of every address (C{0.0.0.0/0}, C{::/0}) opens the proxy
+        as C{"*"} does, with the same warning, naming the pattern; a
+        private block does not warn.
+        """
+        access.makeFilter({"allowed_clients": ["10.0.0.0/8"]})
+        self.assertEqual(self.events, [])
+        for pattern in ("0.0.0.0/0", "::/0"):
+            access.makeFilter({"allowed_clients": ["10.0.0.0/8", pattern]})
+            [event] = self.events
+            self.assertIn("open to every client", formatEvent(event))
+            self.assertIn(repr(pattern), formatEvent(event))
+            del self.events[:]
 
     def test_config(self) -> None:
         """

@@ -330,6 +330,17 @@ def _notADomain(entry: str, where: Optional[str]) -> ValueError:
     return ValueError(f"{prefix}{entry!r} is not a domain name ({hint})")
 
 
+def _everyAddress(pattern: str) -> bool:
+    """
+    @return: whether C{pattern} is a CIDR block of every IPv4 or every IPv6
+        address (C{0.0.0.0/0}, C{::/0}).
+    """
+    try:
+        return ipaddress.ip_network(pattern, strict=False).prefixlen == 0
+    except ValueError:
+        return False
+
+
 class DomainSet:
     """
     A set of domains, each matched with all its subdomains (the blocked
@@ -548,10 +559,13 @@ def makeFilter(config: dict[str, Any]) -> AccessFilter:
             )
     patterns = config.get("allowed_clients", DEFAULT_ALLOWED)
     clients = ClientPolicy(patterns)
-    if clients.openToAll:
-        log.warn(
-            'allowed_clients contains "*": this proxy is open to every client that can reach it'
-        )
+    for pattern in patterns:
+        if pattern == "*" or _everyAddress(pattern):
+            log.warn(
+                "allowed_clients contains {pattern!r}: this proxy is open to every"
+                " client that can reach it",
+                pattern=pattern,
+            )
     blocked = DomainSet(config.get("blocked_domains", []), "blocked_domains")
     for path in config.get("blocked_domains_files", []):
         blocked.loadFile(path)

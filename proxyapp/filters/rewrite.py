@@ -803,10 +803,7 @@ def _mediaTypes(value: Any, where: str) -> list[str]:
 
 
 def _hosts(value: Any, where: str) -> DomainSet:
-    domains = DomainSet()
-    for domain in _strings(value, where, "domain names"):
-        domains.add(domain)
-    return domains
+    return DomainSet(_strings(value, where, "domain names"), where)
 
 
 def _maxMatch(value: Any, where: str) -> int:
