@@ -213,6 +213,7 @@ class UpstreamProtocol(Protocol):
     @ivar reused: whether this connection served an exchange before the
         current one (a dead reused connection allows a retry).
     @ivar received: whether any byte arrived during the current exchange.
+    @ivar pooled: whether the connection is in its pool's idle list.
     """
 
     # A connected TCP (or TLS) transport: ITCPTransport plus IConsumer and
@@ -223,6 +224,7 @@ class UpstreamProtocol(Protocol):
     reused = False
     received = False
     idleSince = 0.0
+    pooled = False
     closing = False
     bytesStreamed = 0
 
@@ -436,6 +438,7 @@ class ConnectionPool:
         oldest = self.reactor.seconds() - self.idleTimeout
         while idle:
             upstream = idle.pop()
+            upstream.pooled = False
             self._count -= 1
             if upstream.idleSince > oldest and not upstream.closing:
                 upstream.reused = True
@@ -480,8 +483,12 @@ class ConnectionPool:
     def release(self, upstream: UpstreamProtocol) -> None:
         """
         Keep a connection whose exchange completed cleanly, or close it if
-        the origin already has enough idle ones here.
+        the origin already has enough idle ones here.  Releasing one already
+        idle changes nothing (listed twice, it could be handed to two
+        clients at once).
         """
+        if upstream.pooled:
+            return
         upstream.client = None
         upstream.received = False
         idle = self._idle.get(upstream.key)
@@ -495,6 +502,7 @@ class ConnectionPool:
         if idle is None:
             idle = self._idle[upstream.key] = []
         upstream.idleSince = self.reactor.seconds()
+        upstream.pooled = True
         idle.append(upstream)
         self._count += 1
         if self._sweeper is None:
@@ -504,12 +512,14 @@ class ConnectionPool:
         """
         Forget a connection that closed while idle.
         """
-        idle = self._idle.get(upstream.key)
-        if idle and upstream in idle:
-            idle.remove(upstream)
-            self._count -= 1
-            if not idle:
-                del self._idle[upstream.key]
+        if not upstream.pooled:
+            return
+        upstream.pooled = False
+        idle = self._idle[upstream.key]
+        idle.remove(upstream)
+        self._count -= 1
+        if not idle:
+            del self._idle[upstream.key]
 
     def _sweep(self) -> None:
         self._sweeper = None
@@ -572,7 +582,9 @@ class ConnectionPool:
         Close the idle connection at C{index} of C{idle} and forget it.
         """
         self._count -= 1
-        _shut(idle.pop(index))
+        upstream = idle.pop(index)
+        upstream.pooled = False
+        _shut(upstream)
 
     def idleCount(self) -> int:
         """
@@ -589,6 +601,7 @@ class ConnectionPool:
         self._sweeper = None
         for idle in self._idle.values():
             for upstream in idle:
+                upstream.pooled = False
                 _shut(upstream)
         self._idle.clear()
         self._count = 0

@@ -929,6 +929,39 @@ class PersistenceTests(ProxyTestCase):
         self.assertFalse(transport.disconnecting)
         self.assertEqual(self.factory.pool.idleCount(), 1)
 
+    def test_releaseTwiceListsOnce(self) -> None:
+        """
+        Releasing a connection that is already idle changes nothing: it is
+        never listed twice, so two clients can never be handed the same
+        upstream connection.
+        """
+        wrapper, _ = self.forward(GET)
+        upstream = self.proxy.upstream
+        self.reply(wrapper, OK)
+        pool = self.factory.pool
+        pool.release(upstream)
+        self.assertEqual(pool.idleCount(), 1)
+        self.assertEqual(sum(map(len, pool._idle.values())), 1)
+        first, _ = self.connectClient()
+        second, _ = self.connectClient()
+        self.send(GET, first)
+        self.send(GET, second)
+        self.assertIs(first.upstream, upstream)
+        self.assertIsNot(second.upstream, upstream)
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+
+    def test_removeNotPooledIsNoop(self) -> None:
+        """
+        Forgetting a connection that is not idle (in use, or already taken
+        out) leaves the pool as it is.
+        """
+        wrapper, _ = self.forward(GET)
+        pool = self.factory.pool
+        pool.remove(self.proxy.upstream)
+        self.assertEqual((pool.idleCount(), pool._idle), (0, {}))
+        self.reply(wrapper, OK)
+        self.assertEqual(pool.idleCount(), 1)
+
     def test_idleUpstreamClosingIsDropped(self) -> None:
         """
         An idle upstream connection that the origin closes leaves the pool,
