@@ -14,6 +14,7 @@ import tracemalloc
 import zlib
 from typing import Any, Iterable, Optional
 
+from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -375,6 +376,26 @@ class SelectionTests(SynchronousTestCase):
             with self.assertRaises(ValueError) as e:
                 rewrite.makeFilter(config)
             self.assertIn(key, str(e.exception), config)
+
+    def test_exponentialRegexWarns(self) -> None:
+        """
+        A search pattern that repeats without bound a part that itself
+        repeats without bound (the shape that backtracks exponentially, and
+        Python's re cannot be interrupted) is accepted with a warning at
+        start naming it; patterns without that shape, or made safe with an
+        atomic group or a possessive repeat, are not warned about.
+        """
+        events: list[dict[str, Any]] = []
+        self.patch(rewrite, "log", Logger(observer=events.append))
+        for search in ("(a+)+$", "(\\w+\\s*)+x", "(?:a|b+)*c"):
+            rewrite.makeFilter({"search": search, "replace": "b", "regex": True})
+            [event] = events
+            self.assertIn("exponential time", formatEvent(event))
+            self.assertIn(repr(search), formatEvent(event))
+            del events[:]
+        for search in ("a+b+", "(ab)+", "(?>a+)+", "a++", "x(a|b)*y"):
+            rewrite.makeFilter({"search": search, "replace": "b", "regex": True})
+        self.assertEqual(events, [])
 
     def test_regexTooLargeToCompile(self) -> None:
         """

@@ -44,7 +44,11 @@ search string's length, a regex rule at most C{max_match} characters
 (plus as much already-sent text as context for lookbehind and C{\\b}).  A
 regex match is accepted once C{max_match} characters from its start are
 known, so matches up to C{max_match} long are found exactly as in the
-whole body; longer ones may be cut short at a chunk boundary.
+whole body; longer ones may be cut short at a chunk boundary.  Matching
+runs in the reactor thread and Python's C{re} cannot be interrupted, so a
+pattern that backtracks exponentially on some text stalls every
+connection while it runs: the start warns about the usual shape of such
+patterns, a repeat of a repeat such as C{(a+)+} (see L{_nestedRepeat}).
 
 Only charsets in which that holds are rewritten: text encodings that are
 ASCII-compatible (ASCII bytes decode to the same characters and encode
@@ -818,6 +822,48 @@ def _maxMatch(value: Any, where: str) -> int:
     return value
 
 
+def _nestedRepeat(search: str) -> bool:
+    """
+    @return: whether the regular expression C{search} repeats without
+        bound a part that itself holds a repeat without bound (star height
+        above one, outside atomic groups and possessive repeats): the shape
+        of the patterns that backtrack exponentially.  A heuristic: it reads
+        the parse tree of C{re}'s private parser and answers C{False} where
+        that is unavailable.
+    """
+    try:
+        from re import _constants as constants, _parser as parser  # type: ignore[attr-defined]
+
+        tree = parser.parse(search)
+    except Exception:
+        return False
+    repeats = (constants.MAX_REPEAT, constants.MIN_REPEAT)
+    atomic = getattr(constants, "ATOMIC_GROUP", None)
+
+    def walk(items: Any, inside: bool) -> bool:
+        for op, value in items:
+            if op in repeats:
+                _, high, body = value
+                unbounded = high == constants.MAXREPEAT
+                if unbounded and inside:
+                    return True
+                if walk(body, inside or unbounded):
+                    return True
+            elif op is not atomic:
+                for part in value if isinstance(value, (tuple, list)) else ():
+                    if isinstance(part, parser.SubPattern) and walk(part, inside):
+                        return True
+                    if isinstance(part, list):
+                        for branch in part:
+                            if isinstance(branch, parser.SubPattern) and walk(
+                                branch, inside
+                            ):
+                                return True
+        return False
+
+    return walk(tree, False)
+
+
 def parseRule(
     table: dict[str, Any],
     where: str,
@@ -866,6 +912,17 @@ def parseRule(
         if pattern.fullmatch(""):
             raise ValueError(
                 f"{where}: search: the regular expression matches the empty string"
+            )
+        if _nestedRepeat(search):
+            # Python's re cannot be interrupted: a pattern that backtracks
+            # exponentially blocks the whole proxy while it runs.
+            log.warn(
+                "{where}: search: {search!r} repeats a part that itself repeats"
+                " without bound (as (a+)+ does), which can take exponential time"
+                " on some bodies and stalls every connection meanwhile; an atomic"
+                " group (?>...) or a possessive repeat (a++) avoids that",
+                where=where,
+                search=search,
             )
         try:
             pattern.sub(replace, "")
