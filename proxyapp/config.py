@@ -337,7 +337,7 @@ KEYS = [
         _POSITIVE,
         "header-timeout",
         float,
-        "Seconds a client has to send a request head (else the connection is closed).",
+        "Seconds a client has to send a request head (else 408 and closed).",
     ),
     Key(
         "timeouts",

@@ -1938,10 +1938,13 @@ class ProxyProtocol(Protocol):
             self.requestDone = True
         self._finishExchange()
 
-    def _clientError(self, status: int, reason: str) -> None:
+    def _clientError(
+        self, status: int, reason: str, what: str = "Malformed request"
+    ) -> None:
         """
-        The client sent something malformed: answer, then close, because we
-        can no longer tell where its next request would start.
+        The client sent something malformed (or too slowly: C{what} says
+        which): answer, then close, because we can no longer tell where its
+        next request would start.
         """
         if self._closed:
             # Already answered and closing; this is about bytes after it.
@@ -1968,7 +1971,7 @@ class ProxyProtocol(Protocol):
         else:
             target = self.request.url()
         self._respond(
-            errorResponse(status, f"Malformed request: {reason}.", target), close=True
+            errorResponse(status, f"{what}: {reason}.", target), close=True
         )
 
     # -- end of an exchange ----------------------------------------------------
@@ -2324,12 +2327,21 @@ class ProxyProtocol(Protocol):
             )
             return
         if kind == _HEAD:
+            timeout = self.settings.headerTimeout
             log.info(
                 "{client}:{port} closed: request head not received within {timeout:g} s",
                 client=self.clientHost,
                 port=self.clientPort,
-                timeout=self.settings.headerTimeout,
+                timeout=timeout,
             )
+            if self.request is None and self.parser.headStarted():
+                # Part of a head came: answer it (and log it) as nginx and
+                # Apache do; a connection that sent nothing is just closed.
+                return self._clientError(
+                    408,
+                    f"the request head did not arrive within {timeout:g} seconds",
+                    "Request timeout",
+                )
         self._close()
 
     # -- stalled transfers -------------------------------------------------------

@@ -2124,6 +2124,25 @@ class TimeoutTests(ProxyTestCase):
         self.reactor.advance(0.1)
         self.assertTrue(self.client.disconnecting)
 
+    def test_headerTimeoutAnswered408(self) -> None:
+        """
+        A connection that sent part of a head when the header timeout runs
+        out gets a 408 saying so, and the exchange is logged; one that sent
+        nothing gets no answer (there was no request).
+        """
+        self.start(headerTimeout=5)
+        log = RecordingLog()
+        self.factory.accessLog = log
+        silent = self.connectClient()[1]
+        self.send(b"GET http://example.com/ HTTP/1.1\r\nHo")
+        self.reactor.advance(5)
+        status, _, body = splitResponse(self.client.value())
+        self.assertEqual(status, 408)
+        self.assertIn(b"did not arrive within 5 seconds", body)
+        self.assertEqual([r.status for r in log.records], [408])
+        self.assertEqual(silent.value(), b"")
+        self.assertTrue(silent.disconnecting)
+
     def test_silentConnectionsClosed(self) -> None:
         """
         Connections that never send anything are closed after
