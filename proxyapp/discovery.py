@@ -147,7 +147,10 @@ def buildFilter(
         built = factory.makeFilter(table)
     except (ValueError, TypeError, KeyError) as e:
         message = str(e)
-        # Factories name the key first ("key: what was expected").
+        # Factories name the key first ("key: what was expected"), some
+        # after their own name, which the section already gives.
+        if message.startswith(name + ": "):
+            message = message[len(name) + 2 :]
         section = (sections or {}).get(message.split(":", 1)[0])
         raise FilterError(f"[{section or 'filter.' + name}] {message}")
     except Exception as e:

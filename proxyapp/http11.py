@@ -736,6 +736,14 @@ class RequestParser(_Parser):
         """
         return self._state == _HEAD and self._offset < len(self._buffer)
 
+    def holdsNextRequest(self) -> bool:
+        """
+        @return: whether bytes of another request are buffered (not just
+            empty lines, which RFC 9112 section 2.2 lets precede a request
+            line and some clients send after a body).
+        """
+        return bool(self._buffer[self._offset :].strip(b"\r\n"))
+
     def wholeRequest(self, data: bytes) -> Optional[RequestHead]:
         """
         Take C{data}, just received, as one whole request if it is exactly

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections import deque
+from collections import Counter, deque
 from typing import Any, Callable, Optional
 
 from twisted.internet import error as ierror
@@ -251,7 +251,7 @@ class UpstreamProtocol(Protocol):
         self.peer = _peerOf(self)
         self.local = local = _addressOf(self.transport.getHost())
         if local is not None:
-            pool.ownEnds.add(local)
+            pool.ownEnds[local] += 1
 
     def dataReceived(self, data: bytes) -> None:
         client = self.client
@@ -364,7 +364,15 @@ class UpstreamProtocol(Protocol):
             self._abortTimer = None
         pool = self.pool
         pool.stats.upstreamConnections -= 1
-        pool.ownEnds.discard(self.local)
+        local = self.local
+        if local is not None:
+            self.local = None
+            ends = pool.ownEnds
+            left = ends.get(local, 0) - 1
+            if left > 0:
+                ends[local] = left
+            else:
+                ends.pop(local, None)
         client = self.client
         if client is None:
             self.pool.remove(self)
@@ -404,8 +412,9 @@ class ConnectionPool:
         no search for the oldest on the per-request path).
     @ivar idleTimeout: seconds an idle connection is kept.
     @ivar ownEnds: the local C{(host, port)} of every upstream connection
-        open now (L{_addressOf}'s form): a client connecting from one of
-        them is this proxy connected to itself.
+        open now (L{_addressOf}'s form), with how many use it (connections
+        to different destinations may share one): a client connecting from
+        one of them is this proxy connected to itself.
     """
 
     def __init__(
@@ -424,7 +433,7 @@ class ConnectionPool:
         self.idleTimeout = settings.poolIdleTimeout
         self._idle: dict[tuple[str, str, int], list[UpstreamProtocol]] = {}
         self._count = 0
-        self.ownEnds: set[Optional[tuple[str, int]]] = set()
+        self.ownEnds: Counter[tuple[str, int]] = Counter()
         self._sweeper: Any = None
 
     def take(self, key: tuple[str, str, int]) -> Optional[UpstreamProtocol]:
@@ -831,11 +840,6 @@ class ProxyProtocol(Protocol):
         self.localHost = getattr(local, "host", "")
         self.localPort = getattr(local, "port", None)
         factory = self.factory
-        if factory.pool.ownEnds and _addressOf(peer) in factory.pool.ownEnds:
-            # This proxy connected to itself (a CONNECT or a request to
-            # one of its own addresses under another name): whatever this
-            # connection asks for would go round again.
-            self.looped = True
         factory.connections.add(self)
         factory.stats.clientConnections += 1
         # No timer of our own yet: the factory watches the head deadline of
@@ -967,7 +971,7 @@ class ProxyProtocol(Protocol):
         if not self.requestDone:
             self.closeAfter = True
             self._dispatch()
-        elif not parser.buffered():
+        elif not parser.holdsNextRequest():
             self.closeAfter = True
 
     def writeConnectionLost(self) -> None:
@@ -1970,9 +1974,7 @@ class ProxyProtocol(Protocol):
             target = ""
         else:
             target = self.request.url()
-        self._respond(
-            errorResponse(status, f"{what}: {reason}.", target), close=True
-        )
+        self._respond(errorResponse(status, f"{what}: {reason}.", target), close=True)
 
     # -- end of an exchange ----------------------------------------------------
 
@@ -2253,18 +2255,20 @@ class ProxyProtocol(Protocol):
                     return True
         return False
 
-    looped = False
-
     def _isSelf(self, request: RequestHead) -> bool:
         """
         @return: whether the target is this proxy's own listening address,
             by its name, or because this connection comes from the proxy
-            itself (L{ConnectionPool.ownEnds}) and asks for the same port
-            again.
+            itself (L{ConnectionPool.ownEnds}: a CONNECT, or a request to
+            one of its addresses under another name) and asks for the same
+            port again.
         """
         if request.port != self.localPort:
             return False
-        if self.looped:
+        # Checked now, not when this connection was accepted: on loopback
+        # the proxy accepts its own connection before the connecting side
+        # hears that it is connected (and adds it to ownEnds).
+        if _addressOf(self.transport.getPeer()) in self.factory.pool.ownEnds:
             return True
         host = request.host
         localHost = self.localHost

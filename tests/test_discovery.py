@@ -605,6 +605,28 @@ class ChainSettingsTests(SynchronousTestCase):
         )
         self.assertTrue(str(error).startswith("[auth] htpasswd: "), str(error))
 
+    def test_authSettingsNamedOnce(self) -> None:
+        """
+        An C{[auth]} value the auth filter refuses is reported under
+        C{[auth]}, and a C{[filter.auth]} one under C{[filter.auth]}, each
+        naming the key once (the filter's own messages start with its name).
+        """
+        path = os.path.join(tempfile.mkdtemp(), "htpasswd")
+        with open(path, "w") as f:
+            f.write("# nobody yet\n")
+        error = self.assertRaises(
+            ConfigError,
+            buildChainFilters,
+            Settings(htpasswd=path, authRealm='a"b', configFile="w.toml"),
+        )
+        self.assertTrue(str(error).startswith("w.toml: [auth] realm: "), str(error))
+        error = self.assertRaises(
+            ConfigError,
+            buildChainFilters,
+            Settings(htpasswd=path, filterTables={"auth": {"max_delay": "x"}}),
+        )
+        self.assertTrue(str(error).startswith("[filter.auth] max_delay: "), str(error))
+
     def test_authEnabledWithoutPasswordFile(self) -> None:
         """
         Enabling C{auth} by name without a password file says what is

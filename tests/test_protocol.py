@@ -1117,6 +1117,18 @@ class ClosingTests(ProxyTestCase):
         self.assertEqual(self.client.value().count(b"HTTP/1.1 200 OK"), 2)
         self.assertTrue(self.client.disconnecting)
 
+    def test_halfCloseAfterTrailingEmptyLine(self) -> None:
+        """
+        An empty line after the request (which some clients send after a
+        body) is no request: a client half-closing after it has its
+        connection closed once the response is sent.
+        """
+        upstream, _ = self.forward(GET + b"\r\n")
+        self.proxy.readConnectionLost()
+        self.reply(upstream, OK)
+        self.assertEqual(self.client.value().count(b"HTTP/1.1 200 OK"), 1)
+        self.assertTrue(self.client.disconnecting)
+
     def test_halfCloseAfterPipelinedPartialHead(self) -> None:
         """
         Part of a head pipelined behind the request in progress when the
@@ -1540,9 +1552,17 @@ class ConnectLoopTests(ProxyTestCase):
         A client connection that comes from one of the proxy's own
         upstream connections (the proxy connected to itself, here by an
         IPv4-mapped IPv6 address) asking for the proxy's port again is
-        answered 508 without connecting: loops do not nest.
+        answered 508 without connecting: loops do not nest.  The proxy
+        accepts that connection before its connecting side is told it is
+        connected, as on loopback, so the check is made at the request.
         """
         self.send(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+        proxy = self.factory.buildProtocol(PROXY_ADDRESS)
+        client = Transport(
+            hostAddress=PROXY_ADDRESS,
+            peerAddress=IPv4Address("TCP", "127.0.0.1", 50000),
+        )
+        proxy.makeConnection(client)
         factory = self.reactor.tcpClients[-1][2]
         upstream = factory.buildProtocol(None)
         upstream.makeConnection(
@@ -1551,12 +1571,6 @@ class ConnectLoopTests(ProxyTestCase):
                 peerAddress=ORIGIN_ADDRESS,
             )
         )
-        proxy = self.factory.buildProtocol(PROXY_ADDRESS)
-        client = Transport(
-            hostAddress=PROXY_ADDRESS,
-            peerAddress=IPv4Address("TCP", "127.0.0.1", 50000),
-        )
-        proxy.makeConnection(client)
         connects = len(self.reactor.tcpClients)
         self.send(
             b"CONNECT 2130706433:8080 HTTP/1.1\r\nHost: 2130706433:8080\r\n\r\n",
@@ -1568,19 +1582,29 @@ class ConnectLoopTests(ProxyTestCase):
 
     def test_ownUpstreamClosedForgotten(self) -> None:
         """
-        Once the proxy's upstream connection from an address is closed, a
+        Once the proxy's upstream connections from an address are closed, a
         client connecting from that address (a port reused) is not taken
-        for the proxy itself.
+        for the proxy itself; while one of two sharing it (to different
+        destinations) is open, the address is still the proxy's.
         """
-        upstream, transport = self.forward(
-            b"GET http://example.com/a HTTP/1.1\r\nHost: example.com\r\n\r\n"
-        )
-        self.assertIn(
-            (transport.getHost().host, transport.getHost().port),
-            self.factory.pool.ownEnds,
-        )
-        self.closeUpstream(upstream)
-        self.assertEqual(self.factory.pool.ownEnds, set())
+        ends = self.factory.pool.ownEnds
+        local = IPv4Address("TCP", "127.0.0.1", 50001)
+        upstreams = []
+        for host in (b"a.example", b"b.example"):
+            proxy, _ = self.connectClient()
+            self.send(
+                b"GET http://%s/ HTTP/1.1\r\nHost: %s\r\n\r\n" % (host, host), proxy
+            )
+            upstream = self.reactor.tcpClients[-1][2].buildProtocol(None)
+            upstream.makeConnection(
+                Transport(hostAddress=local, peerAddress=ORIGIN_ADDRESS)
+            )
+            upstreams.append(upstream)
+        self.assertEqual(ends, {("127.0.0.1", 50001): 2})
+        self.closeUpstream(upstreams[0])
+        self.assertEqual(ends, {("127.0.0.1", 50001): 1})
+        self.closeUpstream(upstreams[1])
+        self.assertEqual(ends, {})
 
 
 class ErrorTests(ProxyTestCase):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import sys
 
-from .support import REPO_ROOT, freePort
+from .support import REPO_ROOT, Conn, freePort
 
 
 def proxyVersion() -> str:
@@ -74,6 +74,27 @@ def test_connectToSelfByOtherNamesIsLoop(makeProxy) -> None:
     conn.close()
     assert status.status == 200, status
     assert b'"upstream_connections": 0' in status.body, status.body
+
+
+def test_connectLoopsDoNotNest(makeProxy) -> None:
+    """
+    A proxy listening on every address, with CONNECT allowed to its own
+    port, tunnels once into itself through another of its addresses (the
+    first hop cannot tell 127.0.0.2 is its own); inside that tunnel, a
+    CONNECT back to it is a loop: 508, so tunnels into itself never nest.
+    """
+    port = freePort()
+    makeProxy("--interface", "0.0.0.0", "--connect-port", str(port), port=port)
+    conn = Conn.open(port, timeout=5)
+    try:
+        first = b"127.0.0.2:%d" % port
+        conn.send(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (first, first))
+        assert conn.readResponse(b"CONNECT", timeout=5).status == 200
+        again = b"127.0.0.1:%d" % port
+        conn.send(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (again, again))
+        assert conn.readResponse(b"CONNECT", timeout=5).status == 508
+    finally:
+        conn.close()
 
 
 def test_ownViaTokenIsLoop(proxy, origin) -> None:
