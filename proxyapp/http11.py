@@ -129,7 +129,6 @@ _DONE = 7
 _SWITCHED = 8
 
 _TOKEN_CHARS = TOKEN_CHARS
-_TOKEN_BYTES = frozenset(TOKEN_CHARS)
 
 # Control characters that may never appear in a head (everything below
 # 0x20 but HTAB, CR and LF, plus DEL).  CR and LF are only allowed as CRLF
@@ -987,7 +986,7 @@ class RequestParser(_Parser):
                     partial = partial[:-1]
                 if _badHeadBytes(partial):
                     raise _badBytes()
-                if partial and partial[0] not in _TOKEN_BYTES:
+                if partial and not _isToken(partial[:1]):
                     raise ClientProtocolError(400, "invalid method")
         else:
             if available - (lineEnd - offset) - 2 > self.maxHeaderBytes + 2:

@@ -205,10 +205,13 @@ def loadSettings(options: Options) -> Settings:
         try:
             checkEndpoint(listenDescriptions(settings)[0], "")
         except ConfigError:
-            message = f"{settings.interface!r} is not an address to listen on"
+            message = (
+                f"{whereSet(options, 'interface')}: {settings.interface!r}"
+                " is not an address to listen on"
+            )
             if options["interface"] is not None:
-                raise usage.UsageError(f"--interface: {message}")
-            raise ConfigError(f"{path}: [server] interface: {message}")
+                raise usage.UsageError(message)
+            raise ConfigError(message)
     return settings
 
 
