@@ -163,6 +163,16 @@ def unsent(transport: Any) -> int:
         return 0
 
 
+def halfCloses(transport: Any) -> bool:
+    """
+    @return: whether C{transport} is a plain socket connection (TCP or
+        UNIX) whose C{loseWriteConnection} shuts down just the sending
+        side.  A TLS transport hands that call to the socket beneath it,
+        behind the TLS layer's back, so it does not count.
+    """
+    return isinstance(transport, tcp.Connection)
+
+
 def supported() -> bool:
     """
     @return: whether this Twisted's TCP transport classes have the methods

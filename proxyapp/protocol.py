@@ -80,7 +80,7 @@ from zope.interface import implementer
 from proxyapp import status as statuspage
 from proxyapp.chain import TransformFailed
 from proxyapp.config import Settings
-from proxyapp.fastio import accelerate, unsent
+from proxyapp.fastio import accelerate, halfCloses, unsent
 from proxyapp.splice import SpliceRelay
 from proxyapp.http11 import (
     CHUNKED,
@@ -137,6 +137,18 @@ _HEAD = 2
 _UPSTREAM = 3
 _TRANSFER = 4
 _CLOSING = 5
+_LINGER = 6
+
+# Closing after an answer the client may still be sending to (an error, an
+# early answer to a request whose body is still coming) is lingering: the
+# sending side is shut down, and what the client still sends is read and
+# dropped until it closes too, or sends nothing for LINGER_IDLE seconds, or
+# LINGER_TIME seconds have passed (nginx's lingering_timeout and
+# lingering_time).  Closing with unread bytes would make the kernel reset the
+# connection, and a client still sending would see the reset, not the answer
+# (RFC 9112 section 9.6).
+LINGER_IDLE = 5.0
+LINGER_TIME = 30.0
 
 EndpointFactory = Callable[[str, int], IStreamClientEndpoint]
 
@@ -796,6 +808,10 @@ class ProxyProtocol(Protocol):
     _dispatching = False
     _relay: Optional[SpliceRelay] = None
     _closed = False
+    # Close by lingering (see LINGER_TIME); _lingerUntil is when it stops.
+    _linger = False
+    _lingerUntil = 0.0
+    _lingerBytes = 0
     _chain: Any = None
     # The response going out has no length or chunks: its end is the
     # connection's close (the connection ends with it, so never reset).
@@ -947,6 +963,11 @@ class ProxyProtocol(Protocol):
 
     def readConnectionLost(self) -> None:
         self.readClosed = True
+        if self._linger and self._closed:
+            # Answered and lingering: the client is done sending too.
+            self._linger = False
+            self._close()
+            return
         if self.tunnel:
             upstream = self.upstream
             if upstream is not None:
@@ -1942,14 +1963,15 @@ class ProxyProtocol(Protocol):
             self.requestDone = True
         self._finishExchange()
 
-    def _clientError(
-        self, status: int, reason: str, what: str = "Malformed request"
-    ) -> None:
+    def _clientError(self, status: int, reason: str, what: str = "") -> None:
         """
-        The client sent something malformed (or too slowly: C{what} says
-        which): answer, then close, because we can no longer tell where its
-        next request would start.
+        The client sent something malformed, too large or too slowly
+        (C{what} says which; by default, what C{status} says): answer, then
+        close, because we can no longer tell where its next request would
+        start.
         """
+        if not what:
+            what = _CLIENT_ERRORS.get(status, "Malformed request")
         if self._closed:
             # Already answered and closing; this is about bytes after it.
             return
@@ -1964,6 +1986,8 @@ class ProxyProtocol(Protocol):
             self._cutShort()
             return
         self.closeAfter = True
+        # More of whatever it was may still be on its way.
+        self._linger = True
         self.requestDone = True
         self.responseStarted = False
         if self.request is None:
@@ -1985,8 +2009,9 @@ class ProxyProtocol(Protocol):
         if not self.requestDone:
             # The response went out first (an early answer); the rest of
             # the request body is still arriving and is discarded as it
-            # comes, then the connection closes.
+            # comes while the connection closes.
             self.closeAfter = True
+            self._linger = True
         self._logExchange()
         self.request = None
         self.responseStarted = False
@@ -2035,14 +2060,44 @@ class ProxyProtocol(Protocol):
         client that stops reading would keep it open forever: once nothing
         has moved for C{readTimeout} seconds it is reset instead (and so is
         a tunnel's upstream that stopped reading).
+
+        If the client may still be sending (C{_linger}), only the sending
+        side is shut down first; see L{LINGER_TIME}.
         """
         self._closed = True
         transport = self.transport
         if transport.producer is not None:
             transport.unregisterProducer()
+        if self._linger and not self.readClosed and halfCloses(transport):
+            transport.loseWriteConnection()
+            gate = self.gate
+            if gate.reasons:  # type: ignore[union-attr]
+                # Read on, whatever held reading back: bytes are dropped now.
+                gate.reasons = 0  # type: ignore[union-attr]
+                transport.resumeProducing()
+            self._lingerUntil = self.reactor.seconds() + LINGER_TIME
+            self._lingerBytes = self.bytesIn
+            self._setDeadline(_LINGER, LINGER_IDLE)
+            return
+        self._linger = False
         transport.loseConnection()
         if not transport.disconnected:
             self._watchTransfer(_CLOSING)
+
+    def _lingered(self) -> None:
+        """
+        The linger deadline passed: wait on while the client still sends
+        (up to L{LINGER_TIME} in all), else close.
+        """
+        now = self.reactor.seconds()
+        left = self._lingerUntil - now
+        if self.bytesIn != self._lingerBytes and left > 0:
+            self._lingerBytes = self.bytesIn
+            self._setDeadline(_LINGER, min(LINGER_IDLE, left))
+            return
+        self._deadlineKind = _NO_DEADLINE
+        self._linger = False
+        self._close()
 
     def _logExchange(
         self, incomplete: bool = False, reason: Optional[str] = None
@@ -2311,6 +2366,9 @@ class ProxyProtocol(Protocol):
         if kind == _TRANSFER or kind == _CLOSING:
             self._checkTransfer()
             return
+        if kind == _LINGER:
+            self._lingered()
+            return
         self._deadlineKind = _NO_DEADLINE
         if kind == _UPSTREAM:
             request = self.request
@@ -2324,7 +2382,7 @@ class ProxyProtocol(Protocol):
             self._respond(
                 errorResponse(
                     504,
-                    f"The upstream server did not answer within {self.settings.upstreamTimeout:g} seconds.",
+                    f"The upstream server did not answer within {_seconds(self.settings.upstreamTimeout)}.",
                     request.url() if request else "",
                 ),
                 close=True,
@@ -2343,8 +2401,7 @@ class ProxyProtocol(Protocol):
                 # Apache do; a connection that sent nothing is just closed.
                 return self._clientError(
                     408,
-                    f"the request head did not arrive within {timeout:g} seconds",
-                    "Request timeout",
+                    f"the request head did not arrive within {_seconds(timeout)}",
                 )
         self._close()
 
@@ -2483,9 +2540,17 @@ class ProxyProtocol(Protocol):
         if self.busy():
             self.closeAfter = True
             self.keepAlive = False
-        else:
+        elif not self._closed:
             self._close()
 
+
+# How _clientError introduces a client error of each status, other than 400.
+_CLIENT_ERRORS = {
+    408: "Request timeout",
+    413: "Request too large",
+    414: "Request too large",
+    431: "Request too large",
+}
 
 _REQUEST_LINE_TARGET = re.compile(rb"[\x21-\x7e\x80-\xff]+")
 """
@@ -2575,3 +2640,10 @@ __all__ = [
     "ConnectionPool",
     "PRODUCT",
 ]
+
+
+def _seconds(duration: float) -> str:
+    """
+    @return: C{duration} for a message: C{"1 second"}, C{"2.5 seconds"}.
+    """
+    return f"{duration:g} second{'' if duration == 1 else 's'}"

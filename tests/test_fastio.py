@@ -285,6 +285,19 @@ class RealSocketTests(unittest.TestCase):
         connecting.addCallback(received)
         return connecting
 
+    def test_halfCloses(self) -> None:
+        """
+        L{fastio.halfCloses} is true for plain TCP (and UNIX) connections,
+        fast or not, and false for TLS transports and test doubles.
+        """
+        from twisted.internet.testing import StringTransport
+        from twisted.protocols.tls import TLSMemoryBIOProtocol
+
+        for kind in (tcp.Server, fastio.FastServer, fastio.FastClient):
+            self.assertTrue(fastio.halfCloses(object.__new__(kind)), kind)
+        for transport in (object.__new__(TLSMemoryBIOProtocol), StringTransport()):
+            self.assertFalse(fastio.halfCloses(transport), transport)
+
     def test_unsentOfOtherTransports(self) -> None:
         """
         L{fastio.unsent} is 0 for transports that do not say what they

@@ -42,7 +42,10 @@ from proxyapp.config import PortSet, Settings
 from proxyapp.http11 import RequestParser, ResponseParser
 from proxyapp.interfaces import IBodyFilter, IRequestFilter, IResponseFilter
 from proxyapp.message import Headers, RequestHead, ResponseHead, errorResponse
+from proxyapp import protocol
 from proxyapp.protocol import (
+    LINGER_IDLE,
+    LINGER_TIME,
     ProxyFactory,
     ProxyProtocol,
     UpstreamProtocol,
@@ -1190,6 +1193,133 @@ class ClosingTests(ProxyTestCase):
         self.assertTrue(transport.disconnecting)
 
 
+_BIG_PUT = (
+    b"PUT http://example.com/ HTTP/1.1\r\nHost: example.com\r\n"
+    b"Content-Length: 1000\r\n\r\n"
+)
+
+
+class LingerTests(ProxyTestCase):
+    """
+    Closing after an answer the client may still be sending to, on a
+    connection that can half-close: the sending side is shut down first
+    and what the client still sends is read and dropped (RFC 9112 section
+    9.6), so that closing with unread bytes does not reset the connection
+    under the answer.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.patch(protocol, "halfCloses", lambda transport: True)
+
+    def test_refusedBodyDropped(self) -> None:
+        """
+        A body over the limit gets its 413; the proxy then shuts down only
+        its sending side, drops the body still coming, and closes once the
+        client has closed too.
+        """
+        self.start(maxBodyBytes=100)
+        self.send(_BIG_PUT + b"x" * 300)
+        answered = self.client.value()
+        status, _, body = splitResponse(answered)
+        self.assertEqual(status, 413)
+        self.assertIn(b"larger than the limit of 100 bytes", body)
+        self.assertTrue(self.client.writeClosed)
+        self.assertFalse(self.client.disconnecting)
+        self.send(b"x" * 700 + GET)
+        self.assertEqual(self.client.value(), answered)
+        self.assertEqual(self.reactor.tcpClients, [])
+        self.proxy.readConnectionLost()
+        self.assertTrue(self.client.disconnecting)
+
+    def test_malformedRequestLingers(self) -> None:
+        """
+        A client error (400) lingers too: more of whatever the client sent
+        may be on its way.
+        """
+        self.send(b"GET http://example.com/ HTTP/1.1\r\nBad : x\r\n\r\n")
+        self.assertEqual(splitResponse(self.client.value())[0], 400)
+        self.assertTrue(self.client.writeClosed)
+        self.assertFalse(self.client.disconnecting)
+
+    def test_earlyAnswerLingers(self) -> None:
+        """
+        An upstream's answer that comes before the request body is all
+        sent is relayed, then the connection lingers for the rest.
+        """
+        upstream, _ = self.forward(_BIG_PUT + b"x" * 10)
+        self.reply(upstream, b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(splitResponse(self.client.value())[0], 403)
+        self.assertTrue(self.client.writeClosed)
+        self.assertFalse(self.client.disconnecting)
+        self.send(b"x" * 990)
+        self.proxy.readConnectionLost()
+        self.assertTrue(self.client.disconnecting)
+
+    def test_silentClientClosedAfterIdleTime(self) -> None:
+        """
+        A client that sends nothing for L{LINGER_IDLE} seconds while the
+        proxy lingers is closed.
+        """
+        self.start(maxBodyBytes=100)
+        self.send(_BIG_PUT)
+        self.reactor.advance(LINGER_IDLE - 0.5)
+        self.assertFalse(self.client.disconnecting)
+        self.reactor.advance(0.5)
+        self.assertTrue(self.client.disconnecting)
+
+    def test_lingerEndsInTime(self) -> None:
+        """
+        A client that keeps sending is closed L{LINGER_TIME} seconds after
+        the answer, however much it still sends.
+        """
+        self.start(maxBodyBytes=100)
+        self.send(_BIG_PUT)
+        closedAt = None
+        for second in range(1, 2 * int(LINGER_TIME)):
+            self.reactor.advance(1)
+            if self.client.disconnecting:
+                closedAt = second
+                break
+            if second % 4 == 0:
+                self.send(b"x")
+        self.assertEqual(closedAt, LINGER_TIME)
+
+    def test_wholeRequestClosesAtOnce(self) -> None:
+        """
+        Closing after a request that was read whole (here one saying
+        C{Connection: close}) does not linger: nothing more is coming.
+        """
+        upstream, _ = self.forward(
+            b"GET http://example.com/a HTTP/1.1\r\nHost: example.com\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        self.reply(upstream, OK)
+        self.assertTrue(self.client.disconnecting)
+        self.assertFalse(self.client.writeClosed)
+
+    def test_noLingerWithoutHalfClose(self) -> None:
+        """
+        A transport that cannot half-close (TLS) is closed at once.
+        """
+        self.patch(protocol, "halfCloses", lambda transport: False)
+        self.start(maxBodyBytes=100)
+        self.send(_BIG_PUT)
+        self.assertTrue(self.client.disconnecting)
+        self.assertFalse(self.client.writeClosed)
+
+    def test_drainLeavesLingerAlone(self) -> None:
+        """
+        A graceful drain lets a lingering connection finish its linger.
+        """
+        self.start(maxBodyBytes=100)
+        self.send(_BIG_PUT)
+        self.proxy.closeIfIdle()
+        self.assertFalse(self.client.disconnecting)
+        self.proxy.readConnectionLost()
+        self.assertTrue(self.client.disconnecting)
+
+
 class UpgradeTests(ProxyTestCase):
     """
     C{101 Switching Protocols} turns the exchange into a byte tunnel.
@@ -1704,8 +1834,8 @@ class ErrorTests(ProxyTestCase):
 
     def test_chunkedBodyOverLimit(self) -> None:
         """
-        A chunked body growing past C{maxBodyBytes} is answered 413 and the
-        connection is closed.
+        A chunked body growing past C{maxBodyBytes} is answered 413 (too
+        large, not malformed) and the connection is closed.
         """
         self.start(maxBodyBytes=10)
         self.send(
@@ -1713,6 +1843,8 @@ class ErrorTests(ProxyTestCase):
             b"b\r\nhello world\r\n0\r\n\r\n"
         )
         self.assertErrorPage(413)
+        body = splitResponse(self.client.value())[2]
+        self.assertIn(b"Request too large: request body larger than the limit", body)
 
     def test_bodyAtLimitForwarded(self) -> None:
         """
@@ -2166,6 +2298,17 @@ class TimeoutTests(ProxyTestCase):
         self.assertEqual([r.status for r in log.records], [408])
         self.assertEqual(silent.value(), b"")
         self.assertTrue(silent.disconnecting)
+
+    def test_headerTimeoutMessageSingular(self) -> None:
+        """
+        A timeout of one second is said as "1 second", not "1 seconds".
+        """
+        self.start(headerTimeout=1)
+        self.send(b"GET http://example.com/ HTTP/1.1\r\nHo")
+        self.reactor.advance(1)
+        status, _, body = splitResponse(self.client.value())
+        self.assertEqual(status, 408)
+        self.assertIn(b"did not arrive within 1 second.", body)
 
     def test_silentConnectionsClosed(self) -> None:
         """

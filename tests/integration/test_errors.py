@@ -6,6 +6,7 @@ its error responses for unreachable origins.
 from __future__ import annotations
 
 import re
+import time
 import sys
 
 from .support import REPO_ROOT, Conn, freePort
@@ -152,3 +153,31 @@ def test_proxyStillServesAfterErrors(proxy, origin) -> None:
     assert resp.status == 200, resp
     assert proxy.process.proc.poll() is None
     assert not re.search(r"Unhandled [Ee]rror", proxy.log()), proxy.log()
+
+
+def test_refusalReachesClientStillSending(makeProxy, origin) -> None:
+    """
+    A client still sending a body the proxy refuses (413) can finish
+    sending and then read the answer: the proxy shuts down only its
+    sending side and drops what comes (RFC 9112 section 9.6).  Closing
+    with unread bytes would make the kernel reset the connection, and the
+    client's next send would fail with the answer unread.
+    """
+    p = makeProxy("--max-body-bytes", "100000")
+    size = 4 * 1024 * 1024
+    chunk = b"x" * 65536
+    with Conn.open(p.port) as conn:
+        conn.send(
+            b"PUT %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n"
+            % (origin.url("/put").encode(), origin.authority.encode(), size)
+        )
+        conn.send(chunk)
+        # The proxy answers and closes meanwhile.
+        time.sleep(0.3)
+        for _ in range(size // len(chunk) - 1):
+            conn.send(chunk)
+        resp = conn.readResponse(b"PUT")
+        assert resp.status == 413, resp
+        assert resp.header(b"connection") == b"close", resp
+        closed, _ = conn.waitClosed()
+        assert closed
