@@ -375,6 +375,8 @@ def _parseFields(lines: list[bytes], errorType: type) -> list[list[bytes]]:
         if colon <= 0:
             if line[:1] in (b" ", b"\t"):
                 raise _fieldError(errorType, "obsolete line folding in a header field")
+            if colon == 0:
+                raise _fieldError(errorType, "empty header field name")
             raise _fieldError(errorType, "header line without a colon")
         name = line[:colon]
         if name.translate(None, _TOKEN_CHARS):
@@ -626,9 +628,14 @@ class _Parser:
                 if end == -1:
                     if available > _MAX_CHUNK_LINE:
                         raise self._error("chunk size line too long")
+                    if buffer.find(b"\n", offset) != -1:
+                        # The CRLF waited for would never come.
+                        raise self._error("bare LF line end in a chunked body")
                     return self._needData(
                         "chunked body cut short by the connection closing"
                     )
+                if end - offset > _MAX_CHUNK_LINE:
+                    raise self._error("chunk size line too long")
                 line = buffer[offset:end]
                 match = _CHUNK_SIZE_LINE.fullmatch(line)
                 if match is None:
@@ -662,6 +669,8 @@ class _Parser:
                 if end == -1:
                     if available + self._trailerBytes > self.maxHeaderBytes:
                         raise self._error("trailer section too large")
+                    if buffer.find(b"\n", offset) != -1:
+                        raise self._error("bare LF line end in a chunked body")
                     return self._needData(
                         "trailers cut short by the connection closing"
                     )
@@ -1043,9 +1052,17 @@ class ResponseParser(_Parser):
 
     Before each response, call L{expectResponse} with the request's method,
     which decides whether the response can have a body (HEAD, CONNECT).
+
+    @ivar faulty: whether the current exchange's responses framed
+        themselves in a way the status forbids (RFC 9112 section 6.1,
+        RFC 9110 section 8.6): a length or chunked coding on a 1xx, a
+        length above 0 or a chunked coding on a 204, chunked coding in an
+        HTTP/1.0 response.  The response is still taken as the status says
+        (a 1xx or 204 has no body), but what the upstream sends next on the
+        connection cannot be trusted, so it must not be reused.
     """
 
-    __slots__ = ("_method",)
+    __slots__ = ("_method", "faulty")
 
     _errorType = UpstreamProtocolError
 
@@ -1053,6 +1070,7 @@ class ResponseParser(_Parser):
         _Parser.__init__(self, maxHeaderBytes, maxHeaders)
         self._method = b"GET"
         self._state = _DONE
+        self.faulty = False
 
     def expectResponse(self, method: bytes) -> None:
         """
@@ -1061,6 +1079,7 @@ class ResponseParser(_Parser):
         self._method = method
         self._state = _HEAD
         self._searchFrom = 0
+        self.faulty = False
 
     def wholeResponse(self, data: bytes) -> Optional[tuple[bytes, bool, bytes]]:
         """
@@ -1096,6 +1115,8 @@ class ResponseParser(_Parser):
         if match is None:
             return None
         end = match.end()
+        if end - 4 > self.maxHeaderBytes:
+            return None
         # Field lines are at least 4 bytes each: short heads need no count.
         # The Connection line counts, as in the event path.
         if end > 4 * self.maxHeaders and data.count(b"\r\n", 0, end) - 2 > (
@@ -1144,6 +1165,8 @@ class ResponseParser(_Parser):
             return NEED_DATA
         buffer = self._buffer
         offset = self._offset
+        if end - offset > self.maxHeaderBytes:
+            raise UpstreamProtocolError("response header section too large")
         self._offset = end + 4
         self._searchFrom = 0
         lineEnd = buffer.find(b"\r\n", offset, end + 2)
@@ -1174,16 +1197,22 @@ class ResponseParser(_Parser):
         if status < 200:
             if status == 101:
                 self._state = _SWITCHED
+            elif b"\ncontent-length:" in lowered or b"\ntransfer-encoding:" in lowered:
+                self.faulty = True
             # Other interim responses leave the parser waiting for the next
             # head of the same exchange.
             return response
         framing, length = _framing(headers, UpstreamProtocolError, False, lowered)
+        if framing == CHUNKED and minor == b"0":
+            self.faulty = True
         method = self._method
         if method == b"CONNECT" and status < 300:
             # Any 2xx to CONNECT makes the connection a tunnel (RFC 9110
             # section 9.3.6), 204 included.
             self._state = _SWITCHED
         elif method == b"HEAD" or status == 204 or status == 304:
+            if status == 204 and method != b"HEAD" and (framing == CHUNKED or length):
+                self.faulty = True
             self._startBody(NO_BODY, 0)
         elif framing == NO_BODY:
             self._startBody(UNTIL_CLOSE, 0)

@@ -1481,9 +1481,18 @@ class ProxyProtocol(Protocol):
                         "101 Switching Protocols without an upgrade request"
                     )
                 return self._switchProtocols(head)
-            # Interim responses go on to HTTP/1.1 clients only.
+            upstream = self.upstream
+            if upstream.parser.faulty:  # type: ignore[union-attr]
+                # A length or chunked coding on a 1xx: who knows what follows.
+                upstream.closing = True  # type: ignore[union-attr]
+            # Interim responses go on to HTTP/1.1 clients only, and never
+            # with framing fields (RFC 9112 section 6.1, RFC 9110 section
+            # 8.6).
             if request.version == b"HTTP/1.1":  # type: ignore[union-attr]
-                head.headers.removeHopByHop()
+                headers = head.headers
+                headers.removeHopByHop()
+                headers.remove(b"Content-Length")
+                headers.remove(b"Transfer-Encoding")
                 self._out.append(head.serialize())
             if self._deadlineKind == _UPSTREAM:
                 self._setDeadline(_UPSTREAM, self.settings.upstreamTimeout)
@@ -1491,6 +1500,7 @@ class ProxyProtocol(Protocol):
         self._deadlineKind = _NO_DEADLINE
         self.responseStarted = True
         self._responseComplete = False
+        self._headAt = self.bytesOut
         self.status = status
         headers = head.headers
         if headers.hasAny(HOP_BY_HOP_FIELDS):
@@ -1529,6 +1539,9 @@ class ProxyProtocol(Protocol):
 
     _held: Optional[list[Any]] = None
     _transforms: Optional[list[Any]] = None
+    # bytesOut when the final response head came: nothing of the response
+    # reached the client while bytesOut is still that (1xx may have).
+    _headAt = 0
 
     def _responseFiltered(
         self,
@@ -1689,6 +1702,10 @@ class ProxyProtocol(Protocol):
             # (the parser took it as bodiless whatever they said).
             headers.remove(b"Content-Length")
             headers.remove(b"Transfer-Encoding")
+        elif framing == NO_BODY and request.version != b"HTTP/1.1":  # type: ignore[union-attr]
+            # A HEAD or 304 may say it (RFC 9112 section 6.1), but never to
+            # a client that did not say HTTP/1.1.
+            headers.remove(b"Transfer-Encoding")
         if not self.requestDone:
             # We answer before reading the whole request body (an early
             # error, a 417): we cannot find the next request's start.
@@ -1748,6 +1765,7 @@ class ProxyProtocol(Protocol):
             and not upstream.closing  # type: ignore[union-attr]
             and upstream.parser.isIdle()  # type: ignore[union-attr]
             and upstream.parser.framing != UNTIL_CLOSE  # type: ignore[union-attr]
+            and not upstream.parser.faulty  # type: ignore[union-attr]
         )
         if reusable:
             self.factory.pool.release(upstream)  # type: ignore[arg-type]
@@ -1834,9 +1852,10 @@ class ProxyProtocol(Protocol):
         )
         self._detachUpstream()
         self._transforms = None
-        if self.responseStarted and self.bytesOut == 0:
+        if self.responseStarted and self.bytesOut == self._headAt:
             # The head is still in our buffer (the failure came in the read
-            # that brought it): the client can still get a proper error.
+            # that brought it): the client can still get a proper error
+            # (after any 1xx it has had).
             self.responseStarted = False
             self._out = []
             return self._respond(
@@ -1872,7 +1891,16 @@ class ProxyProtocol(Protocol):
             self._pendingUp = [self._retryHead]
             self._connect((request.scheme or "http", request.host, request.port))  # type: ignore[union-attr, arg-type]
             return
-        self._respond(errorResponse(502, "The upstream connection closed before a response; the request was not retried because it is not idempotent.", request.url()), close=not self.requestDone)  # type: ignore[union-attr]
+        why = (
+            "it is not idempotent"
+            if request.method not in IDEMPOTENT  # type: ignore[union-attr]
+            else (
+                "its body was not kept"
+                if self._retryHead is None
+                else "it was retried once already"
+            )
+        )
+        self._respond(errorResponse(502, f"The upstream connection closed before a response; the request was not retried because {why}.", request.url()), close=not self.requestDone)  # type: ignore[union-attr]
 
     def _detachUpstream(self, abort: bool = False) -> None:
         """

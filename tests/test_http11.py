@@ -3154,3 +3154,120 @@ class WholeResponseTests(SynchronousTestCase):
         parser = ResponseParser(maxHeaders=0)
         parser.expectResponse(b"GET")
         self.assertIsNone(parser.wholeResponse(ok))
+
+
+CHUNKED_OK = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+class ProbedFramingTests(SynchronousTestCase, ParserTestMixin):
+    """
+    Limits and framing defects that a probe with misbehaving origins found
+    taken or waited on.
+    """
+
+    def test_wholeResponseHeadOverLimit(self) -> None:
+        """
+        A response head larger than C{maxHeaderBytes} is refused however it
+        arrives, whole in one read included, and the shortcut declines it.
+        """
+        data = (
+            b"HTTP/1.1 200 OK\r\nX-Big: "
+            + b"a" * 70000
+            + b"\r\nContent-Length: 5\r\n\r\nhello"
+        )
+        self.assertUpstreamRejected(data)
+        parser = responseParser()()
+        self.assertIsNone(parser.wholeResponse(data))
+        parser.receiveData(data)
+        error = self.assertRaises(UpstreamProtocolError, parser.nextEvent)
+        self.assertEqual(error.reason, "response header section too large")
+        small = responseParser(maxHeaderBytes=100)()
+        self.assertIsNone(
+            small.wholeResponse(
+                b"HTTP/1.1 200 OK\r\nX: "
+                + b"a" * 100
+                + b"\r\nContent-Length: 0\r\n\r\n"
+            )
+        )
+
+    def test_longChunkLineArrivingWhole(self) -> None:
+        """
+        A chunk-size line over 4 KiB (a long extension) is refused even when
+        its CRLF is already there.
+        """
+        line = b"5;ext=" + b"x" * 5000 + b"\r\nhello\r\n0\r\n\r\n"
+        self.assertUpstreamRejected(CHUNKED_OK + line)
+        self.assertRejected(chunkedPost(line))
+
+    def test_bareLFChunkLine(self) -> None:
+        """
+        A chunk-size line ended by a bare LF is refused at once, not waited
+        on: the CRLF will never come.
+        """
+        self.assertUpstreamRejected(CHUNKED_OK + b"5\nhello\n0\n\n")
+        self.assertRejected(chunkedPost(b"5\nhello\n0\n\n"))
+
+    def test_bareLFTrailers(self) -> None:
+        """
+        Trailers ended by bare LFs are refused at once too.
+        """
+        self.assertUpstreamRejected(CHUNKED_OK + b"0\r\nX-A: b\n\n")
+        self.assertRejected(chunkedPost(b"0\r\nX-A: b\n\n"))
+
+    def test_emptyFieldName(self) -> None:
+        """
+        A field line starting with its colon is named as an empty field
+        name, not as a line without a colon.
+        """
+        parser = RequestParser()
+        parser.receiveData(b"GET / HTTP/1.1\r\nHost: x\r\n: v\r\n\r\n")
+        error = self.assertRaises(ClientProtocolError, parser.nextEvent)
+        self.assertEqual((error.status, error.reason), (400, "empty header field name"))
+
+    def faulty(self, data: bytes, method: bytes = b"GET") -> bool:
+        parser = responseParser(method)()
+        feed(parser, [data])
+        return parser.faulty
+
+    def test_faultyFraming(self) -> None:
+        """
+        Framing a status forbids marks the exchange faulty (its connection
+        is not to be reused): a length above 0 or chunked coding on a 204,
+        a length or chunked coding on a 1xx, chunked coding in HTTP/1.0.
+        """
+        for data in [
+            b"HTTP/1.1 204 No Content\r\nContent-Length: 30\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 103 Early Hints\r\nContent-Length: 7\r\n\r\n",
+            b"HTTP/1.1 100 Continue\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ]:
+            self.assertTrue(self.faulty(data), data)
+
+    def test_allowedFraming(self) -> None:
+        """
+        What the RFCs allow is not faulty: C{Content-Length: 0} on a 204, a
+        length or chunked coding on a 304 or on a response to HEAD.
+        """
+        for data, method in [
+            (b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", b"GET"),
+            (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 30\r\n\r\n", b"GET"),
+            (
+                b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"GET",
+            ),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"HEAD"),
+            (b"HTTP/1.1 204 No Content\r\nContent-Length: 30\r\n\r\n", b"HEAD"),
+            (b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n", b"GET"),
+        ]:
+            self.assertFalse(self.faulty(data, method), data)
+
+    def test_faultyResetPerExchange(self) -> None:
+        """
+        C{faulty} is about the current exchange: the next one starts clear.
+        """
+        parser = responseParser()()
+        feed(parser, [b"HTTP/1.1 204 No Content\r\nContent-Length: 30\r\n\r\n"])
+        self.assertTrue(parser.faulty)
+        parser.expectResponse(b"GET")
+        self.assertFalse(parser.faulty)

@@ -3803,3 +3803,118 @@ class ReviewedFramingTests(ProxyTestCase):
         self.assertTrue(transport.disconnecting)
         self.send(GET)
         self.assertEqual(len(self.reactor.tcpClients), 2)
+
+
+class ProbedResponseTests(ProxyTestCase):
+    """
+    Responses from misbehaving origins, as a probe found them handled.
+    """
+
+    def test_204WithLengthNotReused(self) -> None:
+        """
+        A 204 saying it has a body (RFC 9110 section 8.6 forbids it) is
+        relayed without one, and its connection is closed rather than
+        pooled: the body it announced may still come, and would be taken
+        as the next client's response.
+        """
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, b"HTTP/1.1 204 No Content\r\nContent-Length: 30\r\n\r\n")
+        status, fields, _ = splitResponse(self.client.value())
+        self.assertEqual(status, 204)
+        self.assertEqual(values(fields, b"Content-Length"), [])
+        self.assertEqual(self.factory.pool.idleCount(), 0)
+        self.assertTrue(transport.disconnecting)
+
+    def test_204WithZeroLengthReused(self) -> None:
+        """
+        C{Content-Length: 0} on a 204 says nothing wrong: the connection
+        is pooled as usual.
+        """
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(self.factory.pool.idleCount(), 1)
+        self.assertFalse(transport.disconnecting)
+
+    def test_chunkedHTTP10NotReused(self) -> None:
+        """
+        An HTTP/1.0 response with chunked coding is relayed as framed, then
+        its connection is closed (RFC 9112 section 6.1: faulty framing).
+        """
+        upstream, transport = self.forward(GET)
+        self.reply(
+            upstream,
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        )
+        self.assertTrue(self.client.value().endswith(b"\r\n5\r\nhello\r\n0\r\n\r\n"))
+        self.assertEqual(self.factory.pool.idleCount(), 0)
+        self.assertTrue(transport.disconnecting)
+
+    def test_interimFramingStripped(self) -> None:
+        """
+        A 1xx is relayed without the Content-Length or Transfer-Encoding an
+        origin put on it, and the connection is not reused afterwards.
+        """
+        upstream, transport = self.forward(GET)
+        self.reply(
+            upstream,
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\nContent-Length: 7\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n",
+        )
+        self.reply(upstream, OK)
+        interim = self.client.value().split(b"\r\n\r\n", 1)[0]
+        self.assertTrue(interim.startswith(b"HTTP/1.1 103 Early Hints\r\n"), interim)
+        self.assertIn(b"Link: </a>", interim)
+        self.assertNotIn(b"Content-Length", interim)
+        self.assertNotIn(b"Transfer-Encoding", interim)
+        self.assertTrue(self.client.value().endswith(b"hello"))
+        self.assertEqual(self.factory.pool.idleCount(), 0)
+        self.assertTrue(transport.disconnecting)
+
+    def test_noTransferEncodingToHTTP10Client(self) -> None:
+        """
+        A response to HEAD saying C{Transfer-Encoding: chunked} (allowed) is
+        relayed without it to an HTTP/1.0 client, which must never see the
+        field (RFC 9112 section 6.1).
+        """
+        upstream, _ = self.forward(
+            b"HEAD http://example.com/a HTTP/1.0\r\nHost: example.com\r\n\r\n"
+        )
+        self.reply(upstream, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        status, fields, body = splitResponse(self.client.value())
+        self.assertEqual((status, body), (200, b""))
+        self.assertEqual(values(fields, b"Transfer-Encoding"), [])
+
+    def test_malformedFinalAfterInterimIs502(self) -> None:
+        """
+        A final response that turns out malformed after a 1xx already went
+        to the client is still answered with a 502 (its head had not gone
+        out), not a silent close.
+        """
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+        self.reply(upstream, CHUNKED_BAD)
+        data = self.client.value()
+        interim, final = data.split(b"\r\n\r\n", 1)
+        self.assertTrue(interim.startswith(b"HTTP/1.1 103 "))
+        self.assertEqual(splitResponse(final)[0], 502)
+
+    def test_notRetriedBecauseOfBody(self) -> None:
+        """
+        A PUT with a body on a pooled connection found dead is not retried,
+        and the 502 says why: its body was not kept (PUT is idempotent).
+        """
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, OK)
+        self.client.clear()
+        self.send(
+            b"PUT http://example.com/a HTTP/1.1\r\nHost: example.com\r\n"
+            b"Content-Length: 5\r\n\r\nhello"
+        )
+        self.closeUpstream(upstream)
+        status, _, body = splitResponse(self.client.value())
+        self.assertEqual(status, 502)
+        self.assertIn(b"because its body was not kept", body)
+
+
+CHUNKED_BAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
