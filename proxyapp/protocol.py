@@ -69,6 +69,7 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
+    IProtocolNegotiationFactory,
     IPushProducer,
     IStreamClientEndpoint,
 )
@@ -675,6 +676,7 @@ def defaultEndpointFactory(reactor: Any, connectTimeout: float) -> EndpointFacto
     return endpointForTarget
 
 
+@implementer(IProtocolNegotiationFactory)
 class ProxyFactory(ServerFactory):
     """
     Builds a L{ProxyProtocol} per client connection and holds what they
@@ -684,6 +686,16 @@ class ProxyFactory(ServerFactory):
     """
 
     noisy = False
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        The protocol a TLS listener (C{--listen ssl:...}) offers clients
+        that ask with ALPN: HTTP/1.1 only.  Twisted's TLS layer answers
+        every ALPN offer from this list, and fails the handshake when it is
+        empty, so without it clients offering ALPN (curl to C{https://}
+        URLs, browsers) could not connect.
+        """
+        return [b"http/1.1"]
 
     def __init__(
         self,

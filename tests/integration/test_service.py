@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import time
 import venv
@@ -248,6 +249,31 @@ def test_listenEndpoints(makeProxy, origin, workdir) -> None:
         )
         resp = c.readResponse()
     assert resp.status == 200, resp
+
+
+def test_tlsListenerNegotiatesHTTP11(makeProxy, origin, certificate) -> None:
+    """
+    A TLS listener (C{--listen ssl:...}) completes handshakes with clients
+    that offer ALPN, as curl and browsers do for an HTTPS proxy, choosing
+    C{http/1.1}, and serves requests over it.  (Twisted's TLS layer failed
+    such handshakes with an internal-error alert when the factory named no
+    protocol.)
+    """
+    cert, key = certificate
+    port = freePort()
+    proxy = makeProxy(
+        "--listen",
+        "ssl:%d:interface=127.0.0.1:privateKey=%s:certKey=%s" % (port, key, cert),
+    )
+    context = ssl.create_default_context(cafile=str(cert))
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    with Conn(context.wrap_socket(raw, server_hostname="localhost")) as c:
+        assert c.sock.selected_alpn_protocol() == "http/1.1"
+        c.send(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % origin.url("/echo?tls").encode())
+        resp = c.readResponse()
+    assert resp.status == 200, resp
+    assert throughProxy(proxy.port, origin).startswith(b"GET ")
 
 
 def test_noDropinCacheInGit() -> None:
