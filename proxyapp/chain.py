@@ -31,7 +31,13 @@ from proxyapp.interfaces import (
     IResponseFilter,
     ITunnelFilter,
 )
-from proxyapp.message import RequestHead, Response, ResponseHead, errorResponse
+from proxyapp.message import (
+    RequestHead,
+    Response,
+    ResponseHead,
+    errorResponse,
+    messageDefect,
+)
 
 log = Logger()
 
@@ -90,10 +96,11 @@ class FilterChain:
         self.filters = list(filters)
         self.reactor = reactor
         self.deadline = deadline
-        self._request = [(f.name, f.filter.filterRequest, f.onError) for f in filters if IRequestFilter.providedBy(f.filter)]  # type: ignore[attr-defined]
-        self._response = [(f.name, f.filter.filterResponse, f.onError) for f in filters if IResponseFilter.providedBy(f.filter)]  # type: ignore[attr-defined]
-        self._tunnel = [(f.name, f.filter.filterTunnel, f.onError) for f in filters if ITunnelFilter.providedBy(f.filter)]  # type: ignore[attr-defined]
-        self._body = [(f.name, f.filter.bodyTransform, f.onError) for f in filters if IBodyFilter.providedBy(f.filter)]  # type: ignore[attr-defined]
+        # Steps: (name, function, on_error, whether its results are checked).
+        self._request = [(f.name, f.filter.filterRequest, f.onError, _isForeign(f)) for f in filters if IRequestFilter.providedBy(f.filter)]  # type: ignore[attr-defined]
+        self._response = [(f.name, f.filter.filterResponse, f.onError, _isForeign(f)) for f in filters if IResponseFilter.providedBy(f.filter)]  # type: ignore[attr-defined]
+        self._tunnel = [(f.name, f.filter.filterTunnel, f.onError, _isForeign(f)) for f in filters if ITunnelFilter.providedBy(f.filter)]  # type: ignore[attr-defined]
+        self._body = [(f.name, f.filter.bodyTransform, f.onError, _isForeign(f)) for f in filters if IBodyFilter.providedBy(f.filter)]  # type: ignore[attr-defined]
         self.active = bool(
             self._request or self._response or self._tunnel or self._body
         )
@@ -172,7 +179,9 @@ class FilterChain:
             "pass"}): then it is skipped.
         """
         transforms = []
-        for name, fn, onError in self._body:
+        for name, fn, onError, checked in self._body:
+            if checked:
+                saved = _snapshot(request)
             try:
                 transform = fn(request, response)
             except Exception:
@@ -180,6 +189,10 @@ class FilterChain:
                 if answer is not None:
                     return answer
                 continue
+            if checked:
+                answer = self._verdict(name, None, response, request, saved, 502)
+                if answer is not None:
+                    return answer
             if transform is not None:
                 transforms.append(_GuardedTransform(name, transform, onError))
         return transforms
@@ -188,7 +201,7 @@ class FilterChain:
 
     def _run(
         self,
-        steps: list[tuple[str, Callable[..., Any], str]],
+        steps: list[tuple[str, Callable[..., Any], str, bool]],
         index: int,
         value: Any,
         call: Optional[Callable[[Callable[..., Any], Any], Any]],
@@ -202,7 +215,8 @@ class FilterChain:
             C{None} to call it with the value alone (request filters).
         """
         while index < len(steps):
-            name, fn, onError = steps[index]
+            name, fn, onError, checked = steps[index]
+            saved = _snapshot(request) if checked else None
             try:
                 result = fn(value) if call is None else call(fn, value)
             except Exception:
@@ -211,12 +225,18 @@ class FilterChain:
                     index += 1
                     continue
                 return result
+            if checked and not isinstance(result, Deferred):
+                answer = self._verdict(name, result, value, request, saved, status)
+                if answer is not None:
+                    return answer
             if result is value:
                 # The usual answer: carry on with the same message.
                 index += 1
                 continue
             if isinstance(result, Deferred):
-                return self._await(result, steps, index, value, call, status, request)
+                return self._await(
+                    result, steps, index, value, call, status, request, saved
+                )
             if isinstance(result, Response):
                 return decided(result, name)
             if result is not None:
@@ -234,18 +254,23 @@ class FilterChain:
     def _await(
         self,
         d: Deferred,
-        steps: list[tuple[str, Callable[..., Any], str]],
+        steps: list[tuple[str, Callable[..., Any], str, bool]],
         index: int,
         value: Any,
         call: Optional[Callable[[Callable[..., Any], Any], Any]],
         status: int,
         request: RequestHead,
+        saved: Optional[tuple[Any, ...]],
     ) -> Deferred:
-        name, _, onError = steps[index]
+        name, _, onError, checked = steps[index]
         if self.reactor is not None:
             d.addTimeout(self.deadline, self.reactor)
 
         def succeeded(result: Any) -> Any:
+            if checked:
+                answer = self._verdict(name, result, value, request, saved, status)
+                if answer is not None:
+                    return answer
             if isinstance(result, Response):
                 return decided(result, name)
             if result is not None and not isinstance(result, type(value)):
@@ -266,6 +291,51 @@ class FilterChain:
             return answer
 
         return d.addCallbacks(succeeded, failed)
+
+    def _verdict(
+        self,
+        name: str,
+        result: Any,
+        value: Any,
+        request: RequestHead,
+        saved: Any,
+        status: int,
+    ) -> Optional[Response]:
+        """
+        Check what a filter that is not built in returned (C{result}) or
+        left in place (C{value}, and the request it was shown) with
+        L{messageDefect}.
+
+        A malformed message is never passed over (C{on_error = "pass"}):
+        what was changed in place cannot be taken back.  The request's
+        fields are put back as they were before the filter (C{saved}), so
+        that the error answer can be framed and logged.
+
+        @return: the error answer, or C{None} if all is well-formed.
+        """
+        why = messageDefect(value if result is None else result)
+        if why is None and result is not value and result is not None:
+            why = messageDefect(value)
+        if why is None and request is not value:
+            why = messageDefect(request)
+        if why is None:
+            return None
+        if messageDefect(request) is not None:
+            _restore(request, saved)
+        log.error(
+            "filter {name} returned or left a malformed message for {client} {target}: {why}",
+            name=name,
+            client=_client(request),
+            target=_target(request),
+            why=why,
+        )
+        response = errorResponse(
+            status,
+            f"The filter {name!r} returned a malformed message.",
+            _target(request),
+        )
+        response.reason = f"filter error: malformed message: {why}"
+        return decided(response, name)
 
     def _failed(
         self,
@@ -290,33 +360,97 @@ class FilterChain:
                 name=name,
                 why=why,
                 client=_client(request),
-                target=request.url(),
+                target=_target(request),
             )
-        else:
+        elif failure.check(_WrongType):
+            # The proxy's own words: safe to show.
             why = f"failed: {failure.getErrorMessage()}"
             log.failure(
                 "filter {name} failed for {client} {target}",
                 failure,
                 name=name,
                 client=_client(request),
-                target=request.url(),
+                target=_target(request),
+            )
+        else:
+            why = f"failed ({_errorName(failure)})"
+            log.failure(
+                "filter {name} failed for {client} {target}",
+                failure,
+                name=name,
+                client=_client(request),
+                target=_target(request),
             )
         if onError == PASS:
             return None
-        response = errorResponse(status, f"The filter {name!r} {why}.", request.url())
+        response = errorResponse(
+            status, f"The filter {name!r} {why}.", _target(request)
+        )
         response.reason = f"filter error: {why}"
         return decided(response, name)
+
+
+_SAVED = (
+    "method",
+    "target",
+    "version",
+    "headers",
+    "scheme",
+    "host",
+    "port",
+    "authority",
+    "path",
+)
+
+
+def _snapshot(request: RequestHead) -> tuple[Any, ...]:
+    """
+    @return: the fields of C{request} that a filter might replace.
+    """
+    return tuple([getattr(request, name) for name in _SAVED])
+
+
+def _restore(request: RequestHead, saved: tuple[Any, ...]) -> None:
+    """
+    Put back the fields L{_snapshot} took (a field list changed in place
+    stays changed: the proxy only reads and escapes it from now on).
+    """
+    for name, value in zip(_SAVED, saved):
+        setattr(request, name, value)
+
+
+def _errorName(failure: Failure) -> str:
+    """
+    @return: what a filter's error page and access record say of its
+        exception: the type's name only.  The message may hold anything
+        (internals, megabytes, a traceback if C{str()} itself fails); the
+        operational log has it in full.
+    """
+    return getattr(failure.type, "__name__", "error")
+
+
+def _target(request: RequestHead) -> str:
+    """
+    @return: the request's target for a message, even if a filter left it
+        in a state L{RequestHead.url} cannot decode.
+    """
+    target = request.target
+    return target.decode("latin-1") if type(target) is bytes else "-"
+
+
+def _isForeign(enabled: EnabledFilter) -> bool:
+    """
+    @return: whether a filter is not built in (its results are checked:
+        the built-in ones, in C{proxyapp.filters}, are trusted).
+    """
+    return not type(enabled.filter).__module__.startswith("proxyapp.filters.")
 
 
 def _anyForeign(filters: list[EnabledFilter], interface: Any) -> bool:
     """
     @return: whether a filter that is not built in provides C{interface}.
     """
-    return any(
-        not type(f.filter).__module__.startswith("proxyapp.filters.")
-        for f in filters
-        if interface.providedBy(f.filter)
-    )
+    return any(_isForeign(f) for f in filters if interface.providedBy(f.filter))
 
 
 def _wrongType(result: Any, value: Any) -> Failure:
@@ -326,12 +460,18 @@ def _wrongType(result: Any, value: Any) -> Failure:
         C{None}.
     """
     try:
-        raise TypeError(
+        raise _WrongType(
             f"it returned {type(result).__name__}, not {type(value).__name__},"
             " Response or None"
         )
-    except TypeError:
+    except _WrongType:
         return Failure()
+
+
+class _WrongType(TypeError):
+    """
+    A filter answered with something that is not a message.
+    """
 
 
 def _client(request: RequestHead) -> str:
@@ -423,9 +563,7 @@ class _GuardedTransform:
             failure,
             name=self.name,
         )
-        raise TransformFailed(
-            f"body filter {self.name} failed: {failure.getErrorMessage()}"
-        )
+        raise TransformFailed(f"body filter {self.name} failed ({_errorName(failure)})")
 
 
 __all__ = [

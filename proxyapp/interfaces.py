@@ -26,8 +26,11 @@ filter saw); a response or body filter that changed the status to or from
 one without a body (1xx, 204, 304; for HEAD, whose answers never have
 one, only to or from 1xx), or a 101's status at all, gets it answered
 502.  C{Headers.add} and C{Headers.set} refuse names that are not
-tokens and values with control characters (CR, LF, NUL and the like), so a
-filter cannot add lines to a head; the proxy frames a filter's own
+tokens and values with control characters (CR, LF, NUL and the like), and
+after a filter that is not built in the proxy checks every field, the
+reason phrase and the types it relies on (L{proxyapp.message.messageDefect};
+a malformed message is answered 500 or 502), so a filter cannot add lines
+to a head; the proxy frames a filter's own
 L{proxyapp.message.Response} itself.  A filter that reroutes a request
 either changes the head it was given (C{host}, C{port}, and the C{Host}
 field to match) or returns a C{RequestHead} built anew with an

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from html import escape
-from typing import Iterable, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 from proxyapp import __version__
 
@@ -677,3 +677,77 @@ def errorResponse(status: int, reason: str, target: str = "") -> Response:
     )
     response.head.headers.add(b"Cache-Control", b"no-store")
     return response
+
+
+def _headersDefect(headers: Any) -> Optional[str]:
+    if type(headers) is not Headers:
+        return f"headers is {type(headers).__name__}, not Headers"
+    for field in headers._fields:
+        if (
+            type(field) is not list
+            or len(field) != 3
+            or type(field[1]) is not bytes
+            or type(field[2]) is not bytes
+            or not isToken(field[1])
+            or not isFieldValue(field[2])
+            or field[0] != field[1].lower()
+        ):
+            return f"invalid header field {field!r:.80}"
+    if headers._block is not None and type(headers._block) is not bytes:
+        return "invalid header block"
+    return None
+
+
+def _responseHeadDefect(head: Any) -> Optional[str]:
+    if type(head) is not ResponseHead:
+        return f"a Response whose head is {type(head).__name__}"
+    status = head.status
+    if type(status) is not int or not 100 <= status <= 599:
+        return f"status {status!r:.40} is not a number from 100 to 599"
+    reason = head.reason
+    if type(reason) is not bytes or not isFieldValue(reason):
+        return f"reason phrase {reason!r:.80} is not bytes free of control characters"
+    if type(head.version) is not bytes:
+        return "version is not bytes"
+    return _headersDefect(head.headers)
+
+
+def messageDefect(message: Any) -> Optional[str]:
+    """
+    Check the structure of a message a filter that is not built in returned
+    or changed in place: the types the proxy relies on, and nothing that
+    would add lines to a head (a CR or LF in a reason phrase or a field
+    added behind L{Headers.add}'s back).  Targets and methods of requests
+    are checked where they are forwarded.
+
+    @return: what is wrong, or C{None}.
+    """
+    kind = type(message)
+    if kind is RequestHead:
+        if type(message.method) is not bytes or type(message.version) is not bytes:
+            return "method and version must be bytes"
+        if type(message.target) is not bytes or type(message.path) is not bytes:
+            return "target and path must be bytes"
+        if type(message.authority) is not bytes:
+            return "authority must be bytes"
+        if message.host is not None and type(message.host) is not str:
+            return "host must be str or None"
+        if message.scheme not in (None, "http", "https"):
+            return f"scheme {message.scheme!r:.40} is not None, 'http' or 'https'"
+        if type(message.port) is not int or not 0 <= message.port <= 65535:
+            return f"port {message.port!r:.40} is not a number from 0 to 65535"
+        return _headersDefect(message.headers)
+    if kind is ResponseHead:
+        return _responseHeadDefect(message)
+    if kind is Response:
+        why = _responseHeadDefect(message.head)
+        if why is not None:
+            return why
+        if message.head.status < 200:
+            return f"an answer with the interim status {message.head.status}"
+        if type(message.body) is not bytes:
+            return f"body is {type(message.body).__name__}, not bytes"
+        if type(message.reason) is not str:
+            return "reason (for the access log) is not str"
+        return None
+    return None

@@ -1188,7 +1188,9 @@ class ProxyProtocol(Protocol):
             # answered): L{_dispatch} stops while this is set.
             self._filtering = True
             self.gate.pause(WAITING)  # type: ignore[union-attr]
-            result.addCallback(self._requestFiltered, local)
+            result.addCallback(self._requestFiltered, local).addErrback(
+                self._filterAnswerFailed
+            )
         else:
             self._requestFiltered(result, local)
 
@@ -1540,7 +1542,9 @@ class ProxyProtocol(Protocol):
                 upstream = self.upstream
                 assert upstream is not None
                 upstream.gate.pause(WAITING)  # type: ignore[union-attr]
-                result.addCallback(self._responseFiltered, upstream, framing)
+                result.addCallback(
+                    self._responseFiltered, upstream, framing
+                ).addErrback(self._filterAnswerFailed)
                 return
             if framing is not None and not self._foreignChecked(result, framing):
                 return
@@ -2197,16 +2201,46 @@ class ProxyProtocol(Protocol):
             result = chain.filterTunnel(request)
             if isinstance(result, Deferred):
                 self.gate.pause(WAITING)  # type: ignore[union-attr]
-                result.addCallback(self._tunnelFiltered, request)
+                result.addCallback(self._tunnelFiltered, request).addErrback(
+                    self._filterAnswerFailed
+                )
                 return
             return self._tunnelFiltered(result, request)
         self._connect(("tcp", request.host, request.port))  # type: ignore[arg-type]
+
+    def _filterAnswerFailed(self, failure: Failure) -> None:
+        """
+        Acting on what the filters decided, after they answered through a
+        Deferred, raised (a bug, in the proxy or in something a filter left
+        that the checks of L{messageDefect} do not cover).  Log it and reset
+        the connection: the exchange is in no known state, and the client
+        must not be left waiting on an open connection.
+        """
+        log.failure(
+            "{client}:{port} error acting on the filters' answer; connection reset",
+            failure,
+            client=self.clientHost,
+            port=self.clientPort,
+        )
+        if not self.transport.disconnected:
+            self._abortAll()
 
     def _tunnelFiltered(self, result: Optional[Response], request: RequestHead) -> None:
         if self.request is not request:
             return
         self.gate.resume(WAITING)  # type: ignore[union-attr]
         if isinstance(result, Response):
+            if result.head.status < 300:
+                # A 2xx tells the client the tunnel is open: a refusal must
+                # say otherwise.
+                name = result.decider or "-"
+                result = _filterError(
+                    "tunnel",
+                    f"({name}) answered a CONNECT with {result.head.status}, which says the tunnel is open",
+                    500,
+                    request.url(),
+                )
+                result.decider = name
             if result.decider is not None:
                 self.decidedBy = (result.decider, result.reason)
             return self._respond(result, close=True)
@@ -2240,7 +2274,9 @@ class ProxyProtocol(Protocol):
             if isinstance(result, Deferred):
                 # What either side sends meanwhile waits in the parsers.
                 upstream.gate.pause(WAITING)  # type: ignore[union-attr]
-                result.addCallback(self._switchFiltered, upstream)  # type: ignore[call-overload]
+                result.addCallback(self._switchFiltered, upstream).addErrback(  # type: ignore[call-overload]
+                    self._filterAnswerFailed
+                )
                 return
             self._switchFiltered(result, upstream)  # type: ignore[arg-type]
             return

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import error
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
@@ -40,8 +40,19 @@ from proxyapp.accesslog import (
 from proxyapp.chain import EnabledFilter, FilterChain
 from proxyapp.config import PortSet, Settings
 from proxyapp.http11 import RequestParser, ResponseParser
-from proxyapp.interfaces import IBodyFilter, IRequestFilter, IResponseFilter
-from proxyapp.message import Headers, RequestHead, ResponseHead, errorResponse
+from proxyapp.interfaces import (
+    IBodyFilter,
+    IRequestFilter,
+    IResponseFilter,
+    ITunnelFilter,
+)
+from proxyapp.message import (
+    Headers,
+    RequestHead,
+    Response,
+    ResponseHead,
+    errorResponse,
+)
 from proxyapp import protocol
 from proxyapp.protocol import (
     LINGER_IDLE,
@@ -2989,7 +3000,7 @@ class RequestFilterTests(ProxyTestCase):
             if len(pieces) == 1:
                 # Nothing was out yet: a proper 502 instead.
                 self.assertEqual(status, 502, case)
-                self.assertIn(b"body filter failing failed: no", body, case)
+                self.assertIn(b"body filter failing failed (ValueError)", body, case)
             else:
                 self.assertEqual(status, 200, case)
                 self.assertFalse(data.endswith(b"0\r\n\r\n"), case)
@@ -3918,3 +3929,275 @@ class ProbedResponseTests(ProxyTestCase):
 
 
 CHUNKED_BAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+
+
+class MalformedFilterResultTests(ProxyTestCase):
+    """
+    What a filter that is not built in returns or leaves in place is
+    checked for the structure the proxy relies on: a malformed message gets
+    an error answer naming the filter, never lines injected into a head, a
+    head-less body, an invalid status or a connection left hanging (from a
+    probe with a deliberately broken plugin).
+    """
+
+    def useFilter(self, **methods: Callable[..., Any]) -> None:
+        interfaces = {
+            "filterRequest": IRequestFilter,
+            "filterResponse": IResponseFilter,
+            "filterTunnel": ITunnelFilter,
+            "bodyTransform": IBodyFilter,
+        }
+        provided = [interfaces[name] for name in methods]
+
+        @implementer(*provided)
+        class Evil:
+            pass
+
+        evil = Evil()
+        for name, method in methods.items():
+            setattr(evil, name, method)
+        self.factory.chain = FilterChain(
+            [EnabledFilter("evil", evil, onError="pass")], self.reactor
+        )
+
+    def assertAnswered(self, status: int) -> bytes:
+        code, fields, body = splitResponse(self.client.value())
+        self.assertEqual(code, status)
+        [length] = values(fields, b"content-length")
+        self.assertEqual(len(body), int(length))
+        self.assertNotIn(b"X-Injected", self.client.value())
+        self.assertIn(b"The filter &#x27;evil&#x27; returned a malformed message", body)
+        return body
+
+    def test_reasonWithCRLFInAnswer(self) -> None:
+        """
+        A request filter's answer whose reason phrase holds CRLF gets 500
+        (even with C{on_error = "pass"}); the lines never reach the client.
+        """
+        self.useFilter(
+            filterRequest=lambda request: Response(
+                ResponseHead(200, b"OK\r\nX-Injected: yes"), b"hi"
+            )
+        )
+        self.send(GET)
+        self.assertAnswered(500)
+        self.assertEqual(self.reactor.tcpClients, [])
+
+    def test_interimStatusAsAnswer(self) -> None:
+        """
+        A filter's own answer must be final: a 100 would leave the client
+        waiting for the real one (and take the next response for it).
+        """
+        for status in (100, 101, 99, 2000, -5):
+            self.start()
+            self.useFilter(
+                filterRequest=lambda request, s=status: Response(ResponseHead(s), b"hi")
+            )
+            self.send(GET)
+            self.assertAnswered(500)
+
+    def test_requestBrokenInPlace(self) -> None:
+        """
+        A request filter that leaves the head with fields of the wrong type
+        (a str path, a dict of headers, an int host) gets 500; the access
+        log records the client's own target, and the connection goes on.
+        """
+
+        def strPath(request: Any) -> Any:
+            request.path = "/str"
+            return request
+
+        def dictHeaders(request: Any) -> Any:
+            request.headers = {b"a": b"b"}
+            return None
+
+        def intHost(request: Any) -> Any:
+            request.host = 5
+            request.target = "http://x/"
+            return request
+
+        for breaking in (strPath, dictHeaders, intHost):
+            self.start()
+            log = RecordingLog()
+            self.factory.accessLog = log
+            self.useFilter(filterRequest=breaking)
+            self.send(GET)
+            self.assertAnswered(500)
+            self.assertEqual(
+                [(r.status, r.target) for r in log.records],
+                [(500, "http://example.com/a")],
+            )
+            self.assertFalse(self.client.disconnecting)
+            self.assertEqual(self.reactor.tcpClients, [])
+
+    def test_trustedFieldWithCRLF(self) -> None:
+        """
+        A field added behind C{Headers.add}'s back (C{addTrusted}) with a
+        CRLF in its value gets 500 and never reaches the upstream.
+        """
+
+        def inject(request: Any) -> Any:
+            request.headers.addTrusted(b"X-A", b"1\r\nX-Injected: yes")
+            return request
+
+        self.useFilter(filterRequest=inject)
+        self.send(GET)
+        self.assertAnswered(500)
+        self.assertEqual(self.reactor.tcpClients, [])
+
+    def test_responseReasonWithCRLF(self) -> None:
+        """
+        A response filter setting a reason phrase with CRLF gets 502, at
+        once or through a Deferred.
+        """
+        for later in (False, True):
+            self.start()
+
+            def filterResponse(request: Any, response: Any) -> Any:
+                response.reason = b"OK\r\nX-Injected: yes"
+                return succeed(response) if later else response
+
+            self.useFilter(filterResponse=filterResponse)
+            upstream, _ = self.forward(GET)
+            self.reply(upstream, OK)
+            self.assertAnswered(502)
+
+    def test_responseReasonStrThroughDeferred(self) -> None:
+        """
+        A str reason phrase set by a response filter that answers through a
+        Deferred gets 502; the upstream's body never reaches the client
+        without a head (it did, as if it were the response).
+        """
+
+        pending = []
+
+        def hold(request: Any, response: Any) -> Any:
+            response.reason = "Not Found"
+            d: Deferred = Deferred()
+            pending.append((d, response))
+            return d
+
+        self.useFilter(filterResponse=hold)
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, OK)
+        self.assertEqual(self.client.value(), b"")
+        d, response = pending[0]
+        d.callback(response)
+        self.assertTrue(self.client.value().startswith(b"HTTP/1.1 502 "))
+        self.assertAnswered(502)
+
+    def test_statusOutOfRange(self) -> None:
+        """
+        A response filter setting status 2000 gets 502.
+        """
+
+        def filterResponse(request: Any, response: Any) -> Any:
+            response.status = 2000
+            return response
+
+        self.useFilter(filterResponse=filterResponse)
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, OK)
+        self.assertAnswered(502)
+
+    def test_bodyFilterReasonWithCRLF(self) -> None:
+        """
+        A body filter that changes the head's reason phrase to hold CRLF
+        gets 502.
+        """
+
+        def bodyTransform(request: Any, response: Any) -> Any:
+            response.reason = b"OK\r\nX-Injected: yes"
+            return None
+
+        self.useFilter(bodyTransform=bodyTransform)
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, OK)
+        self.assertAnswered(502)
+
+    def test_tunnelRefusalWithCRLF(self) -> None:
+        """
+        A tunnel filter's refusal with CRLF in its reason phrase gets 500.
+        """
+        self.start(connectPorts=PortSet(["443"]))
+        self.useFilter(
+            filterTunnel=lambda request: Response(
+                ResponseHead(403, b"No\r\nX-Injected: yes")
+            )
+        )
+        self.send(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+        self.assertAnswered(500)
+
+    def test_exceptionTextNotShown(self) -> None:
+        """
+        A filter's exception is named on the error page by its type only:
+        its message may hold internals, or megabytes.
+        """
+
+        def fail(request: Any) -> Any:
+            raise ValueError("secret internals " * 1000)
+
+        self.useFilter(filterRequest=fail)
+        self.factory.chain.filters[0].onError = "fail"
+        self.factory.chain = FilterChain(self.factory.chain.filters, self.reactor)
+        self.send(GET)
+        code, _, body = splitResponse(self.client.value())
+        self.assertEqual(code, 500)
+        self.assertIn(b"failed (ValueError)", body)
+        self.assertNotIn(b"secret", body)
+        self.assertLess(len(body), 1024)
+        self.flushLoggedErrors(ValueError)
+
+
+class FilterAnswerSafetyTests(ProxyTestCase):
+    """
+    The last line of defence around filters' answers.
+    """
+
+    def test_successAsTunnelRefusal(self) -> None:
+        """
+        A tunnel filter that answers a CONNECT with a 2xx of its own (which
+        tells the client the tunnel is open) gets 500 instead.
+        """
+
+        @implementer(ITunnelFilter)
+        class Sure:
+            def filterTunnel(self, request: Any) -> Any:
+                return Response(ResponseHead(200, b"OK"))
+
+        self.start(connectPorts=PortSet(["443"]))
+        self.factory.chain = FilterChain([EnabledFilter("sure", Sure())])
+        self.send(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+        status, _, body = splitResponse(self.client.value())
+        self.assertEqual(status, 500)
+        self.assertIn(b"answered a CONNECT with 200", body)
+        self.assertEqual(self.reactor.tcpClients, [])
+
+    def test_errorActingOnDeferredAnswerResets(self) -> None:
+        """
+        If acting on a response filter's Deferred answer raises, the error
+        is logged and the client's connection reset, not left open with
+        the upstream's body going out without a head.
+        """
+        pending: list[Deferred] = []
+
+        @implementer(IResponseFilter)
+        class Later:
+            def filterResponse(self, request: Any, response: Any) -> Any:
+                d: Deferred = Deferred()
+                pending.append(d)
+                return d
+
+        self.factory.chain = FilterChain([EnabledFilter("later", Later())])
+        upstream, upstreamTransport = self.forward(GET)
+        self.reply(upstream, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+
+        def broken(*args: Any) -> None:
+            raise RuntimeError("bug")
+
+        self.patch(ProxyProtocol, "_sendResponseHead", broken)
+        pending[0].callback(ResponseHead(200, b"OK", Headers()))
+        self.reply(upstream, b"world")
+        self.assertEqual(self.client.value(), b"")
+        self.assertTrue(self.client.disconnected)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
