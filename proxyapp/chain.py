@@ -362,18 +362,12 @@ class FilterChain:
                 client=_client(request),
                 target=_target(request),
             )
-        elif failure.check(_WrongType):
-            # The proxy's own words: safe to show.
-            why = f"failed: {failure.getErrorMessage()}"
-            log.failure(
-                "filter {name} failed for {client} {target}",
-                failure,
-                name=name,
-                client=_client(request),
-                target=_target(request),
-            )
         else:
-            why = f"failed ({_errorName(failure)})"
+            if failure.check(_WrongType):
+                # The proxy's own words: safe to show.
+                why = f"failed: {failure.getErrorMessage()}"
+            else:
+                why = f"failed ({_errorName(failure)})"
             log.failure(
                 "filter {name} failed for {client} {target}",
                 failure,
@@ -390,17 +384,8 @@ class FilterChain:
         return decided(response, name)
 
 
-_SAVED = (
-    "method",
-    "target",
-    "version",
-    "headers",
-    "scheme",
-    "host",
-    "port",
-    "authority",
-    "path",
-)
+# What a filter might replace on a request: every field.
+_SAVED = RequestHead.__slots__
 
 
 def _snapshot(request: RequestHead) -> tuple[Any, ...]:

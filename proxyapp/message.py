@@ -732,6 +732,8 @@ def messageDefect(message: Any) -> Optional[str]:
             return "authority must be bytes"
         if message.host is not None and type(message.host) is not str:
             return "host must be str or None"
+        if message.user is not None and type(message.user) is not str:
+            return "user must be str or None"
         if message.scheme not in (None, "http", "https"):
             return f"scheme {message.scheme!r:.40} is not None, 'http' or 'https'"
         if type(message.port) is not int or not 0 <= message.port <= 65535:
