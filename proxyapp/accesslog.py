@@ -80,7 +80,9 @@ C{Log::Format::SquidNative} (C{logformat squid %ts.%03tu %6tr %>a
     answered with a 3xx, C{TCP_TUNNEL} for CONNECT, C{TCP_MISS} for any
     other request that reached an upstream, and C{NONE_NONE} for the rest
     (errors without an upstream, e.g. a malformed request).  C{NONE_NONE} is
-    what Squid 4 and later write; Squid 3 wrote C{NONE}.
+    what Squid 4 and later write; Squid 3 wrote C{NONE}.  An exchange cut
+    off before its response was complete (the client or the upstream went
+    away) gets C{_ABORTED} appended, as Squid does: C{TCP_MISS_ABORTED/200}.
   - The status is zero-padded to three digits (C{000} when none was sent),
     the bytes are those sent to the client, head included.
   - The user is C{-} or encoded as Squid encodes user names (C{%xx} for
@@ -100,7 +102,9 @@ C{"2023-11-14T22:13:20.123Z"}), C{client_ip}, C{client_port}, C{user},
 C{method}, C{target}, C{version}, C{status}, C{bytes_in}, C{bytes_out},
 C{duration_ms} (a number with three decimals), C{upstream_ip},
 C{upstream_port}, C{referer}, C{user_agent}, C{content_type}, C{filter},
-C{filter_reason}, C{tunnel} (a boolean).  Missing values are C{null}.
+C{filter_reason}, C{tunnel} (a boolean), C{aborted} (a boolean: the
+exchange was cut off before its response was complete).  Missing values
+are C{null}.
 
 In every format, a negative duration (the clock was stepped back during
 the request) is written as 0.
@@ -173,6 +177,9 @@ class AccessRecord:
         C{"blocklist"}, C{"auth"}), or L{None}.
     @ivar filterReason: why that filter decided so, or L{None}.
     @ivar tunnel: C{True} for a CONNECT tunnel.
+    @ivar aborted: C{True} if the exchange was cut off before its response
+        was complete (the client or the upstream went away); never for a
+        tunnel, which ends when either side closes.
     """
 
     start: float = 0.0
@@ -194,6 +201,7 @@ class AccessRecord:
     filterName: Optional[str] = None
     filterReason: Optional[str] = None
     tunnel: bool = False
+    aborted: bool = False
 
 
 Exchange = tuple[
@@ -207,6 +215,7 @@ Exchange = tuple[
     Optional[tuple[str, int]],
     Optional[tuple[str, Optional[str]]],
     Optional[str],
+    bool,
     bool,
 ]
 """
@@ -223,7 +232,8 @@ L{AccessRecord}.  In order:
   - the upstream's C{(ip, port)}, or L{None};
   - the deciding filter's C{(name, reason)}, or L{None};
   - the response's media type, or L{None};
-  - whether this was a CONNECT tunnel.
+  - whether this was a CONNECT tunnel;
+  - whether it was cut off before its response was complete.
 """
 
 
@@ -261,6 +271,7 @@ def recordFromExchange(
         decidedBy,
         contentType,
         tunnel,
+        aborted,
     ) = exchange
     if record is None:
         record = AccessRecord()
@@ -273,6 +284,7 @@ def recordFromExchange(
     record.bytesOut = bytesOut
     record.contentType = contentType
     record.tunnel = tunnel
+    record.aborted = aborted
     record.userAgent = record.referer = None
     if request is None:
         record.user = None
@@ -878,8 +890,8 @@ def _combinedLines(exchanges: list[Exchange]) -> list[str]:
     append = lines.append
     texts = _cleanHeaderTexts
     for exchange in exchanges:
-        client, request, start, end, status, _, bytesOut, upstream, decidedBy, _, _ = (
-            exchange
+        client, request, start, end, status, _, bytesOut, upstream, decidedBy = (
+            exchange[:9]
         )
         if (
             request is None
@@ -997,6 +1009,8 @@ def formatSquid(record: AccessRecord) -> str:
         result = "TCP_MISS"
     else:
         result = "NONE_NONE"
+    if record.aborted:
+        result += "_ABORTED"
     user = record.user
     contentType = record.contentType
     if contentType is None:
@@ -1070,7 +1084,8 @@ def formatJSON(record: AccessRecord) -> str:
         f'"content_type":{"null" if contentType is None else quote(contentType)},'
         f'"filter":{"null" if filterName is None else quote(filterName)},'
         f'"filter_reason":{"null" if filterReason is None else quote(filterReason)},'
-        f'"tunnel":{"true" if record.tunnel else "false"}}}\n'
+        f'"tunnel":{"true" if record.tunnel else "false"},'
+        f'"aborted":{"true" if record.aborted else "false"}}}\n'
     )
 
 

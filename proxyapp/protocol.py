@@ -1102,6 +1102,15 @@ class ProxyProtocol(Protocol):
         if method == b"CONNECT":
             return self._connectRequest(request)
         if request.port == self.localPort and self._isSelf(request):
+            if (method == b"GET" or method == b"HEAD") and request.path.split(b"?", 1)[
+                0
+            ] in statuspage.PAGES:
+                # The status page asked for through the proxy (a browser
+                # set to use it, a shell with http_proxy set), as Squid
+                # serves its own pages: answered here, nothing forwarded.
+                return self._answerHere(
+                    request, statuspage.localResponse(request, factory)
+                )
             return self._respond(
                 errorResponse(
                     508,
@@ -2007,7 +2016,13 @@ class ProxyProtocol(Protocol):
             self.requestDone = True
         self._finishExchange()
 
-    def _clientError(self, status: int, reason: str, what: str = "") -> None:
+    def _clientError(
+        self,
+        status: int,
+        reason: str,
+        what: str = "",
+        started: Optional[float] = None,
+    ) -> None:
         """
         The client sent something malformed, too large or too slowly
         (C{what} says which; by default, what C{status} says): answer, then
@@ -2037,7 +2052,7 @@ class ProxyProtocol(Protocol):
         if self.request is None:
             # The head itself was malformed: answered under a placeholder,
             # logged as a request that was never parsed.
-            self.started = time.time()
+            self.started = time.time() if started is None else started
             self.request = _UNPARSED
             target = ""
         else:
@@ -2056,7 +2071,10 @@ class ProxyProtocol(Protocol):
             # comes while the connection closes.
             self.closeAfter = True
             self._linger = True
-        self._logExchange()
+        parser = self.parser
+        # Bytes of the next (pipelined) request, received with this one's.
+        pending = parser.buffered()
+        self._logExchange(carry=pending)
         self.request = None
         self.responseStarted = False
         self._responseComplete = False
@@ -2066,12 +2084,11 @@ class ProxyProtocol(Protocol):
             self._close()
             return
         self._setDeadline(_IDLE, self.settings.idleTimeout)
-        parser = self.parser
         parser.startNextCycle()
         gate = self.gate
         if gate.reasons & PIPELINE:  # type: ignore[union-attr]
             gate.resume(PIPELINE)  # type: ignore[union-attr]
-        if parser.buffered() and not self._dispatching:
+        if pending and not self._dispatching:
             # A pipelined request is waiting; handle it on the next turn so
             # that we never re-enter the upstream's dataReceived.
             self.reactor.callLater(0, self._resumeDispatch)
@@ -2144,20 +2161,30 @@ class ProxyProtocol(Protocol):
         self._close()
 
     def _logExchange(
-        self, incomplete: bool = False, reason: Optional[str] = None
+        self, incomplete: bool = False, reason: Optional[str] = None, carry: int = 0
     ) -> None:
+        """
+        Count and log the exchange that ends.
+
+        @param incomplete: whether it was cut off before its response was
+            complete.
+        @param carry: how many of the bytes received belong to the next
+            request (pipelined behind this one): they count for that one.
+        """
         relay = self._relay
         if relay is not None:
             self._relay = None
             self.bytesIn += relay.bytesAtoB
             self.bytesOut += relay.bytesBtoA
+        bytesIn = self.bytesIn - carry
         stats = self.factory.stats
-        stats.bytesFromClients += self.bytesIn
+        stats.bytesFromClients += bytesIn
         stats.bytesToClients += self.bytesOut
         accessLog = self.factory.accessLog
         request = self.request
         if accessLog is None or (request is None and not self.tunnel):
-            self.bytesIn = self.bytesOut = 0
+            self.bytesIn = carry
+            self.bytesOut = 0
             return
         if request is _UNPARSED:
             request = None
@@ -2168,15 +2195,17 @@ class ProxyProtocol(Protocol):
                 self.started,
                 time.time(),
                 self.status if self.responseStarted or incomplete else 0,
-                self.bytesIn,
+                bytesIn,
                 self.bytesOut,
                 self.upstreamPeer,
                 self.decidedBy,
                 self.contentType,
                 self.tunnel,
+                incomplete and not self.tunnel,
             )
         )
-        self.bytesIn = self.bytesOut = 0
+        self.bytesIn = carry
+        self.bytesOut = 0
         self.upstreamPeer = None
         self.decidedBy = None
         self.contentType = None
@@ -2475,9 +2504,12 @@ class ProxyProtocol(Protocol):
             if self.request is None and self.parser.headStarted():
                 # Part of a head came: answer it (and log it) as nginx and
                 # Apache do; a connection that sent nothing is just closed.
+                # Logged from when the wait for the head began.
+                began = self._deadline - timeout
                 return self._clientError(
                     408,
                     f"the request head did not arrive within {_seconds(timeout)}",
+                    started=time.time() - (self.reactor.seconds() - began),
                 )
         self._close()
 

@@ -84,11 +84,19 @@ def statusPage(figures: dict[str, Any]) -> bytes:
     return page.encode("utf-8")
 
 
+PAGES = frozenset([b"/", b"/status.json"])
+"""
+The paths of the proxy's own pages.
+"""
+
+
 def localResponse(request: RequestHead, factory: Any) -> Response:
     """
-    Answer a request addressed to the proxy itself (origin-form target).
+    Answer a request addressed to the proxy itself: an origin-form target,
+    or an absolute-form one naming the proxy's own address and one of its
+    L{PAGES}.
     """
-    path = request.target.split(b"?", 1)[0]
+    path = request.path.split(b"?", 1)[0]
     if request.method not in (b"GET", b"HEAD"):
         if request.method == b"OPTIONS":
             return _optionsResponse()

@@ -117,6 +117,7 @@ def makeExchange(
         decidedBy,
         contentType,
         False,
+        False,
     )
 
 
@@ -735,7 +736,7 @@ class FormatJSONTests(SynchronousTestCase):
             '"upstream_ip":"93.184.216.34","upstream_port":80,'
             '"referer":"http://example.com/a","user_agent":"curl/8.4.0",'
             '"content_type":"text/html","filter":null,"filter_reason":null,'
-            '"tunnel":false}\n',
+            '"tunnel":false,"aborted":false}\n',
         )
 
     def test_allFields(self) -> None:
@@ -780,6 +781,7 @@ class FormatJSONTests(SynchronousTestCase):
                 "filter": "blocklist",
                 "filter_reason": "listed\x00",
                 "tunnel": True,
+                "aborted": False,
             },
         )
 
@@ -1643,6 +1645,8 @@ def referenceSquid(record: AccessRecord) -> str:
         result = "TCP_MISS"
     else:
         result = "NONE_NONE"
+    if record.aborted:
+        result += "_ABORTED"
     if record.method:
         request = f"{squidEncode(record.method)} {squidEncode(record.target) or '-'}"
     else:
@@ -1697,6 +1701,7 @@ def referenceJSON(record: AccessRecord) -> str:
         ("filter", json.dumps(record.filterName)),
         ("filter_reason", json.dumps(record.filterReason)),
         ("tunnel", json.dumps(record.tunnel)),
+        ("aborted", json.dumps(record.aborted)),
     ]
     return "{" + ",".join(f'"{key}":{value}' for key, value in members) + "}\n"
 
@@ -1748,6 +1753,7 @@ records = st.builds(
     filterName=optionalText,
     filterReason=optionalText,
     tunnel=st.booleans(),
+    aborted=st.booleans(),
 )
 
 
@@ -1832,6 +1838,7 @@ def exchanges(draw: Callable[..., Any]) -> Exchange:
         draw(st.one_of(st.none(), st.tuples(anyText, optionalText))),
         draw(optionalText),
         draw(st.booleans()),
+        draw(st.booleans()),
     )
 
 
@@ -1889,7 +1896,7 @@ class DifferentialTests(SynchronousTestCase):
         request = RequestHead(b"GET", b"/")
         batch = [
             (("127.0.0.1", 1), request, 1000.0, 1000.0 + duration, 200, 0, 0)
-            + (None, None, None, False)
+            + (None, None, None, False, False)
             for duration in (0.0009995, 0.0009994, 0.9995, 0.15, 1.0, 5.0, -0.0004)
         ]
         lines = _combinedLines(batch)  # type: ignore[arg-type]

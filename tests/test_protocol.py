@@ -1629,14 +1629,46 @@ class LoopTests(ProxyTestCase):
 
     def test_ownAddressIsLoop(self) -> None:
         """
-        An absolute-form request naming the proxy's own listening address is
-        answered 508 without connecting.
+        An absolute-form request naming the proxy's own listening address,
+        for anything but its own pages (or with another method), is answered
+        508 without connecting.
+        """
+        for line in (
+            b"GET http://127.0.0.1:8080/a",
+            b"GET http://127.0.0.1:8080/status.json/x",
+            b"POST http://127.0.0.1:8080/",
+        ):
+            proxy, client = self.connectClient()
+            self.send(
+                line
+                + b" HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nContent-Length: 0\r\n\r\n",
+                proxy,
+            )
+            status, _, _ = splitResponse(client.value())
+            self.assertEqual(status, 508, line)
+        self.assertEqual(self.reactor.tcpClients, [])
+
+    def test_ownPagesThroughTheProxy(self) -> None:
+        """
+        The status pages asked for in absolute form, naming the proxy's own
+        address (a browser set to use the proxy, a shell with C{http_proxy}
+        set), are answered as in origin form, as Squid serves its own pages;
+        nothing is forwarded.
         """
         self.send(
-            b"GET http://127.0.0.1:8080/ HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+            b"GET http://127.0.0.1:8080/status.json?x HTTP/1.1\r\n"
+            b"Host: 127.0.0.1:8080\r\n\r\n"
         )
-        status, _, _ = splitResponse(self.client.value())
-        self.assertEqual(status, 508)
+        status, fields, body = splitResponse(self.client.value())
+        self.assertEqual(status, 200)
+        self.assertEqual(json.loads(body)["name"], "webproxy")
+        self.client.clear()
+        self.send(
+            b"HEAD http://127.0.0.1:8080/ HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+        )
+        status, fields, body = splitResponse(self.client.value())
+        self.assertEqual((status, body), (200, b""))
+        self.assertTrue(values(fields, b"Content-Type")[0].startswith(b"text/html"))
         self.assertEqual(self.reactor.tcpClients, [])
 
     def test_ownViaIsLoop(self) -> None:
@@ -4201,3 +4233,72 @@ class FilterAnswerSafetyTests(ProxyTestCase):
         self.assertEqual(self.client.value(), b"")
         self.assertTrue(self.client.disconnected)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class AccessRecordProbeTests(ProxyTestCase):
+    """
+    Access records of exchanges that a probe found logged wrongly.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.log = RecordingLog()
+        self.factory.accessLog = self.log
+
+    def test_clientGoneMidResponseIsAborted(self) -> None:
+        """
+        A client that goes away before its response is complete is logged
+        as aborted (Squid's C{TCP_MISS_ABORTED}); a complete exchange and a
+        tunnel, which ends when a side closes, are not.
+        """
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, OK)
+        self.send(GET)
+        self.reply(upstream, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+        self.proxy.connectionLost(Failure(error.ConnectionLost()))
+        self.assertEqual(
+            [(r.status, r.aborted) for r in self.log.records],
+            [(200, False), (200, True)],
+        )
+        self.assertIn(" TCP_MISS_ABORTED/200 ", formatSquid(self.log.records[1]))
+
+    def test_tunnelNotAborted(self) -> None:
+        """
+        A tunnel's record is never marked aborted.
+        """
+        self.start(connectPorts=PortSet(["443"]))
+        self.factory.accessLog = self.log
+        self.send(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+        upstream, _ = self.accept()
+        self.proxy.connectionLost(Failure(error.ConnectionDone()))
+        [record] = self.log.records
+        self.assertEqual((record.tunnel, record.aborted), (True, False))
+
+    def test_pipelinedBytesInCountedPerRequest(self) -> None:
+        """
+        Two requests received in one read are each logged with their own
+        bytes in, not the first with both.
+        """
+        first = GET
+        second = GET.replace(b"/a", b"/bb")
+        upstream, _ = self.forward(first + second)
+        self.reply(upstream, OK)
+        self.reactor.advance(0)
+        self.reply(upstream, OK)
+        self.assertEqual(
+            [r.bytesIn for r in self.log.records], [len(first), len(second)]
+        )
+        self.assertEqual(self.factory.stats.bytesFromClients, len(first) + len(second))
+
+    def test_headerTimeoutLoggedFromHeadStart(self) -> None:
+        """
+        A 408 for a head that did not arrive in time is logged with the
+        time spent waiting for it, not as taking no time.
+        """
+        self.start(headerTimeout=3)
+        self.factory.accessLog = self.log
+        self.send(b"GET http://example.com/ HTTP/1.1\r\nHo")
+        self.reactor.advance(3)
+        [record] = self.log.records
+        self.assertEqual(record.status, 408)
+        self.assertTrue(2.5 < record.duration < 3.5, record.duration)
