@@ -33,6 +33,9 @@ from proxyapp.interfaces import (
 
 FILTER_INTERFACES = (IRequestFilter, IResponseFilter, IBodyFilter, ITunnelFilter)
 
+# The module of the built-in filters' factories.
+_BUILTINS = "proxyapp.plugins.proxyapp_builtins"
+
 # Keys of a [filter.NAME] table that the proxy handles itself.
 PROXY_KEYS = frozenset(["on_error"])
 
@@ -52,12 +55,16 @@ class Discovered:
     @ivar origins: name to the module that provided it.
     @ivar problems: C{(module name, message)} for each broken plugin module
         or invalid factory, already reported and skipped.
+    @ivar duplicates: name to the other modules that provide a factory of
+        that name too (the first found is in C{origins}); such a name
+        cannot be enabled.
     """
 
     def __init__(self) -> None:
         self.factories: dict[str, Any] = {}
         self.origins: dict[str, str] = {}
         self.problems: list[tuple[str, str]] = []
+        self.duplicates: dict[str, list[str]] = {}
 
 
 def _defaultPackage() -> ModuleType:
@@ -98,6 +105,9 @@ def findFilterFactories(package: Optional[ModuleType] = None) -> Discovered:
             found.problems.append((origin, f"invalid filter factory: {e}"))
             continue
         if name in found.factories:
+            if found.origins[name] != _BUILTINS:
+                # A built-in keeps its name; two others leave it ambiguous.
+                found.duplicates.setdefault(name, []).append(origin)
             found.problems.append(
                 (
                     origin,
@@ -145,19 +155,21 @@ def buildFilter(
         )
     try:
         built = factory.makeFilter(table)
+    except KeyboardInterrupt:
+        raise
     except (ValueError, TypeError, KeyError) as e:
-        message = str(e)
+        message = _oneLine(str(e))
         # Factories name the key first ("key: what was expected"), some
         # after their own name, which the section already gives.
         if message.startswith(name + ": "):
             message = message[len(name) + 2 :]
         section = (sections or {}).get(message.split(":", 1)[0])
         raise FilterError(f"[{section or 'filter.' + name}] {message}")
-    except Exception as e:
-        # A crashing factory is the plugin's bug, not the user's; still one
-        # line, naming the filter and where it came from.
+    except BaseException as e:
+        # A crashing factory (even one calling sys.exit) is the plugin's
+        # bug, not the user's; still one line, naming the filter.
         raise FilterError(
-            f"filter {name!r}: its factory failed: {type(e).__name__}: {e}"
+            f"filter {name!r}: its factory failed: {type(e).__name__}: {_oneLine(str(e))}"
         )
     provided = [i for i in FILTER_INTERFACES if i.providedBy(built)]
     if not provided:
@@ -193,6 +205,12 @@ def buildFilters(
             raise FilterError(f"filter {name!r} is enabled twice")
         seen.add(name)
         factory = discovered.factories.get(name)
+        others = discovered.duplicates.get(name)
+        if others:
+            modules = ", ".join([discovered.origins[name], *others])
+            raise FilterError(
+                f"filter {name!r} is provided by more than one plugin module ({modules}); uninstall all but one"
+            )
         if factory is None:
             broken = "; ".join(
                 f"{module}: {message}" for module, message in discovered.problems
@@ -204,6 +222,14 @@ def buildFilters(
             )
         filters.append(buildFilter(factory, name, tables.get(name, {})))
     return filters
+
+
+def _oneLine(text: str) -> str:
+    """
+    @return: C{text} with its line breaks turned into spaces, for messages
+        that promise one line.
+    """
+    return " ".join(text.splitlines())
 
 
 def describeFilters(discovered: Discovered) -> str:

@@ -352,7 +352,11 @@ def splitTarget(head: RequestHead) -> None:
         raise ClientProtocolError(400, "request target is not an http or https URL")
     scheme, authority, path = match.groups()
     scheme = scheme.lower()
-    if not path.startswith(b"/"):
+    if not path and head.method == b"OPTIONS":
+        # RFC 9112 section 3.2.4: OPTIONS for the server as a whole reaches
+        # it as asterisk-form.
+        path = b"*"
+    elif not path.startswith(b"/"):
         path = b"/" + path
     try:
         head.host, head.port = parseAuthority(

@@ -457,6 +457,55 @@ class DuplicateTests(DummyPackageMixin, SynchronousTestCase):
         )
         self.assertIn("already provided by " + winner, message)
 
+    def test_ambiguousNameNotEnabled(self) -> None:
+        """
+        A name two plugin modules provide cannot be enabled: which one ran
+        would depend on the order of C{sys.path}.  The error names both.
+        """
+        found = self.discover()
+        error = self.assertRaises(FilterError, buildFilters, ["same"], {}, found)
+        self.assertIn("more than one plugin module", str(error))
+        self.assertIn(f"{self.packageName}.dummy_first", str(error))
+        self.assertIn(f"{self.packageName}.dummy_second", str(error))
+
+
+class FactoryExitTests(DummyPackageMixin, SynchronousTestCase):
+    """
+    Factories that fail in ways a message must still name in one line.
+    """
+
+    modules = {
+        "dummy_exits": (
+            "import sys\n"
+            "def exits(config):\n"
+            "    sys.exit(7)\n"
+            "def lines(config):\n"
+            "    raise RuntimeError('kaboom\\nsecond line')\n"
+            'exiting = Factory("exits", exits)\n'
+            'multiline = Factory("lines", lines)\n'
+        ),
+    }
+
+    def test_exitingFactory(self) -> None:
+        """
+        A factory calling C{sys.exit} stops the start with a message naming
+        the filter, not a silent exit status.
+        """
+        error = self.assertRaises(
+            FilterError, buildFilters, ["exits"], {}, self.discover()
+        )
+        self.assertIn("filter 'exits': its factory failed: SystemExit: 7", str(error))
+
+    def test_messageOnOneLine(self) -> None:
+        """
+        A factory's message with line breaks is given on one line.
+        """
+        error = self.assertRaises(
+            FilterError, buildFilters, ["lines"], {}, self.discover()
+        )
+        self.assertIn("RuntimeError: kaboom second line", str(error))
+        self.assertNotIn("\n", str(error))
+
 
 class EmptyPackageTests(DummyPackageMixin, SynchronousTestCase):
     """

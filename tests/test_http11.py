@@ -892,6 +892,23 @@ class TargetFormTests(SynchronousTestCase, ParserTestMixin):
         for head in self.heads(b"OPTIONS * HTTP/1.1\r\n" + HOST + b"\r\n"):
             self.assertEqual((head.method, head.target), (b"OPTIONS", b"*"))
 
+    def test_optionsForWholeServer(self) -> None:
+        """
+        C{OPTIONS} of an absolute URL with an empty path and no query is
+        for the server as a whole: its path becomes C{*} (RFC 9112
+        section 3.2.4).  Any other empty path becomes C{/}.
+        """
+        cases = [
+            (b"OPTIONS", b"http://example.com", b"*"),
+            (b"OPTIONS", b"http://example.com/", b"/"),
+            (b"OPTIONS", b"http://example.com?q", b"/?q"),
+            (b"GET", b"http://example.com", b"/"),
+        ]
+        for method, target, path in cases:
+            data = method + b" " + target + b" HTTP/1.1\r\n" + HOST + b"\r\n"
+            for head in self.heads(data):
+                self.assertEqual(head.path, path, target)
+
     def test_asteriskFormOtherMethod(self) -> None:
         """
         The asterisk-form with a method other than OPTIONS is refused with 400.

@@ -4302,3 +4302,21 @@ class AccessRecordProbeTests(ProxyTestCase):
         [record] = self.log.records
         self.assertEqual(record.status, 408)
         self.assertTrue(2.5 < record.duration < 3.5, record.duration)
+
+
+class ProbedRequestTests(ProxyTestCase):
+    """
+    Requests from real clients, as a probe found them handled.
+    """
+
+    def test_optionsForWholeServerForwardedAsAsterisk(self) -> None:
+        """
+        C{OPTIONS http://example.com} (empty path, no query) reaches the
+        origin as C{OPTIONS *}, as the last proxy must send it.
+        """
+        _, transport = self.forward(
+            b"OPTIONS http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        )
+        self.assertTrue(
+            transport.value().startswith(b"OPTIONS * HTTP/1.1\r\n"), transport.value()
+        )
