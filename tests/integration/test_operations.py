@@ -68,6 +68,7 @@ JSON_KEYS = [
     "filter",
     "filter_reason",
     "tunnel",
+    "aborted",
 ]
 
 COMBINED_LINE = re.compile(
