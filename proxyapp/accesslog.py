@@ -890,9 +890,20 @@ def _combinedLines(exchanges: list[Exchange]) -> list[str]:
     append = lines.append
     texts = _cleanHeaderTexts
     for exchange in exchanges:
-        client, request, start, end, status, _, bytesOut, upstream, decidedBy = (
-            exchange[:9]
-        )
+        (
+            client,
+            request,
+            start,
+            end,
+            status,
+            _,
+            bytesOut,
+            upstream,
+            decidedBy,
+            _,
+            _,
+            _,
+        ) = exchange
         if (
             request is None
             or decidedBy is not None
