@@ -41,6 +41,11 @@ from proxyapp.message import (
 
 log = Logger()
 
+# What a filter may raise and the proxy answers for: anything but Ctrl-C
+# (a plugin calling sys.exit while handling a request must not leave the
+# client without an answer).
+_CAUGHT = (Exception, SystemExit, GeneratorExit)
+
 FAIL = "fail"
 PASS = "pass"
 
@@ -184,7 +189,7 @@ class FilterChain:
                 saved = _snapshot(request)
             try:
                 transform = fn(request, response)
-            except Exception:
+            except _CAUGHT:
                 answer = self._failed(Failure(), name, onError, 502, request)
                 if answer is not None:
                     return answer
@@ -219,7 +224,7 @@ class FilterChain:
             saved = _snapshot(request) if checked else None
             try:
                 result = fn(value) if call is None else call(fn, value)
-            except Exception:
+            except _CAUGHT:
                 result = self._failed(Failure(), name, onError, status, request)
                 if result is None:
                     index += 1
@@ -510,7 +515,7 @@ class _GuardedTransform:
             return chunk
         try:
             return self.transform.transform(chunk)
-        except Exception:
+        except _CAUGHT:
             self._break(Failure())
             return chunk
 
@@ -519,7 +524,7 @@ class _GuardedTransform:
             return b""
         try:
             return self.transform.finish()
-        except Exception:
+        except _CAUGHT:
             self._break(Failure())
             return b""
 

@@ -104,6 +104,7 @@ from proxyapp.message import (
     HOP_BY_HOP_FIELDS,
     PRODUCT,
     FieldNames,
+    Headers,
     RequestHead,
     Response,
     ResponseHead,
@@ -1475,7 +1476,7 @@ class ProxyProtocol(Protocol):
             return
         if self.chunkUp:
             if end.trailers is not None:
-                self._pendingUp.append(b"0\r\n" + end.trailers.serialize() + b"\r\n")
+                self._pendingUp.append(b"0\r\n" + _trailerBlock(end.trailers) + b"\r\n")
             else:
                 self._pendingUp.append(b"0\r\n\r\n")
         if self.upstream is not None and not self.responseStarted:
@@ -1777,7 +1778,7 @@ class ProxyProtocol(Protocol):
                     self.responseData(tail)
         if self.chunkDown:
             if end.trailers is not None:
-                self._out.append(b"0\r\n" + end.trailers.serialize() + b"\r\n")
+                self._out.append(b"0\r\n" + _trailerBlock(end.trailers) + b"\r\n")
             else:
                 self._out.append(b"0\r\n\r\n")
         self._responseComplete = True
@@ -2755,3 +2756,19 @@ def _seconds(duration: float) -> str:
     @return: C{duration} for a message: C{"1 second"}, C{"2.5 seconds"}.
     """
     return f"{duration:g} second{'' if duration == 1 else 's'}"
+
+
+# Fields never relayed in a trailer section: hop-by-hop ones, and those
+# that frame or route a message, which a trailer cannot (RFC 9110 section
+# 6.5.1).
+_NOT_IN_TRAILERS = (b"Content-Length", b"Transfer-Encoding", b"Host", b"Trailer")
+
+
+def _trailerBlock(trailers: Headers) -> bytes:
+    """
+    @return: the trailer fields to relay, serialized.
+    """
+    trailers.removeHopByHop()
+    for name in _NOT_IN_TRAILERS:
+        trailers.remove(name)
+    return trailers.serialize()

@@ -4320,3 +4320,63 @@ class ProbedRequestTests(ProxyTestCase):
         self.assertTrue(
             transport.value().startswith(b"OPTIONS * HTTP/1.1\r\n"), transport.value()
         )
+
+
+class TrailerRelayTests(ProxyTestCase):
+    """
+    Trailer sections are relayed without the fields a trailer cannot
+    carry.
+    """
+
+    def test_responseTrailersCleaned(self) -> None:
+        """
+        Framing, routing and hop-by-hop fields in an upstream's trailers
+        are not relayed; the others are.
+        """
+        upstream, _ = self.forward(GET)
+        self.reply(
+            upstream,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+            b"0\r\nContent-Length: 99\r\nConnection: close\r\nHost: x\r\n"
+            b"X-Checksum: abc\r\n\r\n",
+        )
+        self.assertTrue(
+            self.client.value().endswith(b"\r\n0\r\nX-Checksum: abc\r\n\r\n"),
+            self.client.value(),
+        )
+
+    def test_requestTrailersCleaned(self) -> None:
+        """
+        The same for a client's trailers forwarded upstream.
+        """
+        _, transport = self.forward(
+            b"POST http://example.com/ HTTP/1.1\r\nHost: example.com\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+            b"0\r\nTransfer-Encoding: gzip\r\nKeep-Alive: 5\r\nX-Sum: 1\r\n\r\n"
+        )
+        self.assertTrue(
+            transport.value().endswith(b"\r\n0\r\nX-Sum: 1\r\n\r\n"), transport.value()
+        )
+
+
+class FilterExitTests(ProxyTestCase):
+    """
+    A filter that calls C{sys.exit} while handling a request.
+    """
+
+    def test_exitIsAnswered(self) -> None:
+        """
+        The client gets a 500 naming the filter, as for any exception.
+        """
+
+        @implementer(IRequestFilter)
+        class Exits:
+            def filterRequest(self, request: Any) -> Any:
+                raise SystemExit(3)
+
+        self.factory.chain = FilterChain([EnabledFilter("exits", Exits())])
+        self.send(GET)
+        status, _, body = splitResponse(self.client.value())
+        self.assertEqual(status, 500)
+        self.assertIn(b"failed (SystemExit)", body)
+        self.flushLoggedErrors(SystemExit)
