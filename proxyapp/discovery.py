@@ -105,8 +105,21 @@ def findFilterFactories(package: Optional[ModuleType] = None) -> Discovered:
             found.problems.append((origin, f"invalid filter factory: {e}"))
             continue
         if name in found.factories:
-            if found.origins[name] != _BUILTINS:
-                # A built-in keeps its name; two others leave it ambiguous.
+            winner = found.origins[name]
+            if origin == _BUILTINS:
+                # A built-in keeps its name, whichever module was found first.
+                for other in [winner, *found.duplicates.pop(name, [])]:
+                    found.problems.append(
+                        (
+                            other,
+                            f"filter name {name!r} is already provided by {origin}; skipped",
+                        )
+                    )
+                found.factories[name] = factory
+                found.origins[name] = origin
+                continue
+            if winner != _BUILTINS:
+                # Two other modules leave the name ambiguous.
                 found.duplicates.setdefault(name, []).append(origin)
             found.problems.append(
                 (

@@ -1156,7 +1156,8 @@ class ResponseParser(_Parser):
         end = self._findHead()
         if end == -1:
             available = len(self._buffer) - self._offset
-            if available > self.maxHeaderBytes:
+            # Up to three bytes of the CRLFCRLF may be here already.
+            if available > self.maxHeaderBytes + 3:
                 raise UpstreamProtocolError("response header section too large")
             if self._buffer.find(b"\n\n", self._offset) != -1:
                 raise UpstreamProtocolError("bare LF line ends in the response head")

@@ -680,29 +680,39 @@ def errorResponse(status: int, reason: str, target: str = "") -> Response:
 
 
 def _headersDefect(headers: Any) -> Optional[str]:
-    if type(headers) is not Headers:
+    if not isinstance(headers, Headers):
         return f"headers is {type(headers).__name__}, not Headers"
-    for field in headers._fields:
-        if (
-            type(field) is not list
-            or len(field) != 3
-            or type(field[1]) is not bytes
-            or type(field[2]) is not bytes
-            or not isToken(field[1])
-            or not isFieldValue(field[2])
-            or field[0] != field[1].lower()
-        ):
-            return f"invalid header field {field!r:.80}"
+    fields = headers._fields
+    if fields:
+        # Whole-list checks at C speed: a field holds no control character
+        # exactly when the values joined hold none, and so for token names.
+        try:
+            names = [field[1] for field in fields]
+            values = [field[2] for field in fields]
+        except (TypeError, IndexError, KeyError):
+            return "invalid header field list"
+        kinds = set(map(type, names))
+        kinds.update(map(type, values))
+        if kinds != {bytes}:
+            return "header field names and values must be bytes"
+        if not all(names) or b"".join(names).translate(None, TOKEN_CHARS):
+            return "a header field name is not a token"
+        if not isFieldValue(b"".join(values)):
+            return "a header field value holds a control character (CR, LF, NUL...)"
     if headers._block is not None and type(headers._block) is not bytes:
         return "invalid header block"
     return None
 
 
 def _responseHeadDefect(head: Any) -> Optional[str]:
-    if type(head) is not ResponseHead:
+    if not isinstance(head, ResponseHead):
         return f"a Response whose head is {type(head).__name__}"
     status = head.status
-    if type(status) is not int or not 100 <= status <= 599:
+    if (
+        not isinstance(status, int)
+        or isinstance(status, bool)
+        or not 100 <= status <= 599
+    ):
         return f"status {status!r:.40} is not a number from 100 to 599"
     reason = head.reason
     if type(reason) is not bytes or not isFieldValue(reason):
@@ -722,8 +732,7 @@ def messageDefect(message: Any) -> Optional[str]:
 
     @return: what is wrong, or C{None}.
     """
-    kind = type(message)
-    if kind is RequestHead:
+    if isinstance(message, RequestHead):
         if type(message.method) is not bytes or type(message.version) is not bytes:
             return "method and version must be bytes"
         if type(message.target) is not bytes or type(message.path) is not bytes:
@@ -739,9 +748,9 @@ def messageDefect(message: Any) -> Optional[str]:
         if type(message.port) is not int or not 0 <= message.port <= 65535:
             return f"port {message.port!r:.40} is not a number from 0 to 65535"
         return _headersDefect(message.headers)
-    if kind is ResponseHead:
+    if isinstance(message, ResponseHead):
         return _responseHeadDefect(message)
-    if kind is Response:
+    if isinstance(message, Response):
         why = _responseHeadDefect(message.head)
         if why is not None:
             return why

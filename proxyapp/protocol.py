@@ -148,7 +148,8 @@ _LINGER = 6
 # LINGER_TIME seconds have passed (nginx's lingering_timeout and
 # lingering_time).  Closing with unread bytes would make the kernel reset the
 # connection, and a client still sending would see the reset, not the answer
-# (RFC 9112 section 9.6).
+# (RFC 9112 section 9.6).  A graceful drain ends a linger at once, and none
+# starts while the proxy drains.
 LINGER_IDLE = 5.0
 LINGER_TIME = 30.0
 
@@ -1103,9 +1104,12 @@ class ProxyProtocol(Protocol):
         if method == b"CONNECT":
             return self._connectRequest(request)
         if request.port == self.localPort and self._isSelf(request):
-            if (method == b"GET" or method == b"HEAD") and request.path.split(b"?", 1)[
-                0
-            ] in statuspage.PAGES:
+            if (
+                (method == b"GET" or method == b"HEAD")
+                and request.path.split(b"?", 1)[0] in statuspage.PAGES
+                or method == b"OPTIONS"
+                and request.path == b"*"
+            ):
                 # The status page asked for through the proxy (a browser
                 # set to use it, a shell with http_proxy set), as Squid
                 # serves its own pages: answered here, nothing forwarded.
@@ -2073,8 +2077,9 @@ class ProxyProtocol(Protocol):
             self.closeAfter = True
             self._linger = True
         parser = self.parser
-        # Bytes of the next (pipelined) request, received with this one's.
-        pending = parser.buffered()
+        # Bytes of the next (pipelined) request, received with this one's;
+        # if the connection closes now they are nobody's.
+        pending = 0 if self.closeAfter else parser.buffered()
         self._logExchange(carry=pending)
         self.request = None
         self.responseStarted = False
@@ -2130,7 +2135,12 @@ class ProxyProtocol(Protocol):
         transport = self.transport
         if transport.producer is not None:
             transport.unregisterProducer()
-        if self._linger and not self.readClosed and halfCloses(transport):
+        if (
+            self._linger
+            and not self.readClosed
+            and not self.factory.draining
+            and halfCloses(transport)
+        ):
             transport.loseWriteConnection()
             gate = self.gate
             if gate.reasons:  # type: ignore[union-attr]
@@ -2185,7 +2195,7 @@ class ProxyProtocol(Protocol):
         request = self.request
         if accessLog is None or (request is None and not self.tunnel):
             self.bytesIn = carry
-            self.bytesOut = 0
+            self.bytesOut = self._headAt = self.status = 0
             return
         if request is _UNPARSED:
             request = None
@@ -2206,7 +2216,7 @@ class ProxyProtocol(Protocol):
             )
         )
         self.bytesIn = carry
-        self.bytesOut = 0
+        self.bytesOut = self._headAt = self.status = 0
         self.upstreamPeer = None
         self.decidedBy = None
         self.contentType = None
@@ -2294,6 +2304,7 @@ class ProxyProtocol(Protocol):
         upstream = self.upstream
         self.status = 101
         self.responseStarted = True
+        self._headAt = self.bytesOut
         headers = head.headers
         headers.removeHopByHop(frozenset([b"upgrade"]))
         headers.add(b"Connection", b"Upgrade")
@@ -2649,6 +2660,11 @@ class ProxyProtocol(Protocol):
         if self.busy():
             self.closeAfter = True
             self.keepAlive = False
+        elif self._linger and self._closed:
+            # Answered already: the process is stopping, so the linger
+            # (which can last LINGER_TIME) ends now.
+            self._linger = False
+            self._close()
         elif not self._closed:
             self._close()
 

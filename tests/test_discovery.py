@@ -26,6 +26,7 @@ from zope.interface.verify import verifyObject
 
 from proxyapp.chain import FAIL, PASS, EnabledFilter
 from proxyapp.config import ConfigError, Settings
+from proxyapp import discovery
 from proxyapp.discovery import (
     FILTER_INTERFACES,
     FilterError,
@@ -722,3 +723,33 @@ class ChainSettingsTests(SynchronousTestCase):
         )
         self.assertEqual([f.name for f in filters], ["access", "auth"])
         self.assertFalse(any("not used" in formatEvent(e) for e in events))
+
+
+class BuiltinFoundSecondTests(DummyPackageMixin, SynchronousTestCase):
+    """
+    A built-in keeps its name whichever module discovery finds first (the
+    order of a directory listing, when no plugin cache can be written).
+    """
+
+    modules = {
+        "dummy_first": 'first = Factory("same", lambda config: Tag(b"first"))\n',
+        "dummy_second": 'second = Factory("same", lambda config: Tag(b"second"))\n',
+    }
+
+    def test_builtinWinsEitherWay(self) -> None:
+        """
+        Whichever of two modules is the built-ins' module provides the
+        name, and the other is reported and skipped.
+        """
+        for builtin, other in (
+            ("dummy_first", "dummy_second"),
+            ("dummy_second", "dummy_first"),
+        ):
+            self.patch(discovery, "_BUILTINS", f"{self.packageName}.{builtin}")
+            found = self.discover()
+            self.assertEqual(found.origins["same"], f"{self.packageName}.{builtin}")
+            self.assertEqual(found.duplicates, {})
+            [(module, message)] = found.problems
+            self.assertEqual(module, f"{self.packageName}.{other}")
+            [built] = buildFilters(["same"], {}, found)
+            self.assertEqual(built.name, "same")

@@ -11,6 +11,7 @@ protocol on a transport of its own.
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 from typing import Any, Callable, Optional
 
 from hypothesis import given, settings
@@ -1319,16 +1320,23 @@ class LingerTests(ProxyTestCase):
         self.assertTrue(self.client.disconnecting)
         self.assertFalse(self.client.writeClosed)
 
-    def test_drainLeavesLingerAlone(self) -> None:
+    def test_drainEndsLinger(self) -> None:
         """
-        A graceful drain lets a lingering connection finish its linger.
+        A graceful drain ends a linger at once (it can last L{LINGER_TIME}
+        and the answer has gone out), and nothing starts lingering while
+        the proxy drains.
         """
         self.start(maxBodyBytes=100)
         self.send(_BIG_PUT)
-        self.proxy.closeIfIdle()
         self.assertFalse(self.client.disconnecting)
-        self.proxy.readConnectionLost()
+        self.proxy.closeIfIdle()
         self.assertTrue(self.client.disconnecting)
+        self.factory.draining = True
+        proxy, client = self.connectClient()
+        self.send(_BIG_PUT, proxy)
+        self.assertEqual(splitResponse(client.value())[0], 413)
+        self.assertTrue(client.disconnecting)
+        self.assertFalse(client.writeClosed)
 
 
 class UpgradeTests(ProxyTestCase):
@@ -4380,3 +4388,120 @@ class FilterExitTests(ProxyTestCase):
         self.assertEqual(status, 500)
         self.assertIn(b"failed (SystemExit)", body)
         self.flushLoggedErrors(SystemExit)
+
+
+class ReviewedSessionTests(ProxyTestCase):
+    """
+    Defects a review of this session's changes found in them.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.log = RecordingLog()
+        self.factory.accessLog = self.log
+
+    def test_refusedBodyCountsAllBytesIn(self) -> None:
+        """
+        The bytes of a refused body received with its head count for that
+        request: they are not carried to a next request, which never comes.
+        """
+        self.start(maxBodyBytes=100)
+        self.factory.accessLog = self.log
+        data = _BIG_PUT + b"x" * 300
+        self.send(data)
+        [record] = self.log.records
+        self.assertEqual((record.status, record.bytesIn), (413, len(data)))
+        self.assertEqual(self.factory.stats.bytesFromClients, len(data))
+
+    def test_abortedBeforeAnswerHasNoStatus(self) -> None:
+        """
+        A client that gives up on its second request before any answer is
+        logged with no status (Squid's C{/000}), not the first one's.
+        """
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, OK)
+        self.send(GET)
+        self.proxy.connectionLost(Failure(error.ConnectionLost()))
+        self.assertEqual(
+            [(r.status, r.aborted) for r in self.log.records], [(200, False), (0, True)]
+        )
+        self.assertIn(" TCP_MISS_ABORTED/000 ", formatSquid(self.log.records[1]))
+
+    def test_statusEnumFromFilter(self) -> None:
+        """
+        A third-party filter may answer with an C{http.HTTPStatus}.
+        """
+
+        @implementer(IRequestFilter)
+        class Enum:
+            def filterRequest(self, request: Any) -> Any:
+                return Response(ResponseHead(HTTPStatus.FORBIDDEN, b"Forbidden"), b"no")
+
+        self.factory.chain = FilterChain([EnabledFilter("enum", Enum())])
+        self.send(GET)
+        self.assertEqual(splitResponse(self.client.value())[:3:2], (403, b"no"))
+
+    def test_subclassesChecked(self) -> None:
+        """
+        Subclasses of the message classes are checked like them.
+        """
+
+        class Head(ResponseHead):
+            pass
+
+        class Answer(Response):
+            pass
+
+        @implementer(IRequestFilter)
+        class Sneaky:
+            def filterRequest(self, request: Any) -> Any:
+                return Answer(Head(403, b"Forbidden\r\nSet-Cookie: evil=1"), b"no")
+
+        self.factory.chain = FilterChain([EnabledFilter("sneaky", Sneaky())])
+        self.send(GET)
+        self.assertEqual(splitResponse(self.client.value())[0], 500)
+        self.assertNotIn(b"evil", self.client.value())
+
+    def test_ownOptionsAnswered(self) -> None:
+        """
+        C{OPTIONS} for the proxy as a whole, in absolute form, is answered
+        by the proxy like C{OPTIONS *}.
+        """
+        self.send(
+            b"OPTIONS http://127.0.0.1:8080 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+        )
+        self.assertEqual(splitResponse(self.client.value())[0], 200)
+        self.assertEqual(self.reactor.tcpClients, [])
+
+    def test_upgradeHeldThenUpstreamLostIs502(self) -> None:
+        """
+        A 101 held by a response filter when the upstream goes away gets a
+        502: nothing of it reached the client, whatever an earlier
+        exchange on the connection sent (a 1xx left its count behind).
+        """
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+        self.reply(
+            upstream,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        )
+        pending: list[Deferred] = []
+
+        @implementer(IResponseFilter)
+        class Hold:
+            def filterResponse(self, request: Any, response: Any) -> Any:
+                d: Deferred = Deferred()
+                pending.append(d)
+                return d
+
+        self.factory.chain = FilterChain([EnabledFilter("hold", Hold())])
+        self.client.clear()
+        self.send(UpgradeTests.UPGRADE)
+        self.reply(
+            upstream,
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\n\r\n",
+        )
+        self.assertEqual(len(pending), 1)
+        self.closeUpstream(upstream)
+        self.assertEqual(splitResponse(self.client.value())[0], 502)
