@@ -152,13 +152,15 @@ def connectRefused(port: int) -> bool:
     Try one new TCP connection to the proxy.
 
     @return: C{True} if it was refused, C{False} if it was accepted (it is
-        closed again at once).
+        closed again at once).  A connection reset while connecting counts
+        as refused: the kernel had queued it on the listening socket when
+        the proxy closed that socket, so the proxy never accepted it.
     """
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.settimeout(1.0)
     try:
         s.connect(("127.0.0.1", port))
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
         return True
     finally:
         s.close()
