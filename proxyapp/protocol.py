@@ -2087,6 +2087,11 @@ class ProxyProtocol(Protocol):
         self.chunkDown = self.chunkUp = False
         if self.closeAfter:
             self._setDeadline(_NO_DEADLINE, 0)
+            if parser.buffered():
+                # Requests pipelined behind this one go unanswered: closing
+                # with them unread would reset the connection under this
+                # response (RFC 9112 section 9.6).
+                self._linger = True
             self._close()
             return
         self._setDeadline(_IDLE, self.settings.idleTimeout)

@@ -1268,6 +1268,23 @@ class LingerTests(ProxyTestCase):
         self.proxy.readConnectionLost()
         self.assertTrue(self.client.disconnecting)
 
+    def test_unansweredPipelinedRequestLingers(self) -> None:
+        """
+        A request saying C{Connection: close} with another pipelined behind
+        it: the second goes unanswered, and the connection lingers rather
+        than close with it unread.
+        """
+        upstream, _ = self.forward(
+            b"GET http://example.com/a HTTP/1.1\r\nHost: example.com\r\n"
+            b"Connection: close\r\n\r\n" + GET
+        )
+        self.reply(upstream, OK)
+        self.assertTrue(self.client.value().endswith(b"hello"))
+        self.assertTrue(self.client.writeClosed)
+        self.assertFalse(self.client.disconnecting)
+        self.proxy.readConnectionLost()
+        self.assertTrue(self.client.disconnecting)
+
     def test_silentClientClosedAfterIdleTime(self) -> None:
         """
         A client that sends nothing for L{LINGER_IDLE} seconds while the
