@@ -318,15 +318,15 @@ class FilterChain:
 
         @return: the error answer, or C{None} if all is well-formed.
         """
+        requestWhy = messageDefect(request)
+        if requestWhy is not None:
+            _restore(request, saved)
         why = messageDefect(value if result is None else result)
         if why is None and result is not value and result is not None:
             why = messageDefect(value)
-        if why is None and request is not value:
-            why = messageDefect(request)
+        why = why or requestWhy
         if why is None:
             return None
-        if messageDefect(request) is not None:
-            _restore(request, saved)
         log.error(
             "filter {name} returned or left a malformed message for {client} {target}: {why}",
             name=name,

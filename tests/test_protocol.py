@@ -4206,6 +4206,23 @@ class MalformedFilterResultTests(ProxyTestCase):
         self.flushLoggedErrors(ValueError)
 
 
+def holdingChain() -> tuple[FilterChain, list[Deferred]]:
+    """
+    @return: a chain of one third-party response filter that answers every
+        response head with a new L{Deferred}, and the list it keeps them in.
+    """
+    pending: list[Deferred] = []
+
+    @implementer(IResponseFilter)
+    class Hold:
+        def filterResponse(self, request: Any, response: Any) -> Any:
+            d: Deferred = Deferred()
+            pending.append(d)
+            return d
+
+    return FilterChain([EnabledFilter("hold", Hold())]), pending
+
+
 class FilterAnswerSafetyTests(ProxyTestCase):
     """
     The last line of defence around filters' answers.
@@ -4236,16 +4253,7 @@ class FilterAnswerSafetyTests(ProxyTestCase):
         is logged and the client's connection reset, not left open with
         the upstream's body going out without a head.
         """
-        pending: list[Deferred] = []
-
-        @implementer(IResponseFilter)
-        class Later:
-            def filterResponse(self, request: Any, response: Any) -> Any:
-                d: Deferred = Deferred()
-                pending.append(d)
-                return d
-
-        self.factory.chain = FilterChain([EnabledFilter("later", Later())])
+        self.factory.chain, pending = holdingChain()
         upstream, upstreamTransport = self.forward(GET)
         self.reply(upstream, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
 
@@ -4502,16 +4510,7 @@ class ReviewedSessionTests(ProxyTestCase):
             upstream,
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         )
-        pending: list[Deferred] = []
-
-        @implementer(IResponseFilter)
-        class Hold:
-            def filterResponse(self, request: Any, response: Any) -> Any:
-                d: Deferred = Deferred()
-                pending.append(d)
-                return d
-
-        self.factory.chain = FilterChain([EnabledFilter("hold", Hold())])
+        self.factory.chain, pending = holdingChain()
         self.client.clear()
         self.send(UpgradeTests.UPGRADE)
         self.reply(
