@@ -9,9 +9,7 @@ import errno
 import io
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from typing import Any, Callable, Optional
 
@@ -35,25 +33,10 @@ from proxyapp.accesslog import (
     recordFromExchange,
 )
 from proxyapp.message import Headers, RequestHead
+from tests import temporaryDirectory
 
 # 1700000000 is 2023-11-14T22:13:20Z.
 START = 1700000000.123
-
-
-def temporaryDirectory(case: SynchronousTestCase) -> str:
-    """
-    Make a directory removed after the test.
-
-    Unlike C{TestCase.mktemp}, this never writes under the current
-    directory, which is the checkout when pytest runs the tests.
-
-    @param case: the running test.
-
-    @return: the directory's absolute path.
-    """
-    directory = tempfile.mkdtemp(prefix="webproxy-test-")
-    case.addCleanup(shutil.rmtree, directory, True)
-    return directory
 
 
 def makeRecord(**fields: Any) -> AccessRecord:

@@ -11,7 +11,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import tomllib
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from proxyapp.config import (
     readConfigFile,
 )
 from proxyapp.tap import Options
+from tests import temporaryDirectory
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO_ROOT / "webproxy.example.toml"
@@ -152,7 +152,7 @@ class FileMixin:
     def write(self, text: str, name: str = "webproxy.toml") -> str:
         directory = getattr(self, "_directory", None)
         if directory is None:
-            directory = self._directory = tempfile.mkdtemp(prefix="webproxy-config-")
+            directory = self._directory = temporaryDirectory(self, "webproxy-config-")
         path = os.path.join(directory, name)
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
@@ -357,7 +357,7 @@ class ErrorTests(FileMixin, SynchronousTestCase):
         """
         A file that cannot be read is named.
         """
-        path = os.path.join(tempfile.mkdtemp(), "nonexistent.toml")
+        path = os.path.join(temporaryDirectory(self), "nonexistent.toml")
         error = self.assertRaises(ConfigError, readConfigFile, path)
         self.assertIn(path, str(error))
         self.assertIn("cannot read", str(error))

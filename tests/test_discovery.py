@@ -14,7 +14,6 @@ import importlib
 import os
 import subprocess
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 from types import ModuleType
@@ -37,6 +36,7 @@ from proxyapp.discovery import (
 )
 from proxyapp.filters import buildChainFilters
 from proxyapp.interfaces import IFilterFactory, IRequestFilter
+from tests import temporaryDirectory
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,6 +47,7 @@ HEADER = """
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 from proxyapp.interfaces import IFilterFactory, IRequestFilter, IResponseFilter
+from tests import temporaryDirectory
 
 
 @implementer(IRequestFilter)
@@ -138,7 +139,7 @@ class DummyPackageMixin:
     modules = MODULES
 
     def setUp(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="webproxy-plugins-"))
+        self.root = Path(temporaryDirectory(self, "webproxy-plugins-"))
         self.packageName = f"dummyplugins_{os.getpid()}_{id(self)}"
         writePluginPackage(self.root, self.packageName, self.modules)
         sys.path.insert(0, str(self.root))
@@ -574,7 +575,7 @@ class ListFiltersTests(SynchronousTestCase):
         is listed as BROKEN with its module name, and the listing still
         succeeds.
         """
-        root = Path(tempfile.mkdtemp(prefix="webproxy-dropins-"))
+        root = Path(temporaryDirectory(self, "webproxy-dropins-"))
         plugins = root / "proxyapp" / "plugins"
         plugins.mkdir(parents=True)
         (plugins / "testdrop_good.py").write_text(
@@ -602,7 +603,7 @@ class ListFiltersTests(SynchronousTestCase):
         which keeps the proxy from being open) is reported and skipped; the
         built-in keeps its name.
         """
-        root = Path(tempfile.mkdtemp(prefix="webproxy-dropins-"))
+        root = Path(temporaryDirectory(self, "webproxy-dropins-"))
         plugins = root / "proxyapp" / "plugins"
         plugins.mkdir(parents=True)
         (plugins / "testdrop_access.py").write_text(
@@ -649,7 +650,7 @@ class ChainSettingsTests(SynchronousTestCase):
         """
         An unreadable password file is reported under C{[auth] htpasswd}.
         """
-        missing = os.path.join(tempfile.mkdtemp(), "missing")
+        missing = os.path.join(temporaryDirectory(self), "missing")
         error = self.assertRaises(
             ConfigError, buildChainFilters, Settings(htpasswd=missing)
         )
@@ -661,7 +662,7 @@ class ChainSettingsTests(SynchronousTestCase):
         C{[auth]}, and a C{[filter.auth]} one under C{[filter.auth]}, each
         naming the key once (the filter's own messages start with its name).
         """
-        path = os.path.join(tempfile.mkdtemp(), "htpasswd")
+        path = os.path.join(temporaryDirectory(self), "htpasswd")
         with open(path, "w") as f:
             f.write("# nobody yet\n")
         error = self.assertRaises(
@@ -712,7 +713,7 @@ class ChainSettingsTests(SynchronousTestCase):
         C{auth} enabled by name with its password file in C{[filter.auth]}
         is built, without the warning about an unused table.
         """
-        path = os.path.join(tempfile.mkdtemp(), "htpasswd")
+        path = os.path.join(temporaryDirectory(self), "htpasswd")
         with open(path, "w") as f:
             f.write("# nobody yet\n")
         events: list[dict] = []

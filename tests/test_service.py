@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import tempfile
 from typing import Any
 
 from twisted.internet.address import IPv4Address
@@ -30,6 +29,7 @@ from proxyapp.protocol import ProxyFactory
 from proxyapp.service import ProxyService, StartFailed
 from proxyapp.tap import Options, listenDescriptions
 from proxyapp.testing import makeRequestHead
+from tests import temporaryDirectory
 
 
 class Reactor(MemoryReactorClock):
@@ -49,7 +49,7 @@ class ConfigMixin:
     """
 
     def setUp(self) -> None:
-        self.directory = tempfile.mkdtemp(prefix="webproxy-service-")
+        self.directory = temporaryDirectory(self, "webproxy-service-")
         self.path = os.path.join(self.directory, "webproxy.toml")
         self.reactor = Reactor()
 
@@ -475,7 +475,7 @@ class FakeConnection:
         self.closed = False
         self.aborted = False
         self.transport = self
-        factory.connections.add(self)  # type: ignore[arg-type]
+        factory.connections.add(self)
 
     def busy(self) -> bool:
         return self.isBusy
@@ -483,11 +483,11 @@ class FakeConnection:
     def closeIfIdle(self) -> None:
         if not self.isBusy:
             self.closed = True
-            self.factory.connections.discard(self)  # type: ignore[arg-type]
+            self.factory.connections.discard(self)
 
     def abortConnection(self) -> None:
         self.aborted = True
-        self.factory.connections.discard(self)  # type: ignore[arg-type]
+        self.factory.connections.discard(self)
 
 
 class ClosingTransport(StringTransport):

@@ -18,6 +18,7 @@ from proxyapp.config import Settings
 from proxyapp.protocol import ProxyFactory
 from proxyapp.service import ProxyService
 from proxyapp.tap import Options, listenDescriptions, makeService
+from tests import temporaryDirectory
 
 
 def parse(*argv: str) -> Options:
@@ -335,7 +336,7 @@ class MakeServiceTests(SynchronousTestCase):
         An access log that cannot be opened stops the start with one line
         naming where its path was set: the option, or the file and key.
         """
-        directory = tempfile.mkdtemp()
+        directory = temporaryDirectory(self)
         error = self.assertRaises(
             SystemExit,
             makeService,
