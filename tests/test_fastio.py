@@ -205,6 +205,138 @@ class PollingTests(unittest.SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
 
 
+class _Socket:
+    """
+    A socket whose C{send} and C{sendmsg} take at most C{accept} bytes of
+    what they are offered and record every offer.
+    """
+
+    def __init__(self, accept: int) -> None:
+        self.accept = accept
+        self.offered: list[int] = []
+        self.gathers: list[list[int]] = []
+        self.sent: list[bytes] = []
+
+    def send(self, data: Any) -> int:
+        self.offered.append(len(data))
+        taken = bytes(data[: self.accept])
+        self.sent.append(taken)
+        return len(taken)
+
+    def sendmsg(self, pieces: list[Any]) -> int:
+        self.gathers.append([len(piece) for piece in pieces])
+        taken = b"".join(pieces)[: self.accept]
+        self.sent.append(taken)
+        return len(taken)
+
+
+def _detachedServer(accept: int) -> Any:
+    """
+    A L{fastio.FastServer} over a L{_Socket}, built without a real socket.
+    """
+    transport = object.__new__(fastio.FastServer)
+    transport.reactor = MemoryReactor()
+    transport.socket = _Socket(accept)
+    transport.connected = 1
+    transport.disconnecting = False
+    transport._writeDisconnecting = False
+    transport._writeDisconnected = False
+    transport._aborting = False
+    transport.producer = None
+    transport.dataBuffer = b""
+    transport.offset = 0
+    transport._tempDataBuffer = []
+    transport._tempDataLen = 0
+    return transport
+
+
+class WriteTests(unittest.SynchronousTestCase):
+    """
+    Large writes are not copied in user space.
+    """
+
+    def test_partialSendKeepsTheBytes(self) -> None:
+        """
+        When the kernel takes only part of a write into an empty buffer, the
+        written bytes object itself becomes the buffer, with an offset: the
+        rest is not copied.  Later writes queue behind it, and everything
+        goes out in order.
+        """
+        transport = _detachedServer(300_000)
+        data = bytes(range(256)) * 4096
+        transport.write(data)
+        self.assertIs(transport.dataBuffer, data)
+        self.assertEqual(transport.offset, 300_000)
+        self.assertEqual(fastio.unsent(transport), len(data) - 300_000)
+        self.assertIn(transport, transport.reactor.getWriters())
+        transport.write(b"after")
+        for _ in range(10):
+            if not fastio.unsent(transport):
+                break
+            transport.doWrite()
+        self.assertEqual(b"".join(transport.socket.sent), data + b"after")
+        self.assertNotIn(transport, transport.reactor.getWriters())
+
+    def test_gatheringWrite(self) -> None:
+        """
+        C{writeSequence} into an empty buffer sends its pieces, views
+        included, with one C{sendmsg} and copies none of them: the partly
+        sent piece becomes the buffer in place and the later ones queue
+        behind it unjoined.  Everything goes out in order.
+        """
+        transport = _detachedServer(100_000)
+        read = bytes(range(256)) * 1024
+        pieces = [b"head\r\n\r\n", memoryview(read)[6:], b"\r\n", b"", read]
+        transport.writeSequence(pieces)
+        self.assertEqual(transport.socket.gathers, [[8, len(read) - 6, 2, len(read)]])
+        self.assertIs(transport.dataBuffer, pieces[1])
+        self.assertEqual(transport.offset, 100_000 - 8)
+        self.assertEqual(len(transport._tempDataBuffer), 2)
+        self.assertIs(transport._tempDataBuffer[1], read)
+        self.assertEqual(fastio.unsent(transport), 8 + 2 * len(read) - 6 + 2 - 100_000)
+        for _ in range(20):
+            if not fastio.unsent(transport):
+                break
+            transport.doWrite()
+        self.assertEqual(
+            b"".join(transport.socket.sent), b"head\r\n\r\n" + read[6:] + b"\r\n" + read
+        )
+
+    def test_gatheringWriteWhenBuffered(self) -> None:
+        """
+        Behind buffered bytes, or with more pieces than one gathering send
+        takes, the pieces are joined into Twisted's buffer (which takes
+        bytes only), views included.
+        """
+        transport = _detachedServer(10)
+        transport.write(b"0123456789abc")
+        transport.writeSequence([b"x", memoryview(b"yz")])
+        many = [b"%d," % i for i in range(100)]
+        transport.writeSequence(many)
+        self.assertEqual(transport.socket.gathers, [])
+        transport.socket.accept = 10_000
+        transport.doWrite()
+        transport.doWrite()
+        self.assertEqual(
+            b"".join(transport.socket.sent), b"0123456789abcxyz" + b"".join(many)
+        )
+        fresh = _detachedServer(10_000)
+        fresh.writeSequence(many)
+        self.assertEqual(fresh.socket.gathers, [])
+        self.assertEqual(b"".join(fresh.socket.sent), b"".join(many))
+
+    def test_gathers(self) -> None:
+        """
+        L{fastio.gathers} is true for the fast TCP transports only.
+        """
+        from twisted.internet.testing import StringTransport
+
+        self.assertTrue(fastio.gathers(_detachedServer(1)))
+        self.assertTrue(fastio.gathers(object.__new__(fastio.FastClient)))
+        self.assertFalse(fastio.gathers(object.__new__(tcp.Server)))
+        self.assertFalse(fastio.gathers(StringTransport()))
+
+
 class _Collect(protocol.Protocol):
     def __init__(self, done: defer.Deferred, expected: int) -> None:
         self.done = done

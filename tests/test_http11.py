@@ -2393,6 +2393,87 @@ class ResponseParserTests(SynchronousTestCase, ParserTestMixin):
             self.assertRaises(UpstreamProtocolError, feed, parser, split(data))
 
 
+class BodyViewTests(SynchronousTestCase):
+    """
+    A response parser hands out a large body piece that is only part of a
+    read as a C{memoryview} of it, not a copy; small pieces, whole reads and
+    every request body piece come as C{bytes}.
+    """
+
+    def events(self, parser: Any, *reads: bytes) -> list[Any]:
+        found = []
+        for data in reads:
+            parser.receiveData(data)
+            while True:
+                event = parser.nextEvent()
+                if event is NEED_DATA or event is PAUSED:
+                    break
+                found.append(event)
+        return found
+
+    def test_lengthDelimited(self) -> None:
+        """
+        The body that shares the head's read is a view from 16 KiB on; the
+        next read, all body, is passed on as it is.
+        """
+        body = bytes(range(256)) * 160
+        parser = responseParser()()
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+        events = self.events(parser, head + body[:20000], body[20000:])
+        self.assertEqual(type(events[1]), memoryview)
+        self.assertEqual(events[1], body[:20000])
+        self.assertIs(type(events[2]), bytes)
+        self.assertEqual(events[2], body[20000:])
+        self.assertIsInstance(events[3], EndOfMessage)
+        small = self.events(
+            responseParser()(), b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+        )
+        self.assertEqual(small[1], b"hello")
+        self.assertIs(type(small[1]), bytes)
+
+    def test_chunked(self) -> None:
+        """
+        A large chunk sharing a read with other bytes is a view too.
+        """
+        chunk = b"x" * 20000
+        parser = responseParser()()
+        events = self.events(
+            parser,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"4e20\r\n" + chunk + b"\r\n3\r\nabc\r\n0\r\n\r\n",
+        )
+        self.assertEqual(type(events[1]), memoryview)
+        self.assertEqual(events[1], chunk)
+        self.assertIs(type(events[2]), bytes)
+        self.assertEqual(events[2], b"abc")
+
+    def test_wholeResponse(self) -> None:
+        """
+        L{ResponseParser.wholeResponse} gives a large body as a view.
+        """
+        for size, kind in [(20000, memoryview), (100, bytes)]:
+            parser = ResponseParser()
+            parser.expectResponse(b"GET")
+            result = parser.wholeResponse(
+                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"y" * size
+            )
+            assert result is not None
+            self.assertIs(type(result[2]), kind)
+            self.assertEqual(result[2], b"y" * size)
+
+    def test_requestBodiesAreBytes(self) -> None:
+        """
+        Request body pieces are always C{bytes}.
+        """
+        body = b"z" * 20000
+        events = self.events(
+            RequestParser(),
+            b"POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 20000\r\n\r\n" + body,
+        )
+        self.assertIs(type(events[1]), bytes)
+        self.assertEqual(events[1], body)
+
+
 class MalformedResponseTests(SynchronousTestCase, ParserTestMixin):
     """
     Malformed responses raise L{UpstreamProtocolError}.

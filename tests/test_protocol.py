@@ -2467,6 +2467,132 @@ class _Withholding:
         return Transform()
 
 
+class _Gathering(Transport):
+    """
+    A client transport that takes views in C{writeSequence}, as a fast TCP
+    transport does, and records the type of every piece written.
+    """
+
+    def __init__(self, hostAddress: Any = None, peerAddress: Any = None) -> None:
+        Transport.__init__(self, hostAddress, peerAddress)
+        self.pieces: list[type] = []
+
+    def write(self, data: bytes) -> None:
+        self.pieces.append(type(data))
+        Transport.write(self, data)
+
+    def writeSequence(self, data: Any) -> None:
+        self.pieces.extend(map(type, data))
+        Transport.writeSequence(self, data)
+
+
+class LargePieceTests(ProxyTestCase):
+    """
+    A large body piece that shares a read with the response head comes from
+    the parser as a view of the read: it reaches a fast transport unjoined
+    and uncopied, anything else as C{bytes}, and filters as C{bytes}.
+    """
+
+    BODY = bytes(range(256)) * 160
+    HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BODY)
+
+    def gathering(self) -> _Gathering:
+        self.patch(protocol, "gathers", lambda transport: type(transport) is _Gathering)
+        self.proxy = self.factory.buildProtocol(PROXY_ADDRESS)
+        client = _Gathering(hostAddress=PROXY_ADDRESS, peerAddress=CLIENT_ADDRESS)
+        self.proxy.makeConnection(client)
+        self.client = client
+        return client
+
+    def assertRelayed(self) -> bytes:
+        _, fields, body = splitResponse(self.client.value())
+        if values(fields, b"transfer-encoding") == [b"chunked"]:
+            body, _ = dechunk(body)
+        self.assertEqual(body, self.BODY)
+        self.assertEqual(self.factory.stats.bytesToClients, len(self.client.value()))
+        return body
+
+    def test_streamed(self) -> None:
+        """
+        In two reads (the general path), the first piece is a view handed
+        to a gathering transport with the head in one C{writeSequence}.
+        """
+        client = self.gathering()
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, self.HEAD + self.BODY[:20000])
+        self.assertIn(memoryview, client.pieces)
+        self.reply(upstream, self.BODY[20000:])
+        self.assertRelayed()
+
+    def test_whole(self) -> None:
+        """
+        In one read (the whole-response shortcut), the body is a view too.
+        """
+        client = self.gathering()
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, self.HEAD + self.BODY)
+        self.assertEqual(client.pieces, [bytes, bytes, memoryview])
+        self.assertRelayed()
+
+    def test_joinedForOtherTransports(self) -> None:
+        """
+        A transport that does not gather gets C{bytes}, joined: a
+        L{StringTransport} refuses anything else.
+        """
+        for reads in (
+            [self.HEAD + self.BODY],
+            [self.HEAD + self.BODY[:20000], self.BODY[20000:]],
+        ):
+            self.start()
+            upstream, _ = self.forward(GET)
+            for data in reads:
+                self.reply(upstream, data)
+            self.assertRelayed()
+
+    def test_filtersGetBytes(self) -> None:
+        """
+        Body filters, and response filters answering later (whose body
+        events wait in a list), get C{bytes}.
+        """
+        seen: list[type] = []
+        later: list[Deferred] = []
+
+        @implementer(IBodyFilter)
+        class Record:
+            def bodyTransform(self, request: Any, response: Any) -> Any:
+                class Transform:
+                    def transform(self, chunk: Any) -> Any:
+                        seen.append(type(chunk))
+                        return chunk
+
+                    def finish(self) -> bytes:
+                        return b""
+
+                return Transform()
+
+        @implementer(IResponseFilter)
+        class Later:
+            def filterResponse(self, request: Any, response: Any) -> Any:
+                d: Deferred = Deferred()
+                later.append(d)
+                d.addCallback(lambda _: response)
+                return d
+
+        for filters in ([Record()], [Later(), Record()]):
+            seen.clear()
+            self.start()
+            self.factory.chain = FilterChain(
+                [EnabledFilter("f%d" % i, f) for i, f in enumerate(filters)]
+            )
+            upstream, _ = self.forward(GET)
+            self.reply(upstream, self.HEAD + self.BODY[:20000])
+            self.reply(upstream, self.BODY[20000:])
+            while later:
+                later.pop().callback(None)
+            self.assertRelayed()
+            self.assertEqual(seen, [bytes, bytes])
+
+
 class StallTests(ProxyTestCase):
     """
     A request body, response body or tunnel that stops moving for
