@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import errno
 import select
+import socket
 import sys
 from typing import Any, Iterable, Union
 
@@ -71,6 +72,10 @@ _TRANSPORT_ATTRIBUTES = (
     "_writeDisconnected",
     "_aborting",
     "socket",
+    "producer",
+    "streamingProducer",
+    "producerPaused",
+    "bufferSize",
 )
 
 
@@ -87,6 +92,10 @@ class _FastConnectionMixin:
     _aborting: bool
     connected: int
     socket: Any
+    producer: Any
+    streamingProducer: bool
+    producerPaused: bool
+    bufferSize: int
 
     def _idle(self) -> bool:
         """
@@ -115,7 +124,16 @@ class _FastConnectionMixin:
         if rest:
             self._tempDataBuffer = rest  # type: ignore[assignment]
             self._tempDataLen = sum(map(len, rest))
-        self._maybePauseProducer()  # type: ignore[attr-defined]
+        # What _maybePauseProducer does, counting only the unsent bytes (it
+        # counts the whole buffer, which here includes what was sent).
+        producer = self.producer
+        if (
+            producer is not None
+            and self.streamingProducer
+            and len(piece) - sent + self._tempDataLen > self.bufferSize
+        ):
+            self.producerPaused = True
+            producer.pauseProducing()
         self.startWriting()  # type: ignore[attr-defined]
 
     def write(self, data: bytes) -> None:
@@ -149,7 +167,7 @@ class _FastConnectionMixin:
         a read with its head goes out without being copied (see L{gathers}).
         """
         pieces = [piece for piece in iovec if piece]
-        if 0 < len(pieces) <= _MAX_GATHER and self._idle():
+        if 0 < len(pieces) <= _MAX_GATHER and _SENDMSG and self._idle():
             try:
                 sent = self.socket.sendmsg(pieces)
             except OSError as e:
@@ -198,7 +216,7 @@ def gathers(transport: Any) -> bool:
         and sends them without joining them (a fast TCP transport); others
         want C{bytes}, best joined into one C{write}.
     """
-    return type(transport) in _GATHERING
+    return _SENDMSG and type(transport) in _GATHERING
 
 
 class FastServer(_FastConnectionMixin, tcp.Server):
@@ -215,6 +233,9 @@ class FastClient(_FastConnectionMixin, tcp.Client):
 
 _FAST = {tcp.Server: FastServer, tcp.Client: FastClient}
 _GATHERING = frozenset(_FAST.values())
+
+# Gathering needs sendmsg, which Python's sockets lack on Windows.
+_SENDMSG = hasattr(socket.socket, "sendmsg")
 
 # The endpoints' pass-through wrapper (private: if Twisted renames it, reads
 # simply keep going through it).
@@ -252,7 +273,6 @@ def supported() -> bool:
         hasattr(tcp.Connection, name)
         for name in (
             "_dataReceived",
-            "_maybePauseProducer",
             "doRead",
             "startWriting",
             "write",

@@ -331,8 +331,8 @@ class InMemoryProxy:
                 if isinstance(event, ResponseHead):
                     if event.status >= 200 or event.status == 101:
                         status, headers = event.status, event.headers
-                elif isinstance(event, bytes):
-                    body.append(event)
+                elif isinstance(event, (bytes, memoryview)):
+                    body.append(bytes(event))
                 elif isinstance(event, EndOfMessage):
                     return ProxiedResponse(
                         status, headers, b"".join(body), transport.value()

@@ -41,6 +41,10 @@ class InternalsTests(unittest.SynchronousTestCase):
             "_tempDataBuffer",
             "_tempDataLen",
             "_writeDisconnected",
+            "producer",
+            "streamingProducer",
+            "producerPaused",
+            "bufferSize",
         ):
             self.assertTrue(hasattr(descriptor, name), name)
 
@@ -324,6 +328,38 @@ class WriteTests(unittest.SynchronousTestCase):
         fresh.writeSequence(many)
         self.assertEqual(fresh.socket.gathers, [])
         self.assertEqual(b"".join(fresh.socket.sent), b"".join(many))
+
+    def test_pauseCountsUnsentOnly(self) -> None:
+        """
+        After a partial send, a streaming producer is paused only if what
+        the kernel did not take exceeds C{bufferSize}, as when the rest was
+        sliced off: the sent part of the kept buffer does not count.
+        """
+        for accept, paused in [(90_000, False), (10_000, True)]:
+            transport = _detachedServer(accept)
+            calls: list[str] = []
+            transport.producer = type(
+                "Producer", (), {"pauseProducing": lambda self: calls.append("pause")}
+            )()
+            transport.streamingProducer = True
+            transport.producerPaused = False
+            transport.write(b"x" * 100_000)
+            self.assertEqual(transport.producerPaused, paused, accept)
+            self.assertEqual(calls, ["pause"] if paused else [], accept)
+            transport.writeSequence([b"y"])
+            self.assertEqual(fastio.unsent(transport), 100_001 - accept)
+
+    def test_noSendmsg(self) -> None:
+        """
+        Without C{sendmsg} (Python on Windows) no transport gathers, and
+        C{writeSequence} joins its pieces into one send.
+        """
+        self.patch(fastio, "_SENDMSG", False)
+        transport = _detachedServer(10_000)
+        self.assertFalse(fastio.gathers(transport))
+        transport.writeSequence([b"head", memoryview(b"body")])
+        self.assertEqual(transport.socket.gathers, [])
+        self.assertEqual(transport.socket.sent, [b"headbody"])
 
     def test_gathers(self) -> None:
         """

@@ -255,6 +255,18 @@ class InMemoryProxyTests(SynchronousTestCase):
         self.assertEqual(response.headers.get(b"content-length"), b"10")
         self.assertEqual(response.body, b"missing /x")
 
+    def test_largeBody(self) -> None:
+        """
+        A large body reaches the caller whole: the client side's parser
+        hands out large pieces as views, which are collected too.
+        """
+        body = bytes(range(256)) * 200
+        response = InMemoryProxy(origin=lambda request: (200, [], body)).get(
+            "http://example.com/big"
+        )
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.body, body)
+
     def test_originHandlerRaw(self) -> None:
         """
         An origin handler may answer raw bytes, e.g. a chunked response,
