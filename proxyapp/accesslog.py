@@ -170,8 +170,10 @@ class AccessRecord:
     @ivar upstreamHost: the upstream's resolved IP address, or L{None} if no
         upstream was contacted.
     @ivar upstreamPort: the upstream's port, or L{None}.
-    @ivar referer: the request's C{Referer} header, or L{None}.
-    @ivar userAgent: the request's C{User-Agent} header, or L{None}.
+    @ivar referer: the request's C{Referer} header as the client sent it
+        (filters may have changed or removed it since), or L{None}.
+    @ivar userAgent: the request's C{User-Agent} header as the client sent
+        it, or L{None}.
     @ivar contentType: the response's media type, or L{None}.
     @ivar filterName: the name of the filter that decided the outcome (e.g.
         C{"blocklist"}, C{"auth"}), or L{None}.
@@ -296,8 +298,8 @@ def recordFromExchange(
         record.version = request.version.decode("latin-1")
         if requestHeaders:
             headers = request.headers
-            userAgent = headers.get(b"user-agent")
-            referer = headers.get(b"referer")
+            userAgent = headers.received(b"user-agent")
+            referer = headers.received(b"referer")
             if userAgent is not None:
                 record.userAgent = userAgent.decode("latin-1")
             if referer is not None:
@@ -916,8 +918,8 @@ def _combinedLines(exchanges: list[Exchange]) -> list[str]:
         version = request.version
         requestLine = b" ".join((method, request.target, version))
         headers = request.headers
-        userAgent = headers.get(b"user-agent")
-        referer = headers.get(b"referer")
+        userAgent = headers.received(b"user-agent")
+        referer = headers.received(b"referer")
         userAgentText: Optional[str] = "-"
         if userAgent is not None:
             userAgentText = texts.get(userAgent)

@@ -147,7 +147,9 @@ class FilterChain:
 
         def call(fn: Callable[..., Any], value: RequestHead) -> Any:
             result = fn(request)
-            return value if result is None else result
+            if isinstance(result, Deferred):
+                return result.addCallback(_tunnelAnswer, value)
+            return _tunnelAnswer(result, value)
 
         result = self._run(self._tunnel, 0, request, call, 500, request)
         if isinstance(result, Deferred):
@@ -456,6 +458,22 @@ def _wrongType(result: Any, value: Any) -> Failure:
         )
     except _WrongType:
         return Failure()
+
+
+def _tunnelAnswer(result: Any, request: RequestHead) -> Any:
+    """
+    Check a tunnel filter's answer: it allows (C{None}, for which the
+    request stands) or refuses (a L{Response}).  Anything else, a new
+    L{RequestHead} too (a tunnel cannot be sent elsewhere, and it used to
+    allow the tunnel as asked), is a failure of the filter.
+
+    @raise _WrongType: for anything else.
+    """
+    if result is None:
+        return request
+    if isinstance(result, Response):
+        return result
+    raise _WrongType(f"it returned {type(result).__name__}, not Response or None")
 
 
 class _WrongType(TypeError):

@@ -319,7 +319,11 @@ def wholeResponseHead(head: bytes) -> ResponseHead:
     )
 
 
-_ABSOLUTE_FORM = re.compile(rb"(https?)://([^/?#]*)([^#]*)", re.IGNORECASE)
+# ws and wss (RFC 6455 section 3) name the same origins as http and https:
+# a WebSocket client with a proxy sends its handshake in absolute form with
+# them (aiohttp does), and it is forwarded as any upgrade request is.
+_ABSOLUTE_FORM = re.compile(rb"(https?|wss?)://([^/?#]*)([^#]*)", re.IGNORECASE)
+_SECURE_SCHEMES = (b"https", b"wss")
 
 
 def splitTarget(head: RequestHead) -> None:
@@ -351,11 +355,15 @@ def splitTarget(head: RequestHead) -> None:
         return
     match = _ABSOLUTE_FORM.fullmatch(target)
     if match is None:
-        if b"#" in target and target.lower().startswith((b"http://", b"https://")):
+        if b"#" in target and target.lower().startswith(
+            (b"http://", b"https://", b"ws://", b"wss://")
+        ):
             raise ClientProtocolError(400, "fragment in request target")
-        raise ClientProtocolError(400, "request target is not an http or https URL")
+        raise ClientProtocolError(
+            400, "request target is not an http, https, ws or wss URL"
+        )
     scheme, authority, path = match.groups()
-    scheme = scheme.lower()
+    secure = scheme.lower() in _SECURE_SCHEMES
     if not path and head.method == b"OPTIONS":
         # RFC 9112 section 3.2.4: OPTIONS for the server as a whole reaches
         # it as asterisk-form.
@@ -363,12 +371,10 @@ def splitTarget(head: RequestHead) -> None:
     elif not path.startswith(b"/"):
         path = b"/" + path
     try:
-        head.host, head.port = parseAuthority(
-            authority, 80 if scheme == b"http" else 443
-        )
+        head.host, head.port = parseAuthority(authority, 443 if secure else 80)
     except ValueError as e:
         raise ClientProtocolError(400, f"invalid host in request target: {e}")
-    head.scheme = "http" if scheme == b"http" else "https"
+    head.scheme = "https" if secure else "http"
     head.authority = authority
     head.path = path
 

@@ -160,14 +160,17 @@ class Headers:
         wire order: every field once C{_block} is C{None}, otherwise the
         fields added after the block.  The lowercase name is computed once,
         when the field is added, so lookups never lowercase again.
+    @ivar _received: C{(_block, _lowered)} as they were when the block was
+        turned into C{_fields}, for L{received}; C{None} until then.
     """
 
-    __slots__ = ("_fields", "_block", "_lowered")
+    __slots__ = ("_fields", "_block", "_lowered", "_received")
 
     def __init__(self, fields: Optional[list[tuple[bytes, bytes]]] = None) -> None:
         self._block: Optional[bytes] = None
         self._lowered = b""
         self._fields: list[list[bytes]] = []
+        self._received: Optional[tuple[bytes, bytes]] = None
         if fields:
             for name, value in fields:
                 checkField(name, value)
@@ -185,6 +188,7 @@ class Headers:
         headers._block = block
         headers._lowered = b"\n" + block.lower() if lowered is None else lowered
         headers._fields = []
+        headers._received = None
         return headers
 
     @classmethod
@@ -196,6 +200,7 @@ class Headers:
         headers._block = None
         headers._lowered = b""
         headers._fields = fields
+        headers._received = None
         return headers
 
     def _materialize(self) -> list[list[bytes]]:
@@ -208,6 +213,8 @@ class Headers:
                 [name.lower(), name, value]
                 for name, value in _FIELD_LINE.findall(block)
             ] + self._fields
+            if self._received is None:
+                self._received = (block, self._lowered)
             self._block = None
             self._lowered = b""
         return self._fields
@@ -287,6 +294,35 @@ class Headers:
             if field[0] == lower:
                 return field[2]
         return default
+
+    def received(self, name: bytes) -> Optional[bytes]:
+        """
+        The value of the first field called C{name} in the block of field
+        lines as the parser took it, whatever was set, added or removed
+        since: what the sender said, for the access log, after filters may
+        have changed the head.
+
+        Only the proxy's own removal of hop-by-hop lines (before filters
+        run) may have happened before, which leaves every end-to-end field
+        as it was.  Headers made in code, not parsed, have no such block and
+        answer as L{get}; so does a head whose C{headers} a filter replaced
+        with new ones.
+
+        @return: the value, or L{None}.
+        """
+        received = self._received
+        if received is None:
+            if self._block is None:
+                return self.get(name)
+            block, lowered = self._block, self._lowered
+        else:
+            block, lowered = received
+        needle = _NEEDLES.get(name) or _needle(name)
+        position = lowered.find(needle[0])
+        if position == -1:
+            return None
+        start = position + len(needle[0]) - 1
+        return block[start : block.find(b"\r", start)].strip(b" \t")
 
     def getAll(self, name: bytes) -> list[bytes]:
         """
@@ -440,6 +476,7 @@ class Headers:
         headers = Headers._fromParsed([list(f) for f in self._fields])
         headers._block = self._block
         headers._lowered = self._lowered
+        headers._received = self._received
         return headers
 
     def serialize(self) -> bytes:

@@ -137,6 +137,31 @@ IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"
 _REQUEST_CONTROL_FIELDS = FieldNames(HOP_BY_HOP | frozenset([b"via", b"max-forwards"]))
 _KEEP_UPGRADE = frozenset([b"upgrade"])
 
+# Upgrade protocols never passed on.  h2c's upgrade needs its HTTP2-Settings
+# field, which is hop-by-hop and so cannot cross a proxy, and RFC 9113
+# (section 3.1) deprecates it; Squid drops it too.  Without the offer the
+# request goes on as plain HTTP/1.1, which is what the client gets anyway.
+_UNRELAYED_UPGRADES = frozenset([b"h2c"])
+
+
+def _dropUnrelayedUpgrades(headers: Headers) -> bool:
+    """
+    Remove the protocols in L{_UNRELAYED_UPGRADES} from a request's
+    C{Upgrade} field.
+
+    @return: whether any protocol is left to upgrade to; if not, the field
+        stays, and goes with the other hop-by-hop fields.
+    """
+    offered = headers.getTokens(b"upgrade")
+    kept = [token for token in offered if token not in _UNRELAYED_UPGRADES]
+    if len(kept) == len(offered):
+        return True
+    if not kept:
+        return False
+    headers.set(b"Upgrade", b", ".join(kept))
+    return True
+
+
 # Deadline kinds of a client connection.
 _NO_DEADLINE = 0
 _IDLE = 1
@@ -1080,6 +1105,17 @@ class ProxyProtocol(Protocol):
                 self.keepAlive = b"keep-alive" in connection
             credentials = headers.get(b"proxy-authorization")
             if credentials is not None:
+                if len(headers.getAll(b"proxy-authorization")) > 1:
+                    # Which would the auth filter check, which would a
+                    # parent proxy?  A singleton field (RFC 9110 section
+                    # 5.3) twice is refused, as a second Host is.
+                    return self._respond(
+                        errorResponse(
+                            400,
+                            "The request has more than one Proxy-Authorization field.",
+                            request.url(),
+                        )
+                    )
                 request.credentials = credentials
             if b"via" in headers and self._hasOwnVia(headers):
                 return self._respond(
@@ -1096,6 +1132,8 @@ class ProxyProtocol(Protocol):
                 and b"upgrade" in headers
                 and request.version == b"HTTP/1.1"
             )
+            if self._upgrading:
+                self._upgrading = _dropUnrelayedUpgrades(headers)
         else:
             self.keepAlive = request.version == b"HTTP/1.1"
         if self.readClosed or factory.draining:

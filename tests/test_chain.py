@@ -741,6 +741,28 @@ class TunnelTests(SynchronousTestCase):
         self.assertIsNone(chain.filterTunnel(self.connect()))
         self.assertEqual(len(self.flushLoggedErrors(FilterFailed)), 1)
 
+    def test_newHeadIsFailure(self) -> None:
+        """
+        A tunnel filter can only allow or refuse: a new L{RequestHead}
+        (which used to be ignored, the tunnel opening as asked) or anything
+        else is a failure of that filter, at once or through a Deferred,
+        and the error page says so.
+        """
+        elsewhere = makeRequestHead(method=b"CONNECT", url=b"other.example:443")
+        for answer in (elsewhere, succeed(elsewhere), True):
+            chain = chainOf(
+                ("redirecting", TunnelFilter(lambda r: answer)), reactor=Clock()
+            )
+            with capturedLogs():
+                result = chain.filterTunnel(self.connect())
+            if isinstance(result, Deferred):
+                result = self.successResultOf(result)
+            self.assertEqual(
+                (result.head.status, result.decider), (500, "redirecting"), answer
+            )
+            self.assertIn(b"not Response or None", result.body)
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 3)
+
     def test_deadlineMissed(self) -> None:
         """
         A tunnel filter missing its deadline refuses with 500.

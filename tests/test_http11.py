@@ -747,6 +747,25 @@ class TargetFormTests(SynchronousTestCase, ParserTestMixin):
                 ("https", "example.com", 443, b"/x"),
             )
 
+    def test_webSocketSchemes(self) -> None:
+        """
+        ws and wss targets (a WebSocket handshake sent to a proxy) name the
+        origins http and https name: the scheme the proxy connects with
+        is C{http} or C{https}, with their default ports; the target stays
+        as the client wrote it.
+        """
+        for target, expected in [
+            (b"ws://example.com/chat?a=1", ("http", 80, b"/chat?a=1")),
+            (b"WSS://example.com/chat", ("https", 443, b"/chat")),
+            (b"wss://example.com:8443", ("https", 8443, b"/")),
+        ]:
+            for head in self.heads(get(target)):
+                self.assertEqual(
+                    (head.scheme, head.port, head.path, head.target),
+                    expected + (target,),
+                )
+        self.assertRejected(get(b"ws://example.com/a#frag"))
+
     def test_schemeCaseFolded(self) -> None:
         """
         The scheme is case-insensitive and reported in lowercase.
@@ -863,9 +882,10 @@ class TargetFormTests(SynchronousTestCase, ParserTestMixin):
 
     def test_unsupportedScheme(self) -> None:
         """
-        A target URL that is not http or https is refused with 400.
+        A target URL that is not http, https, ws or wss is refused with 400.
         """
         self.assertRejected(get(b"ftp://example.com/"))
+        self.assertRejected(get(b"wsx://example.com/"))
         self.assertRejected(get(b"://example.com/"))
 
     def test_invalidTargetHost(self) -> None:

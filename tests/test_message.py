@@ -447,6 +447,61 @@ class RequestHeadTests(SynchronousTestCase):
             (b"HTTP/1.1", [], b"/a?b", None, None, None, None),
         )
 
+    def test_receivedAfterChanges(self) -> None:
+        """
+        L{Headers.received} answers with the first value the parser took,
+        whatever was set, added or removed since, and a copy keeps that.
+        """
+        head = self.parse(
+            b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n"
+            b"User-Agent:  ua/1 \r\nReferer: http://a.example/x\r\n"
+            b"user-agent: ua/2\r\n\r\n"
+        )
+        headers = head.headers
+        self.assertEqual(headers.received(b"User-Agent"), b"ua/1")
+        headers.set(b"User-Agent", b"Mozilla/5.0")
+        headers.remove(b"Referer")
+        headers.add(b"From", b"x@example.com")
+        headers.set(b"Referer", b"http://b.example/")
+        self.assertEqual(
+            (headers.get(b"user-agent"), headers.get(b"referer")),
+            (b"Mozilla/5.0", b"http://b.example/"),
+        )
+        for each in (headers, headers.copy()):
+            self.assertEqual(
+                (
+                    each.received(b"user-agent"),
+                    each.received(b"REFERER"),
+                    each.received(b"from"),
+                    each.received(b"accept"),
+                ),
+                (b"ua/1", b"http://a.example/x", None, None),
+            )
+
+    def test_receivedUnchanged(self) -> None:
+        """
+        Unchanged, or with fields only added, L{Headers.received} answers
+        from the block as received: an added field is not in it.
+        """
+        head = self.parse(
+            b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n"
+            b"Referer: http://a.example/x\r\n\r\n"
+        )
+        head.headers.add(b"User-Agent", b"added/1")
+        self.assertEqual(
+            (head.headers.received(b"referer"), head.headers.received(b"user-agent")),
+            (b"http://a.example/x", None),
+        )
+
+    def test_receivedWithoutBlock(self) -> None:
+        """
+        Headers made in code have nothing received: L{Headers.received}
+        answers as L{Headers.get}.
+        """
+        headers = sample()
+        self.assertEqual(headers.received(b"x-multi"), b"one")
+        self.assertIsNone(headers.received(b"user-agent"))
+
     def test_serializeOriginForm(self) -> None:
         """
         serialize of an absolute-form request gives an origin-form HTTP/1.1 request head.

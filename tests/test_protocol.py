@@ -31,7 +31,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from proxyapp import __version__
+from proxyapp import __version__, accesslog
 from proxyapp.accesslog import (
     AccessRecord,
     Exchange,
@@ -638,6 +638,24 @@ class ForwardingTests(ProxyTestCase):
             transport.value(),
             b"GET / HTTP/1.1\r\nHost: example.com\r\nX-Kept: yes\r\n" + VIA + b"\r\n",
         )
+
+    def test_twoProxyAuthorizationFieldsRefused(self) -> None:
+        """
+        Proxy-Authorization is a singleton: a request with two (which
+        would the auth filter check?) is answered 400 and not forwarded,
+        and the connection stays usable.
+        """
+        self.send(
+            b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n"
+            b"Proxy-Authorization: Basic Zm9vOmJhcg==\r\n"
+            b"Proxy-Authorization: Basic YWRtaW46YWRtaW4=\r\n\r\n"
+        )
+        status, _, body = splitResponse(self.client.value())
+        self.assertEqual(status, 400)
+        self.assertIn(b"more than one Proxy-Authorization field", body)
+        self.assertEqual(self.reactor.tcpClients, [])
+        self.client.clear()
+        self.forward(GET)
 
     def test_hopByHopRemovedFromResponse(self) -> None:
         """
@@ -1386,6 +1404,33 @@ class UpgradeTests(ProxyTestCase):
         fields = requestFields(transport.value())
         self.assertEqual(values(fields, b"Upgrade"), [])
         self.assertEqual(values(fields, b"Connection"), [])
+
+    def test_h2cOfferDropped(self) -> None:
+        """
+        An offer of h2c is not passed on (its HTTP2-Settings field is
+        hop-by-hop, and RFC 9113 deprecates it): alone, the request goes
+        upstream as a plain one, with neither Upgrade nor HTTP2-Settings;
+        beside another protocol, only the other is offered.
+        """
+        h2c = (
+            b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n"
+            b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+            b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+        )
+        upstream, transport = self.forward(h2c)
+        fields = requestFields(transport.value())
+        for name in (b"Upgrade", b"Connection", b"HTTP2-Settings"):
+            self.assertEqual(values(fields, name), [], name)
+        self.reply(upstream, OK)
+        self.assertEqual(self.client.value(), OK_DOWN)
+        self.assertFalse(self.client.disconnecting)
+
+        self.client.clear()
+        self.send(h2c.replace(b"Upgrade: h2c", b"Upgrade: h2c, WebSocket"))
+        fields = requestFields(transport.value().split(b"\r\n\r\n", 1)[1])
+        self.assertEqual(values(fields, b"Upgrade"), [b"websocket"])
+        self.assertEqual(values(fields, b"Connection"), [b"Upgrade"])
+        self.assertEqual(values(fields, b"HTTP2-Settings"), [])
 
     def test_switchingProtocolsSplices(self) -> None:
         """
@@ -2219,8 +2264,10 @@ class RecordingLog:
 
     def __init__(self) -> None:
         self.records: list[AccessRecord] = []
+        self.exchanges: list[Exchange] = []
 
     def logExchange(self, exchange: Exchange) -> None:
+        self.exchanges.append(exchange)
         self.records.append(recordFromExchange(exchange, self.logsRequestHeaders))
 
 
@@ -2296,6 +2343,39 @@ class AccessRecordTests(ProxyTestCase):
             ("127.0.0.1", 40000, 40000),
         )
         self.assertEqual(second.bytesOut, len(self.client.value()) - first.bytesOut)
+
+    def test_requestFieldsAsTheClientSentThem(self) -> None:
+        """
+        The user agent and referer logged are the client's, not what the
+        filters made of them: with the privacy filter replacing the one
+        and removing the other, the origin gets the filtered head and the
+        log the client's values.
+        """
+        from proxyapp.filters import privacy
+
+        self.factory.chain = FilterChain(
+            [
+                EnabledFilter(
+                    "privacy",
+                    privacy.makeFilter(
+                        {"replace": {"User-Agent": "Mozilla/5.0"}, "referer": "remove"}
+                    ),
+                )
+            ]
+        )
+        log = RecordingLog()
+        upstream = self.exchangeWithFields(log)
+        sent = upstream.transport.value()
+        self.assertIn(b"\r\nUser-Agent: Mozilla/5.0\r\n", sent)
+        self.assertNotIn(b"ua/1", sent)
+        self.assertNotIn(b"Referer", sent)
+        [record] = log.records
+        self.assertEqual(
+            (record.userAgent, record.referer), ("ua/1", "http://example.com/")
+        )
+        # The writer's batch formatter (which reads the exchange) as well.
+        [line] = accesslog._combinedLines(log.exchanges)
+        self.assertIn(' "http://example.com/" "ua/1" ', line)
 
     def test_onlyWhatTheFormatPrints(self) -> None:
         """

@@ -10,6 +10,8 @@ import subprocess
 import ssl
 import time
 
+import pytest
+
 from .origin import pattern
 from .support import Conn, freePort, openTunnel, splitEcho
 
@@ -137,17 +139,20 @@ def test_connectToClosedPort(makeProxy) -> None:
     assert resp.status == 502, resp
 
 
-def test_upgradeBecomesTunnel(proxy, origin) -> None:
+@pytest.mark.parametrize("scheme", ["http", "ws"])
+def test_upgradeBecomesTunnel(proxy, origin, scheme) -> None:
     """
     A request with C{Connection: Upgrade} / C{Upgrade: websocket} is
     forwarded with its Upgrade field, the 101 comes back, and from then on
-    the connection carries raw bytes both ways.
+    the connection carries raw bytes both ways; the same with a C{ws://}
+    target, as WebSocket clients (aiohttp) send it to a proxy.
     """
+    url = scheme + origin.url("/ws")[len("http") :]
     with proxy.connect() as c:
         c.send(
             b"GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
             b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-            % (origin.url("/ws").encode(), origin.authority.encode())
+            % (url.encode(), origin.authority.encode())
         )
         resp = c.readResponse()
         assert resp.status == 101, resp
