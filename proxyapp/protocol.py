@@ -55,6 +55,7 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter, deque
+from weakref import ReferenceType, ref
 from typing import Any, Callable, Optional
 
 from twisted.internet import error as ierror
@@ -372,6 +373,9 @@ class UpstreamProtocol(Protocol):
             self.closing = True
             client.upstreamFailed(self, e.reason)
             return
+        # An idle pooled connection must not hold its last read (the
+        # whole-response shortcut never keeps one).
+        parser.discard()
         if client._out:
             client.flushToClient()
 
@@ -403,6 +407,18 @@ class UpstreamProtocol(Protocol):
         self.transport.abortConnection()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        try:
+            self._lost(reason)
+        finally:
+            # Twisted's connector and endpoint objects keep a closed
+            # connection's protocol in reference cycles, alive until the
+            # cyclic garbage collector's next full pass, which can be
+            # minutes away.  What the parser holds (up to its last read,
+            # 1 MiB) must not wait for it: after 500 concurrent downloads,
+            # 1,700 closed connections held 240 MB that way.
+            self.parser.takeBuffer()
+
+    def _lost(self, reason: Optional[Failure]) -> None:
         self.closing = True
         if self._abortTimer is not None:
             self._abortTimer.cancel()
@@ -759,7 +775,7 @@ class ProxyFactory(ServerFactory):
         self.viaLine = b"Via: " + self.viaValues[b"HTTP/1.1"] + b"\r\n\r\n"
         self.viaToken = settings.viaPseudonym.encode("ascii").lower()
         self.connections: set[ProxyProtocol] = set()
-        self._fresh: deque[tuple[float, ProxyProtocol]] = deque()
+        self._fresh: deque[tuple[float, ReferenceType[ProxyProtocol]]] = deque()
         self._freshTimer: Any = None
         self.draining = False
 
@@ -784,8 +800,14 @@ class ProxyFactory(ServerFactory):
         """
         Watch the first head deadline of a new connection with one timer
         for all of them (deadlines arrive in order, so a queue suffices).
+
+        The queue holds weak references: a connection that closes before
+        its deadline (most do) is freed at once, with what its transport
+        still buffered, instead of up to C{header_timeout} later.  After a
+        burst of 500 downloads cut short, the strong references kept about
+        a quarter of a gigabyte alive for those 30 seconds.
         """
-        self._fresh.append((deadline, protocol))
+        self._fresh.append((deadline, ref(protocol)))
         if self._freshTimer is None:
             self._freshTimer = self.reactor.callLater(
                 max(0.0, deadline - self.reactor.seconds()), self._sweepFresh
@@ -805,7 +827,9 @@ class ProxyFactory(ServerFactory):
         fresh = self._fresh
         now = self.reactor.seconds()
         while fresh and fresh[0][0] <= now:
-            fresh.popleft()[1].freshDeadlinePassed()
+            protocol = fresh.popleft()[1]()
+            if protocol is not None:
+                protocol.freshDeadlinePassed()
         if fresh:
             self._freshTimer = self.reactor.callLater(
                 fresh[0][0] - now, self._sweepFresh
@@ -990,6 +1014,8 @@ class ProxyProtocol(Protocol):
             self._clientError(e.status, e.reason)
             return
         self._dispatching = False
+        # (The whole-request shortcut never keeps a read.)
+        parser.discard()
         self._flushUp()
 
     def _wholeRequest(self, request: RequestHead) -> None:

@@ -59,8 +59,11 @@ class ProxyService(service.Service):
     flight finish for up to C{drainTimeout} seconds, then close what is
     left.  On SIGHUP it re-reads the configuration and swaps settings and
     filter chain for new requests; connections in flight keep theirs.
+    While it runs, memory freed after a burst goes back to the system
+    (L{proxyapp.memory}).
 
     @ivar factory: the L{ProxyFactory}, once started.
+    @ivar trimMemory: whether to start a L{proxyapp.memory.MemoryTrimmer}.
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class ProxyService(service.Service):
         filters: Optional[list[Any]] = None,
         installSignals: bool = True,
         accessLog: Any = None,
+        trimMemory: bool = True,
     ) -> None:
         self.settings = settings
         self.descriptions = descriptions
@@ -79,6 +83,8 @@ class ProxyService(service.Service):
         self.options = options
         self.filters = filters or []
         self.installSignals = installSignals
+        self.trimMemory = trimMemory
+        self._trimmer: Any = None
         self.factory: Any = None
         self.accessLog: Any = accessLog
         self.ports: list[Any] = []
@@ -108,6 +114,11 @@ class ProxyService(service.Service):
             self._listen()
         if self.installSignals:
             self._installSignals()
+        if self.trimMemory:
+            from proxyapp.memory import MemoryTrimmer
+
+            self._trimmer = MemoryTrimmer(self.reactor)
+            self._trimmer.start()
 
     def _listen(self) -> None:
         """
@@ -293,6 +304,9 @@ class ProxyService(service.Service):
 
     def stopService(self) -> defer.Deferred:
         service.Service.stopService(self)
+        if self._trimmer is not None:
+            self._trimmer.stop()
+            self._trimmer = None
         # Our signal handlers stay until the drain is over: a logrotate
         # SIGUSR1 during the drain must reopen the log, not (as the default
         # action would) kill the process and lose the records waiting.

@@ -9,6 +9,7 @@ produce the same transcript (or the same error).
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any, Callable
 
@@ -2492,6 +2493,72 @@ class BodyViewTests(SynchronousTestCase):
         )
         self.assertIs(type(events[1]), bytes)
         self.assertEqual(events[1], body)
+
+
+class HeldReadTests(SynchronousTestCase):
+    """
+    A parser between messages does not keep its last read alive (a
+    keep-alive or pooled connection would hold up to 1 MiB each), but
+    keeps bytes it has not consumed.
+    """
+
+    def test_responseDiscard(self) -> None:
+        """
+        L{ResponseParser.discard} after a complete response drops the read
+        it came in.
+        """
+        read = b"HTTP/1.1 200 OK\r\nContent-Length: 20000\r\n\r\n" + b"b" * 20000
+        parser = ResponseParser()
+        parser.expectResponse(b"GET")
+        parser.receiveData(read)
+        events = []
+        while True:
+            event = parser.nextEvent()
+            if event is NEED_DATA or event is PAUSED:
+                break
+            events.append(event)
+            if isinstance(event, EndOfMessage):
+                break
+        held = sys.getrefcount(read)
+        del events
+        parser.discard()
+        self.assertLess(sys.getrefcount(read), held - 1)
+        parser.expectResponse(b"GET")
+        parser.receiveData(b"HTTP/1.1 204 No Content\r\n\r\n")
+        self.assertEqual(type(parser.nextEvent()), ResponseHead)
+
+    def test_unconsumedKept(self) -> None:
+        """
+        Bytes not consumed yet (a pipelined request behind the current one)
+        stay through L{RequestParser.discard}.
+        """
+        parser = RequestParser()
+        parser.receiveData(get(b"/one") + get(b"/two"))
+        self.assertEqual(type(parser.nextEvent()), RequestHead)
+        self.assertIsInstance(parser.nextEvent(), EndOfMessage)
+        parser.discard()
+        parser.startNextCycle()
+        head = parser.nextEvent()
+        assert isinstance(head, RequestHead)
+        self.assertEqual(head.target, b"/two")
+
+    def test_requestDiscard(self) -> None:
+        """
+        L{RequestParser.discard} drops a read it consumed whole, and the
+        next message parses as usual.
+        """
+        read = post(b"Content-Length: 20000\r\n", b"u" * 20000)
+        parser = RequestParser()
+        parser.receiveData(read)
+        self.assertEqual(type(parser.nextEvent()), RequestHead)
+        self.assertEqual(len(parser.nextEvent()), 20000)  # type: ignore[arg-type]
+        self.assertIsInstance(parser.nextEvent(), EndOfMessage)
+        held = sys.getrefcount(read)
+        parser.discard()
+        self.assertEqual(sys.getrefcount(read), held - 1)
+        parser.startNextCycle()
+        parser.receiveData(get(b"/next"))
+        self.assertEqual(type(parser.nextEvent()), RequestHead)
 
 
 class MalformedResponseTests(SynchronousTestCase, ParserTestMixin):

@@ -10,7 +10,10 @@ protocol on a transport of its own.
 
 from __future__ import annotations
 
+import gc
 import json
+import sys
+import weakref
 from http import HTTPStatus
 from typing import Any, Callable, Optional
 
@@ -2409,6 +2412,75 @@ class AccessRecordTests(ProxyTestCase):
         self.assertEqual(
             formatSquid(record).split()[5:7], ["NONE", "error:invalid-request"]
         )
+
+
+class HeldMemoryTests(ProxyTestCase):
+    """
+    What a connection no longer needs is not kept alive: an idle pooled
+    or a closed upstream connection's last read (up to 1 MiB each), a
+    closed client connection.
+    """
+
+    def test_pooledConnectionHoldsNoRead(self) -> None:
+        """
+        An upstream connection back in the pool does not hold the last
+        read of the response it relayed.
+        """
+        upstream, _ = self.forward(GET)
+        body = b"b" * 20000
+        alone = sys.getrefcount(body)
+        self.reply(upstream, b"HTTP/1.1 200 OK\r\nContent-Length: 20000\r\n\r\n")
+        self.reply(upstream, body)
+        self.assertEqual(self.factory.pool.idleCount(), 1)
+        self.assertEqual(sys.getrefcount(body), alone)
+
+    def test_keepAliveClientHoldsNoRead(self) -> None:
+        """
+        A keep-alive client connection waiting for its next request does
+        not hold the last read of its upload.
+        """
+        upstream, _ = self.forward(
+            b"POST http://example.com/up HTTP/1.1\r\nHost: example.com\r\n"
+            b"Content-Length: 20000\r\n\r\n"
+        )
+        body = b"u" * 20000
+        alone = sys.getrefcount(body)
+        self.send(body)
+        self.reply(upstream, OK)
+        self.assertEqual(splitResponse(self.client.value())[0], 200)
+        self.assertFalse(self.client.disconnecting)
+        self.assertEqual(sys.getrefcount(body), alone)
+
+    def test_closedUpstreamHoldsNoRead(self) -> None:
+        """
+        An upstream connection lost in the middle of a body holds nothing
+        it read: Twisted's connector keeps it in a reference cycle until
+        the garbage collector's next full pass.
+        """
+        upstream, _ = self.forward(GET)
+        piece = b"p" * 20000
+        alone = sys.getrefcount(piece)
+        self.reply(upstream, b"HTTP/1.1 200 OK\r\nContent-Length: 50000\r\n\r\n")
+        self.reply(upstream, piece)
+        upstream.connectionLost(Failure(error.ConnectionLost()))
+        self.assertTrue(self.client.disconnecting)
+        self.assertLessEqual(sys.getrefcount(piece), alone)
+
+    def test_closedClientFreed(self) -> None:
+        """
+        A client connection that closed before its first head deadline is
+        freed at once: the factory's watch over new connections does not
+        keep it (and its transport's buffers) for C{header_timeout}.
+        """
+        proxy, transport = self.connectClient()
+        watched = weakref.ref(proxy)
+        proxy.connectionLost(Failure(error.ConnectionDone()))
+        del proxy, transport
+        gc.collect()
+        self.assertIsNone(watched())
+        # The watch still acts on the connections that stay.
+        self.reactor.advance(self.settings.headerTimeout)
+        self.assertTrue(self.client.disconnecting)
 
 
 class TimeoutTests(ProxyTestCase):

@@ -1,0 +1,159 @@
+"""
+Tests for L{proxyapp.memory}: freed memory goes back to the system after a
+burst, and not under a steady load.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from proxyapp import memory
+from proxyapp.memory import MemoryTrimmer
+
+MiB = 1 << 20
+
+
+class FakeHeap:
+    """
+    A process whose resident size and free heap bytes the test sets, and
+    whose trim releases every free byte that is resident.
+    """
+
+    def __init__(self, resident: int, free: int) -> None:
+        self.resident = resident
+        self.free = free
+        self.trimmed = 0
+
+    def functions(self) -> memory.Functions:
+        return (lambda: self.resident), (lambda: self.free), self.trim
+
+    def trim(self) -> int:
+        self.trimmed += 1
+        self.resident = 50 * MiB
+        # Trimmed pages stay free in the heap's books.
+        return 1
+
+
+class MemoryTrimmerTests(SynchronousTestCase):
+    """
+    Tests for L{MemoryTrimmer}.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.heap = FakeHeap(50 * MiB, 1 * MiB)
+        self.trimmer = MemoryTrimmer(
+            self.clock, self.heap.functions(), interval=10, threshold=32 * MiB
+        )
+        self.trimmer.start()
+
+    def tick(self) -> None:
+        self.clock.advance(10)
+
+    def test_burstTrimmed(self) -> None:
+        """
+        Memory that a burst allocated and freed is handed back at the next
+        look, once.
+        """
+        self.heap.resident, self.heap.free = 300 * MiB, 1 * MiB
+        self.tick()
+        self.assertEqual(self.heap.trimmed, 0)
+        self.heap.free = 250 * MiB
+        self.tick()
+        self.assertEqual((self.heap.trimmed, self.trimmer.trims), (1, 1))
+        for _ in range(5):
+            self.tick()
+        self.assertEqual(self.heap.trimmed, 1)
+
+    def test_burstBetweenLooks(self) -> None:
+        """
+        A burst that grew and freed between two looks is seen by the
+        resident size: trimmed, as more than the threshold is free.
+        """
+        self.heap.resident, self.heap.free = 300 * MiB, 40 * MiB
+        self.tick()
+        self.assertEqual(self.heap.trimmed, 1)
+
+    def test_freedAfterATrim(self) -> None:
+        """
+        Memory freed after a trim (a burst's last connections closing
+        later) is handed back at a later look: the free bytes grew from
+        where the trim left them.
+        """
+        self.heap.resident, self.heap.free = 300 * MiB, 100 * MiB
+        self.tick()
+        self.assertEqual(self.heap.trimmed, 1)
+        self.heap.resident, self.heap.free = 250 * MiB, 300 * MiB
+        self.tick()
+        self.assertEqual(self.heap.trimmed, 2)
+
+    def test_nextBurstCountsFromItsStart(self) -> None:
+        """
+        A second burst that reuses the memory the first freed (the free
+        bytes fall, then rise again) is trimmed too.
+        """
+        self.heap.resident, self.heap.free = 300 * MiB, 250 * MiB
+        self.tick()
+        self.assertEqual(self.heap.trimmed, 1)
+        self.heap.resident, self.heap.free = 300 * MiB, 5 * MiB
+        self.tick()
+        self.heap.free = 250 * MiB
+        self.tick()
+        self.assertEqual(self.heap.trimmed, 2)
+
+    def test_steadyLoadNotTrimmed(self) -> None:
+        """
+        A load that holds its memory (grown, but less than the threshold
+        of it free, however that varies) is never trimmed.
+        """
+        self.heap.resident, self.heap.free = 300 * MiB, 10 * MiB
+        for free in [10, 30, 2, 31, 20, 25]:
+            self.heap.free = free * MiB
+            self.tick()
+        self.assertEqual(self.heap.trimmed, 0)
+
+    def test_stop(self) -> None:
+        """
+        A stopped trimmer looks no more.
+        """
+        self.trimmer.stop()
+        self.heap.resident, self.heap.free = 300 * MiB, 250 * MiB
+        self.tick()
+        self.assertEqual(self.heap.trimmed, 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_unsupportedSystem(self) -> None:
+        """
+        Without the C library's functions, the trimmer does nothing at all.
+        """
+        clock = Clock()
+        self.patch(memory, "systemFunctions", lambda: None)
+        trimmer = MemoryTrimmer(clock)
+        trimmer.start()
+        self.assertEqual(clock.getDelayedCalls(), [])
+        trimmer.stop()
+
+    def test_systemFunctions(self) -> None:
+        """
+        On Linux with glibc 2.33 or later the real functions are found and
+        answer with plausible numbers, and a trim runs; elsewhere there are
+        none.
+        """
+        functions = memory.systemFunctions()
+        library, version = platform.libc_ver()
+        if not (
+            sys.platform.startswith("linux")
+            and library == "glibc"
+            and tuple(map(int, version.split(".")[:2])) >= (2, 33)
+        ):
+            self.assertIsNone(functions)
+            return
+        assert functions is not None
+        resident, freeBytes, trim = functions
+        self.assertGreater(resident(), 1 * MiB)
+        self.assertGreaterEqual(freeBytes(), 0)
+        trim()
