@@ -463,13 +463,14 @@ def _wrongType(result: Any, value: Any) -> Failure:
 def _tunnelAnswer(result: Any, request: RequestHead) -> Any:
     """
     Check a tunnel filter's answer: it allows (C{None}, for which the
-    request stands) or refuses (a L{Response}).  Anything else, a new
+    request stands; the request itself, as a request filter would, is
+    taken the same way) or refuses (a L{Response}).  Anything else, a new
     L{RequestHead} too (a tunnel cannot be sent elsewhere, and it used to
     allow the tunnel as asked), is a failure of the filter.
 
     @raise _WrongType: for anything else.
     """
-    if result is None:
+    if result is None or result is request:
         return request
     if isinstance(result, Response):
         return result

@@ -305,8 +305,8 @@ class Headers:
         Only the proxy's own removal of hop-by-hop lines (before filters
         run) may have happened before, which leaves every end-to-end field
         as it was.  Headers made in code, not parsed, have no such block and
-        answer as L{get}; so does a head whose C{headers} a filter replaced
-        with new ones.
+        answer as L{get} (unless L{receivedAs} gave them one); so do the
+        new C{headers} a filter put on the head it was given.
 
         @return: the value, or L{None}.
         """
@@ -323,6 +323,18 @@ class Headers:
             return None
         start = position + len(needle[0]) - 1
         return block[start : block.find(b"\r", start)].strip(b" \t")
+
+    def receivedAs(self, other: "Headers") -> None:
+        """
+        Answer L{received} from what C{other} received: the fields of a
+        head a filter built anew, which stands for the client's.
+        """
+        if other is self:
+            return
+        received = other._received
+        if received is None and other._block is not None:
+            received = (other._block, other._lowered)
+        self._received = received
 
     def getAll(self, name: bytes) -> list[bytes]:
         """

@@ -157,6 +157,8 @@ def _dropUnrelayedUpgrades(headers: Headers) -> bool:
     kept = [token for token in offered if token not in _UNRELAYED_UPGRADES]
     if len(kept) == len(offered):
         return True
+    # Its settings go too, even when Connection does not name them.
+    headers.remove(b"HTTP2-Settings")
     if not kept:
         return False
     headers.set(b"Upgrade", b", ".join(kept))
@@ -1123,6 +1125,7 @@ class ProxyProtocol(Protocol):
         # search of the received block tells.
         control = not plain and headers.hasAny(_REQUEST_CONTROL_FIELDS)
         self._upgrading = False
+        refusal = None
         if control:
             connection = headers.getTokens(b"connection")
             if request.version == b"HTTP/1.1":
@@ -1135,21 +1138,17 @@ class ProxyProtocol(Protocol):
                     # Which would the auth filter check, which would a
                     # parent proxy?  A singleton field (RFC 9110 section
                     # 5.3) twice is refused, as a second Host is.
-                    return self._respond(
-                        errorResponse(
-                            400,
-                            "The request has more than one Proxy-Authorization field.",
-                            request.url(),
-                        )
-                    )
-                request.credentials = credentials
-            if b"via" in headers and self._hasOwnVia(headers):
-                return self._respond(
-                    errorResponse(
-                        508,
-                        "This request has already passed through this proxy (forwarding loop).",
+                    refusal = errorResponse(
+                        400,
+                        "The request has more than one Proxy-Authorization field.",
                         request.url(),
                     )
+                request.credentials = credentials
+            if refusal is None and b"via" in headers and self._hasOwnVia(headers):
+                refusal = errorResponse(
+                    508,
+                    "This request has already passed through this proxy (forwarding loop).",
+                    request.url(),
                 )
             # RFC 9110 section 7.8: Upgrade in an HTTP/1.0 request is
             # ignored (removed below with the other hop-by-hop fields).
@@ -1165,6 +1164,10 @@ class ProxyProtocol(Protocol):
         if self.readClosed or factory.draining:
             self.keepAlive = False
         self.closeAfter = not self.keepAlive
+        if refusal is not None:
+            # Answered after the connection's fate is known: a client that
+            # said close (or HTTP/1.0 without keep-alive) is not kept.
+            return self._respond(refusal)
 
         if request.host is None:
             # Addressed to the proxy itself: its status page.
@@ -1376,7 +1379,8 @@ class ProxyProtocol(Protocol):
         """
         A request filter returned a head it built anew.  It answers for the
         client's request: it takes the client's version (which frames the
-        response), address and credentials.  Without a target host, its
+        response), address and credentials, and the access log reads the
+        client's fields through it (L{Headers.received}).  Without a target host, its
         scheme, host and port come from its target, as the parser takes
         them, and C{Host} is made to match; it carries the proxy's C{Via}
         like any forwarded request.  A target that is not an absolute URL,
@@ -1384,6 +1388,7 @@ class ProxyProtocol(Protocol):
         """
         request.version = original.version
         request.clientAddress = original.clientAddress
+        request.headers.receivedAs(original.headers)
         if request.user is None:
             request.user = original.user
         if request.credentials is None:

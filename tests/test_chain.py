@@ -762,6 +762,9 @@ class TunnelTests(SynchronousTestCase):
             )
             self.assertIn(b"not Response or None", result.body)
         self.assertEqual(len(self.flushLoggedErrors(TypeError)), 3)
+        # The request itself, returned as a request filter would, allows.
+        chain = chainOf(("mirrored", TunnelFilter(lambda r: r)))
+        self.assertIsNone(chain.filterTunnel(self.connect()))
 
     def test_deadlineMissed(self) -> None:
         """

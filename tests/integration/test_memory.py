@@ -163,10 +163,11 @@ def test_memoryReturnedAfterBurst(makeProxy, origin) -> None:
     """
     After 100 concurrent 8 MiB downloads that their clients abandon
     part-read, the proxy's RSS comes back to within 30 MiB of where it
-    started within 25 s.  Closed connections used to keep up to 1 MiB each
-    alive until a full garbage collection (their last read, in Twisted's
-    reference cycles), and memory freed after a burst stayed with the
-    process.
+    started within 40 s (the trimmer looks every 10 s and trims memory
+    that stayed free for two looks).  Closed connections used to keep up
+    to 1 MiB each alive until a full garbage collection (their last read,
+    in Twisted's reference cycles), and memory freed after a burst stayed
+    with the process.
     """
     proxy = makeProxy()
     warmUp(proxy, origin)
@@ -194,11 +195,11 @@ def test_memoryReturnedAfterBurst(makeProxy, origin) -> None:
         for s in clients:
             s.close()
     after = proxy.rss()
-    deadline = time.monotonic() + 25
+    deadline = time.monotonic() + 40
     while after - baseline >= ALLOWED_GROWTH and time.monotonic() < deadline:
         time.sleep(0.5)
         after = proxy.rss()
     assert after - baseline < ALLOWED_GROWTH, (
-        "RSS still %.1f MiB above the start 25 s after the burst (peak %.1f MiB above)"
+        "RSS still %.1f MiB above the start 40 s after the burst (peak %.1f MiB above)"
         % ((after - baseline) / MiB, (peak - baseline) / MiB)
     )
