@@ -54,6 +54,14 @@ class MemoryTrimmerTests(SynchronousTestCase):
     def tick(self) -> None:
         self.clock.advance(10)
 
+    def settle(self, resident: int, free: int) -> None:
+        """
+        Let the heap stand at C{resident} and C{free} MiB over two looks.
+        """
+        self.heap.resident, self.heap.free = resident * MiB, free * MiB
+        self.tick()
+        self.tick()
+
     def test_burstTrimmed(self) -> None:
         """
         Memory that a burst allocated and freed is handed back once it has
@@ -76,9 +84,7 @@ class MemoryTrimmerTests(SynchronousTestCase):
         A burst that grew and freed between two looks is seen by the
         resident size: trimmed, as more than the threshold is free.
         """
-        self.heap.resident, self.heap.free = 300 * MiB, 40 * MiB
-        self.tick()
-        self.tick()
+        self.settle(300, 40)
         self.assertEqual(self.heap.trimmed, 1)
 
     def test_freedAfterATrim(self) -> None:
@@ -87,13 +93,9 @@ class MemoryTrimmerTests(SynchronousTestCase):
         later) is handed back at a later look: the free bytes grew from
         where the trim left them.
         """
-        self.heap.resident, self.heap.free = 300 * MiB, 100 * MiB
-        self.tick()
-        self.tick()
+        self.settle(300, 100)
         self.assertEqual(self.heap.trimmed, 1)
-        self.heap.resident, self.heap.free = 250 * MiB, 300 * MiB
-        self.tick()
-        self.tick()
+        self.settle(250, 300)
         self.assertEqual(self.heap.trimmed, 2)
 
     def test_nextBurstCountsFromItsStart(self) -> None:
@@ -101,15 +103,11 @@ class MemoryTrimmerTests(SynchronousTestCase):
         A second burst that reuses the memory the first freed (the free
         bytes fall, then rise again) is trimmed too.
         """
-        self.heap.resident, self.heap.free = 300 * MiB, 250 * MiB
-        self.tick()
-        self.tick()
+        self.settle(300, 250)
         self.assertEqual(self.heap.trimmed, 1)
         self.heap.resident, self.heap.free = 300 * MiB, 5 * MiB
         self.tick()
-        self.heap.free = 250 * MiB
-        self.tick()
-        self.tick()
+        self.settle(300, 250)
         self.assertEqual(self.heap.trimmed, 2)
 
     def test_steadyLoadNotTrimmed(self) -> None:
@@ -143,9 +141,7 @@ class MemoryTrimmerTests(SynchronousTestCase):
         self.tick()
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
         failing[0] = False
-        self.heap.resident, self.heap.free = 300 * MiB, 250 * MiB
-        self.tick()
-        self.tick()
+        self.settle(300, 250)
         self.assertEqual(self.heap.trimmed, 1)
 
     def test_stop(self) -> None:
