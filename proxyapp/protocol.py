@@ -53,6 +53,7 @@ the read gates as producers.
 from __future__ import annotations
 
 import re
+import socket
 import time
 from collections import Counter, deque
 from weakref import ReferenceType, ref
@@ -132,6 +133,19 @@ PIPELINE = 4
 # Methods RFC 9110 section 9.2.2 calls idempotent: safe to send again on a
 # fresh connection when a reused one turns out to be dead.
 IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"])
+
+UNSAFE_REUSE_IDLE = 1.0
+"""
+Seconds a pooled connection may have been idle and still carry a request
+that cannot be sent again should the connection turn out dead (one with a
+body, or whose method is not idempotent): past it such a request gets a
+new connection, and the idle one stays for requests that can be retried.
+An origin closes an idle connection when its keep-alive timeout runs out
+(Apache's and Node's 5 s, Gunicorn's 2 s), and a request crossing that
+close on the wire is lost; under a second of idleness is well clear of
+those timeouts.  Squid goes further and never reuses an idle connection
+for such requests (C{server_pconn_for_nonretriable}).
+"""
 
 # Request fields the proxy acts on (Max-Forwards only for TRACE and
 # OPTIONS); a request with none of them skips all those checks.
@@ -499,20 +513,38 @@ class ConnectionPool:
         self.ownEnds: Counter[tuple[str, int]] = Counter()
         self._sweeper: Any = None
 
-    def take(self, key: tuple[str, str, int]) -> Optional[UpstreamProtocol]:
+    def take(
+        self, key: tuple[str, str, int], retriable: bool = True
+    ) -> Optional[UpstreamProtocol]:
         """
+        @param retriable: whether the request could be sent again on a new
+            connection if this one turned out dead.  If not, only a
+            connection idle for less than L{UNSAFE_REUSE_IDLE} seconds on
+            which nothing has arrived (L{_quiet}: no end of file that the
+            reactor has yet to read) is handed out.
+
         @return: an idle connection to C{key}, most recently used first, or
             C{None}.
         """
         idle = self._idle.get(key)
         if not idle:
             return None
-        oldest = self.reactor.seconds() - self.idleTimeout
+        now = self.reactor.seconds()
+        oldest = now - self.idleTimeout
         while idle:
-            upstream = idle.pop()
+            upstream = idle[-1]
+            if not retriable and upstream.idleSince <= now - UNSAFE_REUSE_IDLE:
+                # The rest are older still: keep them for requests that can
+                # be retried.
+                return None
+            idle.pop()
             upstream.pooled = False
             self._count -= 1
-            if upstream.idleSince > oldest and not upstream.closing:
+            if (
+                upstream.idleSince > oldest
+                and not upstream.closing
+                and (retriable or _quiet(upstream.transport))
+            ):
                 upstream.reused = True
                 return upstream
             _shut(upstream)
@@ -677,6 +709,34 @@ class ConnectionPool:
                 _shut(upstream)
         self._idle.clear()
         self._count = 0
+
+
+_PEEK = socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0)
+
+
+def _quiet(transport: Any) -> bool:
+    """
+    Whether nothing is waiting to be read on an idle connection: an origin
+    that closed right behind its response (without saying C{Connection:
+    close}) has its end of file queued there before the reactor has read
+    it, typically when a pipelined request is forwarded in the same turn.
+    One C{recv} with C{MSG_PEEK}; a transport without a socket (a test's,
+    or TLS over something else) counts as quiet.
+    """
+    sock = getattr(transport, "socket", None)
+    if sock is None:
+        # TLS: the TCP transport beneath it.
+        sock = getattr(getattr(transport, "transport", None), "socket", None)
+        if sock is None:
+            return True
+    try:
+        sock.recv(1, _PEEK)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    # End of file, or bytes nobody asked for (a 408, a TLS alert).
+    return False
 
 
 def _shut(upstream: UpstreamProtocol) -> None:
@@ -1369,7 +1429,10 @@ class ProxyProtocol(Protocol):
         else:
             self._retryHead = None
         key = (request.scheme or "http", request.host, request.port)  # type: ignore[assignment]
-        upstream = self.factory.pool.take(key)  # type: ignore[arg-type]
+        upstream = self.factory.pool.take(
+            key,  # type: ignore[arg-type]
+            framing == NO_BODY and request.method in IDEMPOTENT,
+        )
         if upstream is not None:
             self._attach(upstream)
         else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import json
+import socket
 import sys
 import weakref
 from http import HTTPStatus
@@ -64,6 +65,7 @@ from proxyapp.protocol import (
     ProxyFactory,
     ProxyProtocol,
     UpstreamProtocol,
+    UNSAFE_REUSE_IDLE,
     defaultEndpointFactory,
 )
 
@@ -248,6 +250,28 @@ GET_CLOSE = (
 GET_UP = b"GET /a HTTP/1.1\r\nHost: example.com\r\n" + VIA + b"\r\n"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 OK_DOWN = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n" + VIA + b"\r\nhello"
+
+
+POST = b"POST http://example.com/a HTTP/1.1\r\nHost: example.com\r\nContent-Length: 2\r\n\r\nhi"
+
+
+class PeekingSocket:
+    """
+    The socket of a pooled upstream connection, as L{_quiet} peeks at it.
+
+    @ivar peeks: how many times it was peeked at.
+    """
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+        self.peeks = 0
+
+    def recv(self, size: int, flags: int) -> bytes:
+        assert flags & socket.MSG_PEEK
+        self.peeks += 1
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
 
 
 class ForwardingTests(ProxyTestCase):
@@ -1085,6 +1109,91 @@ class PersistenceTests(ProxyTestCase):
         self.assertEqual(len(self.reactor.tcpClients), 1)
         status, _, _ = splitResponse(self.client.value())
         self.assertEqual(status, 502)
+
+    def test_postNotSentOnLongIdleConnection(self) -> None:
+        """
+        A POST is not sent on a connection that has been idle for
+        L{UNSAFE_REUSE_IDLE} seconds or more (the origin's keep-alive
+        timeout may be closing it just then, and a lost POST cannot be sent
+        again): it gets a new connection, and the idle one stays pooled
+        for a GET.
+        """
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, OK)
+        self.reactor.advance(UNSAFE_REUSE_IDLE)
+        self.client.clear()
+        self.send(POST)
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+        self.assertEqual(self.factory.pool.idleCount(), 1)
+        self.assertFalse(transport.disconnecting)
+        fresh, freshTransport = self.accept()
+        self.assertTrue(freshTransport.value().startswith(b"POST /a HTTP/1.1\r\n"))
+        self.reply(fresh, OK)
+        self.assertEqual(self.client.value(), OK_DOWN)
+        # A GET from another client, while the new connection is busy.
+        proxy, _ = self.connectClient()
+        self.send(
+            b"POST http://example.com/a HTTP/1.1\r\nHost: example.com\r\nContent-Length: 5\r\n\r\nhel"
+        )
+        transport.clear()
+        self.send(GET, proxy)
+        self.assertEqual(transport.value(), GET_UP)
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+
+    def test_postSentOnRecentlyIdleConnection(self) -> None:
+        """
+        A POST reuses a connection idle for less than L{UNSAFE_REUSE_IDLE}
+        seconds on which nothing has arrived.
+        """
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, OK)
+        self.reactor.advance(UNSAFE_REUSE_IDLE / 2)
+        transport.clear()
+        self.send(POST)
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        self.assertTrue(transport.value().startswith(b"POST /a HTTP/1.1\r\n"))
+
+    def test_postNotSentWhereEndOfFileWaits(self) -> None:
+        """
+        A POST is not sent on a pooled connection whose socket already
+        holds the origin's end of file (or stray bytes, or an error), which
+        the reactor has not read yet: that connection is closed and the
+        POST gets a new one.  A GET still takes such a connection (it is
+        sent again if the connection proves dead) and costs no peek.
+        """
+        for peeked, method in [
+            (b"", POST),
+            (b"H", POST),
+            (ConnectionResetError(), POST),
+            (b"", GET),
+        ]:
+            self.start()
+            upstream, transport = self.forward(GET)
+            self.reply(upstream, OK)
+            transport.socket = PeekingSocket(peeked)
+            self.send(method)
+            if method is GET:
+                self.assertEqual(transport.socket.peeks, 0)
+                self.assertEqual(len(self.reactor.tcpClients), 1)
+                continue
+            self.assertEqual(transport.socket.peeks, 1)
+            self.assertTrue(transport.disconnecting, peeked)
+            self.assertEqual(len(self.reactor.tcpClients), 2, peeked)
+            self.assertEqual(self.factory.pool.idleCount(), 0)
+
+    def test_postSentWhereNothingWaits(self) -> None:
+        """
+        A pooled connection whose peek finds nothing to read carries a
+        POST.
+        """
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, OK)
+        transport.socket = PeekingSocket(BlockingIOError())
+        transport.clear()
+        self.send(POST)
+        self.assertEqual(transport.socket.peeks, 1)
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        self.assertTrue(transport.value().startswith(b"POST /a HTTP/1.1\r\n"))
 
     def test_responseConnectionCloseNotPooled(self) -> None:
         """

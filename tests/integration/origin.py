@@ -40,14 +40,18 @@ Routes (path prefix, query parameters)::
     /stats                JSON counters
 
 Any request may add C{linger-close=S} (close the connection S seconds after
-the response) or C{drop-next=1} (the next request on this connection is read
-and then the connection is closed without an answer).
+the response), C{close-corked=1} (close right behind the response, without
+saying so, its last bytes and the end of file in one segment: C{TCP_CORK}
+holds the response until the close) or C{drop-next=1} (the next request on
+this connection is read and then the connection is closed without an
+answer).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import sys
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import parse_qs
@@ -518,6 +522,8 @@ class OriginProtocol(Protocol):
         isHead = req.method == b"HEAD"
         if q.get("drop-next"):
             self.dropNext = True
+        if q.get("close-corked"):
+            self.transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
         if path.startswith("/echo"):
             self.simple(
                 200,
@@ -638,6 +644,10 @@ class OriginProtocol(Protocol):
             return
         req = self.req
         if close or (req is not None and req.wantsClose()):
+            self.transport.loseConnection()
+            self.disconnected = True
+            return
+        if req is not None and req.query.get("close-corked"):
             self.transport.loseConnection()
             self.disconnected = True
             return

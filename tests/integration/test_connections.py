@@ -163,6 +163,32 @@ def test_nonIdempotentRequestNotRetried(proxy, makeOrigin) -> None:
     assert fresh.stats()["paths"] == {"1": ["/echo?drop-next=1", "/echo?post"]}
 
 
+def test_pipelinedPostAfterOriginClose(proxy, makeOrigin) -> None:
+    """
+    An origin that closes right behind a response, without saying
+    C{Connection: close} (its end of file in the segment with the response's
+    last bytes), has its end of file waiting when a POST pipelined behind
+    the request is forwarded: the POST goes over a new connection instead of
+    the dead one (it got 502 before), and the origin sees it once.
+    """
+    fresh = makeOrigin()
+    with proxy.connect() as c:
+        c.send(
+            get(fresh.url("/echo?close-corked=1"))
+            + b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+            % fresh.url("/echo?post").encode()
+        )
+        first = c.readResponse()
+        second = c.readResponse()
+    assert first.status == 200, first
+    assert second.status == 200, second
+    assert second.body.endswith(b"hi")
+    assert fresh.stats()["paths"] == {
+        "1": ["/echo?close-corked=1"],
+        "2": ["/echo?post"],
+    }
+
+
 def waitFor(predicate, timeout: float = 3.0) -> bool:
     deadline = time.monotonic() + timeout
     while not predicate():
