@@ -1659,6 +1659,10 @@ class ProxyProtocol(Protocol):
                 headers.remove(b"Content-Length")
                 headers.remove(b"Transfer-Encoding")
                 self._out.append(head.serialize())
+                if self.transport.producer is None:
+                    # A client that does not read them pauses the upstream,
+                    # as for a body: an origin could send 1xx without end.
+                    self.transport.registerProducer(upstream.gate, True)  # type: ignore[union-attr]
             if self._deadlineKind == _UPSTREAM:
                 self._setDeadline(_UPSTREAM, self.settings.upstreamTimeout)
             return
@@ -1848,8 +1852,10 @@ class ProxyProtocol(Protocol):
                 headers.remove(b"Transfer-Encoding")
                 framing = UNTIL_CLOSE
         if streams:
-            # The body streams: a slow client pauses the upstream.
-            self.transport.registerProducer(upstream.gate, True)  # type: ignore[union-attr]
+            # The body streams: a slow client pauses the upstream (already
+            # so after an interim response).
+            if self.transport.producer is None:
+                self.transport.registerProducer(upstream.gate, True)  # type: ignore[union-attr]
             self._watchTransfer()
         self.chunkDown = False
         if framing == UNTIL_CLOSE:

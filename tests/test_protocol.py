@@ -618,6 +618,31 @@ class ForwardingTests(ProxyTestCase):
         self.assertEqual(self.client.value(), OK_DOWN)
         self.assertFalse(self.client.disconnecting)
 
+    def test_interimResponsesPausedBySlowClient(self) -> None:
+        """
+        From the first interim response on, a client that does not read
+        pauses the upstream, as for a body (an origin could send 1xx without
+        end); a final response streamed after them keeps that, and the end
+        of the exchange lets both go.
+        """
+        upstream, transport = self.forward(GET)
+        self.reply(upstream, b"HTTP/1.1 102 Processing\r\n\r\n")
+        self.assertIs(self.client.producer, upstream._wrappedProtocol.gate)
+        self.client.producer.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+        self.client.producer.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+        self.reply(
+            upstream,
+            b"HTTP/1.1 103 Early Hints\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello",
+        )
+        self.assertIs(self.client.producer, upstream._wrappedProtocol.gate)
+        self.reply(upstream, b"world")
+        self.assertIsNone(self.client.producer)
+        self.assertTrue(self.client.value().endswith(b"\r\n\r\nhelloworld"))
+        self.assertEqual(self.factory.pool.idleCount(), 1)
+
     def test_417ClosesClientConnection(self) -> None:
         """
         A final answer to an C{Expect: 100-continue} request sent before the

@@ -37,6 +37,7 @@ Routes (path prefix, query parameters)::
     /slow-head?delay=S    waits S seconds before the response head
     /hang                 never answers
     /drop                 closes the connection without answering
+    /interims             102 Processing heads without end, as fast as read
     /stats                JSON counters
 
 Any request may add C{linger-close=S} (close the connection S seconds after
@@ -161,6 +162,7 @@ class OriginStats:
     @ivar bytesIn: connection number -> bytes received on it.
     @ivar statsConns: numbers of connections that asked for C{/stats}.
     @ivar openConns: numbers of the connections open now.
+    @ivar interimBytes: bytes of C{/interims} responses written so far.
     """
 
     def __init__(self) -> None:
@@ -170,6 +172,7 @@ class OriginStats:
         self.bytesIn: Dict[int, int] = {}
         self.statsConns: set = set()
         self.openConns: set = set()
+        self.interimBytes = 0
 
 
 @implementer(IPullProducer)
@@ -211,6 +214,29 @@ class PatternProducer:
 
     def stopProducing(self) -> None:
         self.remaining = 0
+
+
+@implementer(IPullProducer)
+class InterimProducer:
+    """
+    Writes 102 Processing heads, 64 KiB of them each time the transport asks
+    for more, until the connection closes.
+    """
+
+    HEAD = b"HTTP/1.1 102 Processing\r\nX-Pad: " + b"p" * 100 + b"\r\n\r\n"
+    BATCH = HEAD * (64 * 1024 // len(HEAD))
+
+    def __init__(self, proto: "OriginProtocol") -> None:
+        self.proto = proto
+
+    def resumeProducing(self) -> None:
+        if self.proto.transport is None or self.proto.disconnected:
+            return
+        self.proto.transport.write(self.BATCH)
+        self.proto.factory.stats.interimBytes += len(self.BATCH)
+
+    def stopProducing(self) -> None:
+        pass
 
 
 class Request:
@@ -610,6 +636,8 @@ class OriginProtocol(Protocol):
             self.transport.write(
                 self.head(200, [(b"Content-Length", b"%d" % (2 * n))]) + b"s" * n
             )
+        elif path == "/interims":
+            self.transport.registerProducer(InterimProducer(self), False)
         elif path == "/drop":
             self.transport.loseConnection()
             self.disconnected = True
@@ -627,6 +655,7 @@ class OriginProtocol(Protocol):
                     "bytes": {
                         str(k): v for k, v in stats.bytesIn.items() if k not in mine
                     },
+                    "interim_bytes": stats.interimBytes,
                 }
             ).encode()
             self.simple(200, body, extra=[(b"Content-Type", b"application/json")])

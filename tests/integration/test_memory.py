@@ -203,3 +203,39 @@ def test_memoryReturnedAfterBurst(makeProxy, origin) -> None:
         "RSS still %.1f MiB above the start 40 s after the burst (peak %.1f MiB above)"
         % ((after - baseline) / MiB, (peak - baseline) / MiB)
     )
+
+
+def test_interimResponsesWaitForSlowClient(makeProxy, makeOrigin) -> None:
+    """
+    An origin that sends interim (1xx) responses without end to a client
+    that reads none of them is paused like a body's sender: after the socket
+    buffers fill, it can write nothing more, and the proxy's RSS stays
+    flat.  Before, the proxy read and queued them as fast as they came,
+    about 30 MB/s, for as long as the exchange lasted.
+    """
+    origin = makeOrigin()
+    proxy = makeProxy()
+    warmUp(proxy, origin)
+    baseline = proxy.rss()
+    s = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    try:
+        s.sendall(
+            b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % origin.url("/interims").encode()
+        )
+        # Let the buffers between the origin and the client fill.
+        time.sleep(2.0)
+        before = origin.stats()["interim_bytes"]
+        time.sleep(1.0)
+        after = origin.stats()["interim_bytes"]
+        growth = proxy.rss() - baseline
+        # Then the client reads: the interim responses come through.
+        s.settimeout(5)
+        assert s.recv(65536).startswith(b"HTTP/1.1 102 Processing\r\n")
+    finally:
+        s.close()
+    assert before > 0
+    assert after - before < 1 * MiB, "the origin wrote %.1f MiB more in 1 s" % (
+        (after - before) / MiB
+    )
+    assert growth < ALLOWED_GROWTH, "RSS grew by %.1f MiB" % (growth / MiB)
