@@ -310,9 +310,31 @@ class ProxyService(service.Service):
         # Our signal handlers stay until the drain is over: a logrotate
         # SIGUSR1 during the drain must reopen the log, not (as the default
         # action would) kill the process and lose the records waiting.
+        # A second SIGINT or SIGTERM ends the drain at once (Twisted's own
+        # handlers would try to stop the stopping reactor again, which
+        # logs a critical traceback and changes nothing).
+        if self._oldHandlers:
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._oldHandlers.setdefault(
+                    number, signal.signal(number, self._onStopAgain)
+                )
         d = defer.ensureDeferred(self._drain())
         d.addBoth(self._restoreSignals)
         return d
+
+    _hurried = False
+
+    def _onStopAgain(self, number: int, frame: Any) -> None:
+        self.reactor.callFromThread(self.hurry, signal.Signals(number).name)
+
+    def hurry(self, why: str = "asked") -> None:
+        """
+        End a drain in progress now: close the connections still in flight
+        at its next look, as its timeout would.
+        """
+        if not self._hurried:
+            self._hurried = True
+            log.warn("{why} during the drain: ending it now", why=why)
 
     def _restoreSignals(self, result: Any) -> Any:
         for number, handler in self._oldHandlers.items():
@@ -338,13 +360,19 @@ class ProxyService(service.Service):
         while True:
             for connection in list(factory.connections):
                 connection.closeIfIdle()
-            if not factory.connections or self.reactor.seconds() >= deadline:
+            if (
+                not factory.connections
+                or self._hurried
+                or self.reactor.seconds() >= deadline
+            ):
                 break
             await task.deferLater(self.reactor, 0.05, lambda: None)
         left = len(factory.connections)
         if left:
             log.warn(
-                "drain timeout: closing {left} connection(s) still in flight", left=left
+                "{why}: closing {left} connection(s) still in flight",
+                why="drain ended" if self._hurried else "drain timeout",
+                left=left,
             )
             for connection in list(factory.connections):
                 connection.transport.abortConnection()

@@ -605,6 +605,38 @@ class DrainTests(ConfigMixin, SynchronousTestCase):
             self.successResultOf(d)
         self.assertEqual(signal.getsignal(signal.SIGUSR1), previous)
 
+    def test_secondSignalEndsDrain(self) -> None:
+        """
+        A second SIGINT or SIGTERM during the drain ends it at once: the
+        connections still busy are closed as at its timeout, and each step
+        is logged.  Before, Twisted's own handler tried to stop the
+        stopping reactor again (a critical traceback) and the drain ran its
+        whole timeout.  The handlers in place before come back afterwards.
+        """
+        for number in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(number)
+            service = self.makeService(installSignals=True)
+            service.startService()
+            busy = FakeConnection(service.factory, busy=True)
+            with capturedLogs() as events:
+                d = service.stopService()
+                handler = signal.getsignal(number)
+                self.assertEqual(handler, service._onStopAgain)
+                self.reactor.advance(0.5)
+                self.assertNoResult(d)
+                handler(number, None)
+                self.reactor.advance(0.05)
+                self.successResultOf(d)
+            self.assertTrue(busy.aborted)
+            text = [formatEvent(e) for e in events]
+            name = signal.Signals(number).name
+            for step in (
+                f"{name} during the drain: ending it now",
+                "drain ended: closing 1 connection(s) still in flight",
+            ):
+                self.assertTrue(any(step in line for line in text), (step, text))
+            self.assertEqual(signal.getsignal(number), previous)
+
     def test_stopsListeningFirst(self) -> None:
         """
         The listening ports are stopped as soon as the stop begins.
