@@ -76,8 +76,9 @@ C{Log::Format::SquidNative} (C{logformat squid %ts.%03tu %6tr %>a
   - The time stamp is when the exchange ended (C{start + duration}), as in
     Squid, which stamps lines when it writes them.
   - The result code is C{TCP_DENIED} when a filter refused with a 4xx (the
-    blocklist's 403, authentication's 407), C{TCP_REDIRECT} when a filter
-    answered with a 3xx, C{TCP_TUNNEL} for CONNECT, C{TCP_MISS} for any
+    blocklist's 403, authentication's 407, and the 403 for a C{CONNECT} port
+    outside C{connect_ports}, logged as the C{access} filter's decision),
+    C{TCP_REDIRECT} when a filter answered with a 3xx, C{TCP_TUNNEL} for CONNECT, C{TCP_MISS} for any
     other request that reached an upstream, and C{NONE_NONE} for the rest
     (errors without an upstream, e.g. a malformed request).  C{NONE_NONE} is
     what Squid 4 and later write; Squid 3 wrote C{NONE}.  An exchange cut
@@ -93,8 +94,10 @@ C{Log::Format::SquidNative} (C{logformat squid %ts.%03tu %6tr %>a
     percent-encoded; a request that was never parsed is logged as Squid
     logs one: C{NONE error:invalid-request}.
   - The hierarchy field is C{HIER_DIRECT/ip} when an upstream was
-    contacted and C{HIER_NONE/-} otherwise; the media type is the
-    response's type up to the first C{;}, tab or space, or C{-}.
+    contacted, or a connection to an IP address given in the target failed
+    (refused, timed out: C{TCP_MISS/502}, as Squid logs it), and
+    C{HIER_NONE/-} otherwise; the media type is the response's type up to
+    the first C{;}, tab or space, or C{-}.
 
 B{json} (L{formatJSON}): one compact JSON object per line, ASCII only,
 with these keys in this order: C{time} (the request's start,
@@ -409,6 +412,31 @@ def _wireBytes(char: str) -> bytes:
         return char.encode("utf-8", "surrogatepass")
 
 
+def _userWire(user: str) -> str:
+    """
+    A user name as the text its UTF-8 bytes would be as ISO-8859-1, so the
+    escapes (which reproduce ISO-8859-1 text byte for byte) write the bytes
+    a client's credentials carry: C{%c3%bc} for C{ü}, as Squid logs it.
+    Unlike fields read off the wire, a user name is text (authentication
+    decodes it as UTF-8), and its characters below U+0100 are not bytes.
+    """
+    if user.isascii():
+        return user
+    try:
+        raw = user.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        # A surrogate that stands for no byte: as its UTF-8 form.
+        raw = b"".join(_utf8Bytes(char) for char in user)
+    return raw.decode("latin-1")
+
+
+def _utf8Bytes(char: str) -> bytes:
+    try:
+        return char.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return char.encode("utf-8", "surrogatepass")
+
+
 def _escapeApacheSlow(value: str) -> str:
     """
     Escape C{value} as Apache's C{ap_escape_logitem} does.
@@ -503,7 +531,7 @@ def _squidUser(user: Optional[str]) -> str:
     ):
         return user
     out = []
-    for char in user:
+    for char in _userWire(user):
         if char == "\r":
             out.append("\\r")
         elif char == "\n":
@@ -803,7 +831,7 @@ def _formatCombinedEscaped(record: AccessRecord) -> str:
     if user is None:
         userText = "-"
     elif user:
-        userText = _escapeApache(user)
+        userText = _escapeApache(_userWire(user))
     else:
         userText = '""'
 
@@ -1080,13 +1108,18 @@ def formatJSON(record: AccessRecord) -> str:
     contentType = record.contentType
     filterName = record.filterName
     filterReason = record.filterReason
+    method = record.method
+    requestLine = (
+        f'"method":{quote(method)},"target":{quote(record.target)},'
+        f'"version":{quote(record.version)},'
+        if method
+        else _JSON_UNPARSED
+    )
     return (
         f'{{"time":"{_jsonStamp}.{_THREE_DIGITS[micros // 1000 % 1000]}Z",'
         f"{addresses[0]}"
         f'"user":{"null" if user is None else quote(user)},'
-        f'"method":{quote(record.method)},'
-        f'"target":{quote(record.target)},'
-        f'"version":{quote(record.version)},'
+        f"{requestLine}"
         f'"status":{_DECIMAL[status] if 0 <= status < 1000 else status},'
         f'"bytes_in":{record.bytesIn},'
         f'"bytes_out":{record.bytesOut},'
@@ -1100,6 +1133,11 @@ def formatJSON(record: AccessRecord) -> str:
         f'"tunnel":{"true" if record.tunnel else "false"},'
         f'"aborted":{"true" if record.aborted else "false"}}}\n'
     )
+
+
+# A request never parsed: no method, target or version ("Missing values
+# are null").
+_JSON_UNPARSED = '"method":null,"target":null,"version":null,'
 
 
 # The JSON format's address members, by (client host, client port, upstream

@@ -72,6 +72,7 @@ from twisted.internet.endpoints import (
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IProtocolNegotiationFactory,
+    IPullProducer,
     IPushProducer,
     IStreamClientEndpoint,
 )
@@ -124,6 +125,16 @@ _NO_BYTES: Any = ()
 # transport unjoined (one gathering send); less is joined, which is cheaper
 # than the gathering for small pieces.  ResponseParser._viewFrom's size.
 _GATHER_FROM = 16 * 1024
+
+PIPELINE_HOLD = 64 * 1024
+"""
+Bytes of responses a client may leave unread (still in its transport's
+buffer, which the kernel has not taken) when an exchange ends, for the proxy
+to go on to its next request; with more, the proxy reads and answers
+nothing more from it until its buffer is empty.  A client pipelining
+requests without reading the answers would otherwise have them pile up
+here, one after another.
+"""
 
 # Reasons for a read gate to hold its transport paused (bit flags).
 BACKPRESSURE = 1
@@ -209,6 +220,30 @@ _FRAMING_FIELDS = FieldNames(frozenset([b"content-length", b"transfer-encoding"]
 # The request of an exchange whose head could not be parsed (answered 400,
 # 414 or 431); the access log gets no request for it.
 _UNPARSED = RequestHead(b"", b"", b"")
+
+
+@implementer(IPullProducer)
+class _WhenSent:
+    """
+    Registered on a client transport that holds more than L{PIPELINE_HOLD}
+    unsent bytes as an exchange ends: the transport asks it for more once
+    its buffer is empty, and it lets its protocol go on with the next
+    request.
+    """
+
+    def __init__(self, protocol: "ProxyProtocol") -> None:
+        self.protocol = protocol
+
+    def resumeProducing(self) -> None:
+        protocol = self.protocol
+        transport = protocol.transport
+        if unsent(transport) > PIPELINE_HOLD or transport.producer is not self:
+            return
+        transport.unregisterProducer()
+        protocol._clientCaughtUp()
+
+    def stopProducing(self) -> None:
+        pass
 
 
 @implementer(IPushProducer)
@@ -1058,7 +1093,7 @@ class ProxyProtocol(Protocol):
                         # Answered locally and waiting for the next cycle
                         # (or closing: the rest is not read), or switched
                         # protocols.
-                        if self.tunnel or self._closed:
+                        if self.tunnel or self._closed or self._waitingForClient:
                             break
                         continue
                     if parser.endsHere():
@@ -1546,6 +1581,11 @@ class ProxyProtocol(Protocol):
         self.gate.resume(WAITING)  # type: ignore[union-attr]
         self._pendingUp = []
         target = request.url()
+        host = request.host
+        if isIPAddress(host) or isIPv6Address(host):  # type: ignore[arg-type]
+            # The address it failed at is the target's own: the access log
+            # names it (Squid: TCP_MISS/... HIER_DIRECT/ip).
+            self.upstreamPeer = (host, request.port)  # type: ignore[assignment]
         if reason.check(
             ierror.TimeoutError, defer.TimeoutError, ierror.ConnectingCancelledError
         ):
@@ -2263,6 +2303,26 @@ class ProxyProtocol(Protocol):
             return
         self._setDeadline(_IDLE, self.settings.idleTimeout)
         parser.startNextCycle()
+        transport = self.transport
+        if unsent(transport) > PIPELINE_HOLD and transport.producer is None:
+            # The client is not reading its responses: read and answer
+            # nothing more from it until it has.
+            self._waitingForClient = True
+            self.gate.pause(PIPELINE)  # type: ignore[union-attr]
+            transport.registerProducer(_WhenSent(self), False)
+            return
+        self._clientCaughtUp(pending)
+
+    _waitingForClient = False
+
+    def _clientCaughtUp(self, pending: Optional[int] = None) -> None:
+        """
+        Go on to the next request: read again, and handle a request already
+        received (pipelined).
+        """
+        self._waitingForClient = False
+        if pending is None:
+            pending = self.parser.buffered()
         gate = self.gate
         if gate.reasons & PIPELINE:  # type: ignore[union-attr]
             gate.resume(PIPELINE)  # type: ignore[union-attr]
@@ -2276,6 +2336,7 @@ class ProxyProtocol(Protocol):
             self.request is None
             and not self.tunnel
             and not self.transport.disconnecting
+            and not self._waitingForClient
         ):
             self._setDeadline(_HEAD, self.settings.headerTimeout)
             self._dispatch()
@@ -2398,6 +2459,8 @@ class ProxyProtocol(Protocol):
     def _connectRequest(self, request: RequestHead) -> None:
         self.requestDone = True
         if request.port not in self.settings.connectPorts:
+            # The access policy's refusal (TCP_DENIED in Squid's format).
+            self.decidedBy = ("access", f"port {request.port} is not in connect_ports")
             return self._respond(
                 errorResponse(
                     403,

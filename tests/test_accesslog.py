@@ -406,6 +406,22 @@ class FormatCombinedTests(SynchronousTestCase):
         self.assertIn(' - "" [', formatCombined(makeRecord(user="")))
         self.assertIn(' - a\\"b [', formatCombined(makeRecord(user='a"b')))
 
+    def test_userNonAscii(self) -> None:
+        """
+        A non-ASCII user name is written as its UTF-8 bytes, escaped, as the
+        client's credentials carry it (authentication decodes it as UTF-8);
+        before, characters below U+0100 were written as one ISO-8859-1 byte.
+        A name that was not UTF-8 keeps its bytes.
+        """
+        self.assertIn(
+            " - \\xc3\\xbcml\\xe2\\x82\\xac [",
+            formatCombined(makeRecord(user="\xfcml\u20ac")),
+        )
+        self.assertIn(
+            " - \\xff [",
+            formatCombined(makeRecord(user=b"\xff".decode("utf-8", "surrogateescape"))),
+        )
+
     def test_escaping(self) -> None:
         """
         Quotes, backslashes, control characters and non-ASCII characters are
@@ -655,8 +671,12 @@ class FormatSquidTests(SynchronousTestCase):
         """
         record = makeRecord(user="alice smith%[x]\\y\r\n\x01\xe9")
         self.assertIn(
-            " alice%20smith%25%5bx%5d\\\\y\\r\\n%01%e9 HIER_DIRECT/",
+            " alice%20smith%25%5bx%5d\\\\y\\r\\n%01%c3%a9 HIER_DIRECT/",
             formatSquid(record),
+        )
+        # As Squid logs the name from the credentials: its UTF-8 bytes.
+        self.assertIn(
+            " %c3%bcmlaut HIER_DIRECT/", formatSquid(makeRecord(user="\xfcmlaut"))
         )
         self.assertIn(" - HIER_DIRECT/", formatSquid(makeRecord(user="")))
         self.assertIn(" bob HIER_DIRECT/", formatSquid(makeRecord(user="bob")))
@@ -770,14 +790,17 @@ class FormatJSONTests(SynchronousTestCase):
 
     def test_missingValues(self) -> None:
         """
-        Missing values are C{null}; missing strings that have a default are
-        empty.
+        Missing values are C{null}, as the module says: a request that was
+        never parsed has no method, target or version (they were C{""}).
         """
         parsed = json.loads(formatJSON(AccessRecord(start=START)))
         self.assertEqual(
             [key for key, value in parsed.items() if value is None],
             [
                 "user",
+                "method",
+                "target",
+                "version",
                 "upstream_ip",
                 "upstream_port",
                 "referer",
@@ -787,7 +810,9 @@ class FormatJSONTests(SynchronousTestCase):
                 "filter_reason",
             ],
         )
-        self.assertEqual((parsed["method"], parsed["status"]), ("", 0))
+        self.assertEqual(parsed["status"], 0)
+        parsed = json.loads(formatJSON(makeRecord(version="")))
+        self.assertEqual((parsed["method"], parsed["version"]), ("GET", ""))
 
     def test_milliseconds(self) -> None:
         """
@@ -1553,7 +1578,9 @@ def referenceCombined(record: AccessRecord) -> str:
     elif record.user == "":
         user = '""'
     else:
-        user = apacheEscape(record.user)
+        user = apacheEscape(
+            "".join(userBytes(char).decode("latin-1") for char in record.user)
+        )
     if not record.method:
         request = "-"
     elif record.version:
@@ -1591,6 +1618,17 @@ def squidEncode(text: str) -> str:
     )
 
 
+def userBytes(char: str) -> bytes:
+    """
+    The bytes a character of a user name stands for: its UTF-8 encoding, or
+    the byte a C{surrogateescape} surrogate smuggles.
+    """
+    try:
+        return char.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return char.encode("utf-8", "surrogatepass")
+
+
 def squidUser(user: Optional[str]) -> str:
     """
     Encode a user name for Squid's format, the simple way.
@@ -1604,7 +1642,7 @@ def squidUser(user: Optional[str]) -> str:
         elif "!" <= char <= "~" and char not in "%[]":
             out.append(char)
         else:
-            out.extend("%%%02x" % b for b in wireBytes(char))
+            out.extend("%%%02x" % b for b in userBytes(char))
     return "".join(out)
 
 
@@ -1669,9 +1707,10 @@ def referenceJSON(record: AccessRecord) -> str:
         ("client_ip", json.dumps(record.clientHost)),
         ("client_port", json.dumps(record.clientPort)),
         ("user", json.dumps(record.user)),
-        ("method", json.dumps(record.method)),
-        ("target", json.dumps(record.target)),
-        ("version", json.dumps(record.version)),
+        # A request never parsed has no method, target or version: null.
+        ("method", json.dumps(record.method or None)),
+        ("target", json.dumps(record.target if record.method else None)),
+        ("version", json.dumps(record.version if record.method else None)),
         ("status", json.dumps(record.status)),
         ("bytes_in", json.dumps(record.bytesIn)),
         ("bytes_out", json.dumps(record.bytesOut)),

@@ -62,6 +62,7 @@ from proxyapp import protocol
 from proxyapp.protocol import (
     LINGER_IDLE,
     LINGER_TIME,
+    PIPELINE_HOLD,
     ProxyFactory,
     ProxyProtocol,
     UpstreamProtocol,
@@ -896,6 +897,55 @@ class PersistenceTests(ProxyTestCase):
             b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n" + VIA + b"\r\nsecond",
         )
         self.assertEqual(len(self.reactor.tcpClients), 1)
+
+    def test_pipelinedRequestWaitsForClientToRead(self) -> None:
+        """
+        When an exchange ends with more than L{PIPELINE_HOLD} bytes of
+        responses still unsent to the client, the proxy takes no further
+        request from it (not even one already received, nor one answered
+        locally) and stops reading it, until its transport has sent what it
+        holds; then it goes on.  A client pipelining requests without
+        reading the answers made them pile up in memory, one after another.
+        """
+        status = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        second = b"GET http://example.com/b HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        upstream, transport = self.forward(GET + status + second)
+        # What the client transport holds unsent (as fastio.unsent reads it).
+        self.client.dataBuffer = b"x" * (PIPELINE_HOLD + 1)
+        self.client.offset = self.client._tempDataLen = 0
+        self.reply(upstream, OK)
+        self.reactor.advance(0)
+        self.assertEqual(transport.value(), GET_UP)
+        self.assertEqual(self.client.value(), OK_DOWN)
+        self.assertEqual(self.client.producerState, "paused")
+        waiter = self.client.producer
+        waiter.resumeProducing()
+        self.reactor.advance(0)
+        self.assertEqual(transport.value(), GET_UP)
+        self.client.dataBuffer = b""
+        waiter.resumeProducing()
+        self.assertIsNone(self.client.producer)
+        self.assertEqual(self.client.producerState, "producing")
+        self.reactor.advance(0)
+        self.assertIn(b"webproxy", self.client.value())
+        self.assertEqual(
+            transport.value(),
+            GET_UP + b"GET /b HTTP/1.1\r\nHost: example.com\r\n" + VIA + b"\r\n",
+        )
+
+    def test_pipelinedLocalAnswersWaitForClient(self) -> None:
+        """
+        Requests the proxy answers itself wait for the client to read too.
+        """
+        status = b"GET /status.json HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        self.client.dataBuffer = b"x" * (PIPELINE_HOLD + 1)
+        self.client.offset = self.client._tempDataLen = 0
+        self.send(status * 3)
+        self.assertEqual(self.client.value().count(b"HTTP/1.1 200 OK"), 1)
+        self.client.dataBuffer = b""
+        self.client.producer.resumeProducing()
+        self.reactor.advance(0)
+        self.assertEqual(self.client.value().count(b"HTTP/1.1 200 OK"), 3)
 
     def test_reusesPooledConnection(self) -> None:
         """
@@ -2468,6 +2518,51 @@ class AccessRecordTests(ProxyTestCase):
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
         )
         return upstream
+
+    def test_connectPortRefusalLoggedAsAccessDecision(self) -> None:
+        """
+        A CONNECT refused for its port is logged as the access policy's
+        decision, naming the port: Squid's format calls it C{TCP_DENIED/403},
+        as Squid does.
+        """
+        log = RecordingLog()
+        self.factory.accessLog = log
+        self.send(b"CONNECT example.com:25 HTTP/1.1\r\nHost: example.com:25\r\n\r\n")
+        [record] = log.records
+        self.assertEqual(record.status, 403)
+        self.assertEqual(record.filterName, "access")
+        self.assertEqual(record.filterReason, "port 25 is not in connect_ports")
+        self.assertIn(" TCP_DENIED/403 ", formatSquid(record))
+
+    def test_failedConnectLogsAddressTried(self) -> None:
+        """
+        A refused or timed-out connection to an IP address logs that address
+        as the upstream (Squid: C{TCP_MISS/502 ... HIER_DIRECT/ip}); to a
+        host name, whose addresses the failure does not tell, none.
+        """
+        for target, failure, status, upstream in [
+            ("127.0.0.1:81", error.ConnectionRefusedError(), 502, ("127.0.0.1", 81)),
+            ("[::1]:82", error.TimeoutError(), 504, ("::1", 82)),
+            ("example.com", error.ConnectionRefusedError(), 502, (None, None)),
+        ]:
+            self.start()
+            log = RecordingLog()
+            self.factory.accessLog = log
+            self.send(
+                b"GET http://%s/ HTTP/1.1\r\nHost: %s\r\n\r\n"
+                % (target.encode(), target.encode())
+            )
+            self.failConnect(failure)
+            [record] = log.records
+            self.assertEqual(record.status, status)
+            self.assertEqual((record.upstreamHost, record.upstreamPort), upstream)
+            line = formatSquid(record)
+            if upstream[0] is None:
+                self.assertIn(" NONE_NONE/502 ", line)
+                self.assertIn(" HIER_NONE/- ", line)
+            else:
+                self.assertIn(f" TCP_MISS/{status} ", line)
+                self.assertIn(f" HIER_DIRECT/{upstream[0]} ", line)
 
     def test_fieldsOfEachExchange(self) -> None:
         """

@@ -239,3 +239,51 @@ def test_interimResponsesWaitForSlowClient(makeProxy, makeOrigin) -> None:
         (after - before) / MiB
     )
     assert growth < ALLOWED_GROWTH, "RSS grew by %.1f MiB" % (growth / MiB)
+
+
+def test_pipelinedRequestsWaitForSlowClient(makeProxy, makeOrigin) -> None:
+    """
+    A client that pipelines many requests and reads none of the answers is
+    not served faster than it reads: the proxy goes on to the next request
+    only once the client has taken the last answer, so the origin sees few
+    of them while the client stalls (those the socket buffers take), and the
+    proxy's RSS stays flat.  When the client reads, every answer arrives,
+    whole and in order.  Before, the origin answered all 400 at once and
+    the proxy held them (24 MB here; 337 MiB for 6,000 in a probe).
+    """
+    count, size = 400, 60000
+    origin = makeOrigin()
+    proxy = makeProxy()
+    warmUp(proxy, origin)
+    baseline = proxy.rss()
+    requests = b"".join(
+        b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
+        % origin.url("/bytes?n=%d&i=%d" % (size, i)).encode()
+        for i in range(count)
+    )
+    s = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+    # Small, but not so small that reading the answers at the end crawls.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    try:
+        s.sendall(requests)
+        time.sleep(2.0)
+        seen = sum(
+            "&i=" in path
+            for paths in origin.stats()["paths"].values()
+            for path in paths
+        )
+        growth = proxy.rss() - baseline
+        with Conn(s) as c:
+            for i in range(count):
+                response = c.readResponse(timeout=10)
+                assert response.status == 200, (i, response)
+                assert len(response.body) == size, i
+    finally:
+        s.close()
+    assert (
+        seen < count // 2
+    ), "the origin answered %d of %d while the client stalled" % (
+        seen,
+        count,
+    )
+    assert growth < ALLOWED_GROWTH, "RSS grew by %.1f MiB" % (growth / MiB)
