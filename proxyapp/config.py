@@ -130,6 +130,9 @@ class Settings:
     filterTables: dict[str, dict[str, Any]] = field(default_factory=dict)
     configFile: Optional[str] = None
     listenOnPort: bool = True
+    # Whether viaPseudonym is the default made at start (host name and a
+    # random tag), not set by the file or the command line.
+    viaGenerated: bool = False
 
 
 # -- value checks: each returns None when fine, else what was expected --------

@@ -860,7 +860,14 @@ class ProxyFactory(ServerFactory):
         self.pool = ConnectionPool(reactor, endpointForTarget, settings, self.stats)
         self.chain = chain
         self.accessLog = accessLog
-        pseudonym = settings.viaPseudonym.encode("ascii")
+        self._nameSelf(settings.viaPseudonym)
+        self.connections: set[ProxyProtocol] = set()
+        self._fresh: deque[tuple[float, ReferenceType[ProxyProtocol]]] = deque()
+        self._freshTimer: Any = None
+        self.draining = False
+
+    def _nameSelf(self, viaPseudonym: str) -> None:
+        pseudonym = viaPseudonym.encode("ascii")
         # RFC 9110 section 7.6.3: a Via entry names the protocol version
         # the proxy received the message with.
         self.viaValues = {
@@ -870,20 +877,18 @@ class ProxyFactory(ServerFactory):
         # The Via line and the empty line closing a head, for the relay of
         # whole responses.
         self.viaLine = b"Via: " + self.viaValues[b"HTTP/1.1"] + b"\r\n\r\n"
-        self.viaToken = settings.viaPseudonym.encode("ascii").lower()
-        self.connections: set[ProxyProtocol] = set()
-        self._fresh: deque[tuple[float, ReferenceType[ProxyProtocol]]] = deque()
-        self._freshTimer: Any = None
-        self.draining = False
+        self.viaToken = pseudonym.lower()
 
     def reconfigure(self, settings: Settings, chain: Any) -> None:
         """
         Swap settings and filter chain (SIGHUP): new connections get the new
         settings and every new request the new chain; exchanges and tunnels
-        in flight are untouched.
+        in flight are untouched, but for the name in C{Via} (a loop sent
+        out under the old name takes one more turn to be recognised).
         """
         self.settings = settings
         self.chain = chain
+        self._nameSelf(settings.viaPseudonym)
         self.pool.reconfigure(
             settings,
             (

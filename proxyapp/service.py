@@ -247,7 +247,10 @@ class ProxyService(service.Service):
             log.failure("reload failed, keeping the running configuration")
             return False
         old = self.settings
-        settings.viaPseudonym = old.viaPseudonym
+        if settings.viaGenerated and old.viaGenerated:
+            # The default name stays the process's own (a new random tag at
+            # each reload would make each one look like another proxy).
+            settings.viaPseudonym = old.viaPseudonym
         if (
             settings.listen != old.listen
             or settings.port != old.port

@@ -11,6 +11,7 @@ SIGHUP, so a reload sees the same command-line overrides.
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 import sys
@@ -139,6 +140,9 @@ class Options(usage.Options):
 
             print(describeFilters(findFilterFactories()))
             sys.exit(0)
+        # Relative paths are the start directory's, also at a reload after
+        # twistd has changed to --rundir.
+        self.startDirectory = os.getcwd()
         try:
             settings = loadSettings(self)
             from proxyapp.filters import buildChainFilters
@@ -169,10 +173,16 @@ def loadSettings(options: Options) -> Settings:
     """
     settings = Settings()
     path = options["config"]
+    # Where relative paths lead: twistd's --rundir changes the directory
+    # after the start, and a reload still means the start's.
+    start: str = getattr(options, "startDirectory", None) or os.getcwd()
+    moved = start != os.getcwd()
     fileValues: dict[str, Any] = {}
+    if path == "":
+        raise ConfigError("--config: an empty path names no file")
     if path is not None:
         settings.configFile = path
-        fileValues = readConfigFile(path)
+        fileValues = readConfigFile(os.path.join(start, path) if moved else path)
         for attr, value in fileValues.items():
             setattr(settings, attr, value)
     for option, key in KEYS_BY_OPTION.items():
@@ -192,12 +202,21 @@ def loadSettings(options: Options) -> Settings:
     settings.listenOnPort = (
         options["port"] is not None or "port" in fileValues or not settings.listen
     )
+    if moved:
+        if settings.htpasswd is not None:
+            settings.htpasswd = os.path.join(start, settings.htpasswd)
+        settings.blockedDomainsFiles = [
+            os.path.join(start, name) for name in settings.blockedDomainsFiles
+        ]
+        if settings.accessLog not in ("-", "off"):
+            settings.accessLog = os.path.join(start, settings.accessLog)
     if not settings.viaPseudonym:
         # Unique per process, so that a loop through several proxies on
         # one host is still recognised by its Via entry.
         settings.viaPseudonym = (
             f"{socket.gethostname() or 'webproxy'}-{secrets.token_hex(3)}"
         )
+        settings.viaGenerated = True
     where = "--listen" if options["listen"] else f"{path}: [server] listen"
     for description in settings.listen:
         checkEndpoint(description, where)

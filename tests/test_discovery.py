@@ -678,6 +678,41 @@ class ChainSettingsTests(SynchronousTestCase):
         )
         self.assertTrue(str(error).startswith("[filter.auth] max_delay: "), str(error))
 
+    def test_authKeysInBothTablesRefused(self) -> None:
+        """
+        With C{[auth] htpasswd} (or C{--htpasswd}) set, a C{[filter.auth]}
+        table that also sets C{htpasswd}, C{realm} or C{failure_delay} stops
+        the start, naming that key: the C{[auth]} value (or its default)
+        silently replaced it before.  The filter's own keys are still
+        taken.
+        """
+        path = os.path.join(temporaryDirectory(self), "htpasswd")
+        with open(path, "w") as f:
+            f.write("# nobody yet\n")
+        for key, value in [
+            ("realm", "Corp"),
+            ("htpasswd", "/nonexistent"),
+            ("failure_delay", 2.0),
+        ]:
+            error = self.assertRaises(
+                ConfigError,
+                buildChainFilters,
+                Settings(
+                    htpasswd=path,
+                    filterTables={"auth": {key: value}},
+                    configFile="w.toml",
+                ),
+            )
+            self.assertEqual(
+                str(error),
+                f"w.toml: [filter.auth] {key}: authentication is set up by [auth]"
+                f" htpasswd (or --htpasswd), so {key} belongs in [auth] too",
+            )
+        [_, auth] = buildChainFilters(
+            Settings(htpasswd=path, filterTables={"auth": {"max_delay": 3.0}})
+        )
+        self.assertEqual(auth.name, "auth")
+
     def test_authEnabledWithoutPasswordFile(self) -> None:
         """
         Enabling C{auth} by name without a password file says what is

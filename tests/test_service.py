@@ -291,6 +291,33 @@ class ReloadTests(ConfigMixin, SynchronousTestCase):
         self.assertTrue(self.service.reload())
         self.assertEqual(self.service.factory.settings.viaPseudonym, before)
 
+    def test_viaPseudonymChanged(self) -> None:
+        """
+        A C{via_pseudonym} the file sets, or changes, or stops setting, is
+        taken at a reload: new requests and responses carry it, and loops
+        are recognised by it.  It was kept silently before.
+        """
+        self.write('[server]\nvia_pseudonym = "first"\n')
+        service = self.makeService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(service.factory.viaValues[b"HTTP/1.1"], b"1.1 first")
+        self.write('[server]\nvia_pseudonym = "Second"\n')
+        with capturedLogs():
+            self.assertTrue(service.reload())
+        self.assertEqual(service.factory.viaValues[b"HTTP/1.1"], b"1.1 Second")
+        self.assertEqual(service.factory.viaToken, b"second")
+        self.assertEqual(service.factory.viaLine, b"Via: 1.1 Second\r\n\r\n")
+        self.write("")
+        with capturedLogs():
+            self.assertTrue(service.reload())
+        generated = service.factory.settings.viaPseudonym
+        self.assertNotEqual(generated, "Second")
+        self.write("\n")
+        with capturedLogs():
+            self.assertTrue(service.reload())
+        self.assertEqual(service.factory.settings.viaPseudonym, generated)
+
     def test_invalidKeepsOld(self) -> None:
         """
         An invalid file is logged, naming the file and the key, and the

@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from proxyapp.config import Settings
 from proxyapp.protocol import ProxyFactory
 from proxyapp.service import ProxyService
-from proxyapp.tap import Options, listenDescriptions, makeService
+from proxyapp.tap import Options, listenDescriptions, makeService, reloadSettings
 from tests import temporaryDirectory
 
 
@@ -48,6 +48,48 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(settings.listen, [])
         self.assertIn(443, settings.connectPorts)
         self.assertNotIn(80, settings.connectPorts)
+
+    def test_emptyConfigPath(self) -> None:
+        """
+        C{--config=} (an empty path) says so, in one line (it was
+        C{webproxy: : cannot read...}).
+        """
+        error = self.assertRaises(SystemExit, parse, "--config=")
+        self.assertEqual(str(error), "webproxy: --config: an empty path names no file")
+
+    def test_relativePathsAfterRundir(self) -> None:
+        """
+        Relative paths (the configuration file, the password file, block
+        lists, the access log) keep meaning the start directory's at a
+        reload after twistd has changed to C{--rundir}: the reload failed
+        with "No such file or directory" before.
+        """
+        start = temporaryDirectory(self)
+        elsewhere = temporaryDirectory(self)
+        with open(os.path.join(start, "blocked.txt"), "w") as f:
+            f.write("blocked.example\n")
+        with open(os.path.join(start, "htpasswd"), "w") as f:
+            f.write("# nobody yet\n")
+        with open(os.path.join(start, "rel.toml"), "w") as f:
+            f.write(
+                '[access]\nblocked_domains_files = ["blocked.txt"]\n'
+                '[auth]\nhtpasswd = "htpasswd"\n'
+                '[log]\naccess_log = "logs/access.log"\n'
+            )
+        here = os.getcwd()
+        self.addCleanup(os.chdir, here)
+        os.chdir(start)
+        options = parse("--config", "rel.toml")
+        self.assertEqual(options["settings"].htpasswd, "htpasswd")
+        os.chdir(elsewhere)
+        settings, filters = reloadSettings(options)
+        self.assertEqual(settings.configFile, "rel.toml")
+        self.assertEqual(settings.htpasswd, os.path.join(start, "htpasswd"))
+        self.assertEqual(
+            settings.blockedDomainsFiles, [os.path.join(start, "blocked.txt")]
+        )
+        self.assertEqual(settings.accessLog, os.path.join(start, "logs", "access.log"))
+        self.assertEqual([f.name for f in filters], ["access", "auth"])
 
     def test_port(self) -> None:
         """

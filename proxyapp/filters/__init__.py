@@ -95,6 +95,15 @@ def buildChainFilters(settings: Settings) -> list[EnabledFilter]:
             # (max_delay, block_after, forget_after, cache_seconds,
             # max_checks).
             authTable = dict(tables.get("auth", {}))
+            for key in _AUTH_SECTIONS:
+                if key in authTable:
+                    # Both set: which one holds would be a guess (it was
+                    # [auth]'s, silently).
+                    raise FilterError(
+                        f"[filter.auth] {key}: authentication is set up by"
+                        f" [auth] htpasswd (or --htpasswd), so {key} belongs"
+                        " in [auth] too"
+                    )
             authTable.update(
                 htpasswd=settings.htpasswd,
                 realm=settings.authRealm,
