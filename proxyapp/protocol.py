@@ -1077,6 +1077,10 @@ class ProxyProtocol(Protocol):
         Process parser events until it needs data or pauses, then write what
         the events produced for the upstream in one call.
         """
+        if self._waitingForClient:
+            # Whoever calls (an asynchronous filter's answer, a read): the
+            # next request waits until the client has read the last answers.
+            return
         parser = self.parser
         self._dispatching = True
         try:
@@ -1587,7 +1591,9 @@ class ProxyProtocol(Protocol):
         self._pendingUp = []
         target = request.url()
         host = request.host
-        if isIPAddress(host) or isIPv6Address(host):  # type: ignore[arg-type]
+        if self.factory.accessLog is not None and (
+            isIPAddress(host) or isIPv6Address(host)  # type: ignore[arg-type]
+        ):
             # The address it failed at is the target's own: the access log
             # names it (Squid: TCP_MISS/... HIER_DIRECT/ip).
             self.upstreamPeer = (host, request.port)  # type: ignore[assignment]
@@ -2306,16 +2312,22 @@ class ProxyProtocol(Protocol):
                 self._linger = True
             self._close()
             return
-        self._setDeadline(_IDLE, self.settings.idleTimeout)
         parser.startNextCycle()
         transport = self.transport
-        if unsent(transport) > PIPELINE_HOLD and transport.producer is None:
+        if self._waitingForClient or (
+            unsent(transport) > PIPELINE_HOLD and transport.producer is None
+        ):
             # The client is not reading its responses: read and answer
-            # nothing more from it until it has.
-            self._waitingForClient = True
-            self.gate.pause(PIPELINE)  # type: ignore[union-attr]
-            transport.registerProducer(_WhenSent(self), False)
+            # nothing more from it until it has, and reset it if it reads
+            # nothing for readTimeout seconds (it is not idle: answers
+            # wait for it, and perhaps requests it sent).
+            if not self._waitingForClient:
+                self._waitingForClient = True
+                self.gate.pause(PIPELINE)  # type: ignore[union-attr]
+                transport.registerProducer(_WhenSent(self), False)
+            self._watchTransfer(_CLOSING)
             return
+        self._setDeadline(_IDLE, self.settings.idleTimeout)
         self._clientCaughtUp(pending)
 
     _waitingForClient = False
@@ -2325,7 +2337,9 @@ class ProxyProtocol(Protocol):
         Go on to the next request: read again, and handle a request already
         received (pipelined).
         """
-        self._waitingForClient = False
+        if self._waitingForClient:
+            self._waitingForClient = False
+            self._setDeadline(_IDLE, self.settings.idleTimeout)
         if pending is None:
             pending = self.parser.buffered()
         gate = self.gate
@@ -2890,7 +2904,11 @@ class ProxyProtocol(Protocol):
         """
         @return: whether an exchange or tunnel is in flight.
         """
-        return self.tunnel or self.request is not None
+        return (
+            self.tunnel
+            or self.request is not None
+            or (self._waitingForClient and self.parser.buffered() > 0)
+        )
 
     def closeIfIdle(self) -> None:
         """
@@ -2906,6 +2924,10 @@ class ProxyProtocol(Protocol):
             self._linger = False
             self._close()
         elif not self._closed:
+            if self._waitingForClient:
+                # Bytes it sent may wait unread: closing on them would
+                # reset the connection under the answers still going out.
+                self._linger = True
             self._close()
 
 

@@ -15,7 +15,7 @@ import os
 import secrets
 import socket
 import sys
-from typing import Any
+from typing import Any, Optional
 
 from twisted.application import service
 from twisted.python import usage
@@ -175,14 +175,13 @@ def loadSettings(options: Options) -> Settings:
     path = options["config"]
     # Where relative paths lead: twistd's --rundir changes the directory
     # after the start, and a reload still means the start's.
-    start: str = getattr(options, "startDirectory", None) or os.getcwd()
-    moved = start != os.getcwd()
+    start: Optional[str] = getattr(options, "startDirectory", None)
     fileValues: dict[str, Any] = {}
     if path == "":
         raise ConfigError("--config: an empty path names no file")
     if path is not None:
         settings.configFile = path
-        fileValues = readConfigFile(os.path.join(start, path) if moved else path)
+        fileValues = readConfigFile(os.path.join(start, path) if start else path)
         for attr, value in fileValues.items():
             setattr(settings, attr, value)
     for option, key in KEYS_BY_OPTION.items():
@@ -202,9 +201,14 @@ def loadSettings(options: Options) -> Settings:
     settings.listenOnPort = (
         options["port"] is not None or "port" in fileValues or not settings.listen
     )
-    if moved:
+    if start:
+        # Made absolute now: the password file is also read again while
+        # the proxy runs, in whatever directory it runs.
         if settings.htpasswd is not None:
             settings.htpasswd = os.path.join(start, settings.htpasswd)
+        authTable = settings.filterTables.get("auth")
+        if authTable is not None and isinstance(authTable.get("htpasswd"), str):
+            authTable["htpasswd"] = os.path.join(start, authTable["htpasswd"])
         settings.blockedDomainsFiles = [
             os.path.join(start, name) for name in settings.blockedDomainsFiles
         ]

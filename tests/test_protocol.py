@@ -30,6 +30,7 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -944,6 +945,111 @@ class PersistenceTests(ProxyTestCase):
         self.assertEqual(self.client.value().count(b"HTTP/1.1 200 OK"), 1)
         self.client.dataBuffer = b""
         self.client.producer.resumeProducing()
+        self.reactor.advance(0)
+        self.assertEqual(self.client.value().count(b"HTTP/1.1 200 OK"), 3)
+
+    def holdClient(self) -> None:
+        """
+        Make the client transport hold more than L{PIPELINE_HOLD} unsent
+        bytes, as L{fastio.unsent} reads them.
+        """
+        self.client.dataBuffer = b"x" * (PIPELINE_HOLD + 1)
+        self.client.offset = self.client._tempDataLen = 0
+
+    def test_holdIsNotIdle(self) -> None:
+        """
+        A connection held for its client to read is not idle: the idle
+        timeout does not close it under the requests it sent.  Reading
+        nothing for C{readTimeout} seconds resets it; reading some keeps it.
+        """
+        self.start(idleTimeout=5, readTimeout=40)
+        second = b"GET http://example.com/b HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        upstream, transport = self.forward(GET + second)
+        self.holdClient()
+        self.reply(upstream, OK)
+        self.reactor.advance(30)
+        self.assertFalse(self.client.disconnecting)
+        self.client.dataBuffer = b"x" * PIPELINE_HOLD * 2
+        self.reactor.advance(30)
+        self.assertFalse(self.client.disconnecting)
+        self.client.dataBuffer = b"x" * PIPELINE_HOLD
+        self.reactor.advance(30)
+        self.assertFalse(self.client.disconnecting)
+        self.client.dataBuffer = b""
+        self.client.producer.resumeProducing()
+        self.reactor.advance(0)
+        # (A new upstream connection: the pooled one idled out meanwhile.)
+        upstream, transport = self.accept()
+        self.assertEqual(
+            transport.value(),
+            b"GET /b HTTP/1.1\r\nHost: example.com\r\n" + VIA + b"\r\n",
+        )
+        # Held again, and this time the client reads nothing more.
+        self.holdClient()
+        self.reply(upstream, OK)
+        with capturedLogs() as events:
+            self.reactor.advance(50)
+        self.assertTrue(self.client.disconnected or self.client.disconnecting)
+        self.assertTrue(
+            any("read nothing more for 40 s" in formatEvent(e) for e in events)
+        )
+
+    def test_drainWaitsForHeldRequests(self) -> None:
+        """
+        A graceful drain counts a connection held with requests already
+        received as busy: they are answered once the client reads, the
+        last with C{Connection: close}, and then it closes.  Held without
+        any, it closes as idle connections do, lingering (bytes may wait
+        unread in the kernel).
+        """
+        second = b"GET http://example.com/b HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        upstream, transport = self.forward(GET + second)
+        self.holdClient()
+        self.reply(upstream, OK)
+        self.assertTrue(self.proxy.busy())
+        self.factory.draining = True
+        self.proxy.closeIfIdle()
+        self.assertFalse(self.client.disconnecting)
+        self.client.dataBuffer = b""
+        self.client.producer.resumeProducing()
+        self.reactor.advance(0)
+        self.client.clear()
+        self.reply(upstream, OK)
+        status, fields, _ = splitResponse(self.client.value())
+        self.assertEqual(values(fields, b"Connection"), [b"close"])
+        self.assertTrue(self.client.disconnecting)
+        # Held with nothing received.
+        self.start()
+        upstream, transport = self.forward(GET)
+        self.holdClient()
+        self.reply(upstream, OK)
+        self.assertFalse(self.proxy.busy())
+        self.proxy.closeIfIdle()
+        self.assertTrue(self.client.disconnecting)
+
+    def test_lateFilterAnswersWaitForClient(self) -> None:
+        """
+        A request answered by a filter's late (asynchronous) decision ends
+        an exchange like any other: with the client holding too much
+        unread, the next request waits, and a late answer does not take
+        it either.
+        """
+        deciding = _Deciding()
+        self.factory.chain = FilterChain([EnabledFilter("deciding", deciding)])
+        status = b"GET /status.json HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        self.send(status * 3)
+        self.holdClient()
+        d, request = deciding.pending.pop(0)
+        d.callback(request)
+        self.reactor.advance(0)
+        self.assertEqual(deciding.pending, [])
+        self.assertEqual(self.client.value().count(b"HTTP/1.1 200 OK"), 1)
+        self.client.dataBuffer = b""
+        self.client.producer.resumeProducing()
+        for _ in range(2):
+            self.reactor.advance(0)
+            d, request = deciding.pending.pop(0)
+            d.callback(request)
         self.reactor.advance(0)
         self.assertEqual(self.client.value().count(b"HTTP/1.1 200 OK"), 3)
 

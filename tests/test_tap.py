@@ -62,7 +62,9 @@ class OptionsTests(SynchronousTestCase):
         Relative paths (the configuration file, the password file, block
         lists, the access log) keep meaning the start directory's at a
         reload after twistd has changed to C{--rundir}: the reload failed
-        with "No such file or directory" before.
+        with "No such file or directory" before.  They are made absolute
+        at the start already: the password file is read again while the
+        proxy runs (and refused every user a second after the start).
         """
         start = temporaryDirectory(self)
         elsewhere = temporaryDirectory(self)
@@ -80,7 +82,7 @@ class OptionsTests(SynchronousTestCase):
         self.addCleanup(os.chdir, here)
         os.chdir(start)
         options = parse("--config", "rel.toml")
-        self.assertEqual(options["settings"].htpasswd, "htpasswd")
+        self.assertEqual(options["settings"].htpasswd, os.path.join(start, "htpasswd"))
         os.chdir(elsewhere)
         settings, filters = reloadSettings(options)
         self.assertEqual(settings.configFile, "rel.toml")
@@ -89,6 +91,18 @@ class OptionsTests(SynchronousTestCase):
             settings.blockedDomainsFiles, [os.path.join(start, "blocked.txt")]
         )
         self.assertEqual(settings.accessLog, os.path.join(start, "logs", "access.log"))
+        self.assertEqual([f.name for f in filters], ["access", "auth"])
+        # The same for [filter.auth] htpasswd, where auth is enabled by name.
+        with open(os.path.join(start, "rel.toml"), "w") as f:
+            f.write(
+                '[filters]\nenabled = ["auth"]\n'
+                '[filter.auth]\nhtpasswd = "htpasswd"\n'
+            )
+        settings, filters = reloadSettings(options)
+        self.assertEqual(
+            settings.filterTables["auth"]["htpasswd"],
+            os.path.join(start, "htpasswd"),
+        )
         self.assertEqual([f.name for f in filters], ["access", "auth"])
 
     def test_port(self) -> None:
