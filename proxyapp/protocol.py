@@ -1047,7 +1047,7 @@ class ProxyProtocol(Protocol):
             self._out = []
             self._pendingUp = []
         parser = self.parser
-        if self.request is None:
+        if self.request is None and not self._waitingForClient:
             request = parser.wholeRequest(data)
             if request is not None:
                 self._wholeRequest(request)
@@ -1152,6 +1152,11 @@ class ProxyProtocol(Protocol):
                     self._closeTunnel()
             return
         if self.request is None:
+            if self._waitingForClient and self.parser.headStarted():
+                # Held: what was received is answered once the client has
+                # read; the end of it then closes.
+                self.parser.receiveEOF()
+                return
             if self.parser.headStarted():
                 # Bytes of a head came before the end: a whole (pipelined)
                 # head is answered; one cut short gets its 400.
@@ -2346,11 +2351,15 @@ class ProxyProtocol(Protocol):
         if gate.reasons & PIPELINE:  # type: ignore[union-attr]
             gate.resume(PIPELINE)  # type: ignore[union-attr]
         if pending and not self._dispatching:
+            self._resumeScheduled = True
             # A pipelined request is waiting; handle it on the next turn so
             # that we never re-enter the upstream's dataReceived.
             self.reactor.callLater(0, self._resumeDispatch)
 
+    _resumeScheduled = False
+
     def _resumeDispatch(self) -> None:
+        self._resumeScheduled = False
         if (
             self.request is None
             and not self.tunnel
@@ -2907,7 +2916,10 @@ class ProxyProtocol(Protocol):
         return (
             self.tunnel
             or self.request is not None
-            or (self._waitingForClient and self.parser.buffered() > 0)
+            or (
+                (self._waitingForClient or self._resumeScheduled)
+                and self.parser.buffered() > 0
+            )
         )
 
     def closeIfIdle(self) -> None:

@@ -1053,6 +1053,71 @@ class PersistenceTests(ProxyTestCase):
         self.reactor.advance(0)
         self.assertEqual(self.client.value().count(b"HTTP/1.1 200 OK"), 3)
 
+    def test_readDuringHoldWaits(self) -> None:
+        """
+        A read delivered during a hold (epoll can report the client
+        readable in the same poll as the event that began the hold) is not
+        taken by the whole-request shortcut: the request waits like any
+        other, its response then gets backpressure, and the hold ends when
+        the client has read.
+        """
+        second = b"GET http://example.com/b HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        upstream, transport = self.forward(GET)
+        self.holdClient()
+        self.reply(upstream, OK)
+        transport.clear()
+        self.send(second)
+        self.reactor.advance(0)
+        self.assertEqual(transport.value(), b"")
+        self.client.dataBuffer = b""
+        self.client.producer.resumeProducing()
+        self.reactor.advance(0)
+        self.assertEqual(
+            transport.value(),
+            b"GET /b HTTP/1.1\r\nHost: example.com\r\n" + VIA + b"\r\n",
+        )
+        self.reply(
+            upstream, b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10
+        )
+        self.assertIs(self.client.producer, upstream._wrappedProtocol.gate)
+        self.assertFalse(self.proxy._waitingForClient)
+
+    def test_drainBetweenCatchUpAndNextRequest(self) -> None:
+        """
+        Between the end of a hold and the turn that takes the request it
+        kept, a drain still counts the connection as busy.
+        """
+        second = b"GET http://example.com/b HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        upstream, transport = self.forward(GET + second)
+        self.holdClient()
+        self.reply(upstream, OK)
+        self.factory.draining = True
+        self.proxy.closeIfIdle()
+        self.client.dataBuffer = b""
+        self.client.producer.resumeProducing()
+        self.proxy.closeIfIdle()
+        self.reactor.advance(0)
+        self.assertFalse(self.client.disconnecting)
+        self.assertIn(b"GET /b", transport.value())
+
+    def test_halfCloseDuringHold(self) -> None:
+        """
+        A client that half-closes during a hold still gets the answers to
+        the requests it sent, once it has read the earlier ones.
+        """
+        second = b"GET http://example.com/b HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        upstream, transport = self.forward(GET + second)
+        self.holdClient()
+        self.reply(upstream, OK)
+        self.proxy.readConnectionLost()
+        self.assertFalse(self.client.disconnecting)
+        self.client.dataBuffer = b""
+        self.client.producer.resumeProducing()
+        self.reactor.advance(0)
+        self.assertIn(b"GET /b", transport.value())
+        self.reply(upstream, OK)
+        self.assertTrue(self.client.disconnecting)
+
     def test_reusesPooledConnection(self) -> None:
         """
         A second request to the same origin, from another client, reuses the
