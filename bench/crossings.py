@@ -69,7 +69,7 @@ def installProbe(output: str) -> None:
     mark the stages, and write the collected durations to C{output} as
     JSON on SIGUSR2 (then start afresh).
     """
-    from proxyapp import fastio, http11, protocol
+    from proxyapp import fastio, http11, protocol, upstream
 
     now = time.perf_counter_ns
     stamps: list[tuple[str, int]] = []
@@ -123,7 +123,7 @@ def installProbe(output: str) -> None:
         return originalWrite(self, data)
 
     receiving(protocol.ProxyProtocol)
-    receiving(protocol.UpstreamProtocol)
+    receiving(upstream.UpstreamProtocol)
     marking(http11.RequestParser, "wholeRequest", "parsed", True)
     marking(http11.ResponseParser, "wholeResponse", "parsed", True)
     marking(protocol.ProxyProtocol, "_runRequestFilters", "filtering", False)

@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_protocol -*-
 """
-The proxy's connection state machines: the only module that reads or writes
-HTTP on transports.
+The client connection's state machine; with L{proxyapp.upstream} (the
+upstream side and its pool), the only modules that read or write HTTP on
+transports.
 
 Theory of operation
 ===================
@@ -14,7 +15,7 @@ proxy buffer more than one read of requests ahead.
 
 For each request the protocol checks it (loops, ports, Max-Forwards), runs
 the filter chain, then takes an idle L{UpstreamProtocol} for the origin
-from the L{ConnectionPool} or connects a new one.  Request bytes destined
+from the L{ConnectionPool} (both in L{proxyapp.upstream}) or connects a new one.  Request bytes destined
 upstream are collected in C{_pendingUp} while one C{dataReceived} call is
 processed and written with one C{writeSequence} at its end; because of
 that, a request whose body turns out malformed in the same read never
@@ -30,7 +31,7 @@ in doubt, and the general path then runs on the same bytes; the tests
 compare the two.
 
 Bodies stream: each side's transport is registered as the other's
-streaming producer through a L{_ReadGate}, so a slow reader pauses the
+streaming producer through a L{ReadGate}, so a slow reader pauses the
 fast writer's socket reads.  A gate counts independent reasons to stay
 paused (backpressure, waiting for an upstream, a pipelined request held
 back) so that one reason going away does not undo another.
@@ -53,30 +54,21 @@ the read gates as producers.
 from __future__ import annotations
 
 import re
-import socket
 import time
-from collections import Counter, deque
+from collections import deque
 from weakref import ReferenceType, ref
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from twisted.internet import error as ierror
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.endpoints import (
-    HostnameEndpoint,
-    TCP4ClientEndpoint,
-    TCP6ClientEndpoint,
-    wrapClientTLS,
-)
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IProtocolNegotiationFactory,
     IPullProducer,
-    IPushProducer,
-    IStreamClientEndpoint,
 )
-from twisted.internet.protocol import Factory, Protocol, ServerFactory
+from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -97,7 +89,6 @@ from proxyapp.http11 import (
     ClientProtocolError,
     EndOfMessage,
     RequestParser,
-    ResponseParser,
     UpstreamProtocolError,
     splitTarget,
     wholeResponseHead,
@@ -113,6 +104,19 @@ from proxyapp.message import (
     ResponseHead,
     errorResponse,
     isToken,
+)
+from proxyapp.status import Stats
+from proxyapp.upstream import (
+    BACKPRESSURE,
+    PIPELINE,
+    WAITING,
+    ConnectionPool,
+    EndpointFactory,
+    ReadGate,
+    UpstreamProtocol,
+    addressOf,
+    defaultEndpointFactory,
+    shut,
 )
 
 log = Logger()
@@ -136,27 +140,9 @@ requests without reading the answers would otherwise have them pile up
 here, one after another.
 """
 
-# Reasons for a read gate to hold its transport paused (bit flags).
-BACKPRESSURE = 1
-WAITING = 2
-PIPELINE = 4
-
 # Methods RFC 9110 section 9.2.2 calls idempotent: safe to send again on a
 # fresh connection when a reused one turns out to be dead.
 IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"])
-
-UNSAFE_REUSE_IDLE = 1.0
-"""
-Seconds a pooled connection may have been idle and still carry a request
-that cannot be sent again should the connection turn out dead (one with a
-body, or whose method is not idempotent): past it such a request gets a
-new connection, and the idle one stays for requests that can be retried.
-An origin closes an idle connection when its keep-alive timeout runs out
-(Apache's and Node's 5 s, Gunicorn's 2 s), and a request crossing that
-close on the wire is lost; under a second of idleness is well clear of
-those timeouts.  Squid goes further and never reuses an idle connection
-for such requests (C{server_pconn_for_nonretriable}).
-"""
 
 # Request fields the proxy acts on (Max-Forwards only for TRACE and
 # OPTIONS); a request with none of them skips all those checks.
@@ -211,9 +197,6 @@ _LINGER = 6
 LINGER_IDLE = 5.0
 LINGER_TIME = 30.0
 
-EndpointFactory = Callable[[str, int], IStreamClientEndpoint]
-
-
 # What frames a message's body.
 _FRAMING_FIELDS = FieldNames(frozenset([b"content-length", b"transfer-encoding"]))
 
@@ -244,581 +227,6 @@ class _WhenSent:
 
     def stopProducing(self) -> None:
         pass
-
-
-@implementer(IPushProducer)
-class _ReadGate:
-    """
-    Pauses and resumes reading from one transport for several independent
-    reasons; registered as the streaming producer of the other side's
-    transport (its C{pauseProducing}/C{resumeProducing} are backpressure).
-    """
-
-    __slots__ = ("transport", "reasons")
-
-    def __init__(self, transport: Any) -> None:
-        self.transport = transport
-        self.reasons = 0
-
-    def pause(self, reason: int) -> None:
-        if not self.reasons:
-            self.transport.pauseProducing()
-        self.reasons |= reason
-
-    def resume(self, reason: int) -> None:
-        if self.reasons & reason:
-            self.reasons &= ~reason
-            if not self.reasons:
-                self.transport.resumeProducing()
-
-    def pauseProducing(self) -> None:
-        self.pause(BACKPRESSURE)
-
-    def resumeProducing(self) -> None:
-        self.resume(BACKPRESSURE)
-
-    def stopProducing(self) -> None:
-        # The transport we are registered with has gone; the protocols'
-        # connectionLost methods tear the other side down.
-        pass
-
-
-class Stats:
-    """
-    Counters for the status page.  Plain attribute increments on the hot
-    path; nothing is computed until someone asks.
-    """
-
-    def __init__(self, now: float) -> None:
-        self.started = now
-        self.clientConnections = 0
-        self.upstreamConnections = 0
-        self.requests = 0
-        self.tunnels = 0
-        self.bytesFromClients = 0
-        self.bytesToClients = 0
-
-
-@implementer(IHalfCloseableProtocol)
-class UpstreamProtocol(Protocol):
-    """
-    A connection to an origin server, reused across client exchanges.
-
-    @ivar client: the L{ProxyProtocol} whose exchange uses this connection,
-        or C{None} while it sits idle in the pool.
-    @ivar key: the pool key C{(scheme, host, port)}.
-    @ivar reused: whether this connection served an exchange before the
-        current one (a dead reused connection allows a retry).
-    @ivar received: whether any byte arrived during the current exchange.
-    @ivar pooled: whether the connection is in its pool's idle list.
-    """
-
-    # A connected TCP (or TLS) transport: ITCPTransport plus IConsumer and
-    # the FileDescriptor attributes (producer, disconnected) we read.
-    transport: Any
-    client: Optional["ProxyProtocol"] = None
-    tunnel = False
-    reused = False
-    received = False
-    idleSince = 0.0
-    pooled = False
-    closing = False
-    bytesStreamed = 0
-
-    peer: Optional[tuple[str, int]] = None
-    local: Optional[tuple[str, int]] = None
-
-    def __init__(
-        self,
-        pool: "ConnectionPool",
-        key: tuple[str, str, int],
-        maxHeaderBytes: int,
-        maxHeaders: int,
-    ) -> None:
-        self.pool = pool
-        self.key = key
-        self.parser = ResponseParser(maxHeaderBytes, maxHeaders)
-        self.gate: Optional[_ReadGate] = None
-
-    def connectionMade(self) -> None:
-        accelerate(self.transport, self)
-        self.gate = _ReadGate(self.transport)
-        pool = self.pool
-        pool.stats.upstreamConnections += 1
-        self.peer = _peerOf(self)
-        self.local = local = _addressOf(self.transport.getHost())
-        if local is not None:
-            pool.ownEnds[local] += 1
-
-    def dataReceived(self, data: bytes) -> None:
-        client = self.client
-        if self.tunnel:
-            client.transport.write(data)  # type: ignore[union-attr]
-            client.bytesOut += len(data)  # type: ignore[union-attr]
-            return
-        if client is None:
-            # Bytes on an idle connection: the origin is confused; never
-            # hand this connection to anyone.
-            self.closing = True
-            self.transport.loseConnection()
-            return
-        self.received = True
-        whole = self.parser.wholeResponse(data)
-        if whole is not None:
-            head, close, body = whole
-            if close:
-                self.closing = True
-            if not client.relayWholeResponse(self, head, body):
-                self._wholeResponse(client, wholeResponseHead(head), body)
-            return
-        # Counted for the stall watch (see L{ProxyProtocol._bytesMoved}):
-        # a body filter may hold bytes back from the client.
-        self.bytesStreamed += len(data)
-        self.parser.receiveData(data)
-        self._parse(client)
-
-    def _wholeResponse(
-        self, client: "ProxyProtocol", head: ResponseHead, body: Buffer
-    ) -> None:
-        """
-        Relay a response that arrived whole in one read through the
-        client's event methods: the events L{_parse} would have produced,
-        without the parser's event loop.
-        """
-        try:
-            client.responseHead(head)
-            if self.client is client:
-                if body:
-                    client.responseData(body)
-                client.responseEnd(END)
-        except (UpstreamProtocolError, TransformFailed) as e:
-            self.closing = True
-            client.upstreamFailed(self, e.reason)
-            return
-        if client._out:
-            client.flushToClient()
-
-    def _parse(self, client: "ProxyProtocol") -> None:
-        parser = self.parser
-        try:
-            while True:
-                event = parser.nextEvent()
-                if type(event) is bytes or type(event) is memoryview:
-                    client.responseData(event)  # type: ignore[arg-type]
-                    if parser.endsHere():
-                        client.responseEnd(END)
-                        break
-                elif event is NEED_DATA or event is PAUSED:
-                    break
-                elif type(event) is ResponseHead:
-                    client.responseHead(event)
-                    if self.tunnel or self.client is not client:
-                        break
-                    if parser.endsHere():
-                        client.responseEnd(END)
-                        break
-                else:
-                    client.responseEnd(event)  # type: ignore[arg-type]
-                    break
-        except (UpstreamProtocolError, TransformFailed) as e:
-            self.closing = True
-            client.upstreamFailed(self, e.reason)
-            return
-        # An idle pooled connection must not hold its last read (the
-        # whole-response shortcut never keeps one).
-        parser.discard()
-        if client._out:
-            client.flushToClient()
-
-    readClosed = False
-
-    def readConnectionLost(self) -> None:
-        self.readClosed = True
-        if self.tunnel and self.client is not None:
-            self.client.upstreamHalfClosed()
-        else:
-            # Never handed out of the pool again.
-            self.closing = True
-            self.transport.loseConnection()
-
-    def writeConnectionLost(self) -> None:
-        pass
-
-    _abortTimer: Any = None
-
-    def abortLater(self, seconds: float) -> None:
-        """
-        Reset this (closing) connection in C{seconds} unless it is closed
-        by then.
-        """
-        self._abortTimer = self.pool.reactor.callLater(seconds, self._abortNow)
-
-    def _abortNow(self) -> None:
-        self._abortTimer = None
-        self.transport.abortConnection()
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        try:
-            self._lost(reason)
-        finally:
-            # Twisted's connector and endpoint objects keep a closed
-            # connection's protocol in reference cycles, alive until the
-            # cyclic garbage collector's next full pass, which can be
-            # minutes away.  What the parser holds (up to its last read,
-            # 1 MiB) must not wait for it: after 500 concurrent downloads,
-            # 1,700 closed connections held 240 MB that way.
-            self.parser.takeBuffer()
-
-    def _lost(self, reason: Optional[Failure]) -> None:
-        self.closing = True
-        if self._abortTimer is not None:
-            self._abortTimer.cancel()
-            self._abortTimer = None
-        pool = self.pool
-        pool.stats.upstreamConnections -= 1
-        local = self.local
-        if local is not None:
-            self.local = None
-            ends = pool.ownEnds
-            left = ends.get(local, 0) - 1
-            if left > 0:
-                ends[local] = left
-            else:
-                ends.pop(local, None)
-        client = self.client
-        if client is None:
-            self.pool.remove(self)
-            return
-        if self.tunnel:
-            client.upstreamClosed()
-            return
-        if not self.received and self.reused:
-            client.reusedConnectionDied(self)
-            return
-        if not (
-            self.readClosed or reason is None or reason.check(ierror.ConnectionDone)
-        ):
-            # A reset, or TLS cut without its closing alert: not the end of
-            # a body delimited by the close (RFC 9112 section 9.8), so never
-            # relayed as a complete one.
-            client.upstreamFailed(
-                self, f"the upstream connection was lost ({reason.getErrorMessage()})"
-            )
-            return
-        self.parser.receiveEOF()
-        self._parse(client)
-        if self.client is client:
-            client.upstreamFailed(
-                self,
-                "the upstream closed the connection before the response was complete",
-            )
-
-
-class ConnectionPool:
-    """
-    Idle upstream connections, kept per origin for reuse.
-
-    @ivar maxIdle: most idle connections kept per origin; more are closed.
-    @ivar maxIdleTotal: most idle connections kept across all origins; a
-        connection released beyond it is closed (the ones already idle stay:
-        no search for the oldest on the per-request path).
-    @ivar idleTimeout: seconds an idle connection is kept.
-    @ivar ownEnds: the local C{(host, port)} of every upstream connection
-        open now (L{_addressOf}'s form), with how many use it (connections
-        to different destinations may share one): a client connecting from
-        one of them is this proxy connected to itself.
-    """
-
-    def __init__(
-        self,
-        reactor: Any,
-        endpointForTarget: EndpointFactory,
-        settings: Settings,
-        stats: Stats,
-    ) -> None:
-        self.reactor = reactor
-        self.endpointForTarget = endpointForTarget
-        self.settings = settings
-        self.stats = stats
-        self.maxIdle = settings.poolSize
-        self.maxIdleTotal = settings.poolTotalSize
-        self.idleTimeout = settings.poolIdleTimeout
-        self._idle: dict[tuple[str, str, int], list[UpstreamProtocol]] = {}
-        self._count = 0
-        self.ownEnds: Counter[tuple[str, int]] = Counter()
-        self._sweeper: Any = None
-
-    def take(
-        self, key: tuple[str, str, int], retriable: bool = True
-    ) -> Optional[UpstreamProtocol]:
-        """
-        @param retriable: whether the request could be sent again on a new
-            connection if this one turned out dead.  If not, only a
-            connection idle for less than L{UNSAFE_REUSE_IDLE} seconds on
-            which nothing has arrived (L{_quiet}: no end of file that the
-            reactor has yet to read) is handed out.
-
-        @return: an idle connection to C{key}, most recently used first, or
-            C{None}.
-        """
-        idle = self._idle.get(key)
-        if not idle:
-            return None
-        now = self.reactor.seconds()
-        oldest = now - self.idleTimeout
-        while idle:
-            upstream = idle[-1]
-            if not retriable and upstream.idleSince <= now - UNSAFE_REUSE_IDLE:
-                # The rest are older still: keep them for requests that can
-                # be retried.
-                return None
-            idle.pop()
-            upstream.pooled = False
-            self._count -= 1
-            if (
-                upstream.idleSince > oldest
-                and not upstream.closing
-                and (retriable or _quiet(upstream.transport))
-            ):
-                upstream.reused = True
-                return upstream
-            _shut(upstream)
-        return None
-
-    def connect(self, key: tuple[str, str, int]) -> Deferred:
-        """
-        Open a new connection to C{key}.
-
-        @return: a L{Deferred} firing with a connected L{UpstreamProtocol}.
-        """
-        scheme, host, port = key
-        endpoint = self.endpointForTarget(host, port)
-        if scheme == "https":
-            from twisted.internet.ssl import optionsForClientTLS
-
-            try:
-                options = optionsForClientTLS(host)
-            except (UnicodeError, ValueError) as e:
-                # A name the parser takes (an underscore, say) that IDNA
-                # refuses: no certificate could be checked against it.
-                return defer.fail(
-                    ierror.ConnectError(
-                        string=f"no TLS certificate can name this host ({e})"
-                    )
-                )
-            endpoint = wrapClientTLS(options, endpoint)
-        settings = self.settings
-        d = endpoint.connect(
-            _OneUpstream(
-                UpstreamProtocol(
-                    self, key, settings.maxHeaderBytes, settings.maxHeaders
-                )
-            )
-        )
-        # The endpoint's own timeout covers each TCP attempt; this one also
-        # covers name resolution, which has no timeout of its own.
-        return d.addTimeout(settings.connectTimeout, self.reactor)
-
-    def release(self, upstream: UpstreamProtocol) -> None:
-        """
-        Keep a connection whose exchange completed cleanly, or close it if
-        the origin already has enough idle ones here.  Releasing one already
-        idle changes nothing (listed twice, it could be handed to two
-        clients at once).
-        """
-        if upstream.pooled:
-            return
-        upstream.client = None
-        upstream.received = False
-        idle = self._idle.get(upstream.key)
-        if (
-            upstream.closing
-            or len(idle or ()) >= self.maxIdle
-            or self._count >= self.maxIdleTotal
-        ):
-            _shut(upstream)
-            return
-        if idle is None:
-            idle = self._idle[upstream.key] = []
-        upstream.idleSince = self.reactor.seconds()
-        upstream.pooled = True
-        idle.append(upstream)
-        self._count += 1
-        if self._sweeper is None:
-            self._sweeper = self.reactor.callLater(self.idleTimeout, self._sweep)
-
-    def remove(self, upstream: UpstreamProtocol) -> None:
-        """
-        Forget a connection that closed while idle.
-        """
-        if not upstream.pooled:
-            return
-        upstream.pooled = False
-        idle = self._idle[upstream.key]
-        idle.remove(upstream)
-        self._count -= 1
-        if not idle:
-            del self._idle[upstream.key]
-
-    def _sweep(self) -> None:
-        self._sweeper = None
-        oldest = self.reactor.seconds() - self.idleTimeout
-        for key, idle in list(self._idle.items()):
-            # Each list is in release order, so the stale ones come first.
-            while idle and idle[0].idleSince <= oldest:
-                self._close(idle, 0)
-            if not idle:
-                del self._idle[key]
-        if self._idle:
-            self._sweeper = self.reactor.callLater(self.idleTimeout / 2, self._sweep)
-
-    def reconfigure(
-        self, settings: Settings, endpointForTarget: Optional[EndpointFactory] = None
-    ) -> None:
-        """
-        Take new settings (SIGHUP): pool sizes, idle timeout, connect
-        timeout and response head limits apply to the connections opened,
-        released or swept from now on; idle connections beyond the new sizes
-        are closed now, the least recently used first.
-
-        @param endpointForTarget: a new endpoint factory (the default one
-            holds the connect timeout), or C{None} to keep the current one.
-        """
-        self.settings = settings
-        self.maxIdle = settings.poolSize
-        self.maxIdleTotal = settings.poolTotalSize
-        self.idleTimeout = settings.poolIdleTimeout
-        if endpointForTarget is not None:
-            self.endpointForTarget = endpointForTarget
-        for idle in self._idle.values():
-            # The most recently used stay (take() pops from the end).
-            while len(idle) > self.maxIdle:
-                self._close(idle, 0)
-        excess = self._count - self.maxIdleTotal
-        if excess > 0:
-            # Across origins too: the least recently used go.
-            oldest = sorted(
-                (
-                    (upstream.idleSince, index, idle)
-                    for idle in self._idle.values()
-                    for index, upstream in enumerate(idle)
-                ),
-                key=lambda entry: entry[0],
-            )[:excess]
-            for _, index, idle in sorted(oldest, key=lambda o: -o[1]):
-                self._close(idle, index)
-        for key, idle in list(self._idle.items()):
-            if not idle:
-                del self._idle[key]
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
-        if self._idle:
-            self._sweeper = self.reactor.callLater(self.idleTimeout / 2, self._sweep)
-
-    def _close(self, idle: list[UpstreamProtocol], index: int) -> None:
-        """
-        Close the idle connection at C{index} of C{idle} and forget it.
-        """
-        self._count -= 1
-        upstream = idle.pop(index)
-        upstream.pooled = False
-        _shut(upstream)
-
-    def idleCount(self) -> int:
-        """
-        @return: how many idle connections the pool holds.
-        """
-        return self._count
-
-    def closeAll(self) -> None:
-        """
-        Close every idle connection (at shutdown).
-        """
-        if self._sweeper is not None and self._sweeper.active():
-            self._sweeper.cancel()
-        self._sweeper = None
-        for idle in self._idle.values():
-            for upstream in idle:
-                upstream.pooled = False
-                _shut(upstream)
-        self._idle.clear()
-        self._count = 0
-
-
-_PEEK = socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0)
-
-
-def _quiet(transport: Any) -> bool:
-    """
-    Whether nothing is waiting to be read on an idle connection: an origin
-    that closed right behind its response (without saying C{Connection:
-    close}) has its end of file queued there before the reactor has read
-    it, typically when a pipelined request is forwarded in the same turn.
-    One C{recv} with C{MSG_PEEK}; a transport without a socket (a test's,
-    or TLS over something else) counts as quiet.
-    """
-    sock = getattr(transport, "socket", None)
-    if sock is None:
-        # TLS: the TCP transport beneath it.
-        sock = getattr(getattr(transport, "transport", None), "socket", None)
-        if sock is None:
-            return True
-    try:
-        sock.recv(1, _PEEK)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    # End of file, or bytes nobody asked for (a 408, a TLS alert).
-    return False
-
-
-def _shut(upstream: UpstreamProtocol) -> None:
-    """
-    Close an upstream connection that is not to be used again.
-    """
-    upstream.closing = True
-    upstream.transport.loseConnection()
-
-
-class _OneUpstream(Factory):
-    """
-    Hands one prepared L{UpstreamProtocol} to an endpoint, quietly (the
-    default factories log every upstream connection).
-    """
-
-    noisy = False
-
-    def __init__(self, protocol: UpstreamProtocol) -> None:
-        self.protocol = protocol  # type: ignore[assignment]
-
-    def buildProtocol(self, addr: Any) -> UpstreamProtocol:  # type: ignore[override]
-        return self.protocol  # type: ignore[return-value]
-
-
-def defaultEndpointFactory(reactor: Any, connectTimeout: float) -> EndpointFactory:
-    """
-    Connect to origins with L{HostnameEndpoint}, or straight to an address
-    when the target names one.
-
-    We use C{HostnameEndpoint} rather than C{ClientCreator.connectTCP}:
-    it resolves with getaddrinfo (IPv6 as well as IPv4, and IPv6 literals),
-    tries every address with RFC 8305 "happy eyeballs" fallback, and
-    applies the connect timeout across all attempts.  It also resolves an
-    address literal, in a thread like any name; an address needs no
-    resolving, so it gets a plain TCP endpoint instead (one attempt, the
-    same timeout).
-    """
-
-    def endpointForTarget(host: str, port: int) -> IStreamClientEndpoint:
-        if isIPAddress(host):
-            return TCP4ClientEndpoint(reactor, host, port, timeout=connectTimeout)
-        if isIPv6Address(host):
-            return TCP6ClientEndpoint(reactor, host, port, timeout=connectTimeout)
-        return HostnameEndpoint(reactor, host, port, timeout=connectTimeout)
-
-    return endpointForTarget
 
 
 @implementer(IProtocolNegotiationFactory)
@@ -1006,7 +414,7 @@ class ProxyProtocol(Protocol):
         self._deadline = 0.0
         self._deadlineKind = _NO_DEADLINE
         self._timer: Any = None
-        self.gate: Optional[_ReadGate] = None
+        self.gate: Optional[ReadGate] = None
         self.clientHost = "-"
         self.clientPort = 0
         self.clientAddress = (self.clientHost, self.clientPort)
@@ -1017,7 +425,7 @@ class ProxyProtocol(Protocol):
 
     def connectionMade(self) -> None:
         accelerate(self.transport)
-        self.gate = _ReadGate(self.transport)
+        self.gate = ReadGate(self.transport)
         peer = self.transport.getPeer()
         self.clientHost = getattr(peer, "host", "unix") or "unix"
         self.clientPort = getattr(peer, "port", 0) or 0
@@ -1578,11 +986,11 @@ class ProxyProtocol(Protocol):
             return
         self.gate.resume(WAITING)  # type: ignore[union-attr]
         if request.method == b"CONNECT":
-            if upstream.peer == _addressOf(self.transport.getHost()):
+            if upstream.peer == addressOf(self.transport.getHost()):
                 # The target's name (127.1, a decimal or IPv4-mapped
                 # address...) led back to the address this client
                 # reached us on.
-                _shut(upstream)
+                shut(upstream)
                 return self._respond(_connectLoop(request), close=True)
             return self._startTunnel(upstream)
         self._attach(upstream)
@@ -2703,7 +2111,7 @@ class ProxyProtocol(Protocol):
         # Checked now, not when this connection was accepted: on loopback
         # the proxy accepts its own connection before the connecting side
         # hears that it is connected (and adds it to ownEnds).
-        if _addressOf(self.transport.getPeer()) in self.factory.pool.ownEnds:
+        if addressOf(self.transport.getPeer()) in self.factory.pool.ownEnds:
             return True
         host = request.host
         localHost = self.localHost
@@ -3014,29 +2422,9 @@ def _bodiless(status: int) -> bool:
     return status < 200 or status == 204 or status == 304
 
 
-def _addressOf(address: Any) -> Optional[tuple[str, int]]:
-    """
-    @return: C{(host, port)} of a TCP address, an IPv4-mapped IPv6 host
-        written as IPv4 (the form an IPv4 listener sees it in); C{None}
-        for other kinds of address.
-    """
-    host = getattr(address, "host", None)
-    if host is None:
-        return None
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]
-    return host, getattr(address, "port", 0)
-
-
-def _peerOf(upstream: UpstreamProtocol) -> Optional[tuple[str, int]]:
-    return _addressOf(upstream.transport.getPeer())
-
-
 __all__ = [
     "ProxyFactory",
     "ProxyProtocol",
-    "UpstreamProtocol",
-    "ConnectionPool",
     "PRODUCT",
 ]
 

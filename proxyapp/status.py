@@ -27,6 +27,22 @@ ALLOWED_METHODS = b"GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH
 _SENSITIVE = frozenset([b"authorization", b"proxy-authorization", b"cookie"])
 
 
+class Stats:
+    """
+    Counters for the status page.  Plain attribute increments on the hot
+    path; nothing is computed until someone asks.
+    """
+
+    def __init__(self, now: float) -> None:
+        self.started = now
+        self.clientConnections = 0
+        self.upstreamConnections = 0
+        self.requests = 0
+        self.tunnels = 0
+        self.bytesFromClients = 0
+        self.bytesToClients = 0
+
+
 def snapshot(factory: Any) -> dict[str, Any]:
     """
     @return: the status figures of a running L{proxyapp.protocol.ProxyFactory}.

@@ -66,8 +66,10 @@ from proxyapp.protocol import (
     PIPELINE_HOLD,
     ProxyFactory,
     ProxyProtocol,
-    UpstreamProtocol,
+)
+from proxyapp.upstream import (
     UNSAFE_REUSE_IDLE,
+    UpstreamProtocol,
     defaultEndpointFactory,
 )
 
@@ -259,7 +261,7 @@ POST = b"POST http://example.com/a HTTP/1.1\r\nHost: example.com\r\nContent-Leng
 
 class PeekingSocket:
     """
-    The socket of a pooled upstream connection, as L{_quiet} peeks at it.
+    The socket of a pooled upstream connection, as L{proxyapp.upstream._quiet} peeks at it.
 
     @ivar peeks: how many times it was peeked at.
     """
