@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import socket
 from collections import Counter
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from twisted.internet import defer
@@ -310,6 +311,12 @@ class UpstreamProtocol(Protocol):
         if not (
             self.readClosed or reason is None or reason.check(ierror.ConnectionDone)
         ):
+            why = None if self.received else tlsFailure(reason, self.transport)
+            if why is not None:
+                # The handshake failed (a certificate not verified): say
+                # so, not that the origin sent an invalid response.
+                client.upstreamTLSFailed(self, why)
+                return
             # A reset, or TLS cut without its closing alert: not the end of
             # a body delimited by the close (RFC 9112 section 9.8), so never
             # relayed as a complete one.
@@ -584,6 +591,43 @@ def _quiet(transport: Any) -> bool:
         return False
     # End of file, or bytes nobody asked for (a 408, a TLS alert).
     return False
+
+
+def tlsFailure(reason: Failure, transport: Any) -> Optional[str]:
+    """
+    Say why a connection to an origin failed in TLS, for the 502: the
+    certificate's problem when it could not be verified (OpenSSL's error
+    itself only says "certificate verify failed"), else OpenSSL's reasons.
+
+    @param transport: the L{UpstreamProtocol}'s transport, whose
+        C{getHandle} (TLS transports) gives the certificate the origin sent.
+    @return: the reason, or C{None} if C{reason} is no TLS failure.
+    """
+    if reason.check("service_identity.exceptions.VerificationError"):
+        return "its certificate does not name this host"
+    if not reason.check("OpenSSL.SSL.Error"):
+        return None
+    errors = reason.value.args[0] if reason.value.args else None
+    if not isinstance(errors, list) or not all(
+        isinstance(e, tuple) and len(e) == 3 for e in errors
+    ):
+        return f"TLS error ({reason.getErrorMessage()})"
+    reasons = [str(e[2]) for e in errors]
+    if "certificate verify failed" not in reasons:
+        return f"TLS error ({', '.join(reasons) or 'no reason given'})"
+    getHandle = getattr(transport, "getHandle", None)
+    chain = getHandle().get_peer_cert_chain() if getHandle is not None else None
+    if not chain:
+        return "its certificate could not be verified"
+    leaf = chain[0].to_cryptography()
+    now = datetime.now(timezone.utc)
+    if leaf.not_valid_after_utc < now:
+        return "its certificate has expired"
+    if leaf.not_valid_before_utc > now:
+        return "its certificate is not valid yet"
+    if len(chain) == 1 and leaf.issuer == leaf.subject:
+        return "its certificate is self-signed, and not trusted here"
+    return "its certificate was not issued by an authority trusted here"
 
 
 def shut(upstream: UpstreamProtocol) -> None:

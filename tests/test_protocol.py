@@ -5270,3 +5270,161 @@ class ReviewedSessionTests(ProxyTestCase):
         self.assertEqual(len(pending), 1)
         self.closeUpstream(upstream)
         self.assertEqual(splitResponse(self.client.value())[0], 502)
+
+
+def makeX509(selfSigned: bool = True, notBefore: int = -1, notAfter: int = 2) -> Any:
+    """
+    @param notBefore: days from now the certificate becomes valid.
+    @param notAfter: days from now it expires.
+    @return: a certificate for C{example.com}, as pyOpenSSL's C{X509}.
+    """
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    from OpenSSL.crypto import X509
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "example.com")])
+    issuer = (
+        subject
+        if selfSigned
+        else x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Some CA")])
+    )
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now + datetime.timedelta(days=notBefore))
+        .not_valid_after(now + datetime.timedelta(days=notAfter))
+        .sign(key, hashes.SHA256())
+    )
+    return X509.from_cryptography(cert)
+
+
+class _TLSHandle:
+    """
+    What L{tlsFailure} asks of a TLS connection: the certificates the
+    origin sent.
+    """
+
+    def __init__(self, chain: Optional[list]) -> None:
+        self.chain = chain
+
+    def get_peer_cert_chain(self) -> Optional[list]:
+        return self.chain
+
+
+VERIFY_FAILED = [("SSL routines", "", "certificate verify failed")]
+
+
+class UpstreamTLSFailureTests(ProxyTestCase):
+    """
+    A TLS connection to an origin that fails before any response (its
+    certificate not verified) gets a 502 naming the problem.
+    """
+
+    GET_TLS = b"GET https://example.com/a HTTP/1.1\r\nHost: example.com\r\n\r\n"
+
+    def connectTLS(self, chain: Optional[list]) -> UpstreamProtocol:
+        """
+        Send an https request and complete its upstream connection, through
+        the TLS layer, whose connection to OpenSSL reports the certificates
+        C{chain} from the origin.
+
+        @return: the upstream connection.
+        """
+        self.send(self.GET_TLS)
+        self.assertEqual(self.target(), ("example.com", 443))
+        self.accept()
+        upstream = self.proxy.upstream
+        assert upstream is not None
+        upstream.transport.getHandle = lambda: _TLSHandle(chain)
+        return upstream
+
+    def failHandshake(self, reason: Exception, chain: Optional[list]) -> bytes:
+        """
+        Send an https request and fail its upstream connection with
+        C{reason}, the origin having sent the certificates C{chain}.
+
+        @return: the body of the answer, which must be a 502.
+        """
+        upstream = self.connectTLS(chain)
+        upstream.connectionLost(Failure(reason))
+        status, _, body = splitResponse(self.client.value())
+        self.assertEqual(status, 502)
+        self.assertNotIn(b"invalid response", body)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        return body
+
+    def test_selfSigned(self) -> None:
+        from OpenSSL import SSL
+
+        body = self.failHandshake(SSL.Error(VERIFY_FAILED), [makeX509()])
+        self.assertIn(
+            b"The TLS connection to example.com port 443 failed: its certificate"
+            b" is self-signed",
+            body,
+        )
+
+    def test_expired(self) -> None:
+        from OpenSSL import SSL
+
+        body = self.failHandshake(
+            SSL.Error(VERIFY_FAILED), [makeX509(notBefore=-10, notAfter=-1)]
+        )
+        self.assertIn(b"its certificate has expired", body)
+
+    def test_notYetValid(self) -> None:
+        from OpenSSL import SSL
+
+        body = self.failHandshake(
+            SSL.Error(VERIFY_FAILED), [makeX509(notBefore=1, notAfter=10)]
+        )
+        self.assertIn(b"its certificate is not valid yet", body)
+
+    def test_untrustedIssuer(self) -> None:
+        from OpenSSL import SSL
+
+        body = self.failHandshake(
+            SSL.Error(VERIFY_FAILED), [makeX509(selfSigned=False)]
+        )
+        self.assertIn(b"not issued by an authority trusted here", body)
+
+    def test_noCertificate(self) -> None:
+        from OpenSSL import SSL
+
+        body = self.failHandshake(SSL.Error(VERIFY_FAILED), None)
+        self.assertIn(b"its certificate could not be verified", body)
+
+    def test_wrongHost(self) -> None:
+        from service_identity import VerificationError
+
+        body = self.failHandshake(VerificationError(errors=[]), [makeX509()])
+        self.assertIn(b"its certificate does not name this host", body)
+
+    def test_otherTLSError(self) -> None:
+        from OpenSSL import SSL
+
+        body = self.failHandshake(
+            SSL.Error([("SSL routines", "", "wrong version number")]), None
+        )
+        self.assertIn(b"failed: TLS error (wrong version number)", body)
+
+    def test_lostAfterResponseStarted(self) -> None:
+        """
+        A TLS error after response bytes arrived is a broken response, as
+        before: the client connection is cut short.
+        """
+        from OpenSSL import SSL
+
+        upstream = self.connectTLS(None)
+        self.reply(upstream, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        upstream.connectionLost(Failure(SSL.Error(VERIFY_FAILED)))
+        self.assertTrue(self.client.value().startswith(b"HTTP/1.1 200 OK"))
+        self.assertNotIn(b"502", self.client.value())

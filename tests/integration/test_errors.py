@@ -135,6 +135,21 @@ def test_unknownHostIs502(proxy) -> None:
     assert isShortHtml(resp), resp
 
 
+def test_untrustedCertificateIs502(proxy, tlsOrigin) -> None:
+    """
+    An https URL whose origin's certificate the proxy cannot verify (the
+    test certificate is self-signed, and the proxy does not trust it) gives
+    502 naming the problem, not an "invalid response".
+    """
+    resp = proxy.get("https://127.0.0.1:%d/echo" % tlsOrigin.port)
+    assert resp.status == 502, resp
+    assert isShortHtml(resp), resp
+    assert (
+        b"The TLS connection to 127.0.0.1 port %d failed: its certificate is"
+        b" self-signed" % tlsOrigin.port
+    ) in resp.body, resp.body
+
+
 def test_originClosesWithoutAnswer(proxy, origin) -> None:
     """
     An origin that closes the connection without any response gives 502
