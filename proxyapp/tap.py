@@ -262,12 +262,20 @@ def checkEndpoint(description: str, where: str) -> None:
     from twisted.internet import endpoints
     from twisted.internet.testing import MemoryReactor
 
+    reactor = MemoryReactor()
     try:
-        endpoints.serverFromString(MemoryReactor(), description)
+        endpoint = endpoints.serverFromString(reactor, description)
+        if isinstance(endpoint, endpoints.SSL4ServerEndpoint):
+            # The TLS context is made at the first handshake, and with it
+            # the dhParameters file is read: a missing one would fail
+            # every client, with a traceback each.  Make it now.
+            endpoint.listen(None)  # type: ignore[arg-type]
+            reactor.sslServers[0][2].getContext()
     except Exception as e:
         # ValueError and friends for bad syntax, OSError for a missing
-        # certificate file (ssl:), RuntimeError for a dangling backslash:
-        # whatever an endpoint parser raises means the same to the user.
+        # certificate file (ssl:), RuntimeError for a dangling backslash,
+        # OpenSSL's error for a missing DH parameters file: whatever an
+        # endpoint parser raises means the same to the user.
         raise ConfigError(
             f"{where}: {description!r} is not a valid endpoint description such as tcp:8080 ({e})"
         )

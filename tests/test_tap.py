@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 
 from twisted.application.service import IService, MultiService
 from twisted.internet.testing import MemoryReactorClock
@@ -28,6 +29,37 @@ def parse(*argv: str) -> Options:
     options = Options()
     options.parseOptions(list(argv))
     return options
+
+
+def selfSignedPEM() -> bytes:
+    """
+    @return: a key and a self-signed certificate for it, in PEM.
+    """
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .sign(key, hashes.SHA256())
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ) + cert.public_bytes(serialization.Encoding.PEM)
 
 
 class OptionsTests(SynchronousTestCase):
@@ -304,6 +336,25 @@ class OptionsTests(SynchronousTestCase):
             "systemd:domain=INET:index=0",
         ):
             self.assertUsageError(["--listen", description], "--listen")
+
+    def test_listenMissingDHParameters(self) -> None:
+        """
+        A TLS listener whose C{dhParameters} file is missing is a usage
+        error naming the option: that file is read only at the first
+        handshake, which would then fail for every client.
+        """
+        pem = os.path.join(temporaryDirectory(self), "server.pem")
+        with open(pem, "wb") as f:
+            f.write(selfSignedPEM())
+        prefix = f"ssl:19443:privateKey={pem}"
+        with warnings.catch_warnings():
+            # Twisted's ssl: endpoint hands pyOpenSSL the X509 and PKey
+            # objects it deprecates; not ours to change.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            parse("--listen", prefix)
+            self.assertUsageError(
+                ["--listen", prefix + ":dhParameters=/nonexistent/dh.pem"], "--listen"
+            )
 
     def test_interfaceChecked(self) -> None:
         """
