@@ -23,7 +23,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from twisted.logger import Logger, formatEvent
+from twisted.logger import Logger, capturedLogs, formatEvent
 
 from proxyapp.config import ConfigError, Settings
 from proxyapp.filters import auth, buildChainFilters, htpasswd
@@ -471,6 +471,32 @@ class HtpasswdFileTests(SynchronousTestCase):
             f.write(b"alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n")
         now[0] += 5
         self.assertIsNotNone(passwords.entry(b"alice"))
+
+    def test_unreadableNotLoggedAsRead(self) -> None:
+        """
+        A file that cannot be read again is logged as such, not also as
+        read with no users.
+        """
+        now = [0.0]
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n")
+        passwords = HtpasswdFile(path, clock=lambda: now[0])
+        os.remove(path)
+        now[0] += 5
+        with capturedLogs() as events:
+            self.assertIsNone(passwords.entry(b"alice"))
+        messages = [formatEvent(e) for e in events]
+        self.assertEqual(len(messages), 1, messages)
+        self.assertIn("cannot read", messages[0])
+        with open(path, "wb") as f:
+            f.write(b"alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n")
+        now[0] += 5
+        with capturedLogs() as events:
+            self.assertIsNotNone(passwords.entry(b"alice"))
+        self.assertEqual(
+            [formatEvent(e) for e in events], [f"htpasswd: read {path} (1 users)"]
+        )
 
 
 class CheckerTests(SynchronousTestCase):

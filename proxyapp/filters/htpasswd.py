@@ -478,7 +478,13 @@ class HtpasswdFile:
         st = os.stat(self.path)
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
-    def _load(self, strict: bool) -> None:
+    def _load(self, strict: bool) -> bool:
+        """
+        Read the file, or, if it cannot be read, forget every user (or,
+        C{strict}, raise L{ValueError}).
+
+        @return: whether the file was read.
+        """
         try:
             signature = self._stat()
             with open(self.path, "rb") as f:
@@ -494,10 +500,11 @@ class HtpasswdFile:
             self._entries = {}
             self._dummy = None
             self._signature = None
-            return
+            return False
         self._entries = parseHtpasswd(data, self.path)
         self._dummy = dummyHash(self._entries.values())
         self._signature = signature
+        return True
 
     def _maybeReload(self) -> None:
         now = self.clock()
@@ -509,7 +516,9 @@ class HtpasswdFile:
         except OSError:
             signature = None
         if signature != self._signature or signature is None:
-            self._load(strict=False)
+            if not self._load(strict=False):
+                # Logged as unreadable (and every user refused).
+                return
             log.info(
                 "htpasswd: read {path} ({count} users)",
                 path=self.path,
