@@ -615,6 +615,20 @@ def tlsFailure(reason: Failure, transport: Any) -> Optional[str]:
     reasons = [str(e[2]) for e in errors]
     if "certificate verify failed" not in reasons:
         return f"TLS error ({', '.join(reasons) or 'no reason given'})"
+    try:
+        return _certificateProblem(transport)
+    except Exception:
+        # Called while the connection is lost: an older cryptography (no
+        # not_valid_after_utc before 42) or an odd chain must not leave the
+        # client without an answer.
+        return "its certificate could not be verified"
+
+
+def _certificateProblem(transport: Any) -> str:
+    """
+    @return: what is wrong with the certificate the origin sent, as far as
+        the chain tells (pyOpenSSL does not expose OpenSSL's verify result).
+    """
     getHandle = getattr(transport, "getHandle", None)
     chain = getHandle().get_peer_cert_chain() if getHandle is not None else None
     if not chain:

@@ -72,6 +72,7 @@ from proxyapp.upstream import (
     UpstreamProtocol,
     defaultEndpointFactory,
 )
+from tests.certificates import makeCertificate
 
 PROXY_ADDRESS = IPv4Address("TCP", "127.0.0.1", 8080)
 CLIENT_ADDRESS = IPv4Address("TCP", "127.0.0.1", 40000)
@@ -5278,31 +5279,10 @@ def makeX509(selfSigned: bool = True, notBefore: int = -1, notAfter: int = 2) ->
     @param notAfter: days from now it expires.
     @return: a certificate for C{example.com}, as pyOpenSSL's C{X509}.
     """
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
     from OpenSSL.crypto import X509
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "example.com")])
-    issuer = (
-        subject
-        if selfSigned
-        else x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Some CA")])
-    )
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now + datetime.timedelta(days=notBefore))
-        .not_valid_after(now + datetime.timedelta(days=notAfter))
-        .sign(key, hashes.SHA256())
+    _, cert = makeCertificate(
+        "example.com", None if selfSigned else "Some CA", notBefore, notAfter
     )
     return X509.from_cryptography(cert)
 
@@ -5400,6 +5380,17 @@ class UpstreamTLSFailureTests(ProxyTestCase):
         from OpenSSL import SSL
 
         body = self.failHandshake(SSL.Error(VERIFY_FAILED), None)
+        self.assertIn(b"its certificate could not be verified", body)
+
+    def test_unreadableCertificate(self) -> None:
+        """
+        A chain that cannot be read (an older C{cryptography}, an odd
+        certificate) still gets its 502, not an exception in
+        C{connectionLost}.
+        """
+        from OpenSSL import SSL
+
+        body = self.failHandshake(SSL.Error(VERIFY_FAILED), [object()])
         self.assertIn(b"its certificate could not be verified", body)
 
     def test_wrongHost(self) -> None:

@@ -20,6 +20,7 @@ from proxyapp.protocol import ProxyFactory
 from proxyapp.service import ProxyService
 from proxyapp.tap import Options, listenDescriptions, makeService, reloadSettings
 from tests import temporaryDirectory
+from tests.certificates import certificatePEM, keyPEM, makeCertificate
 
 
 def parse(*argv: str) -> Options:
@@ -35,31 +36,8 @@ def selfSignedPEM() -> bytes:
     """
     @return: a key and a self-signed certificate for it, in PEM.
     """
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .sign(key, hashes.SHA256())
-    )
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ) + cert.public_bytes(serialization.Encoding.PEM)
+    key, certificate = makeCertificate()
+    return keyPEM(key) + certificatePEM(certificate)
 
 
 class OptionsTests(SynchronousTestCase):

@@ -9,8 +9,6 @@ Everything here talks to 127.0.0.1 or ::1 only, and every wait is bounded.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
 import re
@@ -21,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
+
+from tests import certificates
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
@@ -600,45 +600,13 @@ def makeCertificate(directory: Path) -> Tuple[Path, Path]:
 
     @return: paths of the certificate and key PEM files.
     """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("localhost"),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    x509.IPAddress(ipaddress.ip_address("::1")),
-                ]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+    key, cert = certificates.makeCertificate(
+        altNames=("localhost", "127.0.0.1", "::1"), authority=True
     )
     certPath = directory / "cert.pem"
     keyPath = directory / "key.pem"
-    certPath.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyPath.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
+    certPath.write_bytes(certificates.certificatePEM(cert))
+    keyPath.write_bytes(certificates.keyPEM(key))
     return certPath, keyPath
 
 
