@@ -331,7 +331,7 @@ KEYS = [
         _POSITIVE,
         "connect-timeout",
         float,
-        "Seconds to connect to an upstream (else 504).",
+        "Seconds to connect to an upstream, name lookup and TLS handshake included (else 504).",
     ),
     Key(
         "timeouts",

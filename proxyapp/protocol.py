@@ -113,6 +113,7 @@ from proxyapp.upstream import (
     ConnectionPool,
     EndpointFactory,
     ReadGate,
+    TLSHandshakeError,
     UpstreamProtocol,
     addressOf,
     defaultEndpointFactory,
@@ -1019,6 +1020,11 @@ class ProxyProtocol(Protocol):
                 504,
                 f"Connecting to {request.host} port {request.port} timed out.",
             )
+        elif reason.check(TLSHandshakeError):
+            status, why = (
+                502,
+                f"The TLS connection to {request.host} port {request.port} failed: {reason.value}.",
+            )
         elif reason.check(ierror.DNSLookupError):
             status, why = 502, f"The host name {request.host} could not be resolved."
         elif reason.check(ierror.ConnectionRefusedError):
@@ -1537,27 +1543,6 @@ class ProxyProtocol(Protocol):
             return
         self._out = []
         self._respond(errorResponse(502, f"The upstream server sent an invalid response: {reason}.", self.request.url()), close=not self.requestDone)  # type: ignore[union-attr]
-
-    def upstreamTLSFailed(self, upstream: UpstreamProtocol, why: str) -> None:
-        """
-        The TLS connection to the origin failed before any byte of a
-        response (its certificate was not verified, say): answer 502 naming
-        the problem.
-        """
-        if self.upstream is not upstream:
-            return
-        request = self.request
-        log.info(
-            "{client}:{port} TLS error for {target}: {reason}",
-            client=self.clientHost,
-            port=self.clientPort,
-            target=request.url(),  # type: ignore[union-attr]
-            reason=why,
-        )
-        self._detachUpstream()
-        self._transforms = None
-        self._out = []
-        self._respond(errorResponse(502, f"The TLS connection to {request.host} port {request.port} failed: {why}.", request.url()), close=not self.requestDone)  # type: ignore[union-attr]
 
     def reusedConnectionDied(self, upstream: UpstreamProtocol) -> None:
         """

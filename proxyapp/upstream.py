@@ -30,6 +30,7 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
+    IHandshakeListener,
     IPushProducer,
     IStreamClientEndpoint,
 )
@@ -112,7 +113,14 @@ class ReadGate:
         pass
 
 
-@implementer(IHalfCloseableProtocol)
+class TLSHandshakeError(Exception):
+    """
+    The TLS handshake with an origin failed; C{str()} says why, for the
+    502 (see L{tlsFailure}).
+    """
+
+
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
 class UpstreamProtocol(Protocol):
     """
     A connection to an origin server, reused across client exchanges.
@@ -152,6 +160,10 @@ class UpstreamProtocol(Protocol):
         self.key = key
         self.parser = ResponseParser(maxHeaderBytes, maxHeaders)
         self.gate: Optional[ReadGate] = None
+        # For a TLS connection, fired by handshakeCompleted (or failed with
+        # a TLSHandshakeError if the connection is lost before): see
+        # ConnectionPool.connect.
+        self.handshake: Optional[Deferred] = None
 
     def connectionMade(self) -> None:
         accelerate(self.transport, self)
@@ -162,6 +174,24 @@ class UpstreamProtocol(Protocol):
         self.local = local = addressOf(self.transport.getHost())
         if local is not None:
             pool.ownEnds[local] += 1
+
+    def handshakeCompleted(self) -> None:
+        if self.transport.disconnecting:
+            # Aborted during the handshake (some Twisted versions check the
+            # host name once the handshake is done): connectionLost fails
+            # it with the reason.
+            return
+        handshake, self.handshake = self.handshake, None
+        if handshake is not None:
+            handshake.callback(self)
+
+    def _cancelHandshake(self, handshake: Deferred) -> None:
+        """
+        The connect deadline passed during the TLS handshake: abort it.
+        """
+        self.handshake = None
+        self.closing = True
+        self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
         client = self.client
@@ -298,6 +328,11 @@ class UpstreamProtocol(Protocol):
                 ends[local] = left
             else:
                 ends.pop(local, None)
+        handshake = self.handshake
+        if handshake is not None:
+            self.handshake = None
+            handshake.errback(TLSHandshakeError(_handshakeFailure(reason, self)))
+            return
         client = self.client
         if client is None:
             self.pool.remove(self)
@@ -311,12 +346,6 @@ class UpstreamProtocol(Protocol):
         if not (
             self.readClosed or reason is None or reason.check(ierror.ConnectionDone)
         ):
-            why = None if self.received else tlsFailure(reason, self.transport)
-            if why is not None:
-                # The handshake failed (a certificate not verified): say
-                # so, not that the origin sent an invalid response.
-                client.upstreamTLSFailed(self, why)
-                return
             # A reset, or TLS cut without its closing alert: not the end of
             # a body delimited by the close (RFC 9112 section 9.8), so never
             # relayed as a complete one.
@@ -427,15 +456,21 @@ class ConnectionPool:
                 )
             endpoint = wrapClientTLS(options, endpoint)
         settings = self.settings
-        d = endpoint.connect(
-            _OneUpstream(
-                UpstreamProtocol(
-                    self, key, settings.maxHeaderBytes, settings.maxHeaders
-                )
-            )
+        upstream = UpstreamProtocol(
+            self, key, settings.maxHeaderBytes, settings.maxHeaders
         )
+        d = endpoint.connect(_OneUpstream(upstream))
+        if scheme == "https":
+            # The endpoint fires once TCP is connected; the connection is
+            # handed out once the TLS handshake is done too, so that a
+            # certificate that cannot be verified is a failure to connect,
+            # and an origin that stalls the handshake is under the connect
+            # deadline (as in Squid), not the response's.
+            upstream.handshake = Deferred(upstream._cancelHandshake)
+            d.addCallback(lambda _: upstream.handshake)
         # The endpoint's own timeout covers each TCP attempt; this one also
-        # covers name resolution, which has no timeout of its own.
+        # covers name resolution, which has no timeout of its own, and the
+        # TLS handshake.
         return d.addTimeout(settings.connectTimeout, self.reactor)
 
     def release(self, upstream: UpstreamProtocol) -> None:
@@ -591,6 +626,19 @@ def _quiet(transport: Any) -> bool:
         return False
     # End of file, or bytes nobody asked for (a 408, a TLS alert).
     return False
+
+
+def _handshakeFailure(reason: Optional[Failure], upstream: UpstreamProtocol) -> str:
+    """
+    @return: why a TLS connection was lost before its handshake completed,
+        for the 502.
+    """
+    if reason is None or reason.check(ierror.ConnectionDone):
+        return "the origin closed the connection during the TLS handshake"
+    return tlsFailure(reason, upstream.transport) or (
+        "the connection was lost during the TLS handshake"
+        f" ({reason.getErrorMessage()})"
+    )
 
 
 def tlsFailure(reason: Failure, transport: Any) -> Optional[str]:

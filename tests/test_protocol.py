@@ -5321,9 +5321,12 @@ class UpstreamTLSFailureTests(ProxyTestCase):
         """
         self.send(self.GET_TLS)
         self.assertEqual(self.target(), ("example.com", 443))
-        self.accept()
-        upstream = self.proxy.upstream
-        assert upstream is not None
+        protocol, _ = self.accept()
+        # The endpoint's wrapper, then the TLS layer.
+        upstream = protocol._wrappedProtocol.wrappedProtocol
+        self.assertIsInstance(upstream, UpstreamProtocol)
+        # Not handed out before its handshake is done.
+        self.assertIsNone(self.proxy.upstream)
         upstream.transport.getHandle = lambda: _TLSHandle(chain)
         return upstream
 
@@ -5407,6 +5410,60 @@ class UpstreamTLSFailureTests(ProxyTestCase):
         )
         self.assertIn(b"failed: TLS error (wrong version number)", body)
 
+    def test_handedOutAfterHandshake(self) -> None:
+        """
+        The connection carries the request once its handshake is done.
+        """
+        upstream = self.connectTLS(None)
+        upstream.handshakeCompleted()
+        self.assertIs(self.proxy.upstream, upstream)
+        self.assertEqual(self.client.value(), b"")
+
+    def test_handshakeUnderConnectTimeout(self) -> None:
+        """
+        An origin that accepts the connection but never completes the TLS
+        handshake is under the connect deadline: 504 when it passes, and the
+        connection is aborted.
+        """
+        upstream = self.connectTLS(None)
+        self.reactor.advance(self.factory.settings.connectTimeout)
+        status, _, body = splitResponse(self.client.value())
+        self.assertEqual(status, 504)
+        self.assertIn(b"Connecting to example.com port 443 timed out", body)
+        self.assertTrue(upstream.transport.transport.disconnected)
+        # Its connectionLost comes later and changes nothing.
+        self.client.clear()
+        upstream.connectionLost(Failure(error.ConnectionAborted()))
+        self.assertEqual(self.client.value(), b"")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_closedDuringHandshake(self) -> None:
+        """
+        An origin that closes during the handshake gets a 502 saying so.
+        """
+        body = self.failHandshake(error.ConnectionDone(), None)
+        self.assertIn(
+            b"failed: the origin closed the connection during the TLS handshake",
+            body,
+        )
+
+    def test_abortedAtHandshakeEnd(self) -> None:
+        """
+        A handshake that completes on a connection already aborted (a host
+        name check failing at its end) does not hand the connection out; its
+        loss answers the request.
+        """
+        from service_identity import VerificationError
+
+        upstream = self.connectTLS([makeX509()])
+        upstream.transport.disconnecting = True
+        upstream.handshakeCompleted()
+        self.assertIsNone(self.proxy.upstream)
+        upstream.connectionLost(Failure(VerificationError(errors=[])))
+        status, _, body = splitResponse(self.client.value())
+        self.assertEqual(status, 502)
+        self.assertIn(b"its certificate does not name this host", body)
+
     def test_lostAfterResponseStarted(self) -> None:
         """
         A TLS error after response bytes arrived is a broken response, as
@@ -5415,6 +5472,7 @@ class UpstreamTLSFailureTests(ProxyTestCase):
         from OpenSSL import SSL
 
         upstream = self.connectTLS(None)
+        upstream.handshakeCompleted()
         self.reply(upstream, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
         upstream.connectionLost(Failure(SSL.Error(VERIFY_FAILED)))
         self.assertTrue(self.client.value().startswith(b"HTTP/1.1 200 OK"))

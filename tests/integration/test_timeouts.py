@@ -285,3 +285,27 @@ def test_clientNotReadingReleased(quickProxy, origin) -> None:
         assert openClients(quickProxy) == before
     finally:
         c.close()
+
+
+def test_tlsHandshakeUnderConnectTimeout(makeProxy) -> None:
+    """
+    An https origin that accepts the TCP connection but never answers the
+    TLS handshake gives 504 after --connect-timeout, not after the longer
+    --upstream-timeout (the handshake is part of connecting, as in Squid).
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    # Never accepted: the kernel completes the TCP handshake, and the
+    # ClientHello waits unread.
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    try:
+        proxy = makeProxy("--connect-timeout", str(TIMEOUT), "--upstream-timeout", "30")
+        start = time.monotonic()
+        resp = proxy.get("https://127.0.0.1:%d/" % port)
+        elapsed = time.monotonic() - start
+    finally:
+        listener.close()
+    assert resp.status == 504, resp
+    assert b"Connecting to 127.0.0.1 port %d timed out" % port in resp.body
+    assert TIMEOUT * 0.8 <= elapsed < TIMEOUT + 3, elapsed
