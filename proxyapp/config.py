@@ -125,6 +125,9 @@ class Settings:
     htpasswd: Optional[str] = None
     authRealm: str = "webproxy"
     authFailureDelay: float = 1.0
+    upstreamCaFile: Optional[str] = None
+    # The certificates read from upstreamCaFile (by tap.loadSettings).
+    upstreamAuthorities: tuple[Any, ...] = ()
     filters: list[str] = field(default_factory=list)
     filterDeadline: float = 5.0
     filterTables: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -497,6 +500,16 @@ KEYS = [
         None,
         str,
         "Filter names to run, in order.",
+    ),
+    Key(
+        "tls",
+        "upstream_ca_file",
+        "upstreamCaFile",
+        _string,
+        "upstream-ca-file",
+        str,
+        "PEM file of certificate authorities trusted for https origins,"
+        " besides the system's.",
     ),
     Key(
         "filters",

@@ -1542,7 +1542,14 @@ class ProxyProtocol(Protocol):
             self._cutShort()
             return
         self._out = []
-        self._respond(errorResponse(502, f"The upstream server sent an invalid response: {reason}.", self.request.url()), close=not self.requestDone)  # type: ignore[union-attr]
+        self._respond(
+            errorResponse(
+                502,
+                f"No valid response came from the upstream server: {reason}.",
+                self.request.url(),  # type: ignore[union-attr]
+            ),
+            close=not self.requestDone,
+        )
 
     def reusedConnectionDied(self, upstream: UpstreamProtocol) -> None:
         """

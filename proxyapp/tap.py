@@ -212,8 +212,19 @@ def loadSettings(options: Options) -> Settings:
         settings.blockedDomainsFiles = [
             os.path.join(start, name) for name in settings.blockedDomainsFiles
         ]
+        if settings.upstreamCaFile is not None:
+            settings.upstreamCaFile = os.path.join(start, settings.upstreamCaFile)
         if settings.accessLog not in ("-", "off"):
             settings.accessLog = os.path.join(start, settings.accessLog)
+    if settings.upstreamCaFile is not None:
+        # Read now, so that a bad file stops the start (or a reload) with a
+        # line naming the setting rather than failing every https request.
+        from proxyapp.tls import readAuthorities
+
+        try:
+            settings.upstreamAuthorities = readAuthorities(settings.upstreamCaFile)
+        except ValueError as e:
+            raise ConfigError(f"{whereSet(options, 'upstream-ca-file')}: {e}")
     if not settings.viaPseudonym:
         # Unique per process, so that a loop through several proxies on
         # one host is still recognised by its Via entry.

@@ -349,8 +349,10 @@ class UpstreamProtocol(Protocol):
             # A reset, or TLS cut without its closing alert: not the end of
             # a body delimited by the close (RFC 9112 section 9.8), so never
             # relayed as a complete one.
+            when = "" if self.received else " before any response"
             client.upstreamFailed(
-                self, f"the upstream connection was lost ({reason.getErrorMessage()})"
+                self,
+                f"the upstream connection was lost{when} ({reason.getErrorMessage()})",
             )
             return
         self.parser.receiveEOF()
@@ -442,10 +444,11 @@ class ConnectionPool:
         scheme, host, port = key
         endpoint = self.endpointForTarget(host, port)
         if scheme == "https":
-            from twisted.internet.ssl import optionsForClientTLS
+            # Imported here: OpenSSL is loaded only once it is needed.
+            from proxyapp.tls import clientOptions
 
             try:
-                options = optionsForClientTLS(host)
+                options = clientOptions(host, self.settings.upstreamAuthorities)
             except (UnicodeError, ValueError) as e:
                 # A name the parser takes (an underscore, say) that IDNA
                 # refuses: no certificate could be checked against it.

@@ -39,6 +39,7 @@ COMMENTED = {
     ("server", "via_pseudonym"),
     ("access", "allowed_clients"),
     ("auth", "htpasswd"),
+    ("tls", "upstream_ca_file"),
 }
 
 

@@ -2438,6 +2438,39 @@ class ErrorTests(ProxyTestCase):
         upstream, _ = self.forward(GET)
         self.closeUpstream(upstream)
         self.assertErrorPage(502, closed=False)
+        self.assertIn(
+            b"No valid response came from the upstream server: connection closed"
+            b" before a response.",
+            self.client.value(),
+        )
+
+    def test_upstreamResetBeforeResponse(self) -> None:
+        """
+        A reset before any response says so (it said "sent an invalid
+        response").
+        """
+        upstream, _ = self.forward(GET)
+        upstream.connectionLost(Failure(error.ConnectionLost()))
+        self.assertErrorPage(502, closed=False)
+        self.assertIn(
+            b"No valid response came from the upstream server: the upstream"
+            b" connection was lost before any response (",
+            self.client.value(),
+        )
+
+    def test_upstreamClosesMidHead(self) -> None:
+        """
+        A close in the middle of a response head is a response cut short.
+        """
+        upstream, _ = self.forward(GET)
+        self.reply(upstream, b"HTTP/1.1 200 OK\r\nContent-Le")
+        self.closeUpstream(upstream)
+        self.assertErrorPage(502, closed=False)
+        self.assertIn(
+            b"No valid response came from the upstream server: response head cut"
+            b" short by the connection closing.",
+            self.client.value(),
+        )
 
     def test_upstreamClosesMidBody(self) -> None:
         """

@@ -15,7 +15,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from proxyapp.config import Settings
+from proxyapp.config import ConfigError, Settings
 from proxyapp.protocol import ProxyFactory
 from proxyapp.service import ProxyService
 from proxyapp.tap import Options, listenDescriptions, makeService, reloadSettings
@@ -358,6 +358,83 @@ class OptionsTests(SynchronousTestCase):
         for name in (first, second):
             self.assertTrue(name)
             self.assertFalse(any(c in name for c in " ,\t()"))
+
+
+class UpstreamCaFileTests(SynchronousTestCase):
+    """
+    C{--upstream-ca-file} and C{[tls] upstream_ca_file} are read at start
+    (and at a reload), so a bad file stops the start with one line.
+    """
+
+    def setUp(self) -> None:
+        self.directory = temporaryDirectory(self)
+        here = os.getcwd()
+        self.addCleanup(os.chdir, here)
+        os.chdir(self.directory)
+        with open("ca.pem", "wb") as f:
+            f.write(certificatePEM(makeCertificate("internal CA")[1]))
+
+    def test_option(self) -> None:
+        settings = parse("--upstream-ca-file", "ca.pem")["settings"]
+        self.assertEqual(
+            settings.upstreamCaFile, os.path.join(self.directory, "ca.pem")
+        )
+        self.assertEqual(len(settings.upstreamAuthorities), 1)
+
+    def test_defaultNone(self) -> None:
+        settings = parse()["settings"]
+        self.assertIsNone(settings.upstreamCaFile)
+        self.assertEqual(settings.upstreamAuthorities, ())
+
+    def test_fileRelativeToStart(self) -> None:
+        """
+        In the configuration file a relative path is the start directory's,
+        also at a reload made elsewhere.
+        """
+        with open("webproxy.toml", "w") as f:
+            f.write('[tls]\nupstream_ca_file = "ca.pem"\n')
+        options = parse("--config", "webproxy.toml")
+        path = os.path.join(self.directory, "ca.pem")
+        self.assertEqual(options["settings"].upstreamCaFile, path)
+        os.chdir(temporaryDirectory(self))
+        settings, _ = reloadSettings(options)
+        self.assertEqual(settings.upstreamCaFile, path)
+        self.assertEqual(len(settings.upstreamAuthorities), 1)
+
+    def test_missingOption(self) -> None:
+        error = self.assertRaises(SystemExit, parse, "--upstream-ca-file", "nosuch.pem")
+        path = os.path.join(self.directory, "nosuch.pem")
+        self.assertEqual(
+            str(error),
+            f"webproxy: --upstream-ca-file: cannot read {path!r}:"
+            " No such file or directory",
+        )
+
+    def test_notCertificatesInFile(self) -> None:
+        """
+        A file that holds no certificate stops the start, naming the
+        configuration file and key.
+        """
+        with open("key.pem", "wb") as f:
+            f.write(keyPEM(makeCertificate()[0]))
+        with open("webproxy.toml", "w") as f:
+            f.write('[tls]\nupstream_ca_file = "key.pem"\n')
+        error = self.assertRaises(SystemExit, parse, "--config", "webproxy.toml")
+        path = os.path.join(self.directory, "key.pem")
+        self.assertEqual(
+            str(error),
+            f"webproxy: webproxy.toml: [tls] upstream_ca_file: {path!r} holds no"
+            " PEM certificate",
+        )
+
+    def test_reloadKeepsRunning(self) -> None:
+        """
+        A file that went bad by a reload is a L{ConfigError}, which the
+        service logs while keeping the running configuration.
+        """
+        options = parse("--upstream-ca-file", "ca.pem")
+        os.remove("ca.pem")
+        self.assertRaises(ConfigError, reloadSettings, options)
 
 
 class ListenDescriptionsTests(SynchronousTestCase):

@@ -150,6 +150,19 @@ def test_untrustedCertificateIs502(proxy, tlsOrigin) -> None:
     ) in resp.body, resp.body
 
 
+def test_upstreamCaFileTrustsOrigin(makeProxy, tlsOrigin, certificate) -> None:
+    """
+    With the origin's authority in C{--upstream-ca-file}, the same https URL
+    is fetched (and the name in the URL is still checked: the certificate
+    names 127.0.0.1 and localhost).
+    """
+    proxy = makeProxy("--upstream-ca-file", str(certificate[0]))
+    for host in ("127.0.0.1", "localhost"):
+        resp = proxy.get("https://%s:%d/echo?ca" % (host, tlsOrigin.port))
+        assert resp.status == 200, resp
+        assert resp.body.startswith(b"GET /echo?ca HTTP/1.1\r\n"), resp.body
+
+
 def test_originClosesWithoutAnswer(proxy, origin) -> None:
     """
     An origin that closes the connection without any response gives 502

@@ -1,0 +1,211 @@
+# -*- test-case-name: tests.test_tls -*-
+"""
+Tests for L{proxyapp.tls}: reading C{[tls] upstream_ca_file} and the trust
+it adds to the system's store, checked with real TLS handshakes in memory.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from OpenSSL import SSL
+from twisted.internet._sslverify import IOpenSSLTrustRoot
+from twisted.internet.interfaces import IHandshakeListener, IOpenSSLContextFactory
+from twisted.internet.protocol import Factory, Protocol
+from twisted.protocols.loopback import loopbackAsync
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from proxyapp.tls import SystemAndExtraAuthorities, clientOptions, readAuthorities
+from tests import temporaryDirectory
+from tests.certificates import certificatePEM, keyPEM, makeCertificate
+
+
+@implementer(IHandshakeListener)
+class _Client(Protocol):
+    """
+    The proxy's side of a connection to an origin: it closes once the
+    handshake is done, and keeps why its connection ended.
+    """
+
+    handshakeDone = False
+    reason: Any = None
+
+    def handshakeCompleted(self) -> None:
+        self.handshakeDone = True
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.reason = reason
+
+
+@implementer(IOpenSSLContextFactory)
+class _ServerContext:
+    """
+    An origin's TLS context, from files (Twisted's own server options pass
+    pyOpenSSL objects, which pyOpenSSL now warns about).
+    """
+
+    def __init__(self, certificate: str, key: str) -> None:
+        self.certificate = certificate
+        self.key = key
+
+    def getContext(self) -> SSL.Context:
+        context = SSL.Context(SSL.TLS_METHOD)
+        context.use_certificate_file(self.certificate)
+        context.use_privatekey_file(self.key)
+        return context
+
+
+class HandshakeTests(SynchronousTestCase):
+    """
+    L{clientOptions} checks an origin's certificate against the system's
+    store plus the extra authorities.
+    """
+
+    def setUp(self) -> None:
+        self.directory = temporaryDirectory(self)
+        self.origin = self.makeOrigin("origin")
+        self.other = self.makeOrigin("other")
+        # A system store that holds only C{other}'s certificate.
+        self.patchEnvironment("SSL_CERT_FILE", self.other[0])
+        self.patchEnvironment("SSL_CERT_DIR", self.directory)
+
+    def patchEnvironment(self, name: str, value: str) -> None:
+        old = os.environ.get(name)
+        os.environ[name] = value
+        if old is None:
+            self.addCleanup(os.environ.pop, name, None)
+        else:
+            self.addCleanup(os.environ.__setitem__, name, old)
+
+    def makeOrigin(self, name: str, host: str = "localhost") -> tuple[str, Any]:
+        """
+        @return: the path of a self-signed certificate for C{host} (an
+            authority of its own) and TLS server options using it.
+        """
+        key, certificate = makeCertificate(name, altNames=(host,), authority=True)
+        path = os.path.join(self.directory, f"{name}.pem")
+        with open(path, "wb") as f:
+            f.write(certificatePEM(certificate))
+        keyPath = os.path.join(self.directory, f"{name}.key")
+        with open(keyPath, "wb") as f:
+            f.write(keyPEM(key))
+        return path, _ServerContext(path, keyPath)
+
+    def connect(self, serverOptions: Any, authorities: tuple = ()) -> _Client:
+        """
+        Connect in memory to a TLS server using C{serverOptions} as the
+        proxy would to an origin called localhost.
+
+        @return: the client side, once the connection has ended.
+        """
+        client = _Client()
+        clientSide = TLSMemoryBIOFactory(
+            clientOptions("localhost", authorities),
+            True,
+            Factory.forProtocol(lambda: client),
+        ).buildProtocol(None)
+        serverSide = TLSMemoryBIOFactory(
+            serverOptions, False, Factory.forProtocol(Protocol)
+        ).buildProtocol(None)
+        done = loopbackAsync(serverSide, clientSide)
+        self.successResultOf(done)
+        self.assertIsNotNone(client.reason)
+        return client
+
+    def assertAccepted(self, client: _Client) -> None:
+        self.assertTrue(client.handshakeDone, client.reason)
+
+    def assertRefused(self, client: _Client, why: str) -> None:
+        self.assertFalse(client.handshakeDone)
+        self.assertIn(why, str(client.reason.value))
+
+    def test_systemStore(self) -> None:
+        """
+        Without extra authorities, an origin the system's store vouches for
+        is accepted and one it does not know is refused.
+        """
+        self.assertAccepted(self.connect(self.other[1]))
+        self.assertRefused(self.connect(self.origin[1]), "certificate verify failed")
+
+    def test_extraAuthorities(self) -> None:
+        """
+        With C{upstream_ca_file}'s certificates, both are accepted: the
+        system's store still counts.
+        """
+        authorities = readAuthorities(self.origin[0])
+        self.assertAccepted(self.connect(self.origin[1], authorities))
+        self.assertAccepted(self.connect(self.other[1], authorities))
+
+    def test_hostStillChecked(self) -> None:
+        """
+        A trusted authority's certificate for another name is still
+        refused.
+        """
+        path, options = self.makeOrigin("elsewhere", "elsewhere.example")
+        self.assertRefused(self.connect(options, readAuthorities(path)), "DNSMismatch")
+
+    def test_trustRoot(self) -> None:
+        """
+        The trust root provides Twisted's (private) interface, which
+        C{optionsForClientTLS} adapts it to: a Twisted upgrade that changes
+        it fails here.
+        """
+        self.assertTrue(verifyObject(IOpenSSLTrustRoot, SystemAndExtraAuthorities(())))
+
+
+class ReadTests(SynchronousTestCase):
+    """
+    L{readAuthorities} reads a PEM bundle or says in one line what is wrong
+    with it.
+    """
+
+    def setUp(self) -> None:
+        self.directory = temporaryDirectory(self)
+
+    def write(self, data: bytes) -> str:
+        path = os.path.join(self.directory, "ca.pem")
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def test_bundle(self) -> None:
+        """
+        Every certificate of a bundle is read, in order; text around them
+        (as in the system's bundles) is ignored.
+        """
+        names = ["first", "second"]
+        pems = [certificatePEM(makeCertificate(name)[1]) for name in names]
+        path = self.write(b"# a comment\n" + pems[0] + b"between\n" + pems[1])
+        read = readAuthorities(path)
+        self.assertEqual(
+            [c.to_cryptography().subject.rfc4514_string() for c in read],
+            ["CN=first", "CN=second"],
+        )
+
+    def test_missing(self) -> None:
+        path = os.path.join(self.directory, "nosuch.pem")
+        error = self.assertRaises(ValueError, readAuthorities, path)
+        self.assertEqual(str(error), f"cannot read {path!r}: No such file or directory")
+
+    def test_noCertificate(self) -> None:
+        """
+        A file without a certificate (a key, say, or an empty file) is
+        refused: trusting nothing more is not what the setting asked for.
+        """
+        path = self.write(keyPEM(makeCertificate()[0]))
+        error = self.assertRaises(ValueError, readAuthorities, path)
+        self.assertEqual(str(error), f"{path!r} holds no PEM certificate")
+
+    def test_damaged(self) -> None:
+        pem = certificatePEM(makeCertificate()[1])
+        path = self.write(pem[:40] + b"!!" + pem[42:])
+        error = self.assertRaises(ValueError, readAuthorities, path)
+        self.assertTrue(
+            str(error).startswith(f"{path!r} holds a certificate that is not valid"),
+            str(error),
+        )
