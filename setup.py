@@ -20,6 +20,9 @@ setup(
     install_requires=[
         # twisted[tls] brings pyOpenSSL, service_identity and idna.
         "twisted[tls]>=24.7.0,<27",
+        # Connection.set_verify (per-connection host name checks on one shared
+        # context, proxyapp/tls.py); Twisted 26 asks for the same.
+        "pyopenssl>=25.3.0",
         # htpasswd bcrypt entries ([auth] htpasswd).
         "bcrypt>=4.0",
         "zope.interface>=6.0",

@@ -13,15 +13,25 @@ does: the public web keeps working while the internal one is trusted too.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
+import idna
 from cryptography import x509
-from OpenSSL import crypto
+from OpenSSL import SSL, crypto
+from service_identity import VerificationError
+from service_identity.hazmat import DNS_ID, IPAddress_ID, verify_service_identity
+from service_identity.pyopenssl import extract_patterns
 from twisted.internet._sslverify import IOpenSSLTrustRoot
-from twisted.internet.ssl import optionsForClientTLS
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.ssl import CertificateOptions, platformTrust
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
-__all__ = ["readAuthorities", "SystemAndExtraAuthorities", "clientOptions"]
+__all__ = ["readAuthorities", "SystemAndExtraAuthorities", "OriginTLS"]
+
+log = Logger()
 
 
 def readAuthorities(path: str) -> tuple[crypto.X509, ...]:
@@ -64,15 +74,99 @@ class SystemAndExtraAuthorities:
             store.add_cert(certificate)
 
 
-def clientOptions(host: str, authorities: tuple[crypto.X509, ...] = ()) -> Any:
+class OriginTLS:
     """
-    The TLS client options for a connection to C{host}: its certificate
-    must be valid for that name and chain up to an authority of the
-    system's store or of C{authorities}.
+    TLS client connections to origins, all made from one OpenSSL context.
 
-    @raise ValueError: (or L{UnicodeError}) when no certificate could
-        name C{host}.
+    Twisted's C{optionsForClientTLS} builds a context per call, and each
+    context loads the trust store anew: with the system's bundle in a file
+    (Debian's C{ca-certificates.crt}, or C{SSL_CERT_FILE}), 5-8 ms of the
+    reactor's time and 0.87 MiB per origin connection, for as long as it
+    lives (a pool of 100 idle https connections held 87 MiB).  Here the
+    store is loaded once; each connection gets its own server name
+    (SNI) and its own check of the certificate against the name it was
+    opened for (C{SSL_set_verify} per connection), so connections to
+    different hosts never share anything but the trust.
+
+    @ivar context: the shared C{OpenSSL.SSL.Context}.
+    @ivar authorities: the certificates trusted besides the system's store.
     """
-    if not authorities:
-        return optionsForClientTLS(host)
-    return optionsForClientTLS(host, trustRoot=SystemAndExtraAuthorities(authorities))
+
+    def __init__(self, authorities: tuple[crypto.X509, ...] = ()) -> None:
+        self.authorities = authorities
+        trust = (
+            SystemAndExtraAuthorities(authorities) if authorities else platformTrust()
+        )
+        self.context = CertificateOptions(trustRoot=trust).getContext()
+
+    def creatorFor(self, host: str) -> "_OriginConnections":
+        """
+        @return: the connection creator for connections to C{host}, for
+            L{twisted.internet.endpoints.wrapClientTLS}.
+
+        @raise ValueError: (an L{idna.IDNAError}, or L{UnicodeError}) when
+            no certificate could name C{host}.
+        """
+        return _OriginConnections(self.context, host)
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _OriginConnections:
+    """
+    Makes the TLS connections to one host (as Twisted's C{ClientTLSOptions}
+    does, on a shared context).
+    """
+
+    def __init__(self, context: SSL.Context, host: str) -> None:
+        self.context = context
+        self.serverName: bytes | None
+        self.identity: Any
+        if isIPAddress(host) or isIPv6Address(host):
+            # No server name for an address (RFC 6066 section 3).
+            self.serverName = None
+            self.identity = IPAddress_ID(host)
+        else:
+            self.serverName = idna.encode(host)
+            self.identity = DNS_ID(self.serverName.decode("ascii"))
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        connection = SSL.Connection(self.context, None)
+        connection.set_app_data(tlsProtocol)
+        if self.serverName is not None:
+            connection.set_tlsext_host_name(self.serverName)
+        connection.set_verify(
+            SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT,
+            _identityCheck(self.identity),
+        )
+        return connection
+
+
+def _identityCheck(identity: Any) -> Callable[..., bool]:
+    """
+    @return: a verify callback that adds to OpenSSL's check of the chain
+        that the origin's own certificate names C{identity}.
+    """
+
+    def check(
+        connection: SSL.Connection,
+        certificate: crypto.X509,
+        error: int,
+        depth: int,
+        ok: int,
+    ) -> bool:
+        if depth != 0:
+            return bool(ok)
+        try:
+            verify_service_identity(extract_patterns(certificate), [identity], [])
+        except VerificationError:
+            # Twisted's TLS protocol then reports this as the reason the
+            # connection was lost (proxyapp.upstream.tlsFailure names it).
+            connection.get_app_data().failVerification(Failure())
+            return False
+        except Exception:
+            # An exception must not escape into OpenSSL: fail closed.
+            log.failure("checking the certificate of {identity}", identity=identity)
+            return False
+        return bool(ok)
+
+    return check

@@ -444,11 +444,8 @@ class ConnectionPool:
         scheme, host, port = key
         endpoint = self.endpointForTarget(host, port)
         if scheme == "https":
-            # Imported here: OpenSSL is loaded only once it is needed.
-            from proxyapp.tls import clientOptions
-
             try:
-                options = clientOptions(host, self.settings.upstreamAuthorities)
+                options = self._originTLS().creatorFor(host)
             except (UnicodeError, ValueError) as e:
                 # A name the parser takes (an underscore, say) that IDNA
                 # refuses: no certificate could be checked against it.
@@ -529,12 +526,27 @@ class ConnectionPool:
         if self._idle:
             self._sweeper = self.reactor.callLater(self.idleTimeout / 2, self._sweep)
 
+    _tls: Any = None
+
+    def _originTLS(self) -> Any:
+        """
+        @return: the L{proxyapp.tls.OriginTLS} of the current settings,
+            made at the first connection to an https origin (OpenSSL is
+            loaded, and the trust store read, only once it is needed).
+        """
+        if self._tls is None:
+            from proxyapp.tls import OriginTLS
+
+            self._tls = OriginTLS(self.settings.upstreamAuthorities)
+        return self._tls
+
     def reconfigure(
         self, settings: Settings, endpointForTarget: Optional[EndpointFactory] = None
     ) -> None:
         """
         Take new settings (SIGHUP): pool sizes, idle timeout, connect
-        timeout and response head limits apply to the connections opened,
+        timeout, response head limits and the trust for https origins (the
+        system's store is read again too) apply to the connections opened,
         released or swept from now on; idle connections beyond the new sizes
         are closed now, the least recently used first.
 
@@ -545,6 +557,9 @@ class ConnectionPool:
         self.maxIdle = settings.poolSize
         self.maxIdleTotal = settings.poolTotalSize
         self.idleTimeout = settings.poolIdleTimeout
+        # New connections to https origins trust what the settings say now,
+        # and the system's store as it is now.
+        self._tls = None
         if endpointForTarget is not None:
             self.endpointForTarget = endpointForTarget
         for idle in self._idle.values():
