@@ -158,10 +158,14 @@ def _identityCheck(identity: Any) -> Callable[..., bool]:
             return bool(ok)
         try:
             verify_service_identity(extract_patterns(certificate), [identity], [])
-        except VerificationError:
+        except VerificationError as e:
             # Twisted's TLS protocol then reports this as the reason the
             # connection was lost (proxyapp.upstream.tlsFailure names it).
-            connection.get_app_data().failVerification(Failure())
+            # Without the traceback, whose frames hold the connection: the
+            # protocol keeps this failure, and the cycle would keep every
+            # refused connection until the garbage collector's next pass.
+            e.__traceback__ = None
+            connection.get_app_data().failVerification(Failure(e))
             return False
         except Exception:
             # An exception must not escape into OpenSSL: fail closed.

@@ -35,6 +35,7 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -51,6 +52,8 @@ from proxyapp.http11 import (
 )
 from proxyapp.message import ResponseHead
 from proxyapp.status import Stats
+
+log = Logger()
 
 if TYPE_CHECKING:
     from proxyapp.protocol import ProxyProtocol
@@ -445,7 +448,16 @@ class ConnectionPool:
         endpoint = self.endpointForTarget(host, port)
         if scheme == "https":
             try:
-                options = self._originTLS().creatorFor(host)
+                tls = self._originTLS()
+            except Exception as e:
+                # The trust store could not be loaded: every https origin
+                # gets its 502 saying so, and the next one tries again.
+                log.failure("loading the trust for https origins")
+                return defer.fail(
+                    ierror.ConnectError(string=f"TLS could not be set up ({e})")
+                )
+            try:
+                options = tls.creatorFor(host)
             except (UnicodeError, ValueError) as e:
                 # A name the parser takes (an underscore, say) that IDNA
                 # refuses: no certificate could be checked against it.
@@ -548,7 +560,8 @@ class ConnectionPool:
         timeout, response head limits and the trust for https origins (the
         system's store is read again too) apply to the connections opened,
         released or swept from now on; idle connections beyond the new sizes
-        are closed now, the least recently used first.
+        are closed now, the least recently used first, and so are idle
+        connections to https origins, verified under the old trust.
 
         @param endpointForTarget: a new endpoint factory (the default one
             holds the connect timeout), or C{None} to keep the current one.
@@ -557,9 +570,14 @@ class ConnectionPool:
         self.maxIdle = settings.poolSize
         self.maxIdleTotal = settings.poolTotalSize
         self.idleTimeout = settings.poolIdleTimeout
-        # New connections to https origins trust what the settings say now,
-        # and the system's store as it is now.
+        # Connections to https origins trust what the settings say now, and
+        # the system's store as it is now: new ones, and no idle one made
+        # under the old trust is used again.
         self._tls = None
+        for key in [key for key in self._idle if key[0] == "https"]:
+            idle = self._idle.pop(key)
+            while idle:
+                self._close(idle, len(idle) - 1)
         if endpointForTarget is not None:
             self.endpointForTarget = endpointForTarget
         for idle in self._idle.values():

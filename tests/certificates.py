@@ -21,9 +21,11 @@ def makeCertificate(
     notAfter: int = 2,
     altNames: Sequence[str] = (),
     authority: bool = False,
+    issuerKey: Any = None,
 ) -> tuple[Any, x509.Certificate]:
     """
-    Make a key and a certificate for it, signed by that same key.
+    Make a key and a certificate for it, signed by that same key or by
+    C{issuerKey}.
 
     @param issuerName: the issuer's common name; C{None} for
         C{commonName} (a self-signed certificate).
@@ -31,6 +33,8 @@ def makeCertificate(
     @param notAfter: days from now it expires.
     @param altNames: subject alternative names: IP addresses or DNS names.
     @param authority: whether it is marked as a certificate authority.
+    @param issuerKey: the key of the issuer (named by C{issuerName}) that
+        signs the certificate; C{None} for its own key.
     @return: C{(key, certificate)}.
     """
     key = ec.generate_private_key(ec.SECP256R1())
@@ -59,7 +63,7 @@ def makeCertificate(
         builder = builder.add_extension(
             x509.BasicConstraints(ca=True, path_length=None), critical=True
         )
-    return key, builder.sign(key, hashes.SHA256())
+    return key, builder.sign(issuerKey or key, hashes.SHA256())
 
 
 def _altName(name: str) -> x509.GeneralName:

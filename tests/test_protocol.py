@@ -5497,6 +5497,40 @@ class UpstreamTLSFailureTests(ProxyTestCase):
         self.assertEqual(status, 502)
         self.assertIn(b"its certificate does not name this host", body)
 
+    def test_reloadClosesIdleTLS(self) -> None:
+        """
+        A reload closes the idle connections to https origins: they were
+        verified under the old trust (a certificate authority removed from
+        C{upstream_ca_file} must not be relied on until they time out).
+        """
+        upstream = self.connectTLS(None)
+        upstream.handshakeCompleted()
+        self.reply(upstream, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        pool = self.factory.pool
+        self.assertEqual(pool.idleCount(), 1)
+        self.factory.reconfigure(self.factory.settings, None)
+        self.assertEqual(pool.idleCount(), 0)
+        self.assertTrue(upstream.transport.disconnecting)
+
+    def test_trustSetupFails(self) -> None:
+        """
+        A trust store that cannot be loaded gets a 502 saying so (and is
+        logged), not an exception out of the request's connect.
+        """
+        from OpenSSL import SSL
+
+        def broken() -> None:
+            raise SSL.Error(
+                [("x509 certificate routines", "", "cert already in hash table")]
+            )
+
+        self.patch(self.factory.pool, "_originTLS", broken)
+        self.send(self.GET_TLS)
+        status, _, body = splitResponse(self.client.value())
+        self.assertEqual(status, 502)
+        self.assertIn(b"TLS could not be set up", body)
+        self.assertEqual(len(self.flushLoggedErrors(SSL.Error)), 1)
+
     def test_lostAfterResponseStarted(self) -> None:
         """
         A TLS error after response bytes arrived is a broken response, as

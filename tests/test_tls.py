@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.interfaces import IHandshakeListener, IOpenSSLContextFactory
@@ -45,6 +46,10 @@ class _Client(Protocol):
         self.reason = reason
 
 
+def _commonName(certificate: Any) -> str:
+    return certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+
+
 @implementer(IOpenSSLContextFactory)
 class _ServerContext:
     """
@@ -52,13 +57,17 @@ class _ServerContext:
     pyOpenSSL objects, which pyOpenSSL now warns about).
     """
 
-    def __init__(self, certificate: str, key: str) -> None:
+    def __init__(self, certificate: str, key: str, chain: bool = False) -> None:
         self.certificate = certificate
         self.key = key
+        self.chain = chain
 
     def getContext(self) -> SSL.Context:
         context = SSL.Context(SSL.TLS_METHOD)
-        context.use_certificate_file(self.certificate)
+        if self.chain:
+            context.use_certificate_chain_file(self.certificate)
+        else:
+            context.use_certificate_file(self.certificate)
         context.use_privatekey_file(self.key)
         return context
 
@@ -154,6 +163,106 @@ class HandshakeTests(SynchronousTestCase):
         path, options = self.makeOrigin("elsewhere", "elsewhere.example")
         self.assertRefused(self.connect(options, readAuthorities(path)), "DNSMismatch")
 
+    def writeServer(self, name: str, key: Any, chain: list) -> _ServerContext:
+        """
+        @return: a server context for C{key} sending the certificates of
+            C{chain} (its own first).
+        """
+        path = os.path.join(self.directory, f"{name}-chain.pem")
+        with open(path, "wb") as f:
+            f.write(b"".join(certificatePEM(c) for c in chain))
+        keyPath = os.path.join(self.directory, f"{name}-chain.key")
+        with open(keyPath, "wb") as f:
+            f.write(keyPEM(key))
+        return _ServerContext(path, keyPath, chain=True)
+
+    def makeAuthority(self, name: str, issuer: Any = None) -> tuple[Any, Any]:
+        """
+        @return: the key and certificate of a certificate authority, signed
+            by C{issuer} (a C{(key, certificate)}) or by itself.
+        """
+        if issuer is None:
+            return makeCertificate(name, authority=True)
+        return makeCertificate(
+            name, issuerName=_commonName(issuer[1]), issuerKey=issuer[0], authority=True
+        )
+
+    def trust(self, *certificates: Any) -> tuple:
+        path = os.path.join(self.directory, "trusted.pem")
+        with open(path, "wb") as f:
+            f.write(b"".join(certificatePEM(c) for c in certificates))
+        return readAuthorities(path)
+
+    def test_issuedByTrustedAuthority(self) -> None:
+        """
+        A certificate an extra authority issued is accepted for the names
+        it gives, and refused for another.
+        """
+        authority = self.makeAuthority("internal CA")
+        key, leaf = makeCertificate(
+            "leaf", "internal CA", altNames=("localhost",), issuerKey=authority[0]
+        )
+        server = self.writeServer("leaf", key, [leaf])
+        tls = OriginTLS(self.trust(authority[1]))
+        self.assertAccepted(self.connect(server, creator=tls.creatorFor("localhost")))
+        self.assertRefused(
+            self.connect(server, creator=tls.creatorFor("other.example")), "DNSMismatch"
+        )
+
+    def test_chainThroughIntermediate(self) -> None:
+        """
+        The chain above the origin's certificate is checked too: through an
+        intermediate the origin sends, to a trusted root it is accepted; to
+        an untrusted one it is refused, though the certificate names the
+        host (a check of the host name alone would pass it).
+        """
+        root = self.makeAuthority("root CA")
+        intermediate = self.makeAuthority("intermediate CA", root)
+        key, leaf = makeCertificate(
+            "leaf",
+            "intermediate CA",
+            altNames=("localhost",),
+            issuerKey=intermediate[0],
+        )
+        server = self.writeServer("leaf", key, [leaf, intermediate[1]])
+        self.assertAccepted(self.connect(server, self.trust(root[1])))
+        unrelated = self.makeAuthority("unrelated CA")
+        self.assertRefused(
+            self.connect(server, self.trust(unrelated[1])), "certificate verify failed"
+        )
+        self.assertRefused(self.connect(server), "certificate verify failed")
+
+    def test_expired(self) -> None:
+        """
+        An expired certificate from a trusted authority is refused.
+        """
+        authority = self.makeAuthority("internal CA")
+        key, leaf = makeCertificate(
+            "leaf",
+            "internal CA",
+            notBefore=-3,
+            notAfter=-1,
+            altNames=("localhost",),
+            issuerKey=authority[0],
+        )
+        server = self.writeServer("expired", key, [leaf])
+        self.assertRefused(
+            self.connect(server, self.trust(authority[1])), "certificate verify failed"
+        )
+
+    def test_refusalKeepsNoTraceback(self) -> None:
+        """
+        The failure a wrong name reports holds no traceback: its frames
+        hold the connection, which holds the protocol that keeps the
+        failure, a cycle that kept every refused connection alive until the
+        garbage collector's next pass.
+        """
+        path, options = self.makeOrigin("elsewhere", "elsewhere.example")
+        client = self.connect(options, readAuthorities(path))
+        self.assertRefused(client, "DNSMismatch")
+        self.assertIsNone(client.reason.tb)
+        self.assertIsNone(client.reason.value.__traceback__)
+
     def test_oneContext(self) -> None:
         """
         Every connection is made from one context, whose trust store is
@@ -181,8 +290,9 @@ class HandshakeTests(SynchronousTestCase):
         """
         Connections to different hosts from one context are each checked
         against their own host name, whatever order their creators were
-        made in (Twisted's C{ClientTLSOptions} of 24.x set one callback on
-        the context, so the last one made won).
+        made in (a check set on the shared context, as Twisted's
+        C{ClientTLSOptions} of 24.x set its info callback on the context it
+        was given, would take the last one made for all).
         """
         tls = OriginTLS(readAuthorities(self.origin[0]))
         right = tls.creatorFor("localhost")

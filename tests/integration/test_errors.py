@@ -153,14 +153,18 @@ def test_untrustedCertificateIs502(proxy, tlsOrigin) -> None:
 def test_upstreamCaFileTrustsOrigin(makeProxy, tlsOrigin, certificate) -> None:
     """
     With the origin's authority in C{--upstream-ca-file}, the same https URL
-    is fetched (and the name in the URL is still checked: the certificate
-    names 127.0.0.1 and localhost).
+    is fetched; the name in the URL is still checked (the certificate names
+    127.0.0.1 and localhost, not 127.1).
     """
     proxy = makeProxy("--upstream-ca-file", str(certificate[0]))
     for host in ("127.0.0.1", "localhost"):
         resp = proxy.get("https://%s:%d/echo?ca" % (host, tlsOrigin.port))
         assert resp.status == 200, resp
         assert resp.body.startswith(b"GET /echo?ca HTTP/1.1\r\n"), resp.body
+    # 127.1 is 127.0.0.1, but not a name the certificate gives.
+    resp = proxy.get("https://127.1:%d/echo?ca" % tlsOrigin.port)
+    assert resp.status == 502, resp
+    assert b"its certificate does not name this host" in resp.body, resp.body
 
 
 def test_originClosesWithoutAnswer(proxy, origin) -> None:
