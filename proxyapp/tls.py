@@ -126,6 +126,11 @@ class _OriginConnections:
             self.serverName = None
             self.identity = IPAddress_ID(host)
         else:
+            # A fully qualified name's final dot is not part of the name a
+            # certificate gives, nor allowed in SNI (RFC 6066 section 3);
+            # curl and browsers drop it the same way.
+            if host.endswith(".") and not host.endswith(".."):
+                host = host[:-1]
             self.serverName = idna.encode(host)
             self.identity = DNS_ID(self.serverName.decode("ascii"))
 

@@ -316,6 +316,17 @@ class HandshakeTests(SynchronousTestCase):
             "IPAddressMismatch",
         )
 
+    def test_trailingDot(self) -> None:
+        """
+        A fully qualified name (C{localhost.}) is checked and sent as SNI
+        without its final dot (it was refused as a name mismatch).
+        """
+        tls = OriginTLS(readAuthorities(self.origin[0]))
+        creator = tls.creatorFor("localhost.")
+        self.assertEqual(creator.serverName, b"localhost")
+        self.assertAccepted(self.connect(self.origin[1], creator=creator))
+        self.assertRaises(ValueError, tls.creatorFor, "localhost..")
+
     def test_unnamable(self) -> None:
         """
         A host no certificate could name is refused before connecting.
