@@ -18,7 +18,7 @@ from typing import Any, Callable
 import idna
 from cryptography import x509
 from OpenSSL import SSL, crypto
-from service_identity import VerificationError
+from service_identity import CertificateError, VerificationError
 from service_identity.hazmat import DNS_ID, IPAddress_ID, verify_service_identity
 from service_identity.pyopenssl import extract_patterns
 from twisted.internet._sslverify import IOpenSSLTrustRoot
@@ -163,7 +163,11 @@ def _identityCheck(identity: Any) -> Callable[..., bool]:
             return bool(ok)
         try:
             verify_service_identity(extract_patterns(certificate), [identity], [])
-        except VerificationError as e:
+        except (VerificationError, CertificateError) as e:
+            # A name that does not match, or one the certificate gives
+            # malformed (service_identity's CertificateError; Twisted's own
+            # callback logs that one and goes on with OpenSSL's verdict,
+            # accepting the certificate for any name).
             # Twisted's TLS protocol then reports this as the reason the
             # connection was lost (proxyapp.upstream.tlsFailure names it).
             # Without the traceback, whose frames hold the connection: the

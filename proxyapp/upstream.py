@@ -689,6 +689,8 @@ def tlsFailure(reason: Failure, transport: Any) -> Optional[str]:
     """
     if reason.check("service_identity.exceptions.VerificationError"):
         return "its certificate does not name this host"
+    if reason.check("service_identity.exceptions.CertificateError"):
+        return f"its certificate gives a malformed name ({reason.getErrorMessage()})"
     if not reason.check("OpenSSL.SSL.Error"):
         return None
     errors = reason.value.args[0] if reason.value.args else None

@@ -5435,6 +5435,17 @@ class UpstreamTLSFailureTests(ProxyTestCase):
         body = self.failHandshake(VerificationError(errors=[]), [makeX509()])
         self.assertIn(b"its certificate does not name this host", body)
 
+    def test_malformedName(self) -> None:
+        from service_identity import CertificateError
+
+        body = self.failHandshake(
+            CertificateError(
+                "Certificate's DNS-ID b'*.*.example' contains too many wildcards."
+            ),
+            [makeX509()],
+        )
+        self.assertIn(b"its certificate gives a malformed name (Certificate", body)
+
     def test_otherTLSError(self) -> None:
         from OpenSSL import SSL
 

@@ -250,6 +250,25 @@ class HandshakeTests(SynchronousTestCase):
             self.connect(server, self.trust(authority[1])), "certificate verify failed"
         )
 
+    def test_malformedName(self) -> None:
+        """
+        A certificate from a trusted authority that gives a malformed name
+        (which service_identity refuses to read) is refused, whatever else
+        it names, and without a traceback in the log.  Twisted's own check
+        logs the error and accepts such a certificate for any host.
+        """
+        authority = self.makeAuthority("internal CA")
+        key, leaf = makeCertificate(
+            "leaf",
+            "internal CA",
+            altNames=("localhost", "*.*.example"),
+            issuerKey=authority[0],
+        )
+        server = self.writeServer("malformed", key, [leaf])
+        client = self.connect(server, self.trust(authority[1]))
+        self.assertRefused(client, "too many wildcards")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     def test_refusalKeepsNoTraceback(self) -> None:
         """
         The failure a wrong name reports holds no traceback: its frames
