@@ -81,8 +81,9 @@ class OriginTLS:
     Twisted's C{optionsForClientTLS} builds a context per call, and each
     context loads the trust store anew: with the system's bundle in a file
     (Debian's C{ca-certificates.crt}, or C{SSL_CERT_FILE}), 5-8 ms of the
-    reactor's time and 0.87 MiB per origin connection, for as long as it
-    lives (a pool of 100 idle https connections held 87 MiB).  Here the
+    reactor's time per origin connection, and memory for as long as it
+    lives (200 clients at once fetching an https origin: 0.71 s of proxy
+    CPU and 61.5 MiB more RSS, against 0.19 s and 3.1 MiB here).  Here the
     store is loaded once; each connection gets its own server name
     (SNI) and its own check of the certificate against the name it was
     opened for (C{SSL_set_verify} per connection), so connections to

@@ -180,9 +180,9 @@ class UpstreamProtocol(Protocol):
 
     def handshakeCompleted(self) -> None:
         if self.transport.disconnecting:
-            # Aborted during the handshake (some Twisted versions check the
-            # host name once the handshake is done): connectionLost fails
-            # it with the reason.
+            # Aborted during the handshake (a connect deadline, or a check
+            # that failed in its last step): connectionLost fails it with
+            # the reason.
             return
         handshake, self.handshake = self.handshake, None
         if handshake is not None:

@@ -57,17 +57,13 @@ class _ServerContext:
     pyOpenSSL objects, which pyOpenSSL now warns about).
     """
 
-    def __init__(self, certificate: str, key: str, chain: bool = False) -> None:
+    def __init__(self, certificate: str, key: str) -> None:
         self.certificate = certificate
         self.key = key
-        self.chain = chain
 
     def getContext(self) -> SSL.Context:
         context = SSL.Context(SSL.TLS_METHOD)
-        if self.chain:
-            context.use_certificate_chain_file(self.certificate)
-        else:
-            context.use_certificate_file(self.certificate)
+        context.use_certificate_chain_file(self.certificate)
         context.use_privatekey_file(self.key)
         return context
 
@@ -94,19 +90,27 @@ class HandshakeTests(SynchronousTestCase):
         else:
             self.addCleanup(os.environ.__setitem__, name, old)
 
-    def makeOrigin(self, name: str, host: str = "localhost") -> tuple[str, Any]:
+    def writeServer(self, name: str, key: Any, chain: list) -> _ServerContext:
         """
-        @return: the path of a self-signed certificate for C{host} (an
-            authority of its own) and TLS server options using it.
+        @return: a server context for C{key} sending the certificates of
+            C{chain} (its own first).
         """
-        key, certificate = makeCertificate(name, altNames=(host,), authority=True)
         path = os.path.join(self.directory, f"{name}.pem")
         with open(path, "wb") as f:
-            f.write(certificatePEM(certificate))
+            f.write(b"".join(certificatePEM(c) for c in chain))
         keyPath = os.path.join(self.directory, f"{name}.key")
         with open(keyPath, "wb") as f:
             f.write(keyPEM(key))
-        return path, _ServerContext(path, keyPath)
+        return _ServerContext(path, keyPath)
+
+    def makeOrigin(self, name: str, host: str = "localhost") -> tuple[str, Any]:
+        """
+        @return: the path of a self-signed certificate for C{host} (an
+            authority of its own) and a server context using it.
+        """
+        key, certificate = makeCertificate(name, altNames=(host,), authority=True)
+        server = self.writeServer(name, key, [certificate])
+        return server.certificate, server
 
     def connect(
         self, serverOptions: Any, authorities: tuple = (), creator: Any = None
@@ -162,19 +166,6 @@ class HandshakeTests(SynchronousTestCase):
         """
         path, options = self.makeOrigin("elsewhere", "elsewhere.example")
         self.assertRefused(self.connect(options, readAuthorities(path)), "DNSMismatch")
-
-    def writeServer(self, name: str, key: Any, chain: list) -> _ServerContext:
-        """
-        @return: a server context for C{key} sending the certificates of
-            C{chain} (its own first).
-        """
-        path = os.path.join(self.directory, f"{name}-chain.pem")
-        with open(path, "wb") as f:
-            f.write(b"".join(certificatePEM(c) for c in chain))
-        keyPath = os.path.join(self.directory, f"{name}-chain.key")
-        with open(keyPath, "wb") as f:
-            f.write(keyPEM(key))
-        return _ServerContext(path, keyPath, chain=True)
 
     def makeAuthority(self, name: str, issuer: Any = None) -> tuple[Any, Any]:
         """
