@@ -45,10 +45,11 @@ byte (C{readTimeout}, checked by comparing byte counters, never per byte),
 a keep-alive wait (C{idleTimeout}) and a close the client does not let
 finish (C{readTimeout} again).
 
-CONNECT and C{101 Switching Protocols} turn both connections into a byte
-splice: in the kernel with L{proxyapp.splice.SpliceRelay} when both are
-plain TCP on Linux, otherwise through C{dataReceived} and C{write} with
-the read gates as producers.
+CONNECT and C{101 Switching Protocols} join both connections into a
+tunnel of opaque bytes: relayed by L{proxyapp.relay.TunnelRelay} (large
+reads into a shared buffer, no Python per chunk) when both are plain TCP
+on Linux, otherwise through C{dataReceived} and C{write} with the read
+gates as producers.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ from proxyapp import status as statuspage
 from proxyapp.chain import TransformFailed
 from proxyapp.config import Settings
 from proxyapp.fastio import Buffer, accelerate, gathers, halfCloses, unsent
-from proxyapp.splice import SpliceRelay
+from proxyapp.relay import TunnelRelay
 from proxyapp.http11 import (
     CHUNKED,
     END,
@@ -385,7 +386,7 @@ class ProxyProtocol(Protocol):
     _retryHead: Optional[bytes] = None
     _upgrading = False
     _dispatching = False
-    _relay: Optional[SpliceRelay] = None
+    _relay: Optional[TunnelRelay] = None
     _closed = False
     # Close by lingering (see LINGER_TIME); _lingerUntil is when it stops.
     _linger = False
@@ -1977,7 +1978,7 @@ class ProxyProtocol(Protocol):
         self.upstreamPeer = upstream.peer
         self._out.append(b"HTTP/1.1 200 Connection established\r\n\r\n")
         self.flushToClient()
-        self._splice(upstream, self.parser.takeBuffer(), b"")
+        self._joinTunnel(upstream, self.parser.takeBuffer(), b"")
 
     def _switchProtocols(self, head: ResponseHead) -> None:
         """
@@ -2030,9 +2031,9 @@ class ProxyProtocol(Protocol):
     def _switch(self, head: ResponseHead, upstream: UpstreamProtocol) -> None:
         self._out.append(head.serialize())
         self.flushToClient()
-        self._splice(upstream, self.parser.takeBuffer(), upstream.parser.takeBuffer())  # type: ignore[arg-type]
+        self._joinTunnel(upstream, self.parser.takeBuffer(), upstream.parser.takeBuffer())  # type: ignore[arg-type]
 
-    def _splice(
+    def _joinTunnel(
         self, upstream: UpstreamProtocol, toUpstream: bytes, toClient: bytes
     ) -> None:
         """
@@ -2055,10 +2056,10 @@ class ProxyProtocol(Protocol):
             self.bytesOut += len(toClient)
         if not self.readClosed:
             # On Linux, two plain TCP connections with nothing buffered are
-            # joined in the kernel (splice(2)): the bytes never enter
-            # Python.  The relay wants no producers registered.
+            # joined by the tunnel relay: the bytes never become Python
+            # objects.  The relay wants no producers registered.
             self._unregisterProducers(upstream)
-            relay = SpliceRelay(self.transport, upstream.transport)
+            relay = TunnelRelay(self.transport, upstream.transport)
             if relay.start():
                 self._relay = relay
                 return
@@ -2219,7 +2220,7 @@ class ProxyProtocol(Protocol):
         @return: a count that changes whenever a byte of the current
             transfer moves: from the client, to the client (when it reads
             it), from the upstream, to the upstream (when it reads it), or
-            through the splice relay.
+            through the tunnel relay.
         """
         # Bytes handed to a transport count once its peer takes them: a
         # slow reader draining a full buffer is progress, and the upstream

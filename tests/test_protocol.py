@@ -1831,7 +1831,7 @@ class UpgradeTests(ProxyTestCase):
         self.assertEqual(values(fields, b"Connection"), [b"Upgrade"])
         self.assertEqual(values(fields, b"HTTP2-Settings"), [])
 
-    def test_switchingProtocolsSplices(self) -> None:
+    def test_switchingProtocolsTunnels(self) -> None:
         """
         After a 101 the bytes the origin sent behind its head reach the
         client, and bytes both ways afterwards pass unparsed.

@@ -1,54 +1,57 @@
-# -*- test-case-name: tests.test_splice -*-
+# -*- test-case-name: tests.test_relay -*-
 """
-Zero-copy relay for tunnels: Linux C{splice(2)} moves the bytes of a
-CONNECT tunnel from one socket into a pipe and from the pipe into the other
-socket without them ever reaching Python.
-
-Why: a Python relay costs, per chunk, a C{recv} that copies into a new
-C{bytes}, a C{dataReceived} call, a C{send} that copies it back into the
-kernel and the reactor turns around them.  With splice the kernel passes
-page references socket -> pipe -> socket; Python only sees one readiness
-event and a few system calls per pipe-full (up to L{PIPE_SIZE} bytes).
+The tunnel relay: once a CONNECT tunnel (or a 101 protocol switch) joins
+two plain TCP connections, this relay moves their bytes both ways with
+large reads into one shared buffer and sends straight from it, without a
+C{bytes} object, a C{dataReceived} call or Twisted's write buffer per
+chunk.
 
 Theory of operation
 ===================
 
-L{SpliceRelay.start} switches both transports' C{__class__} to a small
+L{TunnelRelay.start} switches both transports' C{__class__} to a small
 subclass (the way L{proxyapp.fastio} does) whose C{doRead} and C{doWrite}
 call the relay instead of C{recv}/C{dataReceived} and Twisted's write
 buffer.  The protocols stay attached and see nothing more until their
 C{connectionLost}.
 
-Each direction (A->B, B->A) owns one non-blocking pipe and is in one of
-these states:
+Each direction (A->B, B->A) is in one of these states:
 
-  - I{reading}: the pipe is empty and the source is registered for
-    reading.  On a readable event the relay splices source -> pipe and at
-    once pipe -> destination, repeating while reads come back large, up
-    to L{EVENT_BUDGET} bytes per event so one busy tunnel cannot starve
-    the others (epoll is level-triggered: the rest comes on the next turn);
-  - I{blocked}: the destination returned C{EAGAIN} with bytes still in
-    the pipe.  The source is unregistered for reading and the destination
-    registered for writing; its writable event flushes the pipe and, once
-    empty, switches back to reading.  So at most one pipe of bytes per
-    direction is ever in flight in this process, and a slow reader pushes
-    back on the sender through the TCP windows, as with producers;
-  - I{ended}: the source returned end of file (splice returned 0).  After
-    the pipe is drained, the destination's write side is shut down
-    (C{SHUT_WR}, the half-close passes through) and the other direction
-    keeps running.
+  - I{reading}: nothing is held and the source is registered for
+    reading.  On a readable event the relay reads up to L{READ_SIZE}
+    bytes from the source into the process's one read buffer and at once
+    sends them to the destination, repeating while reads come back large,
+    up to L{EVENT_BUDGET} bytes per event so one busy tunnel cannot starve
+    the others (epoll is level-triggered: the rest comes on the next
+    turn);
+  - I{blocked}: the destination returned C{EAGAIN} with bytes still
+    unsent.  Those bytes are copied out of the shared buffer and held by
+    the direction; the source is unregistered for reading and the
+    destination registered for writing; its writable event sends what is
+    held and, once nothing is, switches back to reading.  So at most one
+    read's worth of bytes per direction is ever held in this process, and
+    a slow reader pushes back on the sender through the TCP windows, as
+    with producers;
+  - I{ended}: the source returned end of file.  After what is held is
+    sent, the destination's write side is shut down (C{SHUT_WR}, the
+    half-close passes through) and the other direction keeps running.
 
-A direction that reads fast (L{BULK_BURST} bytes at over about 131 MB/s)
-enters I{bulk mode}: its source gets a receive low-water mark
-(C{SO_RCVLOWAT}) of L{BULK_LOWAT}, or a quarter of its receive buffer
+A tunnel at rest holds no buffer of its own: the read buffer is shared by
+every relay in the process (they all run in the reactor thread, and a
+read's bytes are sent, or copied out, before the next read).
+
+A direction that reads fast (L{BULK_BURST} bytes within L{BULK_WINDOW},
+about 131 MB/s) enters I{bulk mode}: its source gets a receive low-water
+mark (C{SO_RCVLOWAT}) of L{BULK_LOWAT}, or a quarter of its receive buffer
 while that is smaller (a new connection's buffer starts at 128 KiB and
 Linux grows it as the stream runs; the checks below raise the mark with
 it), so that epoll reports it once that much is waiting (or at end of
 file, or on an error) rather than at every arriving segment or TLS
 record.  Each wake-up of the relay's CPU by the sender's, and of the
 receiver's by the relay's, is an inter-processor interrupt, which a
-virtual machine makes costly; waiting for more saves most of them.  A
-check every L{BULK_CHECK} seconds keeps the mode while reads come, and
+virtual machine makes costly; waiting for more saves most of them, and
+each send then hands the receiver half a megabyte at once.  A check
+every L{BULK_CHECK} seconds keeps the mode while reads come, and
 otherwise (the burst ended, the stream slowed down, or a pause holds the
 source back) lowers the mark again and reads what waits below it, so the
 last bytes of a burst wait at most about twice L{BULK_CHECK}.  While the
@@ -68,8 +71,8 @@ protocol's C{connectionLost}.
 Calls from outside while the relay runs:
 
   - C{loseConnection} (and C{stopProducing}) on either transport stops
-    reading both sources, drains both pipes, then closes both
-    connections: the tunnel is cut, but bytes already taken from one
+    reading both sources, sends what both directions hold, then closes
+    both connections: the tunnel is cut, but bytes already taken from one
     socket are not dropped, just as Twisted flushes its write buffer;
   - C{abortConnection} on either transport closes both at once;
   - C{connectionLost} delivered by the reactor (reactor shutdown, an error
@@ -81,83 +84,71 @@ Calls from outside while the relay runs:
     C{RuntimeError}: the bytes would be interleaved with the relayed ones
     at an arbitrary point.
 
-TCP urgent data (C{MSG_OOB}): the kernel's splice stops at the urgent
-mark and never moves past it, so when a readable source splices nothing
-and is at the mark, the relay reads past it with C{recv} into the pipe,
-which drops the urgent byte as Twisted's reads (and so the Python relay)
-do.
+TCP urgent data (C{MSG_OOB}) is dropped, as Twisted's reads (and so the
+Python relay) drop it: a read stops short of the urgent byte and the next
+one skips it.
 
 Limits, the same as a Twisted transport whose reading is paused: a peer
 that resets while the relay is neither reading from nor writing to its
 socket (its own direction blocked or ended, the other idle) is noticed
 only when the other direction next moves bytes; and a drain after
 C{loseConnection} waits as long as the destination does not read (abort
-to cut it short).  Pipes count against C{pipe-user-pages-soft}: past it,
-new pipes stay small (more system calls per byte, nothing else).
+to cut it short).
 
-What it saves is the two copies per byte and most of the Python per
-chunk; the kernel's TCP work (including, on loopback, the receiving
-side's) stays and dominates once the copies are gone.
+Why copy, and not C{splice(2)}
+==============================
 
-Where the saving goes on loopback (measured with C{bench/run.py
---scenarios connect}: proxy on one CPU, nginx and curl sharing the other,
-which is the bottleneck): the relay uses about 0.6 of Squid's CPU per GB
-but reaches only about 0.9 of its MB/s (Squid was faster in 56 of 66
-paired rounds).  Without a copy, the client receives the origin's own
-pages, and the kernel frees the segments the relay sent on the CPU that
-allocated them (deferred skb freeing), so nginx's pages come free on the
-proxy's CPU: nginx then takes about 93 % of its page allocations from
-the shared zone instead of its CPU's free lists (0 % behind a copying
-relay, 5 % direct), and nginx and curl spend 13-17 % more CPU per byte.
-A copying relay (C{recv_into}/C{send}, as Squid does) gets that back,
-9-17 % more MB/s, for 1.3 times this relay's CPU per GB; counting all
-three processes, CPU per GB is the same either way.  Through a network
-card the chain of pages is broken and the question does not arise.
+Earlier versions joined the sockets with C{splice(2)}
+through a 1 MiB pipe per direction, so the bytes never left the kernel.
+That halves the relay's own CPU per byte, but on loopback it slows the
+processes at both ends: the receiver gets the sender's own pages, the
+kernel frees them on the CPU that sent them last (deferred skb freeing),
+the relay's, and the sender then takes its page allocations from the
+shared zone instead of its CPU's free lists; nginx and curl spent 13-17 %
+more CPU per byte, and with them on one CPU that CPU is the bottleneck.
+A read and a send copy each byte twice but hand each process pages of
+its own CPU.
 
-Measured and not worth it: 64 KiB pipes (10-20 % more CPU, same MB/s)
-or 256 KiB (same); one splice per readiness event instead of reading on
-(same); Nagle on instead of C{TCP_NODELAY} (same); a fixed
-C{SO_RCVBUF} (20-45 % more CPU); C{TCP_NOTSENT_LOWAT} (moves curl's
-share of the sending here: 10-55 % more CPU, MB/s no better); a
+Measured with C{bench/run.py}'s CONNECT setup (a 100 MiB download from
+nginx over TLS through the proxy; proxy on CPU 0, nginx and curl on CPU
+1) on a 2-CPU AMD EPYC VM, in paired downloads through one proxy whose
+relay switched between them (12 rounds per comparison; MB/s as a share
+of the direct downloads in the same rounds, proxy CPU seconds per GB; in
+these trials the bulk-mode threshold scaled with the mark):
+
+  - C{splice(2)}, 128 KiB mark (the relay before): 0.76-0.79x direct,
+    0.31-0.34 s/GB;
+  - C{splice(2)}, 512 KiB mark: 0.78x, 0.24 s/GB;
+  - copy, 256 KiB reads, 128 KiB mark: 0.89x, 0.59 s/GB;
+  - copy, 1 MiB reads, 256 KiB mark: 0.88x, 0.48 s/GB;
+  - copy, 1 MiB reads, 512 KiB mark: 0.92x, 0.39-0.43 s/GB;
+  - copy, 2 MiB reads, 512 KiB mark: 0.89x, 0.46 s/GB;
+  - Squid 5.7 (a copying relay in C): 0.80-0.83x, 0.82 s/GB.
+
+This relay as committed (1 MiB reads, 512 KiB mark, threshold 131 MB/s),
+15 rounds: 0.93x direct at 0.42 s/GB, Squid 0.86x at 0.87 s/GB.
+
+With a copy, waiting for more per wake-up pays twice: fewer reads and
+sends here, and fewer, larger deliveries to the receiver, each of which
+wakes it.  Through a network card the chain of pages is broken anyway.
+
+Measured before, and not worth it with C{splice(2)}: 64 KiB pipes or
+256 KiB ones; one splice per readiness event instead of reading on; Nagle
+on instead of C{TCP_NODELAY}; a fixed C{SO_RCVBUF} (20-45 % more CPU);
+C{TCP_NOTSENT_LOWAT} (moves curl's share of the sending here); a
 low-water mark fixed on both sockets (TLS handshakes stall, their small
-messages never reaching it).
-
-Bulk mode, measured on the same setup in 20 pairs of downloads through
-one proxy with the mode off and on in turn (C{bench/run.py} starts a
-proxy per run, so the pairs were driven by hand, each followed by a
-direct download): 0.80 of the direct MB/s instead of 0.75 (faster in 16
-pairs of 20), 0.55 s of proxy CPU per GB instead of 0.81 (less in 15):
-without it, a relay that keeps up with the sender wakes for every 30 KiB
-or so.  In back-to-back downloads, as C{bench/run.py --scenarios connect}
-makes them, the relay already reads larger pieces and the mode changes
-neither figure beyond the noise.
-
-A syscall trace of one 100 MiB download then showed most wake-ups
-outside the mode: 16 KiB (one TLS record) per wake-up while a new
-connection's receive buffer was still under four marks, which the mode
-waited for, and while climbing back to the threshold after leaving it
-whenever curl stopped reading for a millisecond.  With the mark scaled to
-the buffer, a threshold of 256 KiB instead of 1 MiB, and no leaving while
-blocked, the proxy returns from epoll about 230 times per download
-instead of about 530, and 20 pairs as above gave 0.413 s of proxy CPU per
-GB instead of 0.438 (less in 18 pairs of 20) and 0.83 of the direct MB/s
-instead of 0.81 (faster in 11).  C{bench/run.py --scenarios connect}
-again showed no difference beyond its noise (three alternating runs).
-
-C{SPLICE_F_MORE} corks the destination: the last partial segment of
-every burst waits for a timer (0.13 of the MB/s, 400 ms per round trip
-of an interactive protocol), so it is never passed.
+messages never reaching it).  C{SPLICE_F_MORE} corked the destination
+(400 ms per round trip of an interactive protocol).
 
 Like L{proxyapp.fastio}, this module checks the Twisted internals it uses
 (L{supported}) and refuses to start otherwise, so a Twisted upgrade costs
-speed, not correctness; C{tests/test_splice.py} fails loudly in that case.
+speed, not correctness; C{tests/test_relay.py} fails loudly in that case.
 Checked with Twisted 26.10.
 """
 
 from __future__ import annotations
 
 import errno
-import os
 import socket
 import sys
 from typing import Any, Optional
@@ -167,27 +158,18 @@ from twisted.python.failure import Failure
 
 from proxyapp import fastio
 
-PIPE_SIZE = 1 << 20
+READ_SIZE = 1 << 20
 """
-Capacity asked for each pipe (C{F_SETPIPE_SZ}); Linux' default for
-unprivileged processes allows up to 1 MiB (C{/proc/sys/fs/pipe-max-size}).
-If refused (for example once the user's pipes exceed
-C{/proc/sys/fs/pipe-user-pages-soft}) the pipe keeps its own size, which
-costs more system calls per byte but nothing else.
+Bytes asked of each read, and the size of the one read buffer all relays
+share.
 """
 
-MIN_PIPE_SIZE = 64 * 1024
-"""
-Smallest pipe worth relaying through (Linux' default pipe size); with
-smaller ones L{SpliceRelay.start} declines.
-"""
-
-EVENT_BUDGET = 4 * PIPE_SIZE
+EVENT_BUDGET = 4 * READ_SIZE
 """
 Bytes one direction moves per readiness event at most, for fairness.
 """
 
-BULK_LOWAT = 128 * 1024
+BULK_LOWAT = 512 * 1024
 """
 Receive low-water mark (C{SO_RCVLOWAT}) of a source in bulk mode.
 """
@@ -201,15 +183,17 @@ mode and reads what waits below the mark.
 
 BULK_BURST = 256 * 1024
 """
-Bytes a direction must read within C{BULK_BURST / BULK_LOWAT *
-BULK_CHECK} seconds (2 ms: the rate at which L{BULK_LOWAT} arrives within
-L{BULK_CHECK}, about 131 MB/s) to enter bulk mode.  Small enough that a
-stream gets there in a few dozen TLS records, and again soon after a
-pause; large enough that a handshake or a page's small objects do not.
+Bytes a direction must read within L{BULK_WINDOW} to enter bulk mode.
+Small enough that a stream gets there in a few dozen TLS records, and
+again soon after a pause; large enough that a handshake or a page's small
+objects do not.
 """
 
-_F_SETPIPE_SZ = 1031
-_F_GETPIPE_SZ = 1032
+BULK_WINDOW = 0.002
+"""
+Seconds within which L{BULK_BURST} bytes must arrive to enter bulk mode
+(about 131 MB/s).
+"""
 
 _WOULD_BLOCK = frozenset([errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR])
 _WOULD_BLOCK_WRITE = _WOULD_BLOCK | {errno.ENOBUFS}
@@ -220,7 +204,7 @@ _RUNNING = 1
 _DRAINING = 2
 _FINISHED = 3
 
-# Methods of tcp.Connection the spliced subclasses override or call, and
+# Methods of tcp.Connection the relayed subclasses override or call, and
 # attributes start() reads to decide whether it may take a transport over.
 _CONNECTION_METHODS = (
     "doRead",
@@ -254,59 +238,41 @@ _CONNECTION_ATTRIBUTES = (
 _TRANSPORT_ATTRIBUTES = ("socket", "reactor", "_tempDataLen")
 
 # What the relay sets on a transport it takes over (removed again at the end).
-_RELAY_ATTRIBUTES = ("_spliceRelay", "_spliceOut", "_spliceIn")
+_RELAY_ATTRIBUTES = ("_tunnelRelay", "_tunnelOut", "_tunnelIn")
 
 # Per-instance overrides that mean someone else already hooked the
 # transport (abortConnection() sets doRead and doWrite on the instance).
 _INSTANCE_OVERRIDES = ("doRead", "doWrite", "connectionLost", "loseConnection")
 
-_availability: Optional[bool] = None
-
 
 def available() -> bool:
     """
-    @return: whether this system can splice sockets through pipes: Linux,
-        C{os.splice} (Python 3.10 or later) and C{fcntl} on pipes.
+    @return: whether this system has what the relay relies on: Linux, whose
+        epoll honours a socket's receive low-water mark (C{SO_RCVLOWAT}).
     """
-    global _availability
-    if _availability is not None:
-        return _availability
-    if not sys.platform.startswith("linux"):
-        _availability = False
-        return False
-    if not all(
-        hasattr(os, name)
-        for name in ("splice", "pipe2", "SPLICE_F_MOVE", "SPLICE_F_NONBLOCK")
-    ):
-        _availability = False
-        return False
-    try:
-        import fcntl
-    except ImportError:
-        _availability = False
-        return False
-    try:
-        readFd, writeFd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        # Out of descriptors right now says nothing about the system: do
-        # not remember it.
-        return False
-    try:
-        fcntl.fcntl(writeFd, _F_GETPIPE_SZ)
-    except OSError:
-        _availability = False
-    else:
-        _availability = True
-    finally:
-        os.close(readFd)
-        os.close(writeFd)
-    return _availability
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_RCVLOWAT")
+
+
+_buffer: Optional[memoryview] = None
+
+
+def _readBuffer() -> memoryview:
+    """
+    @return: the read buffer every relay in this process shares.
+    """
+    global _buffer
+    if _buffer is None:
+        _buffer = memoryview(bytearray(READ_SIZE))
+    return _buffer
+
+
+_EMPTY = memoryview(b"")
 
 
 def supported() -> bool:
     """
     @return: whether this Twisted's TCP connection class still has the
-        methods and attributes the spliced subclasses override, call or
+        methods and attributes the relayed subclasses override, call or
         read.
     """
     return all(
@@ -317,10 +283,12 @@ def supported() -> bool:
 class _Direction:
     """
     One direction of a relay: its source and destination transports and
-    the pipe between them.
+    the bytes taken from the source that the destination has not accepted
+    yet.
 
-    @ivar pending: bytes in the pipe, taken from the source and not yet
-        accepted by the destination.
+    @ivar held: bytes read from the source and not yet accepted by the
+        destination.  Outside L{TunnelRelay._pump} they are never a view of
+        the shared read buffer.
     @ivar delivered: bytes accepted by the destination so far.
     @ivar blocked: the destination refused bytes: the source is not read
         and the destination is registered for writing.
@@ -339,12 +307,9 @@ class _Direction:
     __slots__ = (
         "source",
         "destination",
-        "sourceFd",
-        "destinationFd",
-        "pipeRead",
-        "pipeWrite",
-        "pipeSize",
-        "pending",
+        "recvInto",
+        "send",
+        "held",
         "delivered",
         "blocked",
         "paused",
@@ -358,22 +323,12 @@ class _Direction:
         "check",
     )
 
-    def __init__(
-        self,
-        source: Any,
-        destination: Any,
-        pipeRead: int,
-        pipeWrite: int,
-        pipeSize: int,
-    ) -> None:
+    def __init__(self, source: Any, destination: Any) -> None:
         self.source = source
         self.destination = destination
-        self.sourceFd: int = source.socket.fileno()
-        self.destinationFd: int = destination.socket.fileno()
-        self.pipeRead = pipeRead
-        self.pipeWrite = pipeWrite
-        self.pipeSize = pipeSize
-        self.pending = 0
+        self.recvInto = source.socket.recv_into
+        self.send = destination.socket.send
+        self.held = _EMPTY
         self.delivered = 0
         self.blocked = False
         self.paused = False
@@ -387,30 +342,10 @@ class _Direction:
         self.check: Any = None
 
 
-def _openPipe() -> tuple[int, int, int]:
-    """
-    @return: a non-blocking pipe's read and write ends and its capacity,
-        enlarged to L{PIPE_SIZE} if the system allows.
-    @raise OSError: if no pipe could be made.
-    """
-    import fcntl
-
-    readFd, writeFd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        fcntl.fcntl(writeFd, _F_SETPIPE_SZ, PIPE_SIZE)
-    except OSError:
-        pass
-    try:
-        size = fcntl.fcntl(writeFd, _F_GETPIPE_SZ)
-    except OSError:
-        size = 65536
-    return readFd, writeFd, size
-
-
-class SpliceRelay:
+class TunnelRelay:
     """
     Relay bytes both ways between two connected plain-TCP Twisted
-    transports with C{splice(2)}, without the bytes entering Python.
+    transports, with large reads into a shared buffer and sends from it.
 
     Precondition for L{start}: neither side has half-closed yet (no
     C{readConnectionLost} delivered, no C{loseWriteConnection} asked) and
@@ -436,7 +371,7 @@ class SpliceRelay:
         self._aToB: Optional[_Direction] = None
         self._bToA: Optional[_Direction] = None
         self._directions: tuple[_Direction, ...] = ()
-        self._pipes: tuple[int, ...] = ()
+        self._buffer = _EMPTY
 
     @property
     def bytesAtoB(self) -> int:
@@ -465,7 +400,7 @@ class SpliceRelay:
         C{dataReceived}, only C{connectionLost} once the tunnel ends.
 
         @return: C{True} if the relay runs; C{False}, with nothing changed,
-            if it cannot (see L{SpliceRelay} for the conditions), in which
+            if it cannot (see L{TunnelRelay} for the conditions), in which
             case the caller keeps relaying in Python.
         """
         if self._state != _NEW or not available() or not supported():
@@ -473,35 +408,18 @@ class SpliceRelay:
         a, b = self._a, self._b
         if a is b or not _canTakeOver(a) or not _canTakeOver(b):
             return False
-        pipes: list[int] = []
-        try:
-            aRead, aWrite, aSize = _openPipe()
-            pipes += (aRead, aWrite)
-            bRead, bWrite, bSize = _openPipe()
-            pipes += (bRead, bWrite)
-        except OSError:
-            for fd in pipes:
-                os.close(fd)
-            return False
-        if min(aSize, bSize) < MIN_PIPE_SIZE:
-            # Past the user's pipe quota (pipe-user-pages-soft) the kernel
-            # hands out two-page pipes: more system calls per byte than the
-            # Python relay's large reads.
-            for fd in pipes:
-                os.close(fd)
-            return False
-        self._pipes = tuple(pipes)
-        self._aToB = aToB = _Direction(a, b, aRead, aWrite, aSize)
-        self._bToA = bToA = _Direction(b, a, bRead, bWrite, bSize)
+        self._buffer = _readBuffer()
+        self._aToB = aToB = _Direction(a, b)
+        self._bToA = bToA = _Direction(b, a)
         self._directions = (aToB, bToA)
         self._reactor = reactor = a.reactor
         aToB.burstStart = bToA.burstStart = reactor.seconds()
         self._state = _RUNNING
         for transport, out, into in ((a, aToB, bToA), (b, bToA, aToB)):
-            transport.__class__ = _SPLICED[type(transport)]
-            transport._spliceRelay = self
-            transport._spliceOut = out
-            transport._spliceIn = into
+            transport.__class__ = _RELAYED[type(transport)]
+            transport._tunnelRelay = self
+            transport._tunnelOut = out
+            transport._tunnelIn = into
             # Nothing is buffered (checked above), so nothing to write;
             # bytes already in the socket are reported by the next poll.
             transport.stopWriting()
@@ -512,66 +430,51 @@ class SpliceRelay:
 
     def _pump(self, direction: _Direction) -> None:
         """
-        Move what can be moved now in one direction: flush the pipe, then
-        read from the source and flush again, until the source has nothing
+        Move what can be moved now in one direction: send what is held,
+        then read from the source and send, until the source has nothing
         more, the destination is full, or the event's budget is spent.
         """
         if self._state == _FINISHED:
             return
-        splice = os.splice
-        flags = _FLAGS
+        buffer = self._buffer
+        recvInto = direction.recvInto
         budget = EVENT_BUDGET
         while True:
-            if direction.pending and not self._flush(direction):
+            if direction.held and not self._flush(direction):
                 return
             if direction.ended:
                 self._endDirection(direction)
                 return
             if direction.paused or budget <= 0:
                 return
-            size = direction.pipeSize
             try:
-                moved = splice(
-                    direction.sourceFd, direction.pipeWrite, size, None, None, flags
-                )
+                moved = recvInto(buffer, READ_SIZE)
             except OSError as e:
                 if e.errno not in _WOULD_BLOCK:
                     self._finish(abort=True)
-                    return
-                if budget != EVENT_BUDGET:
-                    return
-                moved = -1
-            if moved <= 0:
-                # Nothing spliced: drained for now (EAGAIN), end of file
-                # (0), or TCP urgent data.  The kernel's splice stops at the
-                # urgent mark and never moves past it, answering EAGAIN there
-                # (while epoll reports the socket for ever) or, once the
-                # peer's end of file is in, 0.  recv() skips the urgent
-                # byte, as the Python relay's reads do.
-                if not _atUrgentMark(direction.sourceFd):
-                    if moved < 0:
-                        return
-                    direction.ended = True
-                    direction.source.stopReading()
-                    continue
-                moved = self._readPastMark(direction)
-                if moved <= 0:
-                    if moved == 0 and direction.ended:
-                        continue
-                    return
-            direction.pending = moved
+                return
+            if not moved:
+                direction.ended = True
+                direction.source.stopReading()
+                continue
+            direction.held = buffer[:moved]
+            if not self._flush(direction):
+                # Blocked (or the relay failed): what is left must outlive
+                # the shared buffer's next read.
+                if direction.held:
+                    direction.held = memoryview(bytes(direction.held))
+                return
             if direction.bulk:
                 direction.quiet = False
             else:
                 direction.burst += moved
                 if direction.burst >= BULK_BURST:
                     self._burstRead(direction)
-            if moved < size >> 2:
-                # A small read means the socket is drained for now: after
-                # flushing, wait for the next readable event rather than
-                # spend a system call on EAGAIN.  A large one means a bulk
-                # stream still arriving: reading on saves a trip through
-                # the reactor (fewer wake-ups per GB).
+            if moved < READ_SIZE >> 2:
+                # A small read means the socket is drained for now: wait
+                # for the next readable event rather than spend a system
+                # call on EAGAIN.  A large one means a bulk stream still
+                # arriving: reading on saves a trip through the reactor.
                 budget = 0
             else:
                 budget -= moved
@@ -584,7 +487,7 @@ class SpliceRelay:
         was fast enough, switch its source to bulk mode.
         """
         now = self._reactor.seconds()
-        fast = now - direction.burstStart <= BULK_BURST / BULK_LOWAT * BULK_CHECK
+        fast = now - direction.burstStart <= BULK_WINDOW
         direction.burst = 0
         direction.burstStart = now
         if not fast:
@@ -656,70 +559,33 @@ class SpliceRelay:
         direction.mark = mark
         return True
 
-    def _readPastMark(self, direction: _Direction) -> int:
-        """
-        Read what follows the urgent byte the source is stopped at (the
-        byte itself is dropped) into the direction's empty pipe.
-
-        @return: the bytes now in the pipe; 0 if there are none (yet, or
-            ever: then the direction has ended); -1 if the relay failed and
-            finished.
-        """
-        try:
-            data = direction.source.socket.recv(direction.pipeSize)
-        except OSError as e:
-            if e.errno in _WOULD_BLOCK:
-                return 0
-            self._finish(abort=True)
-            return -1
-        if not data:
-            direction.ended = True
-            direction.source.stopReading()
-            return 0
-        try:
-            written = os.write(direction.pipeWrite, data)
-        except OSError:
-            written = 0
-        if written != len(data):
-            # The pipe is empty and as large as the read: cannot happen.
-            self._finish(abort=True)
-            return -1
-        return written
-
     def _flush(self, direction: _Direction) -> bool:
         """
-        Move the pipe's bytes into the destination.
+        Send what the direction holds to the destination.
 
-        @return: whether the pipe is empty; if not, the direction is now
-            blocked on the destination (or the relay failed and finished).
+        @return: whether nothing is held any more; if something is, the
+            direction is now blocked on the destination (or the relay
+            failed and finished).
         """
-        splice = os.splice
-        flags = _FLAGS
-        while direction.pending:
+        held = direction.held
+        send = direction.send
+        while held:
             try:
-                moved = splice(
-                    direction.pipeRead,
-                    direction.destinationFd,
-                    direction.pending,
-                    None,
-                    None,
-                    flags,
-                )
+                sent = send(held)
             except OSError as e:
                 if e.errno in _WOULD_BLOCK_WRITE:
+                    direction.held = held
                     if not direction.blocked:
                         direction.blocked = True
                         direction.source.stopReading()
                         direction.destination.startWriting()
                     return False
+                direction.held = _EMPTY
                 self._finish(abort=True)
                 return False
-            if moved <= 0:
-                # Cannot happen with bytes in the pipe; do not spin.
-                self._finish(abort=True)
-                return False
-            direction.pending -= moved
-            direction.delivered += moved
+            direction.delivered += sent
+            held = held[sent:]
+        direction.held = _EMPTY
         if direction.blocked:
             direction.blocked = False
             direction.destination.stopWriting()
@@ -733,9 +599,9 @@ class SpliceRelay:
 
     def _endDirection(self, direction: _Direction) -> None:
         """
-        The source of C{direction} ended and its pipe is drained: pass the
-        half-close on and, once both directions are done, close both
-        connections.
+        The source of C{direction} ended and everything it sent is
+        delivered: pass the half-close on and, once both directions are
+        done, close both connections.
         """
         if direction.done:
             return
@@ -776,7 +642,7 @@ class SpliceRelay:
     def _drain(self) -> None:
         """
         Close the tunnel from outside (C{loseConnection} on either
-        transport): read nothing more, deliver what the pipes hold, then
+        transport): read nothing more, deliver what is held, then
         close both connections.
         """
         if self._state != _RUNNING:
@@ -802,7 +668,7 @@ class SpliceRelay:
     def _finish(self, abort: bool, lost: Any = None) -> None:
         """
         End the relay: hand both transports back to Twisted's own classes,
-        close the pipes, and close both connections through Twisted so
+        and close both connections through Twisted so
         that every protocol's C{connectionLost} runs.
 
         @param abort: close with C{abortConnection} (an error) rather than
@@ -819,12 +685,12 @@ class SpliceRelay:
                 direction.check = None
         transports = (self._a, self._b)
         for transport in transports:
-            spliced = type(transport)
-            if spliced in _BASES:
-                transport.__class__ = _BASES[spliced]
+            relayed = type(transport)
+            if relayed in _BASES:
+                transport.__class__ = _BASES[relayed]
             for name in _RELAY_ATTRIBUTES:
                 transport.__dict__.pop(name, None)
-        self._closePipes()
+        self._buffer = _EMPTY
         for transport in transports:
             if transport is lost:
                 continue
@@ -832,21 +698,6 @@ class SpliceRelay:
                 transport.abortConnection()
             else:
                 transport.loseConnection()
-
-    def _closePipes(self) -> None:
-        pipes, self._pipes = self._pipes, ()
-        for fd in pipes:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
-# Never SPLICE_F_MORE: see the module docstring.
-_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
-
-# ioctl(2) request: is the socket's read position at the urgent mark?
-_SIOCATMARK = 0x8905
 
 
 def _markFor(source: socket.socket) -> int:
@@ -866,26 +717,13 @@ def _markFor(source: socket.socket) -> int:
     return min(BULK_LOWAT, space // 4)
 
 
-def _atUrgentMark(fd: int) -> bool:
-    """
-    @return: whether the next byte to read from socket C{fd} is TCP urgent
-        data.
-    """
-    import fcntl
-
-    try:
-        return fcntl.ioctl(fd, _SIOCATMARK, b"\0\0\0\0") != b"\0\0\0\0"
-    except OSError:
-        return False
-
-
 def _canTakeOver(transport: Any) -> bool:
     """
     @return: whether C{transport} is a connected plain TCP transport of a
         class the relay knows, with nothing buffered, no producer, both
         directions open and nobody else hooked into it.
     """
-    if type(transport) not in _SPLICED:
+    if type(transport) not in _RELAYED:
         return False
     if not all(hasattr(transport, name) for name in _TRANSPORT_ATTRIBUTES):
         return False
@@ -925,73 +763,73 @@ def _canTakeOver(transport: Any) -> bool:
     return bool(peeked)
 
 
-class _SplicedTransport:
+class _RelayedTransport:
     """
-    Overrides for a transport taken over by a L{SpliceRelay}; mixed in
+    Overrides for a transport taken over by a L{TunnelRelay}; mixed in
     before Twisted's (or L{proxyapp.fastio}'s) TCP transport class.
     """
 
-    _spliceBase: Any
-    _spliceRelay: SpliceRelay
-    _spliceOut: _Direction
-    _spliceIn: _Direction
+    _tunnelBase: Any
+    _tunnelRelay: TunnelRelay
+    _tunnelOut: _Direction
+    _tunnelIn: _Direction
 
     def doRead(self) -> None:
-        self._spliceRelay._pump(self._spliceOut)
+        self._tunnelRelay._pump(self._tunnelOut)
 
     def doWrite(self) -> None:
-        self._spliceRelay._pump(self._spliceIn)
+        self._tunnelRelay._pump(self._tunnelIn)
 
     def readConnectionLost(self, reason: Failure) -> None:
-        self._spliceRelay._sourceEnded(self._spliceOut)
+        self._tunnelRelay._sourceEnded(self._tunnelOut)
 
     def connectionLost(self, reason: Failure) -> None:
-        base = self._spliceBase
-        relay = self.__dict__.get("_spliceRelay")
+        base = self._tunnelBase
+        relay = self.__dict__.get("_tunnelRelay")
         if relay is not None:
             relay._transportLost(self)
         base.connectionLost(self, reason)
 
     def loseConnection(self) -> None:
-        self._spliceRelay._drain()
+        self._tunnelRelay._drain()
 
     def abortConnection(self) -> None:
-        self._spliceRelay._finish(abort=True)
+        self._tunnelRelay._finish(abort=True)
 
     def pauseProducing(self) -> None:
-        self._spliceRelay._pause(self._spliceOut)
+        self._tunnelRelay._pause(self._tunnelOut)
 
     def resumeProducing(self) -> None:
-        self._spliceRelay._resume(self._spliceOut)
+        self._tunnelRelay._resume(self._tunnelOut)
 
     def write(self, data: bytes) -> None:
-        raise RuntimeError("cannot write to a transport a SpliceRelay runs")
+        raise RuntimeError("cannot write to a transport a TunnelRelay runs")
 
     def writeSequence(self, iovec: Any) -> None:
-        raise RuntimeError("cannot write to a transport a SpliceRelay runs")
+        raise RuntimeError("cannot write to a transport a TunnelRelay runs")
 
     def loseWriteConnection(self) -> None:
-        raise RuntimeError("cannot half-close a transport a SpliceRelay runs")
+        raise RuntimeError("cannot half-close a transport a TunnelRelay runs")
 
 
-class _SplicedServer(_SplicedTransport, tcp.Server):
-    _spliceBase = tcp.Server
+class _RelayedServer(_RelayedTransport, tcp.Server):
+    _tunnelBase = tcp.Server
 
 
-class _SplicedClient(_SplicedTransport, tcp.Client):
-    _spliceBase = tcp.Client
+class _RelayedClient(_RelayedTransport, tcp.Client):
+    _tunnelBase = tcp.Client
 
 
-class _SplicedFastServer(_SplicedTransport, fastio.FastServer):
-    _spliceBase = fastio.FastServer
+class _RelayedFastServer(_RelayedTransport, fastio.FastServer):
+    _tunnelBase = fastio.FastServer
 
 
-class _SplicedFastClient(_SplicedTransport, fastio.FastClient):
-    _spliceBase = fastio.FastClient
+class _RelayedFastClient(_RelayedTransport, fastio.FastClient):
+    _tunnelBase = fastio.FastClient
 
 
-_SPLICED: dict[type, type] = {
-    cls._spliceBase: cls
-    for cls in (_SplicedServer, _SplicedClient, _SplicedFastServer, _SplicedFastClient)
+_RELAYED: dict[type, type] = {
+    cls._tunnelBase: cls
+    for cls in (_RelayedServer, _RelayedClient, _RelayedFastServer, _RelayedFastClient)
 }
-_BASES: dict[type, type] = {spliced: base for base, spliced in _SPLICED.items()}
+_BASES: dict[type, type] = {relayed: base for base, relayed in _RELAYED.items()}
