@@ -4,9 +4,10 @@ webproxy against two bare relays that parse nothing, in one run, each
 download followed by a direct one:
 
   - C{copy}: a blocking C{recv}/C{sendall} loop with 1 MiB reads, what a
-    relay written in C does per byte (two copies in the kernel);
+    relay written in C does per byte (two copies in the kernel), and what
+    webproxy's tunnel relay does;
   - C{splice}: the same with C{splice(2)} through a 1 MiB pipe (no copy),
-    as webproxy relays tunnels.
+    as webproxy relayed tunnels before (see C{proxyapp/relay.py}).
 
     python bench/barerelay.py [--rounds 5] [--big-mib 100]
 

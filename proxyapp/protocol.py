@@ -2056,8 +2056,8 @@ class ProxyProtocol(Protocol):
             self.bytesOut += len(toClient)
         if not self.readClosed:
             # On Linux, two plain TCP connections with nothing buffered are
-            # joined by the tunnel relay: the bytes never become Python
-            # objects.  The relay wants no producers registered.
+            # joined by the tunnel relay: no Python object or call per
+            # chunk.  The relay wants no producers registered.
             self._unregisterProducers(upstream)
             relay = TunnelRelay(self.transport, upstream.transport)
             if relay.start():

@@ -29,9 +29,10 @@ Each direction (A->B, B->A) is in one of these states:
     the direction; the source is unregistered for reading and the
     destination registered for writing; its writable event sends what is
     held and, once nothing is, switches back to reading.  So at most one
-    read's worth of bytes per direction is ever held in this process, and
-    a slow reader pushes back on the sender through the TCP windows, as
-    with producers;
+    read's worth of bytes (L{READ_SIZE}) per direction is ever held in this
+    process, in Python's heap (the pipes of the C{splice(2)} relay before
+    held as much in the kernel), and a slow reader pushes back on the
+    sender through the TCP windows, as with producers;
   - I{ended}: the source returned end of file.  After what is held is
     sent, the destination's write side is shut down (C{SHUT_WR}, the
     half-close passes through) and the other direction keeps running.
@@ -45,7 +46,8 @@ about 131 MB/s) enters I{bulk mode}: its source gets a receive low-water
 mark (C{SO_RCVLOWAT}) of L{BULK_LOWAT}, or a quarter of its receive buffer
 while that is smaller (a new connection's buffer starts at 128 KiB and
 Linux grows it as the stream runs; the checks below raise the mark with
-it), so that epoll reports it once that much is waiting (or at end of
+it; under L{BULK_MIN_MARK} the mode waits), so that epoll reports it once
+that much is waiting (or at end of
 file, or on an error) rather than at every arriving segment or TLS
 record.  Each wake-up of the relay's CPU by the sender's, and of the
 receiver's by the relay's, is an inter-processor interrupt, which a
@@ -123,10 +125,12 @@ these trials the bulk-mode threshold scaled with the mark):
   - copy, 1 MiB reads, 256 KiB mark: 0.88x, 0.48 s/GB;
   - copy, 1 MiB reads, 512 KiB mark: 0.92x, 0.39-0.43 s/GB;
   - copy, 2 MiB reads, 512 KiB mark: 0.89x, 0.46 s/GB;
-  - Squid 5.7 (a copying relay in C): 0.80-0.83x, 0.82 s/GB.
+  - Squid 5.7 (a copying relay in C), in the same trials: 0.80-0.83x,
+    0.82 s/GB.
 
 This relay as committed (1 MiB reads, 512 KiB mark, threshold 131 MB/s),
-15 rounds: 0.93x direct at 0.42 s/GB, Squid 0.86x at 0.87 s/GB.
+in a later trial of 15 rounds: 0.93x direct at 0.42 s/GB; Squid in that
+trial 0.86x at 0.87 s/GB.
 
 With a copy, waiting for more per wake-up pays twice: fewer reads and
 sends here, and fewer, larger deliveries to the receiver, each of which
@@ -172,6 +176,15 @@ Bytes one direction moves per readiness event at most, for fairness.
 BULK_LOWAT = 512 * 1024
 """
 Receive low-water mark (C{SO_RCVLOWAT}) of a source in bulk mode.
+"""
+
+BULK_MIN_MARK = 128 * 1024
+"""
+Smallest mark bulk mode starts with: a source whose receive buffer is
+under four times this (a new connection's starts at 128 KiB) reads on
+eagerly until Linux has grown it, which a fast stream makes it do within
+its first few megabytes.  This is the value measured with L{BULK_LOWAT}
+(a quarter of it); the relay before had 32 KiB with a 128 KiB mark.
 """
 
 BULK_CHECK = 0.001
@@ -459,10 +472,6 @@ class TunnelRelay:
                 continue
             direction.held = buffer[:moved]
             if not self._flush(direction):
-                # Blocked (or the relay failed): what is left must outlive
-                # the shared buffer's next read.
-                if direction.held:
-                    direction.held = memoryview(bytes(direction.held))
                 return
             if direction.bulk:
                 direction.quiet = False
@@ -493,7 +502,7 @@ class TunnelRelay:
         if not fast:
             return
         mark = _markFor(direction.source.socket)
-        if mark < BULK_LOWAT // 4 or not self._setMark(direction, mark):
+        if mark < BULK_MIN_MARK or not self._setMark(direction, mark):
             return
         direction.bulk = True
         direction.quiet = False
@@ -533,7 +542,13 @@ class TunnelRelay:
             return
         if not direction.paused:
             # Whatever waits is below the mark, so no event reports it.
-            self._pump(direction)
+            # An exception here would only be logged by the reactor, with
+            # the tunnel left running: end it first.
+            try:
+                self._pump(direction)
+            except BaseException:
+                self._finish(abort=True)
+                raise
 
     def _raiseMark(self, direction: _Direction) -> None:
         """
@@ -574,12 +589,26 @@ class TunnelRelay:
                 sent = send(held)
             except OSError as e:
                 if e.errno in _WOULD_BLOCK_WRITE:
+                    if held.obj is self._buffer.obj:
+                        # What is left must outlive the shared buffer's
+                        # next read: copy it out before anything else runs.
+                        direction.held = _EMPTY
+                        try:
+                            held = memoryview(bytes(held))
+                        except MemoryError:
+                            self._finish(abort=True)
+                            return False
                     direction.held = held
                     if not direction.blocked:
                         direction.blocked = True
                         direction.source.stopReading()
                         direction.destination.startWriting()
                     return False
+                direction.held = _EMPTY
+                self._finish(abort=True)
+                return False
+            if not sent:
+                # Cannot happen on a stream socket; do not spin.
                 direction.held = _EMPTY
                 self._finish(abort=True)
                 return False

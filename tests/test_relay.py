@@ -12,6 +12,7 @@ side) -> origin on 127.0.0.1 and relays A <-> B; every wait is bounded.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import time
@@ -432,6 +433,7 @@ class RelayTests(unittest.TestCase):
         busy = yield _Tunnel(self).open()
         second = TunnelRelay(busy.a.transport, busy.b.transport)
         self.assertTrue(second.start())
+        self.assertIs(second._buffer.obj, first._buffer.obj)
         down = _payload(4 * 2**20)
         busy.origin.transport.write(down)
         busy.origin.transport.loseWriteConnection()
@@ -445,6 +447,86 @@ class RelayTests(unittest.TestCase):
         self.assertTrue(
             bytes(blocked.origin.received) == up, "held bytes were overwritten"
         )
+
+    @defer.inlineCallbacks
+    def test_blockedCopiesOutOfSharedBuffer(self) -> Any:
+        """
+        Whatever path sends from the shared read buffer, a destination that
+        refuses the bytes gets them copied out before the relay returns:
+        the direction then holds bytes of its own, which later reads into
+        the buffer cannot change, and they arrive once it takes them.
+        """
+        tunnel = yield _Tunnel(self).open()
+        relay = TunnelRelay(tunnel.a.transport, tunnel.b.transport)
+        self.assertTrue(relay.start())
+        direction = relay._directions[1]
+        send = direction.send
+
+        def refuse(data: Any) -> int:
+            raise BlockingIOError(errno.EAGAIN, "full")
+
+        direction.send = refuse
+        relay._buffer[:5] = b"hello"
+        direction.held = relay._buffer[:5]
+        self.assertFalse(relay._flush(direction))
+        self.assertTrue(direction.blocked)
+        self.assertIsNot(direction.held.obj, relay._buffer.obj)
+        relay._buffer[:5] = b"XXXXX"
+        self.assertEqual(bytes(direction.held), b"hello")
+        direction.send = send
+        yield _until(lambda: bytes(tunnel.client.received) == b"hello")
+        self.assertFalse(direction.blocked)
+        tunnel.client.transport.loseConnection()
+        yield tunnel.close(relay)
+
+    @defer.inlineCallbacks
+    def _sendFails(self, send: Callable[[Any], int]) -> Any:
+        """
+        Start a relay whose client-to-origin sends go to C{send}, have the
+        client write, and wait for the tunnel to close.
+
+        @return: a L{Deferred} firing with the tunnel and the relay.
+        """
+        tunnel = yield _Tunnel(self).open()
+        relay = TunnelRelay(tunnel.a.transport, tunnel.b.transport)
+        self.assertTrue(relay.start())
+        relay._directions[0].send = send
+        tunnel.client.transport.write(_payload(100_000))
+        yield tunnel.close(relay)
+        self.assertEqual(len(relay._directions[0].held), 0)
+        for side in (tunnel.a, tunnel.b):
+            side.lostReason.trap(ConnectionAborted)
+        self.assertEqual(tunnel.origin.received, b"")
+        return tunnel, relay
+
+    def test_sendError(self) -> Any:
+        """
+        A send that fails (here C{ECONNRESET}) aborts both connections and
+        drops what the direction held.
+        """
+
+        def reset(data: Any) -> int:
+            raise ConnectionResetError(errno.ECONNRESET, "reset")
+
+        return self._sendFails(reset)
+
+    @defer.inlineCallbacks
+    def test_sendMovesNothing(self) -> Any:
+        """
+        A send that returns 0 (which a stream socket never does) aborts the
+        tunnel instead of retrying for ever.
+        """
+        calls = []
+
+        def nothing(data: Any) -> int:
+            calls.append(len(data))
+            if len(calls) > 100:
+                # Spinning in the reactor thread: no timeout could fire.
+                raise RuntimeError("send retried for ever")
+            return 0
+
+        yield self._sendFails(nothing)
+        self.assertEqual(len(calls), 1)
 
     @defer.inlineCallbacks
     def test_smallMessagesNotHeldBack(self) -> Any:
@@ -468,8 +550,9 @@ class RelayTests(unittest.TestCase):
             yield _until(lambda: len(tunnel.client.received) == done * len(answer))
         elapsed = time.monotonic() - started
         # Each round trip polls twice every 5 ms (about 15 ms in all on a
-        # busy machine); with SPLICE_F_MORE each takes about 400 ms, the
-        # held-back segments waiting for a timer.
+        # busy machine); with a corked socket (splice's SPLICE_F_MORE, once
+        # tried) each took about 400 ms, the held-back segments waiting for
+        # a timer.
         self.assertLess(elapsed, rounds * 0.1)
         self.assertEqual(
             (relay.bytesAtoB, relay.bytesBtoA),
@@ -836,6 +919,7 @@ class BulkModeTests(unittest.TestCase):
             # A small mark also passes the receive buffer guard whatever the
             # buffer's autotuning.
             self.patch(relaying, "BULK_LOWAT", 16 * 1024)
+            self.patch(relaying, "BULK_MIN_MARK", 4 * 1024)
             self.patch(relaying, "BULK_CHECK", check)
             # BULK_BURST at the rate that fills this mark within a check.
             self.patch(
@@ -1043,6 +1127,56 @@ class BulkModeTests(unittest.TestCase):
             [],
         )
         self.assertIsNone(relay._directions[1].check)
+
+    @defer.inlineCallbacks
+    def test_smallBufferStaysEager(self) -> Any:
+        """
+        With the real marks, a fast source whose receive buffer is under
+        four times L{relaying.BULK_MIN_MARK} does not enter bulk mode: it
+        would wake the relay for too little each time.
+        """
+        self.patch(relaying, "BULK_WINDOW", 60.0)
+        tunnel, relay, entered = yield self._relay()
+        source = tunnel.b.transport.socket
+        source.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        self.assertLess(
+            source.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 4,
+            relaying.BULK_MIN_MARK,
+        )
+        down = _payload(4 * 2**20)
+        tunnel.origin.transport.write(down)
+        yield _receivedAll(self, tunnel.client, down)
+        self.assertEqual(entered, [])
+        self.assertEqual(_lowWaterMark(tunnel.b), 1)
+        tunnel.client.transport.loseConnection()
+        yield tunnel.close(relay)
+
+    @defer.inlineCallbacks
+    def test_checkFailureEndsTunnel(self) -> Any:
+        """
+        An exception while a check reads what waits below the mark (which
+        the reactor would only log) aborts the tunnel first, so nothing is
+        left running with a view of the shared buffer.
+        """
+        tunnel, relay, entered = yield self._relay(check=5.0)
+        down = _payload(4 * 2**20)
+        tunnel.origin.transport.write(down)
+        yield _until(lambda: len(tunnel.client.received) == len(down))
+        direction = relay._directions[1]
+        self.assertTrue(direction.bulk)
+        direction.check.cancel()
+        direction.check = None
+        direction.quiet = True
+
+        def broken(buffer: Any, size: int) -> int:
+            raise RuntimeError("broken")
+
+        direction.recvInto = broken
+        self.assertRaises(RuntimeError, relay._checkBulk, direction)
+        self.assertFalse(relay.running)
+        yield tunnel.close(relay)
+        for side in (tunnel.a, tunnel.b):
+            side.lostReason.trap(ConnectionAborted)
 
 
 class RefusalTests(unittest.TestCase):
