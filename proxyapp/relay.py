@@ -43,26 +43,25 @@ read's bytes are sent, or copied out, before the next read).
 
 A direction that reads fast (L{BULK_BURST} bytes within L{BULK_WINDOW},
 about 131 MB/s) enters I{bulk mode}: its source gets a receive low-water
-mark (C{SO_RCVLOWAT}) of L{BULK_LOWAT}, or a quarter of its receive buffer
-while that is smaller (a new connection's buffer starts at 128 KiB and
-Linux grows it as the stream runs; the checks below raise the mark with
-it; under L{BULK_MIN_MARK} the mode waits), so that epoll reports it once
-that much is waiting (or at end of
-file, or on an error) rather than at every arriving segment or TLS
-record.  Each wake-up of the relay's CPU by the sender's, and of the
-receiver's by the relay's, is an inter-processor interrupt, which a
-virtual machine makes costly; waiting for more saves most of them, and
-each send then hands the receiver half a megabyte at once.  A check
-every L{BULK_CHECK} seconds keeps the mode while reads come, and
-otherwise (the burst ended, the stream slowed down, or a pause holds the
-source back) lowers the mark again and reads what waits below it, so the
-last bytes of a burst wait at most about twice L{BULK_CHECK}.  While the
-destination holds the direction back (I{blocked}) the mode stays and the
-checks stop: the source is not read then anyway, and leaving would mean
-climbing back through small reads once the destination drains.  The
-checks resume when it does.  Interactive traffic never reaches the
-threshold: a TLS handshake or a request and its answer are relayed at
-once.
+mark (C{SO_RCVLOWAT}) of L{BULK_LOWAT}, or a quarter of its receive
+buffer while that is smaller (a new connection's buffer starts at 128
+KiB and Linux grows it as the stream runs; the checks below raise the
+mark with it; under L{BULK_MIN_MARK} the mode waits), so that epoll
+reports it once that much is waiting (or at end of file, or on an error)
+rather than at every arriving segment or TLS record.  Each wake-up of
+the relay's CPU by the sender's, and of the receiver's by the relay's,
+is an inter-processor interrupt, which a virtual machine makes costly;
+waiting for more saves most of them, and each send then hands the
+receiver half a megabyte at once.  A check every L{BULK_CHECK} seconds
+keeps the mode while reads come, and otherwise (the burst ended, the
+stream slowed down, or a pause holds the source back) lowers the mark
+again and reads what waits below it, so the last bytes of a burst wait
+at most about twice L{BULK_CHECK}.  While the destination holds the
+direction back (I{blocked}) the mode stays and the checks stop: the
+source is not read then anyway, and leaving would mean climbing back
+through small reads once the destination drains.  The checks resume when
+it does.  Interactive traffic never reaches the threshold: a TLS
+handshake or a request and its answer are relayed at once.
 
 When both directions have ended, both transports are closed with
 C{loseConnection}.  Any other error (C{ECONNRESET}, C{EPIPE}, ...) closes
