@@ -29,10 +29,12 @@ Each direction (A->B, B->A) is in one of these states:
     the direction; the source is unregistered for reading and the
     destination registered for writing; its writable event sends what is
     held and, once nothing is, switches back to reading.  So at most one
-    read's worth of bytes (L{READ_SIZE}) per direction is ever held in this
-    process, in Python's heap (the pipes of the C{splice(2)} relay before
-    held as much in the kernel), and a slow reader pushes back on the
-    sender through the TCP windows, as with producers;
+    read's worth of bytes per direction is ever held in this process, and
+    a slow reader pushes back on the sender through the TCP windows, as
+    with producers.  Reads start at L{MIN_READ_SIZE}, double with every
+    read the destination takes whole, up to L{READ_SIZE}, and drop back
+    whenever it refuses bytes: a slow reader's direction holds a read or
+    two of 64 KiB, a fast stream reads 1 MiB at a time;
   - I{ended}: the source returned end of file.  After what is held is
     sent, the destination's write side is shut down (C{SHUT_WR}, the
     half-close passes through) and the other direction keeps running.
@@ -163,8 +165,17 @@ from proxyapp import fastio
 
 READ_SIZE = 1 << 20
 """
-Bytes asked of each read, and the size of the one read buffer all relays
-share.
+Most bytes asked of one read, and the size of the one read buffer all
+relays share.
+"""
+
+MIN_READ_SIZE = 64 * 1024
+"""
+Bytes a direction asks of a read at first and again after its
+destination refused bytes; every read the destination then takes whole
+doubles it, up to L{READ_SIZE}.  A fast stream is back at full size after
+four reads, while a slow reader's direction holds at most a read or two
+of this size instead of a whole L{READ_SIZE}.
 """
 
 EVENT_BUDGET = 4 * READ_SIZE
@@ -321,6 +332,7 @@ class _Direction:
         "destination",
         "recvInto",
         "send",
+        "readSize",
         "held",
         "delivered",
         "blocked",
@@ -340,6 +352,7 @@ class _Direction:
         self.destination = destination
         self.recvInto = source.socket.recv_into
         self.send = destination.socket.send
+        self.readSize = MIN_READ_SIZE
         self.held = _EMPTY
         self.delivered = 0
         self.blocked = False
@@ -459,8 +472,9 @@ class TunnelRelay:
                 return
             if direction.paused or budget <= 0:
                 return
+            size = direction.readSize
             try:
-                moved = recvInto(buffer, READ_SIZE)
+                moved = recvInto(buffer, size)
             except OSError as e:
                 if e.errno not in _WOULD_BLOCK:
                     self._finish(abort=True)
@@ -472,13 +486,15 @@ class TunnelRelay:
             direction.held = buffer[:moved]
             if not self._flush(direction):
                 return
+            if size < READ_SIZE:
+                direction.readSize = size * 2
             if direction.bulk:
                 direction.quiet = False
             else:
                 direction.burst += moved
                 if direction.burst >= BULK_BURST:
                     self._burstRead(direction)
-            if moved < READ_SIZE >> 2:
+            if moved < size >> 2:
                 # A small read means the socket is drained for now: wait
                 # for the next readable event rather than spend a system
                 # call on EAGAIN.  A large one means a bulk stream still
@@ -598,6 +614,7 @@ class TunnelRelay:
                             self._finish(abort=True)
                             return False
                     direction.held = held
+                    direction.readSize = MIN_READ_SIZE
                     if not direction.blocked:
                         direction.blocked = True
                         direction.source.stopReading()

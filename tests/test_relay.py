@@ -529,6 +529,51 @@ class RelayTests(unittest.TestCase):
         self.assertEqual(len(calls), 1)
 
     @defer.inlineCallbacks
+    def test_slowReaderHoldsLittle(self) -> Any:
+        """
+        A direction whose reader is slow reads small pieces: while the
+        origin sends fast and the client reads a little at a time, what the
+        relay holds stays within a few L{relaying.MIN_READ_SIZE} reads, not
+        whole 1 MiB ones, and every byte arrives.
+        """
+        tunnel = yield _Tunnel(self).open()
+        # Plenty waiting on the origin's side, little room on the client's.
+        tunnel.b.transport.socket.setsockopt(
+            socket.SOL_SOCKET, socket.SO_RCVBUF, 2 * 2**20
+        )
+        tunnel.a.transport.socket.setsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024
+        )
+        tunnel.client.transport.socket.setsockopt(
+            socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024
+        )
+        relay = TunnelRelay(tunnel.a.transport, tunnel.b.transport)
+        self.assertTrue(relay.start())
+        direction = relay._directions[1]
+        tunnel.client.transport.pauseProducing()
+        down = _payload(8 * 2**20)
+        tunnel.origin.transport.write(down)
+        # The client reads 32 KiB every few milliseconds, straight from its
+        # socket (its transport stays paused).
+        sock = tunnel.client.transport.socket
+        got = bytearray()
+        held = []
+        for _ in range(60):
+            yield _sleep(0.005)
+            held.append(len(direction.held))
+            try:
+                got += sock.recv(32 * 1024)
+            except BlockingIOError:
+                pass
+        self.assertGreater(max(held), 0)
+        self.assertLessEqual(max(held), 256 * 1024)
+        tunnel.client.transport.resumeProducing()
+        yield _until(lambda: len(got) + len(tunnel.client.received) == len(down))
+        self.assertTrue(bytes(got) + bytes(tunnel.client.received) == down)
+        tunnel.client.transport.loseConnection()
+        yield tunnel.close(relay)
+
+    @defer.inlineCallbacks
     def test_smallMessagesNotHeldBack(self) -> Any:
         """
         An interactive exchange (small request, small answer, repeated)
@@ -714,6 +759,9 @@ class RelayTests(unittest.TestCase):
         origin, once it reads again, gets every byte taken from the client
         and then a clean close.
         """
+        # Whole 1 MiB reads: what is held then cannot fit into the slack
+        # of the origin's buffers before it reads again.
+        self.patch(relaying, "MIN_READ_SIZE", relaying.READ_SIZE)
         tunnel = yield _Tunnel(self).open(smallBuffers=True)
         tunnel.origin.transport.pauseProducing()
         relay = TunnelRelay(tunnel.a.transport, tunnel.b.transport)
