@@ -554,6 +554,15 @@ class _Parser:
         """
         return len(self._buffer) - self._offset
 
+    def outstanding(self) -> int:
+        """
+        @return: bytes of a body of known length that have not been
+            received yet (0 in any other state, or once all have been).
+        """
+        if self._state == _BODY_LENGTH:
+            return self.remaining - (len(self._buffer) - self._offset)
+        return 0
+
     def takeBuffer(self) -> bytes:
         """
         Take the bytes received after a message that switched protocols

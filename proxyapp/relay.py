@@ -750,19 +750,10 @@ class TunnelRelay:
 
 def _markFor(source: socket.socket) -> int:
     """
-    @return: the receive low-water mark bulk mode can give C{source} now:
-        L{BULK_LOWAT}, or a quarter of the socket's receive buffer if that
-        is less (0 if it cannot be read).  Linux grows a buffer smaller
-        than about twice the mark, and then clamps the window to the mark
-        until autotuning catches up; a quarter stays clear of both.  A new
-        connection's buffer starts at C{tcp_rmem}'s default (128 KiB) and
-        grows as the stream runs.
+    @return: the receive low-water mark bulk mode can give C{source} now
+        (see L{fastio.markFor}): L{BULK_LOWAT} at most.
     """
-    try:
-        space = source.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-    except OSError:
-        return 0
-    return min(BULK_LOWAT, space // 4)
+    return fastio.markFor(source, BULK_LOWAT)
 
 
 def _canTakeOver(transport: Any) -> bool:

@@ -135,6 +135,7 @@ class UpstreamProtocol(Protocol):
         current one (a dead reused connection allows a retry).
     @ivar received: whether any byte arrived during the current exchange.
     @ivar pooled: whether the connection is in its pool's idle list.
+    @ivar fast: whether the transport is one of L{proxyapp.fastio}'s.
     """
 
     # A connected TCP (or TLS) transport: ITCPTransport plus IConsumer and
@@ -148,6 +149,7 @@ class UpstreamProtocol(Protocol):
     pooled = False
     closing = False
     bytesStreamed = 0
+    fast = False
 
     peer: Optional[tuple[str, int]] = None
     local: Optional[tuple[str, int]] = None
@@ -169,7 +171,7 @@ class UpstreamProtocol(Protocol):
         self.handshake: Optional[Deferred] = None
 
     def connectionMade(self) -> None:
-        accelerate(self.transport, self)
+        self.fast = accelerate(self.transport, self)
         self.gate = ReadGate(self.transport)
         pool = self.pool
         pool.stats.upstreamConnections += 1
@@ -220,8 +222,13 @@ class UpstreamProtocol(Protocol):
         # Counted for the stall watch (see L{ProxyProtocol._bytesMoved}):
         # a body filter may hold bytes back from the client.
         self.bytesStreamed += len(data)
-        self.parser.receiveData(data)
+        parser = self.parser
+        parser.receiveData(data)
         self._parse(client)
+        if self.fast:
+            # A long body arriving fast is read in large pieces, one
+            # wake-up per half megabyte or so (see fastio.BULK_READ).
+            self.transport.expect(len(data), parser.outstanding())
 
     def _wholeResponse(
         self, client: "ProxyProtocol", head: ResponseHead, body: Buffer

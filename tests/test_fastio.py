@@ -6,12 +6,15 @@ the internals the fast transports and the fast epoll loop rely on.
 
 from __future__ import annotations
 
+import os
 import socket
+import time
 from typing import Any
 
 from twisted.internet import abstract, defer, protocol, reactor, tcp
 from twisted.internet.error import ConnectionDone
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from proxyapp import fastio
@@ -518,3 +521,238 @@ class RealSocketTests(unittest.TestCase):
         connecting.addCallback(connected)
         connecting.addCallback(self.assertEqual, b"ping")
         return connecting
+
+
+class _MarkSocket:
+    """
+    A socket that records the receive low-water marks set on it and reports
+    a receive buffer of C{space} bytes.
+    """
+
+    def __init__(self, space: int) -> None:
+        self.space = space
+        self.marks: list[int] = []
+
+    def getsockopt(self, level: int, name: int) -> int:
+        assert (level, name) == (socket.SOL_SOCKET, socket.SO_RCVBUF)
+        return self.space
+
+    def setsockopt(self, level: int, name: int, value: int) -> None:
+        assert (level, name) == (socket.SOL_SOCKET, socket.SO_RCVLOWAT)
+        self.marks.append(value)
+
+
+def _detachedClient(space: int) -> Any:
+    """
+    A L{fastio.FastClient} over a L{_MarkSocket}, with a clock for a reactor.
+    """
+    transport = object.__new__(fastio.FastClient)
+    transport.reactor = MemoryReactorClock()
+    transport.socket = _MarkSocket(space)
+    transport.connected = 1
+    transport.disconnecting = False
+    return transport
+
+
+class BulkReadTests(unittest.SynchronousTestCase):
+    """
+    A large read followed by the promise of more of a body raises the
+    socket's receive low-water mark, never above what is to come; a check
+    lowers it again once reads stop.
+    """
+
+    def setUp(self) -> None:
+        if fastio._SO_RCVLOWAT is None:
+            raise unittest.SkipTest("no SO_RCVLOWAT on this platform")
+
+    def test_smallReadsStayEager(self) -> None:
+        """
+        A read under L{fastio.BULK_READ} leaves the mark alone, however much
+        of the body is to come; so does a large read with little to come.
+        """
+        transport = _detachedClient(8 << 20)
+        transport.expect(fastio.BULK_READ - 1, 50 << 20)
+        transport.expect(fastio.BULK_READ, fastio.BULK_MIN_MARK - 1)
+        self.assertEqual(transport.socket.marks, [])
+        self.assertEqual(transport._mark, 1)
+        self.assertEqual(transport.reactor.getDelayedCalls(), [])
+
+    def test_markFollowsWhatIsToCome(self) -> None:
+        """
+        A large read enters bulk mode with a mark of L{fastio.BULK_LOWAT};
+        as less of the body is to come the mark follows it down, and the
+        body's end leaves the mode and cancels the check.
+        """
+        transport = _detachedClient(8 << 20)
+        transport.expect(fastio.BULK_READ, 3 << 20)
+        self.assertEqual(transport.socket.marks, [fastio.BULK_LOWAT])
+        self.assertEqual(len(transport.reactor.getDelayedCalls()), 1)
+        transport.expect(fastio.BULK_LOWAT, 2 << 20)
+        self.assertEqual(transport.socket.marks, [fastio.BULK_LOWAT])
+        transport.expect(fastio.BULK_LOWAT, 300_000)
+        transport.expect(300_000, 0)
+        self.assertEqual(transport.socket.marks, [fastio.BULK_LOWAT, 300_000, 1])
+        self.assertEqual(transport._mark, 1)
+        self.assertEqual(transport.reactor.getDelayedCalls(), [])
+
+    def test_smallReceiveBuffer(self) -> None:
+        """
+        The mark is at most a quarter of the receive buffer, and under
+        L{fastio.BULK_MIN_MARK} bulk mode is not entered.
+        """
+        transport = _detachedClient(4 * fastio.BULK_MIN_MARK + 4)
+        transport.expect(fastio.BULK_READ, 3 << 20)
+        self.assertEqual(transport.socket.marks, [fastio.BULK_MIN_MARK + 1])
+        transport = _detachedClient(4 * fastio.BULK_MIN_MARK - 4)
+        transport.expect(fastio.BULK_READ, 3 << 20)
+        self.assertEqual(transport.socket.marks, [])
+
+    def test_checkLowersMarkOnceReadsStop(self) -> None:
+        """
+        A check finds reads since the previous one and keeps the mark; the
+        first check after reads stopped (an origin that paused, or reading
+        paused for backpressure) lowers it to 1.
+        """
+        transport = _detachedClient(8 << 20)
+        clock = transport.reactor
+        transport.expect(fastio.BULK_READ, 30 << 20)
+        for _ in range(3):
+            clock.advance(fastio.BULK_CHECK)
+            transport.expect(fastio.BULK_LOWAT, 20 << 20)
+        clock.advance(fastio.BULK_CHECK)
+        self.assertEqual(transport.socket.marks, [fastio.BULK_LOWAT])
+        clock.advance(fastio.BULK_CHECK)
+        self.assertEqual(transport.socket.marks, [fastio.BULK_LOWAT, 1])
+        self.assertEqual(transport._mark, 1)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_oneCheckForAll(self) -> None:
+        """
+        Transports in bulk mode on one reactor share one pending check.
+        """
+        first = _detachedClient(8 << 20)
+        second = _detachedClient(8 << 20)
+        second.reactor = first.reactor
+        first.expect(fastio.BULK_READ, 30 << 20)
+        second.expect(fastio.BULK_READ, 30 << 20)
+        self.assertEqual(len(first.reactor.getDelayedCalls()), 1)
+        first.expect(fastio.BULK_READ, 0)
+        self.assertEqual(len(first.reactor.getDelayedCalls()), 1)
+        second.expect(fastio.BULK_READ, 0)
+        self.assertEqual(first.reactor.getDelayedCalls(), [])
+
+    def test_connectionLostLeavesBulkMode(self) -> None:
+        """
+        A transport that loses its connection in bulk mode leaves it, and
+        the check stops.
+        """
+        transport = _detachedClient(8 << 20)
+        transport.expect(fastio.BULK_READ, 30 << 20)
+        calls: list[Any] = []
+        self.patch(tcp.Client, "connectionLost", lambda self, reason: calls.append(1))
+        transport.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(calls, [1])
+        self.assertEqual(transport.socket.marks, [fastio.BULK_LOWAT, 1])
+        self.assertEqual(transport.reactor.getDelayedCalls(), [])
+
+    def test_closingTransportStaysEager(self) -> None:
+        """
+        A transport that is disconnecting or disconnected does not enter
+        bulk mode.
+        """
+        for attribute, value in (("disconnecting", True), ("connected", 0)):
+            transport = _detachedClient(8 << 20)
+            setattr(transport, attribute, value)
+            transport.expect(fastio.BULK_READ, 30 << 20)
+            self.assertEqual(transport.socket.marks, [], attribute)
+
+
+class _Origin(protocol.Protocol):
+    """
+    Sends what it is told to, when it is told to.
+    """
+
+    def connectionMade(self) -> None:
+        self.factory.origins.append(self)  # type: ignore[attr-defined]
+
+
+class _BodyReader(protocol.Protocol):
+    """
+    Reads a body of C{total} bytes through a fast transport, telling it
+    after each read how much is to come, as the proxy's upstream side does.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.received: list[bytes] = []
+        self.size = 0
+        self.highestMark = 1
+        self.waiting: list[tuple[int, defer.Deferred]] = []
+
+    def connectionMade(self) -> None:
+        self.switched = fastio.accelerate(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+        self.size += len(data)
+        self.transport.expect(len(data), self.total - self.size)  # type: ignore[attr-defined]
+        self.highestMark = max(self.highestMark, self.transport._mark)  # type: ignore[attr-defined]
+        for size, waiting in list(self.waiting):
+            if self.size >= size:
+                self.waiting.remove((size, waiting))
+                waiting.callback(None)
+
+    def until(self, size: int) -> defer.Deferred:
+        """
+        @return: a L{Deferred} that fires once C{size} bytes have arrived,
+            or fails after 10 seconds.
+        """
+        if self.size >= size:
+            return defer.succeed(None)
+        waiting: defer.Deferred = defer.Deferred()
+        self.waiting.append((size, waiting))
+        return waiting.addTimeout(10, reactor)
+
+
+class BulkReadSocketTests(unittest.TestCase):
+    """
+    Bulk mode over real loopback sockets: bytes left below the mark when
+    the sender pauses mid-body are read all the same.
+    """
+
+    @defer.inlineCallbacks
+    def test_pauseMidBody(self) -> Any:
+        """
+        A sender that stops mid-body with fewer bytes sent than the mark
+        does not hold them back: the check lowers the mark and they are
+        read within milliseconds, not when the rest comes.
+        """
+        if fastio._SO_RCVLOWAT is None:
+            raise unittest.SkipTest("no SO_RCVLOWAT on this platform")
+        # A new connection's receive buffer (128 KiB) allows a 32 KiB mark.
+        self.patch(fastio, "BULK_MIN_MARK", 16 * 1024)
+        first, straggler, rest = 2 << 20, 1000, 1 << 20
+        total = first + straggler + rest
+        payload = os.urandom(total)
+        factory = protocol.Factory.forProtocol(_Origin)
+        factory.origins = []  # type: ignore[attr-defined]
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        reader = yield protocol.ClientCreator(reactor, _BodyReader, total).connectTCP(
+            "127.0.0.1", port.getHost().port
+        )
+        self.addCleanup(reader.transport.loseConnection)
+        self.assertTrue(reader.switched)
+        origin = factory.origins[0]  # type: ignore[attr-defined]
+        self.addCleanup(origin.transport.loseConnection)
+        origin.transport.write(payload[:first])
+        yield reader.until(first)
+        self.assertGreater(reader.highestMark, 1)
+        origin.transport.write(payload[first : first + straggler])
+        started = time.monotonic()
+        yield reader.until(first + straggler)
+        self.assertLess(time.monotonic() - started, 1.0)
+        origin.transport.write(payload[first + straggler :])
+        yield reader.until(total)
+        self.assertEqual(b"".join(reader.received), payload)
+        self.assertEqual(reader.transport._mark, 1)

@@ -2347,6 +2347,32 @@ class ResponseParserTests(SynchronousTestCase, ParserTestMixin):
                 mode,
             )
 
+    def test_outstanding(self) -> None:
+        """
+        L{ResponseParser.outstanding} is what of a Content-Length body has
+        not been received yet: bytes received but not consumed count as
+        received, and it is 0 before the body, for other framings and once
+        the body is complete.
+        """
+        parser = responseParser()()
+        self.assertEqual(parser.outstanding(), 0)
+        parser.receiveData(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nab")
+        self.assertEqual(parser.outstanding(), 0)
+        self.assertIsInstance(parser.nextEvent(), ResponseHead)
+        self.assertEqual(parser.outstanding(), 98)
+        self.assertEqual(parser.nextEvent(), b"ab")
+        self.assertEqual(parser.outstanding(), 98)
+        parser.receiveData(b"c" * 98)
+        self.assertEqual(parser.outstanding(), 0)
+        feed(parser, [])
+        self.assertEqual(parser.outstanding(), 0)
+        chunked = responseParser()()
+        chunked.receiveData(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n64\r\nab"
+        )
+        feed(chunked, [])
+        self.assertEqual(chunked.outstanding(), 0)
+
     def test_isIdleInitially(self) -> None:
         """
         A new response parser is idle.

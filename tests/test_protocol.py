@@ -3221,6 +3221,60 @@ class LargePieceTests(ProxyTestCase):
             self.assertEqual(seen, [bytes, bytes])
 
 
+class BulkReadTests(ProxyTestCase):
+    """
+    After each read of a streamed response, a fast upstream transport is
+    told how much of a Content-Length body is still to come (see
+    L{proxyapp.fastio.BULK_READ}).
+    """
+
+    def expecting(self) -> tuple[Any, list[tuple[int, int]]]:
+        upstream, transport = self.forward(GET)
+        upstream._wrappedProtocol.fast = True
+        calls: list[tuple[int, int]] = []
+        transport.expect = lambda received, outstanding: calls.append(  # type: ignore[attr-defined]
+            (received, outstanding)
+        )
+        return upstream, calls
+
+    def test_lengthDelimited(self) -> None:
+        """
+        Each read reports its size and what of the body is left, down to 0
+        at its end.
+        """
+        upstream, calls = self.expecting()
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"
+        self.reply(upstream, head + b"x" * 30000)
+        self.reply(upstream, b"x" * 50000)
+        self.reply(upstream, b"x" * 20000)
+        self.assertEqual(
+            calls, [(len(head) + 30000, 70000), (50000, 20000), (20000, 0)]
+        )
+        _, _, body = splitResponse(self.client.value())
+        self.assertEqual(body, b"x" * 100000)
+
+    def test_chunked(self) -> None:
+        """
+        A chunked body has nothing of a known length to come.
+        """
+        upstream, calls = self.expecting()
+        self.reply(
+            upstream,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"ffff\r\n" + b"x" * 1000,
+        )
+        self.assertTrue(calls)
+        self.assertEqual([call for call in calls if call[1]], [])
+
+    def test_whole(self) -> None:
+        """
+        A response that arrives whole in one read has nothing to come.
+        """
+        upstream, calls = self.expecting()
+        self.reply(upstream, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nab")
+        self.assertEqual([call for call in calls if call[1]], [])
+
+
 class StallTests(ProxyTestCase):
     """
     A request body, response body or tunnel that stops moving for

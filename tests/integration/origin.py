@@ -25,6 +25,8 @@ Routes (path prefix, query parameters)::
 
     /echo...              200, body = request head as received + request body
     /bytes?n=N            N pattern bytes, Content-Length, streamed
+      [&stall-at=K&stall=S]   (any of the three) after the first K bytes,
+                          send nothing for S seconds
     /chunked?n=N          same, chunked
     /close?n=N            same, delimited by closing the connection
     /upload?rate=R        reads the body at R bytes/s, answers count and sha256
@@ -186,11 +188,20 @@ class PatternProducer:
 
     slice = 256 * 1024
 
-    def __init__(self, proto: "OriginProtocol", n: int, framing: bytes) -> None:
+    def __init__(
+        self,
+        proto: "OriginProtocol",
+        n: int,
+        framing: bytes,
+        stallAt: Optional[int] = None,
+        stall: float = 0.0,
+    ) -> None:
         self.proto = proto
         self.remaining = n
         self.offset = 0
         self.framing = framing
+        self.stallAt = stallAt
+        self.stall = stall
 
     def resumeProducing(self) -> None:
         transport = self.proto.transport
@@ -198,7 +209,17 @@ class PatternProducer:
             return
         if self.remaining <= 0:
             return
+        stallAt = self.stallAt
+        if stallAt is not None and self.offset >= stallAt:
+            # Nothing more for a while: the transport asks again only
+            # once the producer is registered again.
+            self.stallAt = None
+            transport.unregisterProducer()
+            self.proto.later(self.stall, self._unstall)
+            return
         n = min(self.slice, self.remaining)
+        if stallAt is not None:
+            n = min(n, stallAt - self.offset)
         data = pattern(self.offset, n)
         self.offset += n
         self.remaining -= n
@@ -211,6 +232,11 @@ class PatternProducer:
                 transport.write(b"0\r\n\r\n")
             transport.unregisterProducer()
             self.proto.responseDone(close=self.framing == b"close")
+
+    def _unstall(self) -> None:
+        transport = self.proto.transport
+        if transport is not None and not self.proto.disconnected:
+            transport.registerProducer(self, False)
 
     def stopProducing(self) -> None:
         self.remaining = 0
@@ -573,8 +599,16 @@ class OriginProtocol(Protocol):
             elif n == 0 and framing != b"chunked":
                 self.responseDone(close=framing == b"close")
             else:
+                stallAt = q.get("stall-at")
                 self.transport.registerProducer(
-                    PatternProducer(self, n, framing), False
+                    PatternProducer(
+                        self,
+                        n,
+                        framing,
+                        None if stallAt is None else int(stallAt),
+                        float(q.get("stall", "0")),
+                    ),
+                    False,
                 )
         elif path == "/upload":
             up = self.upload

@@ -197,6 +197,31 @@ class Conn:
         del self.buf[:n]
         return out
 
+    def readFast(self, n: int, timeout: float = TIMEOUT) -> bytes:
+        """
+        Read exactly C{n} bytes in pieces of up to 1 MiB, to keep up with a
+        fast sender.
+        """
+        deadline = time.monotonic() + timeout
+        out = bytearray(n)
+        view = memoryview(out)
+        have = min(n, len(self.buf))
+        out[:have] = self.buf[:have]
+        del self.buf[:have]
+        while have < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("%d of %d bytes before the deadline" % (have, n))
+            self.sock.settimeout(left)
+            try:
+                got = self.sock.recv_into(view[have:], min(n - have, 1 << 20))
+            except socket.timeout:
+                raise TimeoutError("%d of %d bytes before the deadline" % (have, n))
+            if not got:
+                raise Closed("closed after %d of %d bytes" % (have, n))
+            have += got
+        return bytes(out)
+
     def readUntilClose(self, timeout: float = TIMEOUT, limit: int = 1 << 30) -> bytes:
         deadline = time.monotonic() + timeout
         while self._fill(deadline):

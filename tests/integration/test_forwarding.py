@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 
 import pytest
 
@@ -196,6 +197,38 @@ def test_responseBodies(proxy, origin, route: str) -> None:
     assert resp.status == 200, resp
     assert len(resp.body) == n
     assert hashlib.sha256(resp.body).hexdigest() == patternDigest(n)
+
+
+def test_pauseMidBodyRelayedAtOnce(proxy, origin) -> None:
+    """
+    Bytes sent before an origin pauses mid-body reach the client long
+    before the pause ends, even on a fast upstream connection that reads
+    in bulk (one wake-up per half megabyte, see proxyapp.fastio.BULK_READ):
+    the bytes left below its receive low-water mark are read within
+    milliseconds.  A first large download on the same connection grows the
+    upstream socket's receive buffer, so that bulk mode is entered, and
+    the client reads in large pieces, so that it keeps up.
+    """
+    n, stallAt, stall = 16 << 20, (12 << 20) + 1000, 4.0
+    with proxy.connect(timeout=20) as c:
+        for query in (
+            "n=%d" % (32 << 20),
+            "n=%d&stall-at=%d&stall=%s" % (n, stallAt, stall),
+        ):
+            c.send(
+                b"GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
+                % (origin.url("/bytes?" + query).encode(), origin.authority.encode())
+            )
+            head = c.readUntil(b"\r\n\r\n", timeout=10)
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            size = 32 << 20 if "stall" not in query else stallAt
+            started = time.monotonic()
+            before = c.readFast(size, timeout=stall + 10)
+            waited = time.monotonic() - started
+        after = c.readFast(n - stallAt, timeout=stall + 10)
+    assert waited < stall / 2, waited
+    body = before + after
+    assert hashlib.sha256(body).hexdigest() == patternDigest(n)
 
 
 def test_closeDelimitedKeepsClientConnection(proxy, origin) -> None:
