@@ -33,6 +33,8 @@ with Twisted 24.7 to 26.10.
 from __future__ import annotations
 
 import errno
+import os
+import re
 import select
 import socket
 import sys
@@ -289,8 +291,12 @@ class _FastConnectionMixin:
             return
         self._readLately = True
         wanted = min(outstanding, markFor(self.socket, BULK_LOWAT))
-        if wanted != mark and _setMark(self.socket, max(wanted, 1)):
-            self._mark = max(wanted, 1)
+        if wanted <= 1:
+            # The receive buffer cannot be read: leave, rather than stay
+            # watched with a mark of 1.
+            self._endBulk()
+        elif wanted != mark and _setMark(self.socket, wanted):
+            self._mark = wanted
 
     def _endBulk(self) -> None:
         """
@@ -377,15 +383,19 @@ class _BulkWatch:
 
     def add(self, transport: Any) -> None:
         self.transports.add(transport)
-        if self.call is None:
+        # (A call cancelled from outside, as trial's clean-up does, is
+        # replaced.)
+        if self.call is None or not self.call.active():
             self.call = self.reactor.callLater(BULK_CHECK, self.check)
 
     def discard(self, transport: Any) -> None:
         transports = self.transports
         transports.discard(transport)
-        if not transports and self.call is not None:
-            self.call.cancel()
+        call = self.call
+        if not transports and call is not None:
             self.call = None
+            if call.active():
+                call.cancel()
 
     def check(self) -> None:
         self.call = None
@@ -438,11 +448,28 @@ _GATHERING = frozenset(_FAST.values())
 # Gathering needs sendmsg, which Python's sockets lack on Windows.
 _SENDMSG = hasattr(socket.socket, "sendmsg")
 
-# Bulk mode needs a receive low-water mark that epoll honours, and that
-# reports waiting bytes at once when lowered (Linux 4.18 and later);
-# elsewhere it is never entered.
-_SO_RCVLOWAT: Optional[int] = (
-    getattr(socket, "SO_RCVLOWAT", None) if sys.platform.startswith("linux") else None
+
+def _lowatOption(platform: str, release: str) -> Optional[int]:
+    """
+    @param platform: C{sys.platform}.
+    @param release: the kernel's release, C{os.uname().release}.
+
+    @return: the C{SO_RCVLOWAT} option number if bulk mode may use it: on
+        Linux 4.18 and later, whose epoll honours the mark and which
+        reports the bytes waiting below it at once when it is lowered
+        (C{tcp_set_rcvlowat} calls C{tcp_data_ready}); older kernels would
+        leave them unreported until more arrive.  L{None} elsewhere.
+    """
+    if not platform.startswith("linux"):
+        return None
+    match = re.match(r"(\d+)\.(\d+)", release)
+    if match is None or (int(match.group(1)), int(match.group(2))) < (4, 18):
+        return None
+    return getattr(socket, "SO_RCVLOWAT", None)
+
+
+_SO_RCVLOWAT = _lowatOption(
+    sys.platform, os.uname().release if hasattr(os, "uname") else ""
 )
 
 # The endpoints' pass-through wrapper (private: if Twisted renames it, reads

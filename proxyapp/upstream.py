@@ -227,8 +227,12 @@ class UpstreamProtocol(Protocol):
         self._parse(client)
         if self.fast:
             # A long body arriving fast is read in large pieces, one
-            # wake-up per half megabyte or so (see fastio.BULK_READ).
-            self.transport.expect(len(data), parser.outstanding())
+            # wake-up per half megabyte or so (see fastio.BULK_READ); not
+            # while reading is paused (a slow client), which would only
+            # enter the mode for its check to end it.
+            self.transport.expect(
+                len(data), 0 if self.gate.reasons else parser.outstanding()  # type: ignore[union-attr]
+            )
 
     def _wholeResponse(
         self, client: "ProxyProtocol", head: ResponseHead, body: Buffer

@@ -595,6 +595,64 @@ class BulkReadTests(unittest.SynchronousTestCase):
         self.assertEqual(transport._mark, 1)
         self.assertEqual(transport.reactor.getDelayedCalls(), [])
 
+    def test_markNeverAboveWhatIsToCome(self) -> None:
+        """
+        Entering bulk mode with less than L{fastio.BULK_LOWAT} to come sets
+        the mark to what is to come.
+        """
+        transport = _detachedClient(8 << 20)
+        transport.expect(fastio.BULK_READ, 200_000)
+        self.assertEqual(transport.socket.marks, [200_000])
+
+    def test_unreadableBufferLeaves(self) -> None:
+        """
+        A transport in bulk mode whose receive buffer cannot be read any
+        more leaves the mode instead of staying watched with a mark of 1.
+        """
+        transport = _detachedClient(8 << 20)
+        transport.expect(fastio.BULK_READ, 30 << 20)
+        transport.socket.space = 0
+        transport.expect(fastio.BULK_LOWAT, 20 << 20)
+        self.assertEqual(transport.socket.marks, [fastio.BULK_LOWAT, 1])
+        self.assertEqual(transport._mark, 1)
+        self.assertEqual(transport.reactor.getDelayedCalls(), [])
+
+    def test_checkCancelledFromOutside(self) -> None:
+        """
+        A pending check cancelled from outside (trial's clean-up does that
+        after a failed test) is replaced by the next transport to enter
+        bulk mode, and the last to leave does not cancel it again.
+        """
+        transport = _detachedClient(8 << 20)
+        transport.expect(fastio.BULK_READ, 30 << 20)
+        [call] = transport.reactor.getDelayedCalls()
+        call.cancel()
+        other = _detachedClient(8 << 20)
+        other.reactor = transport.reactor
+        other.expect(fastio.BULK_READ, 30 << 20)
+        self.assertEqual(len(transport.reactor.getDelayedCalls()), 1)
+        other.expect(fastio.BULK_READ, 0)
+        transport.expect(fastio.BULK_READ, 0)
+        self.assertEqual(transport.reactor.getDelayedCalls(), [])
+        transport.expect(fastio.BULK_READ, 30 << 20)
+        transport.reactor.getDelayedCalls()[0].cancel()
+        transport.expect(fastio.BULK_READ, 0)
+
+    def test_oldKernels(self) -> None:
+        """
+        Bulk mode is used on Linux 4.18 and later only, whose epoll reports
+        the bytes waiting below a lowered mark at once.
+        """
+        option = getattr(socket, "SO_RCVLOWAT", None)
+        self.assertEqual(fastio._lowatOption("linux", "6.18.44-fc-v669"), option)
+        self.assertEqual(
+            fastio._lowatOption("linux", "4.18.0-553.el8_10.x86_64"), option
+        )
+        self.assertIsNone(fastio._lowatOption("linux", "4.14.355"))
+        self.assertIsNone(fastio._lowatOption("linux", "3.10.0"))
+        self.assertIsNone(fastio._lowatOption("linux", "weird"))
+        self.assertIsNone(fastio._lowatOption("darwin", "23.1.0"))
+
     def test_smallReceiveBuffer(self) -> None:
         """
         The mark is at most a quarter of the receive buffer, and under
@@ -731,8 +789,8 @@ class BulkReadSocketTests(unittest.TestCase):
             raise unittest.SkipTest("no SO_RCVLOWAT on this platform")
         # A new connection's receive buffer (128 KiB) allows a 32 KiB mark.
         self.patch(fastio, "BULK_MIN_MARK", 16 * 1024)
-        first, straggler, rest = 2 << 20, 1000, 1 << 20
-        total = first + straggler + rest
+        chunk, straggler, rest = 512 * 1024, 1000, 1 << 20
+        total = 16 * chunk + straggler + rest
         payload = os.urandom(total)
         factory = protocol.Factory.forProtocol(_Origin)
         factory.origins = []  # type: ignore[attr-defined]
@@ -745,14 +803,23 @@ class BulkReadSocketTests(unittest.TestCase):
         self.assertTrue(reader.switched)
         origin = factory.origins[0]  # type: ignore[attr-defined]
         self.addCleanup(origin.transport.loseConnection)
-        origin.transport.write(payload[:first])
-        yield reader.until(first)
-        self.assertGreater(reader.highestMark, 1)
+        # Chunks until a read leaves the reader in bulk mode with all of
+        # them read: the straggler then arrives below the mark.
+        first = 0
+        for _ in range(16):
+            origin.transport.write(payload[first : first + chunk])
+            first += chunk
+            yield reader.until(first)
+            if reader.transport._mark > 1:
+                break
+        else:
+            self.fail("bulk mode was never on after a chunk was read")
         origin.transport.write(payload[first : first + straggler])
         started = time.monotonic()
         yield reader.until(first + straggler)
         self.assertLess(time.monotonic() - started, 1.0)
         origin.transport.write(payload[first + straggler :])
         yield reader.until(total)
+        self.assertGreater(reader.highestMark, 1)
         self.assertEqual(b"".join(reader.received), payload)
         self.assertEqual(reader.transport._mark, 1)

@@ -68,6 +68,7 @@ from proxyapp.protocol import (
     ProxyProtocol,
 )
 from proxyapp.upstream import (
+    BACKPRESSURE,
     UNSAFE_REUSE_IDLE,
     UpstreamProtocol,
     defaultEndpointFactory,
@@ -3252,6 +3253,22 @@ class BulkReadTests(ProxyTestCase):
         )
         _, _, body = splitResponse(self.client.value())
         self.assertEqual(body, b"x" * 100000)
+
+    def test_pausedReadsExpectNothing(self) -> None:
+        """
+        While reading from the upstream is paused (a slow client), reads
+        report nothing to come, so the transport does not read in bulk.
+        """
+        upstream, calls = self.expecting()
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"
+        self.reply(upstream, head + b"x" * 30000)
+        upstream._wrappedProtocol.gate.pause(BACKPRESSURE)
+        self.reply(upstream, b"x" * 50000)
+        upstream._wrappedProtocol.gate.resume(BACKPRESSURE)
+        self.reply(upstream, b"x" * 10000)
+        self.assertEqual(
+            calls, [(len(head) + 30000, 70000), (50000, 0), (10000, 10000)]
+        )
 
     def test_chunked(self) -> None:
         """
