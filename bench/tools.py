@@ -144,6 +144,8 @@ def machineInfo() -> dict[str, object]:
         "net/ipv4/tcp_tw_reuse",
         "net/ipv4/ip_local_port_range",
         "net/core/somaxconn",
+        "net/ipv4/tcp_congestion_control",
+        "net/core/default_qdisc",
     ):
         try:
             with open(f"/proc/sys/{name}") as f:
@@ -166,6 +168,45 @@ def machineInfo() -> dict[str, object]:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "sysctl": sysctls,
     }
+
+
+CONGESTION_CONTROL = "/proc/sys/net/ipv4/tcp_congestion_control"
+
+
+def congestionControl() -> str:
+    """
+    @return: the TCP congestion control that new sockets get, or
+        C{unknown}.
+    """
+    try:
+        with open(CONGESTION_CONTROL) as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"
+
+
+def setCongestionControl(name: str) -> None:
+    """
+    Make C{name} the TCP congestion control of sockets created from now on,
+    machine-wide (root only).
+
+    @raise SystemExit: naming the setting, when the kernel refuses it.
+    """
+    try:
+        with open(CONGESTION_CONTROL, "w") as f:
+            f.write(name)
+    except OSError as e:
+        available = "unknown"
+        try:
+            with open("/proc/sys/net/ipv4/tcp_available_congestion_control") as f:
+                available = f.read().strip()
+        except OSError:
+            pass
+        raise SystemExit(
+            f"--tcp-congestion {name}: the kernel refused it for "
+            f"net.ipv4.tcp_congestion_control ({e.strerror}); setting it needs "
+            f"root, and the kernel offers: {available}"
+        ) from None
 
 
 def loadAverage() -> str:
