@@ -527,10 +527,14 @@ class _MarkSocket:
     """
     A socket that records the receive low-water marks set on it and reports
     a receive buffer of C{space} bytes.
+
+    @ivar grows: whether a mark grows the buffer to twice the mark, as
+        Linux does (the payload's share of a buffer is about half).
     """
 
-    def __init__(self, space: int) -> None:
+    def __init__(self, space: int, grows: bool = False) -> None:
         self.space = space
+        self.grows = grows
         self.marks: list[int] = []
 
     def getsockopt(self, level: int, name: int) -> int:
@@ -540,15 +544,17 @@ class _MarkSocket:
     def setsockopt(self, level: int, name: int, value: int) -> None:
         assert (level, name) == (socket.SOL_SOCKET, socket.SO_RCVLOWAT)
         self.marks.append(value)
+        if self.grows:
+            self.space = max(self.space, 2 * value)
 
 
-def _detachedClient(space: int) -> Any:
+def _detachedClient(space: int, grows: bool = False) -> Any:
     """
     A L{fastio.FastClient} over a L{_MarkSocket}, with a clock for a reactor.
     """
     transport = object.__new__(fastio.FastClient)
     transport.reactor = MemoryReactorClock()
-    transport.socket = _MarkSocket(space)
+    transport.socket = _MarkSocket(space, grows)
     transport.connected = 1
     transport.disconnecting = False
     return transport
@@ -656,14 +662,59 @@ class BulkReadTests(unittest.SynchronousTestCase):
     def test_smallReceiveBuffer(self) -> None:
         """
         The mark is at most a quarter of the receive buffer, and under
-        L{fastio.BULK_MIN_MARK} bulk mode is not entered.
+        L{fastio.BULK_MIN_MARK} bulk mode is not entered: for a buffer
+        that does not grow, the mark that should have grown it is taken
+        back.
         """
         transport = _detachedClient(4 * fastio.BULK_MIN_MARK + 4)
         transport.expect(fastio.BULK_READ, 3 << 20)
-        self.assertEqual(transport.socket.marks, [fastio.BULK_MIN_MARK + 1])
+        self.assertEqual(
+            transport.socket.marks, [fastio.BULK_GROW, fastio.BULK_MIN_MARK + 1]
+        )
         transport = _detachedClient(4 * fastio.BULK_MIN_MARK - 4)
         transport.expect(fastio.BULK_READ, 3 << 20)
-        self.assertEqual(transport.socket.marks, [])
+        self.assertEqual(transport.socket.marks, [fastio.BULK_GROW, 1])
+        self.assertEqual(transport._mark, 1)
+        self.assertEqual(transport.reactor.getDelayedCalls(), [])
+
+    def test_smallReceiveBufferGrows(self) -> None:
+        """
+        A large read that finds the receive buffer too small for the mark
+        it wants sets L{fastio.BULK_GROW} for a moment, which makes Linux
+        grow the buffer, and then enters bulk mode with the full mark.
+        """
+        transport = _detachedClient(454 * 1024, grows=True)
+        transport.expect(fastio.BULK_READ, 30 << 20)
+        self.assertEqual(transport.socket.marks, [fastio.BULK_GROW, fastio.BULK_LOWAT])
+        self.assertEqual(transport._mark, fastio.BULK_LOWAT)
+
+    def test_growsOnce(self) -> None:
+        """
+        The buffer is made to grow once per connection: a buffer that
+        stayed small is not asked again.
+        """
+        transport = _detachedClient(4 * fastio.BULK_MIN_MARK + 4)
+        transport.expect(fastio.BULK_READ, 30 << 20)
+        transport.expect(fastio.BULK_READ, 0)
+        transport.expect(fastio.BULK_READ, 30 << 20)
+        self.assertEqual(
+            transport.socket.marks,
+            [
+                fastio.BULK_GROW,
+                fastio.BULK_MIN_MARK + 1,
+                1,
+                fastio.BULK_MIN_MARK + 1,
+            ],
+        )
+
+    def test_noGrowthWhenBufferSuffices(self) -> None:
+        """
+        A buffer with room for a mark of all that is to come is left
+        alone, however small.
+        """
+        transport = _detachedClient(4 * 200_000, grows=True)
+        transport.expect(fastio.BULK_READ, 200_000)
+        self.assertEqual(transport.socket.marks, [200_000])
 
     def test_checkLowersMarkOnceReadsStop(self) -> None:
         """
@@ -822,4 +873,32 @@ class BulkReadSocketTests(unittest.TestCase):
         yield reader.until(total)
         self.assertGreater(reader.highestMark, 1)
         self.assertEqual(b"".join(reader.received), payload)
+        self.assertEqual(reader.transport._mark, 1)
+
+    @defer.inlineCallbacks
+    def test_newConnectionBufferGrows(self) -> Any:
+        """
+        On a new connection, whose receive buffer is too small for the mark
+        bulk mode wants, the first large read makes Linux grow the buffer,
+        and bulk mode takes the mark the grown buffer allows.
+        """
+        if fastio._SO_RCVLOWAT is None:
+            raise unittest.SkipTest("no SO_RCVLOWAT on this platform")
+        factory = protocol.Factory.forProtocol(_Origin)
+        factory.origins = []  # type: ignore[attr-defined]
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        reader = yield protocol.ClientCreator(
+            reactor, _BodyReader, 64 << 20
+        ).connectTCP("127.0.0.1", port.getHost().port)
+        self.addCleanup(reader.transport.loseConnection)
+        self.addCleanup(lambda: factory.origins[0].transport.loseConnection())
+        skt = reader.transport.socket
+        before = skt.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        self.assertLess(before // 4, fastio.BULK_LOWAT)
+        reader.transport.expect(fastio.BULK_READ, 60 << 20)
+        after = skt.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        self.assertGreater(after, before)
+        self.assertEqual(reader.transport._mark, min(fastio.BULK_LOWAT, after // 4))
+        reader.transport.expect(fastio.BULK_READ, 0)
         self.assertEqual(reader.transport._mark, 1)
