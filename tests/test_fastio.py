@@ -6,6 +6,7 @@ the internals the fast transports and the fast epoll loop rely on.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import time
@@ -902,3 +903,72 @@ class BulkReadSocketTests(unittest.TestCase):
         self.assertEqual(reader.transport._mark, min(fastio.BULK_LOWAT, after // 4))
         reader.transport.expect(fastio.BULK_READ, 0)
         self.assertEqual(reader.transport._mark, 1)
+
+
+class _ReadSocket:
+    """
+    A socket whose C{recv} returns C{size} bytes at most, and that records
+    the options set on it.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.options: list[tuple[int, int, int]] = []
+
+    def recv(self, wanted: int) -> bytes:
+        return b"x" * min(wanted, self.size)
+
+    def setsockopt(self, level: int, name: int, value: int) -> None:
+        self.options.append((level, name, value))
+
+
+class QuickAckTests(unittest.SynchronousTestCase):
+    """
+    A large read asks the socket to acknowledge at once; a small one does
+    not.
+    """
+
+    def read(self, skt: _ReadSocket) -> None:
+        """
+        Make one read from C{skt} through a fast transport, and check that
+        all of it reached the protocol.
+        """
+        transport = object.__new__(fastio.FastClient)
+        transport.socket = skt
+        transport._readSize = fastio.MAX_READ_SIZE
+        received: list[bytes] = []
+        transport.protocol = protocol.Protocol()
+        transport.protocol.dataReceived = received.append  # type: ignore[method-assign]
+        self.assertIsNone(transport.doRead())
+        self.assertEqual(len(b"".join(received)), skt.size)
+
+    def test_largeRead(self) -> None:
+        """
+        A read of L{fastio.QUICK_ACK_READ} bytes or more sets
+        C{TCP_QUICKACK}.
+        """
+        if fastio._TCP_QUICKACK is None:
+            raise unittest.SkipTest("no TCP_QUICKACK on this platform")
+        skt = _ReadSocket(fastio.QUICK_ACK_READ)
+        self.read(skt)
+        self.assertEqual(skt.options, [(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)])
+
+    def test_smallRead(self) -> None:
+        """
+        A smaller read sets nothing.
+        """
+        skt = _ReadSocket(fastio.QUICK_ACK_READ - 1)
+        self.read(skt)
+        self.assertEqual(skt.options, [])
+
+    def test_refused(self) -> None:
+        """
+        A socket that refuses the option is read all the same.
+        """
+
+        def refuse(level: int, name: int, value: int) -> None:
+            raise OSError(errno.ENOPROTOOPT, "no")
+
+        skt = _ReadSocket(fastio.QUICK_ACK_READ)
+        skt.setsockopt = refuse  # type: ignore[method-assign]
+        self.read(skt)
