@@ -239,20 +239,53 @@ def _parseAuthority(authority: bytes, defaultPort: Optional[int]) -> tuple[str, 
     return hostText, port
 
 
+# The regular expressions below are matched against every proxied request
+# and response, so they are written for the speed of Python's engine: the
+# repeats are possessive (*+, ++), as none of them ever needs to give back
+# what it matched (each is followed by a byte it cannot match), which spares
+# the engine the saved states of backtracking; see _plainFields for the
+# lookahead.
+
 # The usual request line, with the byte checks of the whole line: a token
 # method, an origin-form or http(s) absolute-form target without a
 # fragment, HTTP/1.1 or 1.0.  Anything else takes the step-by-step path.
 _QUICK_REQUEST_LINE = re.compile(
-    rb"([-!#$%&'*+.^_`|~0-9A-Za-z]+) "
-    rb"((?:((?i:https?))://([^/?#\x00-\x20\x7f]+))?"
-    rb'(/[!"$-~\x80-\xff]*)) HTTP/1\.([01])\r\n'
+    rb"([-!#$%&'*+.^_`|~0-9A-Za-z]++) "
+    rb"((?:((?i:https?))://([^/?#\x00-\x20\x7f]++))?"
+    rb'(/[!"$-~\x80-\xff]*+)) HTTP/1\.([01])\r\n'
 )
 
-# A block of well-formed field lines, each ending in CRLF, with the byte
-# checks included (no controls but HTAB, CR and LF only as line ends).
-_FIELD_BLOCK = re.compile(
-    rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*"
-)
+# One well-formed field line, ending in CRLF, with the byte checks included
+# (no controls but HTAB, CR and LF only as its end).
+_FIELD_LINE = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]++:[\t\x20-\x7e\x80-\xff]*+\r\n"
+
+# A block of well-formed field lines.
+_FIELD_BLOCK = re.compile(rb"(?:" + _FIELD_LINE + rb")*+")
+
+
+def _plainFields(names: list[bytes], prefix: bytes) -> bytes:
+    """
+    @return: a pattern matching any number of well-formed field lines but
+        those named one of C{names} or starting with C{prefix} (all
+        lowercase, matched in any case).  Each line is looked ahead at for
+        those names only when its first byte is one theirs start with: the
+        case-insensitive alternatives are what the engine tries slowest,
+        and most lines start with another letter.
+    """
+    firsts = sorted({bytes([name[0]]) for name in names + [prefix]})
+    firstBytes = b"".join(first + first.upper() for first in firsts)
+    return (
+        rb"(?:(?=[^"
+        + firstBytes
+        + rb"]|(?!(?i:(?:"
+        + b"|".join(re.escape(name) for name in names)
+        + rb"):|"
+        + re.escape(prefix)
+        + rb")))"
+        + _FIELD_LINE
+        + rb")*+"
+    )
+
 
 # The whole of the usual proxied request, when one read brings exactly that:
 # GET or HEAD of an http:// URL over HTTP/1.1, no body, well-formed fields,
@@ -260,14 +293,23 @@ _FIELD_BLOCK = re.compile(
 # hop-by-hop, Via, Max-Forwards).  Groups: method, target, authority,
 # path, the field block, the Host field's value.  See
 # L{RequestParser.wholeRequest}.
-_PLAIN_REQUEST_FIELDS = (
-    rb"(?:(?!(?i:(?:host|content-length|transfer-encoding|connection|keep-alive"
-    rb"|te|upgrade|via|max-forwards):|proxy-))"
-    rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*"
+_PLAIN_REQUEST_FIELDS = _plainFields(
+    [
+        b"host",
+        b"content-length",
+        b"transfer-encoding",
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"upgrade",
+        b"via",
+        b"max-forwards",
+    ],
+    b"proxy-",
 )
 _WHOLE_REQUEST = re.compile(
-    rb"(GET|HEAD) (http://([^/?#\x00-\x20\x7f]+)(/[!\"$-~\x80-\xff]*)) HTTP/1\.1\r\n"
-    rb"(" + _PLAIN_REQUEST_FIELDS + rb"(?i:host):([\t\x20-\x7e\x80-\xff]*)\r\n"
+    rb"(GET|HEAD) (http://([^/?#\x00-\x20\x7f]++)(/[!\"$-~\x80-\xff]*+)) HTTP/1\.1\r\n"
+    rb"(" + _PLAIN_REQUEST_FIELDS + rb"(?i:host):([\t\x20-\x7e\x80-\xff]*+)\r\n"
     rb"" + _PLAIN_REQUEST_FIELDS + rb")\r\n"
 )
 
@@ -284,15 +326,21 @@ _KEEP_ALIVE_LINE = re.compile(
 # Content-Length value and the Connection line (with its value) of the
 # first order, then the Connection line (with its value) and the
 # Content-Length value of the second.  See L{ResponseParser.wholeResponse}.
-_PLAIN_RESPONSE_FIELDS = (
-    rb"(?:(?!(?i:(?:connection|content-length|transfer-encoding|keep-alive|te"
-    rb"|upgrade):|proxy-))"
-    rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*"
+_PLAIN_RESPONSE_FIELDS = _plainFields(
+    [
+        b"connection",
+        b"content-length",
+        b"transfer-encoding",
+        b"keep-alive",
+        b"te",
+        b"upgrade",
+    ],
+    b"proxy-",
 )
-_LENGTH_LINE = rb"(?i:content-length):[ \t]*([0-9]{1,18})[ \t]*\r\n"
-_CONNECTION_LINE = rb"((?i:connection):[ \t]*((?i:keep-alive|close))[ \t]*\r\n)"
+_LENGTH_LINE = rb"(?i:content-length):[ \t]*+([0-9]{1,18}+)[ \t]*+\r\n"
+_CONNECTION_LINE = rb"((?i:connection):[ \t]*+((?i:keep-alive|close))[ \t]*+\r\n)"
 _WHOLE_RESPONSE = re.compile(
-    rb"HTTP/1\.1 (?!204|304)[2-5][0-9][0-9] [\t\x20-\x7e\x80-\xff]*\r\n"
+    rb"HTTP/1\.1 (?!204|304)[2-5][0-9][0-9] [\t\x20-\x7e\x80-\xff]*+\r\n"
     + _PLAIN_RESPONSE_FIELDS
     + rb"(?:"
     + (_LENGTH_LINE + _PLAIN_RESPONSE_FIELDS)

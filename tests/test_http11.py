@@ -9,6 +9,7 @@ produce the same transcript (or the same error).
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from typing import Any, Callable
@@ -3365,6 +3366,173 @@ class WholeResponseTests(SynchronousTestCase):
         parser = ResponseParser(maxHeaders=0)
         parser.expectResponse(b"GET")
         self.assertIsNone(parser.wholeResponse(ok))
+
+
+# The shortcut patterns as first written, with ordinary (backtracking)
+# repeats and a plain lookahead on every field line: the reference that the
+# faster forms in proxyapp.http11 must agree with, match for match.
+_REFERENCE_FIELD = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n"
+_REFERENCE_PLAIN_REQUEST = (
+    rb"(?:(?!(?i:(?:host|content-length|transfer-encoding|connection|keep-alive"
+    rb"|te|upgrade|via|max-forwards):|proxy-))" + _REFERENCE_FIELD + rb")*"
+)
+_REFERENCE_PLAIN_RESPONSE = (
+    rb"(?:(?!(?i:(?:connection|content-length|transfer-encoding|keep-alive|te"
+    rb"|upgrade):|proxy-))" + _REFERENCE_FIELD + rb")*"
+)
+_REFERENCE_LENGTH = rb"(?i:content-length):[ \t]*([0-9]{1,18})[ \t]*\r\n"
+_REFERENCE_CONNECTION = rb"((?i:connection):[ \t]*((?i:keep-alive|close))[ \t]*\r\n)"
+_REFERENCE_PATTERNS = {
+    "_QUICK_REQUEST_LINE": re.compile(
+        rb"([-!#$%&'*+.^_`|~0-9A-Za-z]+) "
+        rb"((?:((?i:https?))://([^/?#\x00-\x20\x7f]+))?"
+        rb'(/[!"$-~\x80-\xff]*)) HTTP/1\.([01])\r\n'
+    ),
+    "_FIELD_BLOCK": re.compile(rb"(?:" + _REFERENCE_FIELD + rb")*"),
+    "_WHOLE_REQUEST": re.compile(
+        rb"(GET|HEAD) (http://([^/?#\x00-\x20\x7f]+)(/[!\"$-~\x80-\xff]*))"
+        rb" HTTP/1\.1\r\n("
+        + _REFERENCE_PLAIN_REQUEST
+        + rb"(?i:host):([\t\x20-\x7e\x80-\xff]*)\r\n"
+        + _REFERENCE_PLAIN_REQUEST
+        + rb")\r\n"
+    ),
+    "_WHOLE_RESPONSE": re.compile(
+        rb"HTTP/1\.1 (?!204|304)[2-5][0-9][0-9] [\t\x20-\x7e\x80-\xff]*\r\n"
+        + _REFERENCE_PLAIN_RESPONSE
+        + rb"(?:"
+        + _REFERENCE_LENGTH
+        + _REFERENCE_PLAIN_RESPONSE
+        + rb"(?:"
+        + _REFERENCE_CONNECTION
+        + _REFERENCE_PLAIN_RESPONSE
+        + rb")?|"
+        + _REFERENCE_CONNECTION
+        + _REFERENCE_PLAIN_RESPONSE
+        + _REFERENCE_LENGTH
+        + _REFERENCE_PLAIN_RESPONSE
+        + rb")\r\n"
+    ),
+}
+
+# What heads are made of: first lines, field lines (names the shortcuts
+# refuse, in either case, and names that start like them), and stray bytes
+# that break a line (controls, lone line ends, digits, separators).
+_FIRST_LINES = [
+    b"HTTP/1.1 200 OK\r\n",
+    b"HTTP/1.1 404 \r\n",
+    b"HTTP/1.1 204 No Content\r\n",
+    b"HTTP/1.1 304 Not Modified\r\n",
+    b"HTTP/1.0 200 OK\r\n",
+    b"GET http://a.example/ HTTP/1.1\r\n",
+    b"HEAD http://a.example:8080/x?y HTTP/1.1\r\n",
+    b"GET HTTPS://a.example/ HTTP/1.0\r\n",
+    b"GET /p HTTP/1.1\r\n",
+]
+_FIELD_LINES = [
+    b"Host: a.example\r\n",
+    b"host:a.example:8080\r\n",
+    b"Content-Length: 5\r\n",
+    b"content-LENGTH:12 \r\n",
+    b"Content-Length: \t 7\t \r\n",
+    b"Content-Length: 1234567890123456789\r\n",
+    b"Connection: keep-alive\r\n",
+    b"CONNECTION: close\r\n",
+    b"Connection:  keep-alive \t\r\n",
+    b"Connection: upgrade\r\n",
+    b"Transfer-Encoding: chunked\r\n",
+    b"TE: trailers\r\n",
+    b"Keep-Alive: 5\r\n",
+    b"Upgrade: h2c\r\n",
+    b"Via: 1.1 p\r\n",
+    b"Max-Forwards: 3\r\n",
+    b"Proxy-Authorization: Basic x\r\n",
+    b"proxy-x: 1\r\n",
+    b"Server: nginx\r\n",
+    b"Tex: 1\r\n",
+    b"T: 1\r\n",
+    b"Contents: 1\r\n",
+    b"Hosts: 1\r\n",
+    b"Upgraded: 1\r\n",
+    b"P: 1\r\n",
+    b"X-Y: \t\x80z\xff \r\n",
+    b'ETag: "6560f1bc-400"\r\n',
+]
+_STRAY = [b"\r", b"\n", b"\r\n", b" ", b"\t", b":", b"-", b"0", b"a", b"\x00", b"\x7f"]
+
+
+class FastPatternTests(SynchronousTestCase):
+    """
+    The shortcut patterns are written for the speed of Python's engine
+    (possessive repeats, a first-byte guard before each lookahead); they
+    match exactly what the plainer reference forms above match.
+    """
+
+    def assertSameAsReference(self, data: bytes) -> None:
+        """
+        Each pattern matches (and fully matches) C{data} as its reference
+        does, with the same groups.
+        """
+        for name, reference in _REFERENCE_PATTERNS.items():
+            fast = getattr(http11, name)
+            for method in ("match", "fullmatch"):
+                expected = getattr(reference, method)(data)
+                found = getattr(fast, method)(data)
+                self.assertEqual(
+                    found and (found.span(), found.groups()),
+                    expected and (expected.span(), expected.groups()),
+                    (name, method, data),
+                )
+
+    def test_pairsSameAsReference(self) -> None:
+        """
+        Every first line with every ordered pair of field lines (and with
+        one or none) matches as the references do.
+        """
+        choices = [b""] + _FIELD_LINES
+        for first in _FIRST_LINES:
+            for one in choices:
+                for two in choices:
+                    for end in (b"\r\n", b"\r\nhello", b""):
+                        self.assertSameAsReference(first + one + two + end)
+
+    @settings(max_examples=1500, deadline=None)
+    @given(
+        first=st.sampled_from(_FIRST_LINES),
+        fields=st.lists(st.sampled_from(_FIELD_LINES), max_size=8),
+        end=st.sampled_from([b"\r\n", b"\r\nhello", b""]),
+        stray=st.one_of(
+            st.none(), st.tuples(st.sampled_from(_STRAY), st.integers(0, 400))
+        ),
+    )
+    def test_sameAsReference(
+        self,
+        first: bytes,
+        fields: list[bytes],
+        end: bytes,
+        stray: tuple[bytes, int] | None,
+    ) -> None:
+        """
+        Longer heads, with a stray byte or line end anywhere or not, match
+        as the references do.
+        """
+        data = first + b"".join(fields) + end
+        if stray is not None:
+            piece, at = stray
+            at %= len(data) + 1
+            data = data[:at] + piece + data[at:]
+        self.assertSameAsReference(data)
+
+    def test_usualHeadsMatch(self) -> None:
+        """
+        The usual request and response (what the comparison above is mostly
+        about) do match, so that test compares matches, not only misses.
+        """
+        request = b"GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\n\r\n"
+        response = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+        self.assertIsNotNone(http11._WHOLE_REQUEST.fullmatch(request))
+        self.assertIsNotNone(http11._WHOLE_RESPONSE.match(response))
+        self.assertIsNotNone(http11._QUICK_REQUEST_LINE.match(request))
 
 
 CHUNKED_OK = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
