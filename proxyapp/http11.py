@@ -246,18 +246,23 @@ def _parseAuthority(authority: bytes, defaultPort: Optional[int]) -> tuple[str, 
 # the engine the saved states of backtracking; see _plainFields for the
 # lookahead.
 
+# An RFC 9110 token (a method, a field name), and a field value's bytes (no
+# controls but HTAB).
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]++"
+_VALUE = rb"[\t\x20-\x7e\x80-\xff]*+"
+
 # The usual request line, with the byte checks of the whole line: a token
 # method, an origin-form or http(s) absolute-form target without a
 # fragment, HTTP/1.1 or 1.0.  Anything else takes the step-by-step path.
 _QUICK_REQUEST_LINE = re.compile(
-    rb"([-!#$%&'*+.^_`|~0-9A-Za-z]++) "
+    rb"(" + _TOKEN + rb") "
     rb"((?:((?i:https?))://([^/?#\x00-\x20\x7f]++))?"
     rb'(/[!"$-~\x80-\xff]*+)) HTTP/1\.([01])\r\n'
 )
 
 # One well-formed field line, ending in CRLF, with the byte checks included
 # (no controls but HTAB, CR and LF only as its end).
-_FIELD_LINE = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]++:[\t\x20-\x7e\x80-\xff]*+\r\n"
+_FIELD_LINE = _TOKEN + rb":" + _VALUE + rb"\r\n"
 
 # A block of well-formed field lines.
 _FIELD_BLOCK = re.compile(rb"(?:" + _FIELD_LINE + rb")*+")
@@ -309,7 +314,7 @@ _PLAIN_REQUEST_FIELDS = _plainFields(
 )
 _WHOLE_REQUEST = re.compile(
     rb"(GET|HEAD) (http://([^/?#\x00-\x20\x7f]++)(/[!\"$-~\x80-\xff]*+)) HTTP/1\.1\r\n"
-    rb"(" + _PLAIN_REQUEST_FIELDS + rb"(?i:host):([\t\x20-\x7e\x80-\xff]*+)\r\n"
+    rb"(" + _PLAIN_REQUEST_FIELDS + rb"(?i:host):(" + _VALUE + rb")\r\n"
     rb"" + _PLAIN_REQUEST_FIELDS + rb")\r\n"
 )
 
@@ -340,7 +345,9 @@ _PLAIN_RESPONSE_FIELDS = _plainFields(
 _LENGTH_LINE = rb"(?i:content-length):[ \t]*+([0-9]{1,18}+)[ \t]*+\r\n"
 _CONNECTION_LINE = rb"((?i:connection):[ \t]*+((?i:keep-alive|close))[ \t]*+\r\n)"
 _WHOLE_RESPONSE = re.compile(
-    rb"HTTP/1\.1 (?!204|304)[2-5][0-9][0-9] [\t\x20-\x7e\x80-\xff]*+\r\n"
+    rb"HTTP/1\.1 (?!204|304)[2-5][0-9][0-9] "
+    + _VALUE
+    + rb"\r\n"
     + _PLAIN_RESPONSE_FIELDS
     + rb"(?:"
     + (_LENGTH_LINE + _PLAIN_RESPONSE_FIELDS)
